@@ -1,0 +1,257 @@
+//! The command line: `run`, `report`, `plugins list`, `plugins inspect`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::journal;
+use crate::plugins::{Catalog, Plugin};
+use crate::report::Report;
+use crate::runner::{self, RunOptions};
+use crate::sandbox::Sandbox;
+
+/// Exit code of a run that finished but where an experiment failed or a
+/// victim did not recover.
+pub const EXIT_UNHEALTHY: u8 = 3;
+
+/// wasmonkey: chaos experiments on AWS fleets, with strategies as sandboxed
+/// WebAssembly components. Dry run unless --execute.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the config's experiments and print a report.
+    Run {
+        /// Run config (TOML).
+        #[arg(long, default_value = "wasmonkey.toml")]
+        config: PathBuf,
+        /// Run only the experiments of this plugin.
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Seed for every random choice (and the simulated fleet).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Really terminate instances. Without it, nothing is changed.
+        #[arg(long)]
+        execute: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Journal file to write (default: a new file in the journal dir).
+        #[arg(long)]
+        journal: Option<PathBuf>,
+    },
+    /// Render the report of a journal again (also one cut short).
+    Report {
+        /// Journal file (JSONL).
+        journal: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List or inspect the plugins of a config's plugin directory.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+}
+
+/// Plugin directory commands.
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Every plugin, loaded and checked; failures with their reason.
+    List {
+        #[arg(long, default_value = "wasmonkey.toml")]
+        config: PathBuf,
+    },
+    /// One plugin: metadata, parameters, imports, limits, grants.
+    Inspect {
+        name: String,
+        #[arg(long, default_value = "wasmonkey.toml")]
+        config: PathBuf,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WASMONKEY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run {
+            config,
+            plugin,
+            seed,
+            execute,
+            json,
+            journal,
+        } => {
+            let options = RunOptions {
+                config,
+                plugin,
+                seed,
+                execute,
+                journal,
+            };
+            let shutdown = async {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                tracing::warn!("interrupted: finishing the journal");
+            };
+            let output = runner::run(&options, shutdown).await?;
+            print_report(&output.report, json)?;
+            Ok(if output.report.all_recovered() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_UNHEALTHY)
+            })
+        }
+        Command::Report { journal, json } => {
+            let replay = journal::read(&journal)?;
+            print_report(&Report::from_journal(&replay, &journal), json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins { command } => plugins(command).await,
+    }
+}
+
+fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", report.render_text());
+    }
+    Ok(())
+}
+
+async fn plugins(command: PluginsCommand) -> anyhow::Result<ExitCode> {
+    let config_path = match &command {
+        PluginsCommand::List { config } | PluginsCommand::Inspect { config, .. } => config.clone(),
+    };
+    let config = Config::load(&config_path)?;
+    let catalog = Catalog::scan(&config.plugin_dir())?;
+    let sandbox = Sandbox::new(&config.cache_dir())?;
+    let defaults = config.default_limits();
+    match command {
+        PluginsCommand::List { .. } => {
+            let (loaded, failed) = catalog.load_all(&sandbox, &defaults).await;
+            for plugin in &loaded {
+                println!(
+                    "{:<20} {:<9} {}",
+                    plugin.metadata.name, plugin.metadata.version, plugin.metadata.description
+                );
+            }
+            for failure in &failed {
+                println!("FAILED {failure}");
+            }
+            Ok(if failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        PluginsCommand::Inspect { name, .. } => {
+            let plugin = catalog
+                .load(&sandbox, &name, &defaults)
+                .await
+                .map_err(|failure| anyhow::anyhow!("{failure}"))?;
+            print!("{}", describe(&plugin, &config));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Everything an operator needs to know about a plugin before running it.
+pub fn describe(plugin: &Plugin, config: &Config) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let meta = &plugin.metadata;
+    let compiled = &plugin.prepared.compiled;
+    let _ = writeln!(out, "{}@{}: {}", meta.name, meta.version, meta.description);
+    let _ = writeln!(out, "file:    {}", plugin.path.display());
+    let _ = writeln!(out, "sha256:  {}", compiled.sha256);
+    let _ = writeln!(
+        out,
+        "loaded:  {:.1} ms ({})",
+        compiled.load_time.as_secs_f64() * 1000.0,
+        if compiled.from_cache {
+            "compiled cache"
+        } else {
+            "compiled now"
+        }
+    );
+    let _ = writeln!(out, "parameters:");
+    for p in &meta.params {
+        let default = crate::contract::latest::param_to_json(&p.default);
+        let kind = crate::contract::latest::param_kind(&p.default);
+        let _ = writeln!(
+            out,
+            "  {:<24} {kind:<8} default {default:<10} {}",
+            p.name, p.description
+        );
+    }
+    let _ = writeln!(out, "imports:");
+    for import in &compiled.imports {
+        let _ = writeln!(out, "  {import}");
+    }
+    if compiled.imports_wasi() {
+        let _ = writeln!(
+            out,
+            "  (WASI is linked deny-by-default: no files, network, env or args)"
+        );
+    }
+    let manifest = plugin.manifest.as_ref();
+    let asked: Vec<String> = manifest
+        .map(|m| m.grants.iter().map(|g| g.name().to_owned()).collect())
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "grants asked: {}",
+        if asked.is_empty() {
+            "none".into()
+        } else {
+            asked.join(", ")
+        }
+    );
+    let limits = config
+        .default_limits()
+        .with(&manifest.map(|m| m.limits).unwrap_or_default());
+    let _ = writeln!(
+        out,
+        "limits:  fuel {}, memory {} MiB, stack {} KiB, timeout {} s, host calls {}, {} KiB per call",
+        limits.fuel, limits.memory_mib, limits.stack_kib, limits.timeout_secs, limits.host_calls, limits.host_call_kib
+    );
+    out
+}

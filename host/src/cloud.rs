@@ -1,0 +1,187 @@
+//! The cloud as the host sees it: the domain model shared by every backend,
+//! and the [`Cloud`] trait a backend implements.
+//!
+//! Backends know nothing of plugins or policy; they answer for the whole
+//! fleet. The host narrows what they return to a plugin's scope before the
+//! plugin sees it.
+
+pub mod sim;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds on a backend's clock: virtual on the simulator, real on AWS.
+/// The clock starts at 0 when the backend is created.
+pub type Millis = u64;
+
+/// EC2 state of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Pending,
+    Running,
+    ShuttingDown,
+    Terminated,
+    Stopping,
+    Stopped,
+}
+
+/// Auto Scaling lifecycle state of an instance in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lifecycle {
+    Pending,
+    InService,
+    Terminating,
+    Terminated,
+    Standby,
+    Detached,
+}
+
+/// One instance of the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    /// The Auto Scaling group it belongs to, if any.
+    pub group: Option<String>,
+    pub zone: String,
+    pub state: InstanceState,
+    pub lifecycle: Option<Lifecycle>,
+    /// Whether its health check passes.
+    pub healthy: bool,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// An Auto Scaling group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub name: String,
+    pub zones: Vec<String>,
+    pub desired: u32,
+    pub min: u32,
+    pub max: u32,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Capacity of a group at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Capacity {
+    pub desired: u32,
+    pub in_service: u32,
+    pub pending: u32,
+    pub terminating: u32,
+    pub unhealthy: u32,
+}
+
+impl Capacity {
+    /// Back at desired capacity with every instance in service and healthy.
+    pub fn is_recovered(&self) -> bool {
+        self.in_service == self.desired
+            && self.pending == 0
+            && self.terminating == 0
+            && self.unhealthy == 0
+    }
+
+    /// Instances in service and healthy.
+    pub fn healthy_in_service(&self) -> u32 {
+        self.in_service.saturating_sub(self.unhealthy)
+    }
+}
+
+/// Server-side narrowing of an instance listing. Backends may return more
+/// than asked (the host filters again); they must not return less.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceQuery {
+    /// Only instances of these groups (already resolved from patterns).
+    pub groups: Option<Vec<String>>,
+    /// Only instances in this zone.
+    pub zone: Option<String>,
+    /// Only instances in one of these states; empty means any.
+    pub states: Vec<InstanceState>,
+    /// Only instances carrying all these tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl InstanceQuery {
+    /// Whether an instance satisfies the query.
+    pub fn matches(&self, instance: &Instance) -> bool {
+        let group_ok = match (&self.groups, &instance.group) {
+            (None, _) => true,
+            (Some(names), Some(group)) => names.iter().any(|name| name == group),
+            (Some(_), None) => false,
+        };
+        group_ok
+            && self.zone.as_ref().is_none_or(|zone| *zone == instance.zone)
+            && (self.states.is_empty() || self.states.contains(&instance.state))
+            && self
+                .tags
+                .iter()
+                .all(|(key, value)| instance.tags.get(key) == Some(value))
+    }
+}
+
+/// How to terminate an instance that belongs to a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TerminateVia {
+    /// EC2 TerminateInstances: the group notices at its next health check.
+    #[default]
+    Ec2,
+    /// Auto Scaling TerminateInstanceInAutoScalingGroup without decrementing
+    /// desired capacity, so lifecycle hooks fire.
+    AutoScaling,
+}
+
+/// Failure of a backend call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloudError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("throttled: {0}")]
+    Throttled(String),
+    #[error("backend failure: {0}")]
+    Backend(String),
+}
+
+/// A message a backend delivered to a notification topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    pub topic: String,
+    pub subject: String,
+    pub body: String,
+    pub at_ms: Millis,
+}
+
+/// A fleet backend: the simulator or real AWS.
+#[async_trait::async_trait]
+pub trait Cloud: Send + Sync {
+    /// Short name for reports: `sim` or `aws`.
+    fn kind(&self) -> &'static str;
+
+    /// Now, on this backend's clock.
+    fn now_ms(&self) -> Millis;
+
+    /// Wait on this backend's clock. The simulator advances virtual time and
+    /// plays the fleet's events; AWS really waits.
+    async fn sleep_ms(&self, ms: Millis);
+
+    /// Every Auto Scaling group, sorted by name.
+    async fn list_groups(&self) -> Result<Vec<Group>, CloudError>;
+
+    /// Instances matching the query, sorted by id.
+    async fn list_instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, CloudError>;
+
+    /// One instance, including one that terminated a while ago.
+    async fn describe_instance(&self, id: &str) -> Result<Option<Instance>, CloudError>;
+
+    /// Capacity of the named groups, in the order asked; unknown names are
+    /// left out.
+    async fn capacity(&self, groups: &[String]) -> Result<Vec<(String, Capacity)>, CloudError>;
+
+    /// Terminate an instance.
+    async fn terminate(&self, id: &str, via: TerminateVia) -> Result<(), CloudError>;
+
+    /// Publish a notification to a topic.
+    async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError>;
+}

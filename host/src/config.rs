@@ -1,0 +1,365 @@
+//! The operator's run config (`wasmonkey.toml`): which backend, which
+//! plugins, and every rule they run under.
+//!
+//! Relative paths are resolved against the config file's directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::limits::{LimitOverrides, Limits};
+use crate::policy::{BlastRadius, Grant, GroupPatterns, Scope, TagSelector};
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Seed for the run's randomness (and the simulated fleet), unless
+    /// `--seed` is given. Without either a random seed is drawn and reported.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Where journals are written (default: `journal/` beside the config).
+    #[serde(default)]
+    pub journal_dir: Option<PathBuf>,
+    pub backend: BackendConfig,
+    pub plugins: PluginsConfig,
+    #[serde(default)]
+    pub scope: ScopeConfig,
+    #[serde(default)]
+    pub blast_radius: BlastRadius,
+    #[serde(default)]
+    pub recovery: RecoveryConfig,
+    /// Defaults for every plugin, over the built-in ones.
+    #[serde(default)]
+    pub limits: LimitOverrides,
+    /// The most any plugin may ask for, over the built-in ceilings.
+    #[serde(default)]
+    pub ceiling: LimitOverrides,
+    /// Named health targets plugins may check and recovery may wait on.
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetConfig>,
+    /// Notification channel aliases, mapped to backend topics.
+    #[serde(default)]
+    pub channels: BTreeMap<String, ChannelConfig>,
+    /// The experiments to run, in order.
+    #[serde(rename = "experiment", default)]
+    pub experiments: Vec<ExperimentConfig>,
+    /// Directory of the config file; relative paths start here.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The config file itself.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// Which cloud to run against.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// The embedded simulated fleet.
+    Sim {
+        /// Fleet description (TOML).
+        fleet: PathBuf,
+    },
+}
+
+/// Where plugins are and where their compiled code is cached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Directory of `.wasm` components (each with an optional manifest).
+    pub dir: PathBuf,
+    /// Compiled-code cache (default: `$XDG_CACHE_HOME/wasmonkey`, else
+    /// `~/.cache/wasmonkey`).
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The part of the fleet experiments may touch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeConfig {
+    /// Group name globs.
+    #[serde(default = "all_groups")]
+    pub groups: Vec<String>,
+    /// Tags every instance in scope must carry (`key` or `key=value`).
+    #[serde(default)]
+    pub tags: Vec<TagSelector>,
+    /// When set, only instances (or groups) carrying this tag are in scope.
+    #[serde(default)]
+    pub opt_in: Option<TagSelector>,
+    /// Instances or groups carrying this tag are never in scope.
+    #[serde(default = "default_opt_out")]
+    pub opt_out: Option<TagSelector>,
+    /// Whether instances outside any Auto Scaling group are in scope.
+    #[serde(default)]
+    pub standalone: bool,
+}
+
+fn all_groups() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+fn default_opt_out() -> Option<TagSelector> {
+    Some(TagSelector {
+        key: "chaos-opt-out".to_owned(),
+        value: None,
+    })
+}
+
+impl Default for ScopeConfig {
+    fn default() -> Self {
+        ScopeConfig {
+            groups: all_groups(),
+            tags: Vec::new(),
+            opt_in: None,
+            opt_out: default_opt_out(),
+            standalone: false,
+        }
+    }
+}
+
+impl ScopeConfig {
+    /// Compile into the policy's scope.
+    pub fn compile(&self) -> Result<Scope, String> {
+        Ok(Scope {
+            groups: GroupPatterns::new(&self.groups)?,
+            tags: self.tags.clone(),
+            opt_in: self.opt_in.clone(),
+            opt_out: self.opt_out.clone(),
+            standalone: self.standalone,
+        })
+    }
+}
+
+/// How the host decides a victim has recovered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// How long the host waits, after a plugin finishes, for its victims'
+    /// groups to recover.
+    #[serde(default = "default_recovery_timeout")]
+    pub timeout_secs: u64,
+    /// How often the host looks, on the run's clock.
+    #[serde(default = "default_poll")]
+    pub poll_secs: f64,
+    /// Targets that must also be healthy for a recovery to count.
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+fn default_recovery_timeout() -> u64 {
+    900
+}
+
+fn default_poll() -> f64 {
+    1.0
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            timeout_secs: default_recovery_timeout(),
+            poll_secs: default_poll(),
+            targets: Vec::new(),
+        }
+    }
+}
+
+impl RecoveryConfig {
+    /// Poll interval in ms, at least 1.
+    pub fn poll_ms(&self) -> u64 {
+        ((self.poll_secs * 1000.0) as u64).max(1)
+    }
+}
+
+/// A named health target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Healthy when this group has at least `min_healthy` healthy
+    /// in-service instances.
+    pub group: String,
+    pub min_healthy: u32,
+}
+
+/// A notification channel alias.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// The backend topic: any name on the simulator.
+    pub topic: String,
+}
+
+/// One experiment: a plugin, its parameters, and what the operator allows it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Plugin name (the `.wasm` file stem in the plugin directory).
+    pub plugin: String,
+    /// Parameter values; unknown names and wrong kinds are refused.
+    #[serde(default)]
+    pub params: BTreeMap<String, toml::Value>,
+    /// What the operator allows this plugin (intersected with its manifest).
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    /// The operator's limits for this plugin, over its manifest's requests.
+    #[serde(default)]
+    pub limits: LimitOverrides,
+}
+
+impl Config {
+    /// Read and check a config file. Errors name the file and the field.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| anyhow::anyhow!("{}: cannot read config: {err}", path.display()))?;
+        let mut config: Config = toml::from_str(&text)
+            .map_err(|err| anyhow::anyhow!("{}: invalid config: {err}", path.display()))?;
+        config.path = path.to_owned();
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config
+            .check()
+            .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.scope
+            .compile()
+            .map_err(|err| format!("scope.groups: {err}"))?;
+        let fraction = self.blast_radius.max_fraction_per_group;
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(format!(
+                "blast_radius.max_fraction_per_group must be within 0..=1, got {fraction}"
+            ));
+        }
+        if self.recovery.poll_secs.is_nan() || self.recovery.poll_secs <= 0.0 {
+            return Err(format!(
+                "recovery.poll_secs must be above 0, got {}",
+                self.recovery.poll_secs
+            ));
+        }
+        for name in &self.recovery.targets {
+            if !self.targets.contains_key(name) {
+                return Err(format!(
+                    "recovery.targets names {name:?}, which is not a [targets.{name}] entry"
+                ));
+            }
+        }
+        let exceeding = self.default_limits().exceeding(&self.ceiling());
+        if let Some((key, asked, max)) = exceeding.first() {
+            return Err(format!("limits.{key} = {asked} is above the ceiling {max}"));
+        }
+        Ok(())
+    }
+
+    /// Resolve a path from the config against its directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// Limits a plugin gets unless its manifest asks otherwise.
+    pub fn default_limits(&self) -> Limits {
+        Limits::default().with(&self.limits)
+    }
+
+    /// The most any plugin may have.
+    pub fn ceiling(&self) -> Limits {
+        Limits::default_ceiling().with(&self.ceiling)
+    }
+
+    /// The plugin directory.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.resolve(&self.plugins.dir)
+    }
+
+    /// The compiled-code cache directory.
+    pub fn cache_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.plugins.cache_dir {
+            return self.resolve(dir);
+        }
+        let home_cache = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache"));
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or(home_cache)
+            .unwrap_or_else(std::env::temp_dir)
+            .join("wasmonkey")
+    }
+
+    /// The journal directory.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.resolve(self.journal_dir.as_deref().unwrap_or(Path::new("journal")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wasmonkey.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path)
+    }
+
+    const MINIMAL: &str =
+        "[backend]\nkind = \"sim\"\nfleet = \"fleet.toml\"\n[plugins]\ndir = \"plugins\"\n";
+
+    #[test]
+    fn minimal_config_gets_safe_defaults() {
+        let config = load(MINIMAL).unwrap();
+        assert_eq!(config.blast_radius.max_terminations, 1);
+        assert_eq!(config.scope.groups, ["*"]);
+        assert_eq!(
+            config.scope.opt_out.as_ref().map(|s| s.key.as_str()),
+            Some("chaos-opt-out")
+        );
+        assert!(config.experiments.is_empty());
+        assert!(config.plugin_dir().ends_with("plugins"));
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_the_file() {
+        let err = load(&format!("{MINIMAL}[blast_radius]\nmax_kills = 3\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("wasmonkey.toml") && err.contains("max_kills"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_key() {
+        let err = load(&format!(
+            "{MINIMAL}[blast_radius]\nmax_fraction_per_group = 1.5\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("max_fraction_per_group"), "{err}");
+        let err = load(&format!("{MINIMAL}[recovery]\ntargets = [\"nope\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope"), "{err}");
+        let err = load(&format!("{MINIMAL}[limits]\nmemory_mib = 4096\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memory_mib"), "{err}");
+        let err = load(&format!("{MINIMAL}[scope]\ngroups = [\"a[\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("scope.groups"), "{err}");
+        let err = load(&format!(
+            "{MINIMAL}[[experiment]]\nplugin = \"x\"\ngrants = [\"sudo\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("sudo"), "{err}");
+    }
+}

@@ -1,0 +1,415 @@
+//! Contract `wasmonkey:chaos@0.1.0`: bindings and the translation between
+//! its WIT types and the host's domain types.
+
+use std::collections::BTreeMap;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::cloud::{self as domain, InstanceState as DomainState, Lifecycle};
+use crate::session::{self, PluginError, Session};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "strategy-plugin",
+    imports: { default: async | trappable },
+    exports: { default: async },
+});
+
+pub use exports::wasmonkey::chaos::strategy::{
+    Outcome, Param, ParamSpec, ParamValue, PluginMetadata, RunError, Verdict, Victim,
+};
+use wasmonkey::chaos::types::{
+    CloudError, Group, GroupCapacity, Instance, InstanceState, LifecycleState, Tag,
+};
+use wasmonkey::chaos::{cloud, notify, probe, runtime};
+
+/// The package this module speaks, as components name it in their imports.
+pub const PACKAGE: &str = "wasmonkey:chaos@0.1.0";
+
+/// Give a linker this contract's imports, backed by the store's [`Session`].
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    session: fn(&mut T) -> &mut Session,
+) -> wasmtime::Result<()> {
+    StrategyPlugin::add_to_linker::<T, HasSelf<Session>>(linker, session)
+}
+
+/// Turn a session failure into a trap that ends the run.
+fn fatal(err: session::Fatal) -> wasmtime::Error {
+    match err {
+        session::Fatal::Breach(breach) => wasmtime::Error::new(breach),
+        other => wasmtime::Error::msg(other.to_string()),
+    }
+}
+
+fn to_wit_error(err: PluginError) -> CloudError {
+    match err {
+        PluginError::Denied(m) => CloudError::Denied(m),
+        PluginError::NotFound(m) => CloudError::NotFound(m),
+        PluginError::BudgetExhausted(m) => CloudError::BudgetExhausted(m),
+        PluginError::Throttled(m) => CloudError::Throttled(m),
+        PluginError::Invalid(m) => CloudError::Invalid(m),
+        PluginError::Backend(m) => CloudError::Backend(m),
+    }
+}
+
+fn tags_to_wit(tags: BTreeMap<String, String>) -> Vec<Tag> {
+    tags.into_iter()
+        .map(|(key, value)| Tag { key, value })
+        .collect()
+}
+
+fn state_to_wit(state: DomainState) -> InstanceState {
+    match state {
+        DomainState::Pending => InstanceState::Pending,
+        DomainState::Running => InstanceState::Running,
+        DomainState::ShuttingDown => InstanceState::ShuttingDown,
+        DomainState::Terminated => InstanceState::Terminated,
+        DomainState::Stopping => InstanceState::Stopping,
+        DomainState::Stopped => InstanceState::Stopped,
+    }
+}
+
+fn state_from_wit(state: InstanceState) -> DomainState {
+    match state {
+        InstanceState::Pending => DomainState::Pending,
+        InstanceState::Running => DomainState::Running,
+        InstanceState::ShuttingDown => DomainState::ShuttingDown,
+        InstanceState::Terminated => DomainState::Terminated,
+        InstanceState::Stopping => DomainState::Stopping,
+        InstanceState::Stopped => DomainState::Stopped,
+    }
+}
+
+fn lifecycle_to_wit(lifecycle: Lifecycle) -> LifecycleState {
+    match lifecycle {
+        Lifecycle::Pending => LifecycleState::Pending,
+        Lifecycle::InService => LifecycleState::InService,
+        Lifecycle::Terminating => LifecycleState::Terminating,
+        Lifecycle::Terminated => LifecycleState::Terminated,
+        Lifecycle::Standby => LifecycleState::Standby,
+        Lifecycle::Detached => LifecycleState::Detached,
+    }
+}
+
+fn instance_to_wit(i: domain::Instance) -> Instance {
+    Instance {
+        id: i.id,
+        group: i.group,
+        zone: i.zone,
+        state: state_to_wit(i.state),
+        lifecycle: i.lifecycle.map(lifecycle_to_wit),
+        healthy: i.healthy,
+        tags: tags_to_wit(i.tags),
+    }
+}
+
+fn group_to_wit(g: domain::Group) -> Group {
+    Group {
+        name: g.name,
+        zones: g.zones,
+        desired: g.desired,
+        min: g.min,
+        max: g.max,
+        tags: tags_to_wit(g.tags),
+    }
+}
+
+fn strings_len<'a>(parts: impl IntoIterator<Item = &'a str>) -> usize {
+    parts.into_iter().map(str::len).sum()
+}
+
+impl wasmonkey::chaos::types::Host for Session {}
+
+impl cloud::Host for Session {
+    async fn list_groups(
+        &mut self,
+        pattern: Option<String>,
+    ) -> wasmtime::Result<Result<Vec<Group>, CloudError>> {
+        self.enter("cloud.list-groups", pattern.as_deref().map_or(0, str::len))
+            .map_err(fatal)?;
+        Ok(self
+            .list_groups(pattern)
+            .await
+            .map(|groups| groups.into_iter().map(group_to_wit).collect())
+            .map_err(to_wit_error))
+    }
+
+    async fn list_instances(
+        &mut self,
+        filter: cloud::InstanceFilter,
+    ) -> wasmtime::Result<Result<Vec<Instance>, CloudError>> {
+        let bytes = strings_len(
+            filter
+                .tags
+                .iter()
+                .flat_map(|t| [t.key.as_str(), t.value.as_str()])
+                .chain(filter.group_pattern.as_deref())
+                .chain(filter.zone.as_deref()),
+        );
+        self.enter("cloud.list-instances", bytes).map_err(fatal)?;
+        let filter = session::InstanceFilter {
+            group_pattern: filter.group_pattern,
+            tags: filter.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+            zone: filter.zone,
+            states: filter.states.into_iter().map(state_from_wit).collect(),
+        };
+        Ok(self
+            .list_instances(filter)
+            .await
+            .map(|found| found.into_iter().map(instance_to_wit).collect())
+            .map_err(to_wit_error))
+    }
+
+    async fn terminate(
+        &mut self,
+        instance_id: String,
+        reason: String,
+    ) -> wasmtime::Result<Result<cloud::Termination, CloudError>> {
+        self.enter("cloud.terminate", instance_id.len() + reason.len())
+            .map_err(fatal)?;
+        let answer = Session::terminate(self, &instance_id, &reason)
+            .await
+            .map_err(fatal)?;
+        Ok(answer
+            .map(|t| cloud::Termination {
+                instance_id: t.instance_id,
+                group: t.group,
+                zone: t.zone,
+                dry_run: t.dry_run,
+                at_ms: t.at_ms,
+            })
+            .map_err(to_wit_error))
+    }
+}
+
+impl probe::Host for Session {
+    async fn group_health(
+        &mut self,
+        group: String,
+    ) -> wasmtime::Result<Result<GroupCapacity, CloudError>> {
+        self.enter("probe.group-health", group.len())
+            .map_err(fatal)?;
+        Ok(Session::group_health(self, &group)
+            .await
+            .map(|c| GroupCapacity {
+                group,
+                desired: c.desired,
+                in_service: c.in_service,
+                pending: c.pending,
+                terminating: c.terminating,
+                unhealthy: c.unhealthy,
+            })
+            .map_err(to_wit_error))
+    }
+
+    async fn describe_instance(
+        &mut self,
+        instance_id: String,
+    ) -> wasmtime::Result<Result<Instance, CloudError>> {
+        self.enter("probe.describe-instance", instance_id.len())
+            .map_err(fatal)?;
+        Ok(Session::instance(self, &instance_id)
+            .await
+            .map(instance_to_wit)
+            .map_err(to_wit_error))
+    }
+
+    async fn targets(&mut self) -> wasmtime::Result<Vec<String>> {
+        self.enter("probe.targets", 0).map_err(fatal)?;
+        Ok(Session::targets(self))
+    }
+
+    async fn check(
+        &mut self,
+        target: String,
+    ) -> wasmtime::Result<Result<probe::CheckResult, CloudError>> {
+        self.enter("probe.check", target.len()).map_err(fatal)?;
+        let answer = Session::check(self, &target).await.map_err(fatal)?;
+        Ok(answer
+            .map(|c| probe::CheckResult {
+                target: c.target,
+                healthy: c.healthy,
+                detail: c.detail,
+                latency_ms: c.latency_ms,
+            })
+            .map_err(to_wit_error))
+    }
+}
+
+impl notify::Host for Session {
+    async fn channels(&mut self) -> wasmtime::Result<Vec<String>> {
+        self.enter("notify.channels", 0).map_err(fatal)?;
+        Ok(Session::channels(self))
+    }
+
+    async fn publish(
+        &mut self,
+        channel: String,
+        subject: String,
+        body: String,
+    ) -> wasmtime::Result<Result<(), CloudError>> {
+        self.enter(
+            "notify.publish",
+            strings_len([channel.as_str(), &subject, &body]),
+        )
+        .map_err(fatal)?;
+        let answer = Session::publish(self, &channel, &subject, &body)
+            .await
+            .map_err(fatal)?;
+        Ok(answer.map_err(to_wit_error))
+    }
+}
+
+impl runtime::Host for Session {
+    async fn log(&mut self, level: runtime::LogLevel, message: String) -> wasmtime::Result<()> {
+        self.enter("runtime.log", message.len()).map_err(fatal)?;
+        let level = match level {
+            runtime::LogLevel::Trace => tracing::Level::TRACE,
+            runtime::LogLevel::Debug => tracing::Level::DEBUG,
+            runtime::LogLevel::Info => tracing::Level::INFO,
+            runtime::LogLevel::Warn => tracing::Level::WARN,
+            runtime::LogLevel::Error => tracing::Level::ERROR,
+        };
+        Session::log(self, level, &message).map_err(fatal)
+    }
+
+    async fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        self.enter("runtime.now-ms", 0).map_err(fatal)?;
+        Ok(Session::now_ms(self))
+    }
+
+    async fn sleep_ms(&mut self, ms: u64) -> wasmtime::Result<()> {
+        self.enter("runtime.sleep-ms", 0).map_err(fatal)?;
+        Session::sleep_ms(self, ms).await.map_err(fatal)
+    }
+
+    async fn random_u64(&mut self) -> wasmtime::Result<u64> {
+        self.enter("runtime.random-u64", 0).map_err(fatal)?;
+        Ok(Session::random_u64(self))
+    }
+}
+
+/// A parameter value as JSON, for journals and reports.
+pub fn param_to_json(value: &ParamValue) -> serde_json::Value {
+    match value {
+        ParamValue::Text(text) => serde_json::Value::from(text.as_str()),
+        ParamValue::Integer(n) => serde_json::Value::from(*n),
+        ParamValue::Number(x) => serde_json::Value::from(*x),
+        ParamValue::Flag(b) => serde_json::Value::from(*b),
+    }
+}
+
+/// The kind of a parameter value, as the operator's error messages name it.
+pub fn param_kind(value: &ParamValue) -> &'static str {
+    match value {
+        ParamValue::Text(_) => "text",
+        ParamValue::Integer(_) => "integer",
+        ParamValue::Number(_) => "number",
+        ParamValue::Flag(_) => "flag",
+    }
+}
+
+/// Check the operator's values against the plugin's declared parameters and
+/// fill in defaults. Errors name the parameter.
+pub fn resolve_params(
+    specs: &[ParamSpec],
+    given: &BTreeMap<String, toml::Value>,
+) -> Result<Vec<Param>, String> {
+    if let Some(unknown) = given
+        .keys()
+        .find(|name| !specs.iter().any(|s| &s.name == *name))
+    {
+        let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        return Err(format!(
+            "unknown parameter {unknown:?}; the plugin declares {known:?}"
+        ));
+    }
+    specs
+        .iter()
+        .map(|spec| {
+            let value = match given.get(&spec.name) {
+                None => spec.default.clone(),
+                Some(value) => match (&spec.default, value) {
+                    (ParamValue::Text(_), toml::Value::String(s)) => ParamValue::Text(s.clone()),
+                    (ParamValue::Integer(_), toml::Value::Integer(n)) => ParamValue::Integer(*n),
+                    (ParamValue::Number(_), toml::Value::Float(x)) => ParamValue::Number(*x),
+                    (ParamValue::Number(_), toml::Value::Integer(n)) => {
+                        ParamValue::Number(*n as f64)
+                    }
+                    (ParamValue::Flag(_), toml::Value::Boolean(b)) => ParamValue::Flag(*b),
+                    (default, other) => {
+                        return Err(format!(
+                            "parameter {:?} takes a {} value, got {} {other}",
+                            spec.name,
+                            param_kind(default),
+                            other.type_str()
+                        ))
+                    }
+                },
+            };
+            Ok(Param {
+                name: spec.name.clone(),
+                value,
+            })
+        })
+        .collect()
+}
+
+/// The verdict's name in reports.
+pub fn verdict_name(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Recovered => "recovered",
+        Verdict::NotRecovered => "not-recovered",
+        Verdict::Unchecked => "unchecked",
+    }
+}
+
+/// The run error as one line.
+pub fn run_error_text(err: &RunError) -> String {
+    match err {
+        RunError::InvalidParam(m) => format!("invalid parameter: {m}"),
+        RunError::Aborted(m) => format!("aborted: {m}"),
+        RunError::Cloud(e) => format!("cloud error: {e:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, default: ParamValue) -> ParamSpec {
+        ParamSpec {
+            name: name.into(),
+            description: String::new(),
+            default,
+        }
+    }
+
+    #[test]
+    fn params_are_checked_and_defaulted() {
+        let specs = [
+            spec("count", ParamValue::Integer(3)),
+            spec("p", ParamValue::Number(1.0)),
+        ];
+        let given: BTreeMap<String, toml::Value> =
+            [("p".to_string(), toml::Value::Integer(0))].into();
+        let params = resolve_params(&specs, &given).unwrap();
+        assert!(matches!(params[0].value, ParamValue::Integer(3)));
+        assert!(matches!(params[1].value, ParamValue::Number(x) if x == 0.0));
+
+        let wrong: BTreeMap<String, toml::Value> =
+            [("count".to_string(), toml::Value::from("three"))].into();
+        let err = resolve_params(&specs, &wrong).unwrap_err();
+        assert!(
+            err.contains("\"count\"") && err.contains("integer"),
+            "{err}"
+        );
+
+        let unknown: BTreeMap<String, toml::Value> =
+            [("cuont".to_string(), toml::Value::Integer(1))].into();
+        assert!(resolve_params(&specs, &unknown)
+            .unwrap_err()
+            .contains("cuont"));
+    }
+}

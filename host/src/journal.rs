@@ -1,0 +1,274 @@
+//! The run journal: one JSON object per line, appended *before* each action
+//! and again with its outcome, flushed and synced to disk at every entry, so
+//! a crash or Ctrl-C never hides what was done. Reports are rendered from it.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::cloud::{Capacity, Millis};
+use crate::limits::Limits;
+
+/// One journal line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the journal, from 0.
+    pub seq: u64,
+    /// Wall-clock time of writing, RFC 3339.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: time::OffsetDateTime,
+    /// The run's clock (virtual on the simulator).
+    pub clock_ms: Millis,
+    /// Index of the experiment in the config, for experiment events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<usize>,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// The run began.
+    RunStarted {
+        run_id: String,
+        backend: String,
+        seed: u64,
+        dry_run: bool,
+        config: String,
+        host_version: String,
+    },
+    /// An experiment began with this plugin.
+    ExperimentStarted {
+        plugin: String,
+        version: String,
+        sha256: String,
+        params: BTreeMap<String, serde_json::Value>,
+        grants: Vec<String>,
+        limits: Limits,
+    },
+    /// About to terminate an instance. Written before the call.
+    TerminateIntent {
+        instance_id: String,
+        group: Option<String>,
+        zone: String,
+        reason: String,
+        dry_run: bool,
+    },
+    /// The termination went through (or, in a dry run, was allowed).
+    TerminateDone { instance_id: String, dry_run: bool },
+    /// The termination call failed; the instance may or may not be gone.
+    TerminateFailed { instance_id: String, error: String },
+    /// Policy refused an operation.
+    Denied {
+        operation: String,
+        target: String,
+        rule: String,
+        message: String,
+    },
+    /// About to publish a notification. Written before the call.
+    NotifyIntent {
+        channel: String,
+        subject: String,
+        body: String,
+    },
+    /// A publish attempt succeeded.
+    NotifyDone { channel: String, attempt: u32 },
+    /// A publish attempt failed.
+    NotifyFailed {
+        channel: String,
+        attempt: u32,
+        error: String,
+    },
+    /// The host saw a victim's group recovered.
+    Recovered {
+        instance_id: String,
+        group: String,
+        recovery_ms: Millis,
+        capacity: Capacity,
+    },
+    /// The host gave up waiting for a victim's group.
+    NotRecovered {
+        instance_id: String,
+        group: String,
+        waited_ms: Millis,
+        capacity: Option<Capacity>,
+    },
+    /// A plugin's log line.
+    PluginLog { level: String, message: String },
+    /// The experiment ended: the plugin's outcome, or why there is none.
+    ExperimentFinished {
+        plugin: String,
+        outcome: Option<PluginOutcome>,
+        error: Option<String>,
+    },
+    /// The run ended normally (or was interrupted, when `interrupted`).
+    RunFinished { interrupted: bool },
+}
+
+/// A plugin's own account of its run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginOutcome {
+    pub summary: String,
+    pub victims: Vec<PluginVictim>,
+}
+
+/// The plugin's view of one victim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginVictim {
+    pub instance_id: String,
+    pub verdict: String,
+    pub recovered_at_ms: Option<Millis>,
+}
+
+/// An open journal file. Appends are serialised.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    inner: Mutex<(File, u64)>,
+}
+
+impl Journal {
+    /// Create a new journal file (never overwrites one).
+    pub fn create(path: &Path) -> anyhow::Result<Journal> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating journal directory {}", parent.display()))?;
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .with_context(|| format!("creating journal {}", path.display()))?;
+        Ok(Journal {
+            path: path.to_owned(),
+            inner: Mutex::new((file, 0)),
+        })
+    }
+
+    /// Where the journal is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append an entry and sync it to disk before returning.
+    pub fn append(
+        &self,
+        clock_ms: Millis,
+        experiment: Option<usize>,
+        event: Event,
+    ) -> anyhow::Result<Entry> {
+        let mut guard = self
+            .inner
+            .lock()
+            .map_err(|_| anyhow::anyhow!("journal {} is poisoned", self.path.display()))?;
+        let (file, seq) = &mut *guard;
+        let entry = Entry {
+            seq: *seq,
+            at: time::OffsetDateTime::now_utc(),
+            clock_ms,
+            experiment,
+            event,
+        };
+        let mut line = serde_json::to_vec(&entry)?;
+        line.push(b'\n');
+        file.write_all(&line)
+            .and_then(|()| file.sync_data())
+            .with_context(|| format!("writing journal {}", self.path.display()))?;
+        *seq += 1;
+        Ok(entry)
+    }
+}
+
+/// A journal read back.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    pub entries: Vec<Entry>,
+    /// A last line that was cut off mid-write (a crash), if any.
+    pub torn_tail: Option<usize>,
+}
+
+/// Read a journal. A torn last line (from a crash mid-write) is tolerated and
+/// reported; a bad line elsewhere is an error naming the file and line.
+pub fn read(path: &Path) -> anyhow::Result<Replay> {
+    let file = File::open(path).with_context(|| format!("opening journal {}", path.display()))?;
+    let lines: Vec<String> = BufReader::new(file)
+        .lines()
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("reading journal {}", path.display()))?;
+    let mut replay = Replay::default();
+    let last = lines.len();
+    for (index, line) in lines.iter().enumerate() {
+        let number = index + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Entry>(line) {
+            Ok(entry) => replay.entries.push(entry),
+            Err(_) if number == last => replay.torn_tail = Some(number),
+            Err(err) => anyhow::bail!("{}:{number}: not a journal entry: {err}", path.display()),
+        }
+    }
+    Ok(replay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_a_torn_tail_is_tolerated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let journal = Journal::create(&path).unwrap();
+        journal
+            .append(
+                5,
+                Some(0),
+                Event::TerminateIntent {
+                    instance_id: "i-1".into(),
+                    group: Some("web".into()),
+                    zone: "a".into(),
+                    reason: "test".into(),
+                    dry_run: false,
+                },
+            )
+            .unwrap();
+        journal
+            .append(6, None, Event::RunFinished { interrupted: false })
+            .unwrap();
+        // Simulate a crash mid-write.
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"seq\":2,\"at\":").unwrap();
+        let replay = read(&path).unwrap();
+        assert_eq!(replay.entries.len(), 2);
+        assert_eq!(replay.entries[0].seq, 0);
+        assert_eq!(replay.entries[0].clock_ms, 5);
+        assert!(matches!(replay.entries[1].event, Event::RunFinished { .. }));
+        assert_eq!(replay.torn_tail, Some(3));
+    }
+
+    #[test]
+    fn a_bad_line_in_the_middle_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        std::fs::write(&path, "garbage\n{}\n").unwrap();
+        let err = read(&path).unwrap_err().to_string();
+        assert!(err.contains("j.jsonl:1"), "{err}");
+    }
+
+    #[test]
+    fn an_existing_journal_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        std::fs::write(&path, "keep me\n").unwrap();
+        assert!(Journal::create(&path).is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me\n");
+    }
+}

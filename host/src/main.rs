@@ -1,0 +1,5 @@
+//! The `wasmonkey` command.
+
+fn main() -> std::process::ExitCode {
+    wasmonkey::cli::main()
+}

@@ -1,0 +1,772 @@
+//! The rules a plugin runs under: scope, opt-in / opt-out tags, grants,
+//! blast radius and the dry-run leash.
+//!
+//! Pure: no I/O, no clock. The session asks it before every operation and
+//! journals every denial.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::cloud::{Group, Instance, InstanceState, Lifecycle};
+
+/// A capability a plugin may ask for in its manifest and the operator may
+/// allow. Reading the fleet in scope needs no grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Grant {
+    /// `cloud.terminate`.
+    Terminate,
+    /// `notify.publish`.
+    Notify,
+    /// `probe.check` of operator-configured targets.
+    ProbeTargets,
+}
+
+impl Grant {
+    /// Every grant there is.
+    pub const ALL: [Grant; 3] = [Grant::Terminate, Grant::Notify, Grant::ProbeTargets];
+
+    /// The name used in manifests and configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Grant::Terminate => "terminate",
+            Grant::Notify => "notify",
+            Grant::ProbeTargets => "probe-targets",
+        }
+    }
+}
+
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a plugin may do: what its manifest asks, narrowed to what the
+/// operator allows.
+pub fn effective_grants(requested: &[Grant], allowed: &[Grant]) -> BTreeSet<Grant> {
+    requested
+        .iter()
+        .filter(|grant| allowed.contains(grant))
+        .copied()
+        .collect()
+}
+
+/// `key` (the tag is present, any value) or `key=value` (exact value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TagSelector {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+impl TagSelector {
+    /// Whether `tags` carry this tag.
+    pub fn matches(&self, tags: &BTreeMap<String, String>) -> bool {
+        match (&self.value, tags.get(&self.key)) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(want), Some(have)) => want == have,
+        }
+    }
+}
+
+impl FromStr for TagSelector {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (key, value) = match text.split_once('=') {
+            Some((key, value)) => (key.trim(), Some(value.trim().to_owned())),
+            None => (text.trim(), None),
+        };
+        if key.is_empty() {
+            return Err(format!(
+                "tag selector {text:?} has an empty key; write `key` or `key=value`"
+            ));
+        }
+        Ok(TagSelector {
+            key: key.to_owned(),
+            value,
+        })
+    }
+}
+
+impl TryFrom<String> for TagSelector {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl From<TagSelector> for String {
+    fn from(selector: TagSelector) -> String {
+        selector.to_string()
+    }
+}
+
+impl fmt::Display for TagSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(value) => write!(f, "{}={value}", self.key),
+            None => f.write_str(&self.key),
+        }
+    }
+}
+
+/// A set of group-name globs, compiled once.
+#[derive(Debug, Clone)]
+pub struct GroupPatterns {
+    patterns: Vec<String>,
+    set: GlobSet,
+}
+
+impl GroupPatterns {
+    /// Compile glob patterns (`*`, `?`, `[ab]`, `{a,b}`).
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self, String> {
+        let mut builder = GlobSetBuilder::new();
+        for pattern in patterns {
+            let pattern = pattern.as_ref();
+            let glob =
+                Glob::new(pattern).map_err(|err| format!("group pattern {pattern:?}: {err}"))?;
+            builder.add(glob);
+        }
+        let set = builder.build().map_err(|err| err.to_string())?;
+        Ok(GroupPatterns {
+            patterns: patterns.iter().map(|p| p.as_ref().to_owned()).collect(),
+            set,
+        })
+    }
+
+    /// No pattern: matches nothing.
+    pub fn none() -> Self {
+        GroupPatterns {
+            patterns: Vec::new(),
+            set: GlobSet::empty(),
+        }
+    }
+
+    /// Whether a group name matches any pattern.
+    pub fn matches(&self, name: &str) -> bool {
+        self.set.is_match(name)
+    }
+
+    /// The patterns as written.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+}
+
+/// Which part of the fleet an experiment may see and touch.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// Groups whose name matches one of these.
+    pub groups: GroupPatterns,
+    /// Instances must carry every one of these tags.
+    pub tags: Vec<TagSelector>,
+    /// When set, an instance (or its group) must carry this tag.
+    pub opt_in: Option<TagSelector>,
+    /// An instance or group carrying this tag is never touched or shown.
+    pub opt_out: Option<TagSelector>,
+    /// Whether instances outside any Auto Scaling group are in scope.
+    pub standalone: bool,
+}
+
+/// Limits on how much one experiment may break.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlastRadius {
+    /// Most terminations in one experiment (dry-run ones count too).
+    pub max_terminations: u32,
+    /// A group must keep at least this many healthy in-service instances.
+    pub min_healthy_per_group: u32,
+    /// At most `floor(fraction × desired)` instances of a group per experiment.
+    pub max_fraction_per_group: f64,
+}
+
+impl Default for BlastRadius {
+    fn default() -> Self {
+        BlastRadius {
+            max_terminations: 1,
+            min_healthy_per_group: 1,
+            max_fraction_per_group: 0.5,
+        }
+    }
+}
+
+/// Why an instance or group is outside a plugin's view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hidden {
+    /// Its group matches none of the scope's patterns.
+    GroupOutOfScope { group: String },
+    /// It belongs to no group and standalone instances are out of scope.
+    Standalone,
+    /// It lacks a tag the scope requires.
+    MissingTag(TagSelector),
+    /// Opt-in is required and it did not opt in.
+    NotOptedIn(TagSelector),
+    /// It opted out.
+    OptedOut(TagSelector),
+    /// The backend knows no such instance.
+    Unknown,
+}
+
+impl fmt::Display for Hidden {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hidden::GroupOutOfScope { group } => {
+                write!(f, "group {group} matches no scope pattern")
+            }
+            Hidden::Standalone => f.write_str("it belongs to no Auto Scaling group"),
+            Hidden::MissingTag(tag) => write!(f, "it lacks the required tag {tag}"),
+            Hidden::NotOptedIn(tag) => write!(f, "it has not opted in with tag {tag}"),
+            Hidden::OptedOut(tag) => write!(f, "it opted out with tag {tag}"),
+            Hidden::Unknown => f.write_str("the backend knows no such instance"),
+        }
+    }
+}
+
+/// A refused operation. The plugin gets a typed error; the journal gets the
+/// rule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Denial {
+    /// The plugin lacks the grant.
+    NotGranted(Grant),
+    /// The target is outside the plugin's view. The plugin is told only that
+    /// it is out of scope, so it learns nothing of what lies outside.
+    OutOfScope { target: String, why: Hidden },
+    /// The instance is not running.
+    NotRunning {
+        instance: String,
+        state: InstanceState,
+    },
+    /// The experiment's termination budget is spent.
+    Budget { max: u32 },
+    /// The group would drop below its healthy floor.
+    HealthyFloor {
+        group: String,
+        healthy: u32,
+        min: u32,
+    },
+    /// The group already lost its share for this experiment.
+    GroupShare {
+        group: String,
+        allowed: u32,
+        fraction: f64,
+        desired: u32,
+    },
+}
+
+impl Denial {
+    /// Short rule name for the journal and report.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Denial::NotGranted(_) => "grant",
+            Denial::OutOfScope { why, .. } => match why {
+                Hidden::OptedOut(_) => "opt-out",
+                Hidden::NotOptedIn(_) => "opt-in",
+                _ => "scope",
+            },
+            Denial::NotRunning { .. } => "not-running",
+            Denial::Budget { .. } => "max-terminations",
+            Denial::HealthyFloor { .. } => "min-healthy-per-group",
+            Denial::GroupShare { .. } => "max-fraction-per-group",
+        }
+    }
+
+    /// Whether the plugin should see this as `budget-exhausted` rather than
+    /// `denied`.
+    pub fn is_budget(&self) -> bool {
+        matches!(self, Denial::Budget { .. })
+    }
+
+    /// What the plugin is told. Never reveals why something is out of scope.
+    pub fn plugin_message(&self) -> String {
+        match self {
+            Denial::OutOfScope { target, .. } => {
+                format!("{target} is outside this experiment's scope")
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Denial::NotGranted(grant) => write!(
+                f,
+                "the plugin has no '{grant}' grant (its manifest must ask for it and the operator must allow it)"
+            ),
+            Denial::OutOfScope { target, why } => write!(f, "{target} is out of scope: {why}"),
+            Denial::NotRunning { instance, state } => {
+                write!(f, "{instance} is not running (state {state:?})")
+            }
+            Denial::Budget { max } => {
+                write!(f, "this experiment may terminate at most {max} instance(s) and has used them")
+            }
+            Denial::HealthyFloor { group, healthy, min } => write!(
+                f,
+                "group {group} has {healthy} healthy in-service instance(s) and must keep at least {min}"
+            ),
+            Denial::GroupShare {
+                group,
+                allowed,
+                fraction,
+                desired,
+            } => write!(
+                f,
+                "group {group} may lose at most {allowed} instance(s) per experiment ({fraction} of desired {desired})"
+            ),
+        }
+    }
+}
+
+/// What one experiment has terminated so far (dry-run ones included).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    victims: BTreeMap<String, Option<String>>,
+}
+
+impl Tally {
+    /// Count a termination.
+    pub fn record(&mut self, instance: &str, group: Option<&str>) {
+        self.victims
+            .insert(instance.to_owned(), group.map(str::to_owned));
+    }
+
+    /// Terminations so far.
+    pub fn total(&self) -> u32 {
+        u32::try_from(self.victims.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Terminations in one group so far.
+    pub fn in_group(&self, group: &str) -> u32 {
+        let count = self
+            .victims
+            .values()
+            .filter(|g| g.as_deref() == Some(group))
+            .count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// Whether this experiment already terminated the instance.
+    pub fn contains(&self, instance: &str) -> bool {
+        self.victims.contains_key(instance)
+    }
+}
+
+/// A group as the policy needs it for a termination decision.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupView<'a> {
+    pub group: &'a Group,
+    /// Healthy in-service instances of the group, not counting any this
+    /// experiment already terminated (so dry runs decide as real runs would).
+    pub healthy_in_service: u32,
+}
+
+/// The rules for one experiment.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub scope: Scope,
+    pub blast_radius: BlastRadius,
+    /// True unless the operator passed `--execute`.
+    pub dry_run: bool,
+    pub grants: BTreeSet<Grant>,
+}
+
+impl Policy {
+    /// Require a grant.
+    pub fn require(&self, grant: Grant) -> Result<(), Denial> {
+        if self.grants.contains(&grant) {
+            Ok(())
+        } else {
+            Err(Denial::NotGranted(grant))
+        }
+    }
+
+    /// Whether a group is in scope.
+    pub fn group_visibility(&self, group: &Group) -> Result<(), Hidden> {
+        if !self.scope.groups.matches(&group.name) {
+            return Err(Hidden::GroupOutOfScope {
+                group: group.name.clone(),
+            });
+        }
+        if let Some(opt_out) = self
+            .scope
+            .opt_out
+            .as_ref()
+            .filter(|sel| sel.matches(&group.tags))
+        {
+            return Err(Hidden::OptedOut(opt_out.clone()));
+        }
+        Ok(())
+    }
+
+    /// Whether an instance is in scope. `group` is the instance's group, if
+    /// it has one and the backend knows it.
+    pub fn instance_visibility(
+        &self,
+        instance: &Instance,
+        group: Option<&Group>,
+    ) -> Result<(), Hidden> {
+        let mut tags = group.map(|g| g.tags.clone()).unwrap_or_default();
+        tags.extend(instance.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        match (&instance.group, group) {
+            (None, _) if !self.scope.standalone => return Err(Hidden::Standalone),
+            (None, _) => {}
+            (Some(name), Some(group)) => self.group_visibility(group).map_err(|why| match why {
+                Hidden::GroupOutOfScope { .. } => Hidden::GroupOutOfScope {
+                    group: name.clone(),
+                },
+                other => other,
+            })?,
+            (Some(name), None) => {
+                if !self.scope.groups.matches(name) {
+                    return Err(Hidden::GroupOutOfScope {
+                        group: name.clone(),
+                    });
+                }
+            }
+        }
+        if let Some(opt_out) = self.scope.opt_out.as_ref().filter(|sel| sel.matches(&tags)) {
+            return Err(Hidden::OptedOut(opt_out.clone()));
+        }
+        if let Some(opt_in) = self.scope.opt_in.as_ref().filter(|sel| !sel.matches(&tags)) {
+            return Err(Hidden::NotOptedIn(opt_in.clone()));
+        }
+        if let Some(missing) = self.scope.tags.iter().find(|sel| !sel.matches(&tags)) {
+            return Err(Hidden::MissingTag(missing.clone()));
+        }
+        Ok(())
+    }
+
+    /// Decide a termination. `Ok(dry_run)` when allowed.
+    pub fn check_terminate(
+        &self,
+        instance: &Instance,
+        group: Option<GroupView<'_>>,
+        tally: &Tally,
+    ) -> Result<bool, Denial> {
+        self.require(Grant::Terminate)?;
+        self.instance_visibility(instance, group.map(|view| view.group))
+            .map_err(|why| Denial::OutOfScope {
+                target: instance.id.clone(),
+                why,
+            })?;
+        if !matches!(
+            instance.state,
+            InstanceState::Running | InstanceState::Pending
+        ) || tally.contains(&instance.id)
+        {
+            let state = if tally.contains(&instance.id) && self.dry_run {
+                InstanceState::ShuttingDown
+            } else {
+                instance.state
+            };
+            return Err(Denial::NotRunning {
+                instance: instance.id.clone(),
+                state,
+            });
+        }
+        let max = self.blast_radius.max_terminations;
+        if tally.total() >= max {
+            return Err(Denial::Budget { max });
+        }
+        if let Some(view) = group {
+            let name = &view.group.name;
+            let desired = view.group.desired;
+            let fraction = self.blast_radius.max_fraction_per_group;
+            // Float to integer: saturating, and NaN becomes 0, which denies.
+            let allowed = (fraction * f64::from(desired)).floor() as u32;
+            if tally.in_group(name) >= allowed {
+                return Err(Denial::GroupShare {
+                    group: name.clone(),
+                    allowed,
+                    fraction,
+                    desired,
+                });
+            }
+            let counts_toward_health =
+                instance.healthy && instance.lifecycle == Some(Lifecycle::InService);
+            let healthy_after = view.healthy_in_service
+                - u32::from(counts_toward_health).min(view.healthy_in_service);
+            let min = self.blast_radius.min_healthy_per_group;
+            if healthy_after < min {
+                return Err(Denial::HealthyFloor {
+                    group: name.clone(),
+                    healthy: view.healthy_in_service,
+                    min,
+                });
+            }
+        }
+        Ok(self.dry_run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn group(name: &str, desired: u32, group_tags: &[(&str, &str)]) -> Group {
+        Group {
+            name: name.into(),
+            zones: vec!["z-a".into()],
+            desired,
+            min: 0,
+            max: desired * 2,
+            tags: tags(group_tags),
+        }
+    }
+
+    fn instance(id: &str, group: Option<&str>, instance_tags: &[(&str, &str)]) -> Instance {
+        Instance {
+            id: id.into(),
+            group: group.map(Into::into),
+            zone: "z-a".into(),
+            state: InstanceState::Running,
+            lifecycle: group.map(|_| Lifecycle::InService),
+            healthy: true,
+            tags: tags(instance_tags),
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            scope: Scope {
+                groups: GroupPatterns::new(&["web-*"]).unwrap(),
+                tags: vec![],
+                opt_in: None,
+                opt_out: Some("chaos-opt-out".parse().unwrap()),
+                standalone: false,
+            },
+            blast_radius: BlastRadius {
+                max_terminations: 2,
+                min_healthy_per_group: 2,
+                max_fraction_per_group: 0.5,
+            },
+            dry_run: false,
+            grants: [Grant::Terminate].into(),
+        }
+    }
+
+    fn view(group: &Group, healthy: u32) -> Option<GroupView<'_>> {
+        Some(GroupView {
+            group,
+            healthy_in_service: healthy,
+        })
+    }
+
+    #[test]
+    fn grants_are_the_intersection_of_asked_and_allowed() {
+        let granted = effective_grants(
+            &[Grant::Terminate, Grant::Notify],
+            &[Grant::Notify, Grant::ProbeTargets],
+        );
+        assert_eq!(granted, [Grant::Notify].into());
+        assert!(effective_grants(&[], &Grant::ALL).is_empty());
+    }
+
+    #[test]
+    fn tag_selectors_parse_and_match() {
+        let any: TagSelector = "chaos".parse().unwrap();
+        let exact: TagSelector = "env = prod".parse().unwrap();
+        assert_eq!(exact.to_string(), "env=prod");
+        assert!(any.matches(&tags(&[("chaos", "whatever")])));
+        assert!(exact.matches(&tags(&[("env", "prod")])));
+        assert!(!exact.matches(&tags(&[("env", "staging")])));
+        assert!(!exact.matches(&tags(&[])));
+        assert!("=x".parse::<TagSelector>().is_err());
+    }
+
+    #[test]
+    fn bad_glob_is_an_error_naming_the_pattern() {
+        let err = GroupPatterns::new(&["web-[a"]).unwrap_err();
+        assert!(err.contains("web-[a"), "{err}");
+    }
+
+    #[test]
+    fn scope_hides_other_groups_standalone_and_opted_out() {
+        let p = policy();
+        let web = group("web-1", 4, &[]);
+        let batch = group("batch", 4, &[]);
+        let opted_out_group = group("web-2", 4, &[("chaos-opt-out", "true")]);
+        assert_eq!(
+            p.instance_visibility(&instance("i-1", Some("web-1"), &[]), Some(&web)),
+            Ok(())
+        );
+        assert!(matches!(
+            p.instance_visibility(&instance("i-2", Some("batch"), &[]), Some(&batch)),
+            Err(Hidden::GroupOutOfScope { .. })
+        ));
+        assert_eq!(
+            p.instance_visibility(&instance("i-3", None, &[]), None),
+            Err(Hidden::Standalone)
+        );
+        assert!(matches!(
+            p.instance_visibility(
+                &instance("i-4", Some("web-1"), &[("chaos-opt-out", "1")]),
+                Some(&web)
+            ),
+            Err(Hidden::OptedOut(_))
+        ));
+        assert!(matches!(
+            p.instance_visibility(&instance("i-5", Some("web-2"), &[]), Some(&opted_out_group)),
+            Err(Hidden::OptedOut(_))
+        ));
+        assert!(p.group_visibility(&opted_out_group).is_err());
+    }
+
+    #[test]
+    fn opt_in_and_required_tags_use_group_tags_too() {
+        let mut p = policy();
+        p.scope.opt_in = Some("chaos=opt-in".parse().unwrap());
+        p.scope.tags = vec!["env=prod".parse().unwrap()];
+        let opted_in = group("web-1", 4, &[("chaos", "opt-in")]);
+        let plain = group("web-2", 4, &[]);
+        assert!(matches!(
+            p.instance_visibility(&instance("i-1", Some("web-1"), &[]), Some(&opted_in)),
+            Err(Hidden::MissingTag(_))
+        ));
+        assert_eq!(
+            p.instance_visibility(
+                &instance("i-1", Some("web-1"), &[("env", "prod")]),
+                Some(&opted_in)
+            ),
+            Ok(())
+        );
+        assert!(matches!(
+            p.instance_visibility(
+                &instance("i-2", Some("web-2"), &[("env", "prod")]),
+                Some(&plain)
+            ),
+            Err(Hidden::NotOptedIn(_))
+        ));
+    }
+
+    #[test]
+    fn terminate_needs_the_grant() {
+        let mut p = policy();
+        p.grants.clear();
+        let web = group("web-1", 4, &[]);
+        let denial = p
+            .check_terminate(
+                &instance("i-1", Some("web-1"), &[]),
+                view(&web, 4),
+                &Tally::default(),
+            )
+            .unwrap_err();
+        assert_eq!(denial, Denial::NotGranted(Grant::Terminate));
+        assert_eq!(denial.rule(), "grant");
+    }
+
+    #[test]
+    fn out_of_scope_denial_tells_the_plugin_nothing_more() {
+        let p = policy();
+        let batch = group("batch", 4, &[]);
+        let denial = p
+            .check_terminate(
+                &instance("i-9", Some("batch"), &[]),
+                view(&batch, 4),
+                &Tally::default(),
+            )
+            .unwrap_err();
+        assert_eq!(denial.rule(), "scope");
+        assert_eq!(
+            denial.plugin_message(),
+            "i-9 is outside this experiment's scope"
+        );
+        assert!(denial.to_string().contains("batch"));
+    }
+
+    #[test]
+    fn budget_group_share_and_healthy_floor() {
+        let p = policy();
+        let web = group("web-1", 4, &[]);
+        let other = group("web-2", 10, &[]);
+        let mut tally = Tally::default();
+        assert_eq!(
+            p.check_terminate(&instance("i-1", Some("web-1"), &[]), view(&web, 4), &tally),
+            Ok(false)
+        );
+        tally.record("i-1", Some("web-1"));
+        // 0.5 × 4 = 2 per group; and the floor of 2 healthy: 3 healthy - 1 = 2 is fine.
+        assert_eq!(
+            p.check_terminate(&instance("i-2", Some("web-1"), &[]), view(&web, 3), &tally),
+            Ok(false)
+        );
+        // With only 2 healthy left the floor denies.
+        let floor = p
+            .check_terminate(&instance("i-2", Some("web-1"), &[]), view(&web, 2), &tally)
+            .unwrap_err();
+        assert_eq!(floor.rule(), "min-healthy-per-group");
+        tally.record("i-2", Some("web-1"));
+        // The experiment's budget of 2 is spent, whatever the group.
+        let budget = p
+            .check_terminate(
+                &instance("i-3", Some("web-2"), &[]),
+                view(&other, 10),
+                &tally,
+            )
+            .unwrap_err();
+        assert!(budget.is_budget());
+    }
+
+    #[test]
+    fn group_share_is_floored() {
+        let mut p = policy();
+        p.blast_radius.max_terminations = 10;
+        p.blast_radius.min_healthy_per_group = 0;
+        p.blast_radius.max_fraction_per_group = 0.34;
+        let web = group("web-1", 2, &[]);
+        let denial = p
+            .check_terminate(
+                &instance("i-1", Some("web-1"), &[]),
+                view(&web, 2),
+                &Tally::default(),
+            )
+            .unwrap_err();
+        assert_eq!(denial.rule(), "max-fraction-per-group");
+    }
+
+    #[test]
+    fn dry_run_is_reported_and_the_same_instance_twice_is_denied() {
+        let mut p = policy();
+        p.dry_run = true;
+        let web = group("web-1", 4, &[]);
+        let mut tally = Tally::default();
+        let victim = instance("i-1", Some("web-1"), &[]);
+        assert_eq!(p.check_terminate(&victim, view(&web, 4), &tally), Ok(true));
+        tally.record("i-1", Some("web-1"));
+        assert_eq!(
+            p.check_terminate(&victim, view(&web, 3), &tally)
+                .unwrap_err()
+                .rule(),
+            "not-running"
+        );
+    }
+
+    #[test]
+    fn terminated_instances_are_not_running() {
+        let p = policy();
+        let web = group("web-1", 4, &[]);
+        let mut gone = instance("i-1", Some("web-1"), &[]);
+        gone.state = InstanceState::Terminated;
+        assert_eq!(
+            p.check_terminate(&gone, view(&web, 4), &Tally::default())
+                .unwrap_err()
+                .rule(),
+            "not-running"
+        );
+    }
+}

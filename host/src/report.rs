@@ -1,0 +1,389 @@
+//! Reports, rendered from a journal and nothing else: a live run and
+//! `wasmonkey report JOURNAL` go through the same code, and a journal cut
+//! short still gives a truthful report of what it recorded.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::journal::{Event, Replay};
+
+/// A whole run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub run_id: Option<String>,
+    pub backend: Option<String>,
+    pub seed: Option<u64>,
+    pub dry_run: Option<bool>,
+    /// False when the journal ends before the run finished.
+    pub complete: bool,
+    pub interrupted: bool,
+    pub journal: String,
+    pub experiments: Vec<ExperimentReport>,
+    /// Every victim of every experiment.
+    pub victims: Vec<VictimReport>,
+    /// Things a reader must know, e.g. that the journal was cut short.
+    pub notes: Vec<String>,
+}
+
+/// One experiment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExperimentReport {
+    pub index: usize,
+    pub plugin: String,
+    pub version: String,
+    pub sha256: String,
+    pub finished: bool,
+    pub summary: Option<String>,
+    pub error: Option<String>,
+    pub denials: Vec<DenialReport>,
+    pub notifications: Vec<NotificationReport>,
+}
+
+/// A refused operation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DenialReport {
+    pub operation: String,
+    pub target: String,
+    pub rule: String,
+    pub message: String,
+}
+
+/// A notification and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NotificationReport {
+    pub channel: String,
+    pub subject: String,
+    /// `delivered`, `failed`, or `unknown` when the journal has no outcome.
+    pub status: String,
+    pub attempts: u32,
+}
+
+/// One victim.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VictimReport {
+    pub experiment: usize,
+    pub plugin: String,
+    pub instance_id: String,
+    pub group: Option<String>,
+    pub zone: String,
+    pub reason: String,
+    pub dry_run: bool,
+    /// `terminated`, `dry-run`, `failed`, or `unknown` (requested, outcome
+    /// not recorded).
+    pub status: String,
+    /// Run clock at the termination request, ms.
+    pub terminated_at_ms: u64,
+    /// The host's measure: termination to recovered group.
+    pub recovery_seconds: Option<f64>,
+    /// `recovered`, `not-recovered`, `unchecked` (dry run, failed, no group),
+    /// or `pending` (the journal ends before it was decided).
+    pub host_verdict: String,
+    /// What the plugin said, if it said.
+    pub plugin_verdict: Option<String>,
+    pub plugin_recovery_seconds: Option<f64>,
+}
+
+fn seconds(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+impl Report {
+    /// Build a report from a journal's entries.
+    pub fn from_journal(replay: &Replay, journal: &Path) -> Report {
+        let mut report = Report {
+            run_id: None,
+            backend: None,
+            seed: None,
+            dry_run: None,
+            complete: false,
+            interrupted: false,
+            journal: journal.display().to_string(),
+            experiments: Vec::new(),
+            victims: Vec::new(),
+            notes: Vec::new(),
+        };
+        let mut experiments: BTreeMap<usize, ExperimentReport> = BTreeMap::new();
+        // Clock of each experiment's start, to express times on the plugin's clock.
+        let mut started_at: BTreeMap<usize, u64> = BTreeMap::new();
+        for entry in &replay.entries {
+            let index = entry.experiment.unwrap_or(0);
+            let victim = |report: &mut Report, id: &str| -> Option<usize> {
+                report
+                    .victims
+                    .iter()
+                    .rposition(|v| v.experiment == index && v.instance_id == id)
+            };
+            match &entry.event {
+                Event::RunStarted {
+                    run_id,
+                    backend,
+                    seed,
+                    dry_run,
+                    ..
+                } => {
+                    report.run_id = Some(run_id.clone());
+                    report.backend = Some(backend.clone());
+                    report.seed = Some(*seed);
+                    report.dry_run = Some(*dry_run);
+                }
+                Event::ExperimentStarted {
+                    plugin,
+                    version,
+                    sha256,
+                    ..
+                } => {
+                    started_at.insert(index, entry.clock_ms);
+                    experiments.insert(
+                        index,
+                        ExperimentReport {
+                            index,
+                            plugin: plugin.clone(),
+                            version: version.clone(),
+                            sha256: sha256.clone(),
+                            finished: false,
+                            summary: None,
+                            error: None,
+                            denials: Vec::new(),
+                            notifications: Vec::new(),
+                        },
+                    );
+                }
+                Event::TerminateIntent {
+                    instance_id,
+                    group,
+                    zone,
+                    reason,
+                    dry_run,
+                } => {
+                    let plugin = experiments
+                        .get(&index)
+                        .map(|e| e.plugin.clone())
+                        .unwrap_or_default();
+                    let start = started_at.get(&index).copied().unwrap_or(0);
+                    report.victims.push(VictimReport {
+                        experiment: index,
+                        plugin,
+                        instance_id: instance_id.clone(),
+                        group: group.clone(),
+                        zone: zone.clone(),
+                        reason: reason.clone(),
+                        dry_run: *dry_run,
+                        status: "unknown".into(),
+                        terminated_at_ms: entry.clock_ms.saturating_sub(start),
+                        recovery_seconds: None,
+                        host_verdict: "pending".into(),
+                        plugin_verdict: None,
+                        plugin_recovery_seconds: None,
+                    });
+                }
+                Event::TerminateDone {
+                    instance_id,
+                    dry_run,
+                } => {
+                    if let Some(i) = victim(&mut report, instance_id) {
+                        let v = &mut report.victims[i];
+                        v.status = if *dry_run { "dry-run" } else { "terminated" }.into();
+                        if *dry_run || v.group.is_none() {
+                            v.host_verdict = "unchecked".into();
+                        }
+                    }
+                }
+                Event::TerminateFailed { instance_id, .. } => {
+                    if let Some(i) = victim(&mut report, instance_id) {
+                        report.victims[i].status = "failed".into();
+                        report.victims[i].host_verdict = "unchecked".into();
+                    }
+                }
+                Event::Recovered {
+                    instance_id,
+                    recovery_ms,
+                    ..
+                } => {
+                    if let Some(i) = victim(&mut report, instance_id) {
+                        report.victims[i].recovery_seconds = Some(seconds(*recovery_ms));
+                        report.victims[i].host_verdict = "recovered".into();
+                    }
+                }
+                Event::NotRecovered { instance_id, .. } => {
+                    if let Some(i) = victim(&mut report, instance_id) {
+                        report.victims[i].host_verdict = "not-recovered".into();
+                    }
+                }
+                Event::Denied {
+                    operation,
+                    target,
+                    rule,
+                    message,
+                } => {
+                    if let Some(experiment) = experiments.get_mut(&index) {
+                        experiment.denials.push(DenialReport {
+                            operation: operation.clone(),
+                            target: target.clone(),
+                            rule: rule.clone(),
+                            message: message.clone(),
+                        });
+                    }
+                }
+                Event::NotifyIntent {
+                    channel, subject, ..
+                } => {
+                    if let Some(experiment) = experiments.get_mut(&index) {
+                        experiment.notifications.push(NotificationReport {
+                            channel: channel.clone(),
+                            subject: subject.clone(),
+                            status: "unknown".into(),
+                            attempts: 0,
+                        });
+                    }
+                }
+                Event::NotifyDone { attempt, .. } | Event::NotifyFailed { attempt, .. } => {
+                    let delivered = matches!(entry.event, Event::NotifyDone { .. });
+                    if let Some(n) = experiments
+                        .get_mut(&index)
+                        .and_then(|e| e.notifications.last_mut())
+                    {
+                        n.attempts = *attempt;
+                        n.status = if delivered { "delivered" } else { "failed" }.into();
+                    }
+                }
+                Event::PluginLog { .. } => {}
+                Event::ExperimentFinished { outcome, error, .. } => {
+                    if let Some(experiment) = experiments.get_mut(&index) {
+                        experiment.finished = true;
+                        experiment.error = error.clone();
+                        experiment.summary = outcome.as_ref().map(|o| o.summary.clone());
+                    }
+                    for claimed in outcome.iter().flat_map(|o| &o.victims) {
+                        if let Some(i) = victim(&mut report, &claimed.instance_id) {
+                            let v = &mut report.victims[i];
+                            v.plugin_verdict = Some(claimed.verdict.clone());
+                            v.plugin_recovery_seconds = claimed
+                                .recovered_at_ms
+                                .map(|at| seconds(at.saturating_sub(v.terminated_at_ms)));
+                        }
+                    }
+                }
+                Event::RunFinished { interrupted } => {
+                    report.complete = true;
+                    report.interrupted = *interrupted;
+                }
+            }
+        }
+        report.experiments = experiments.into_values().collect();
+        if let Some(line) = replay.torn_tail {
+            report.notes.push(format!(
+                "line {line} of the journal was cut off mid-write and is ignored"
+            ));
+        }
+        if !report.complete {
+            let last = replay.entries.last().map_or(0, |e| e.seq);
+            report.notes.push(format!(
+                "the journal ends after entry {last}: the run was cut short; anything after it is unknown"
+            ));
+        }
+        for v in report.victims.iter().filter(|v| v.status == "unknown") {
+            report.notes.push(format!(
+                "{} was about to be terminated when the journal ends: check it by hand",
+                v.instance_id
+            ));
+        }
+        if report.interrupted {
+            report.notes.push("the run was interrupted (Ctrl-C)".into());
+        }
+        report
+    }
+
+    /// Whether every real victim recovered and no experiment failed.
+    pub fn all_recovered(&self) -> bool {
+        self.complete
+            && self.experiments.iter().all(|e| e.error.is_none())
+            && self
+                .victims
+                .iter()
+                .all(|v| v.host_verdict == "recovered" || v.host_verdict == "unchecked")
+    }
+
+    /// Human-readable summary.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        let mode = match self.dry_run {
+            Some(true) => "dry run (leashed: nothing was changed; pass --execute to act)",
+            Some(false) => "executed",
+            None => "unknown mode",
+        };
+        let _ = writeln!(
+            out,
+            "wasmonkey run {} on {} — seed {} — {mode}",
+            self.run_id.as_deref().unwrap_or("?"),
+            self.backend.as_deref().unwrap_or("?"),
+            self.seed.map_or("?".to_string(), |s| s.to_string()),
+        );
+        for experiment in &self.experiments {
+            let _ = writeln!(
+                out,
+                "\nexperiment {} — {}@{}",
+                experiment.index + 1,
+                experiment.plugin,
+                experiment.version
+            );
+            let victims: Vec<&VictimReport> = self
+                .victims
+                .iter()
+                .filter(|v| v.experiment == experiment.index)
+                .collect();
+            if victims.is_empty() {
+                let _ = writeln!(out, "  no victims");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  {:<21} {:<14} {:<12} {:<10} {:>10}  {:<14} plugin",
+                    "instance", "group", "zone", "status", "recovery", "host verdict"
+                );
+            }
+            for v in victims {
+                let recovery = v
+                    .recovery_seconds
+                    .map_or("-".to_string(), |s| format!("{s:.1} s"));
+                let _ = writeln!(
+                    out,
+                    "  {:<21} {:<14} {:<12} {:<10} {:>10}  {:<14} {}",
+                    v.instance_id,
+                    v.group.as_deref().unwrap_or("-"),
+                    v.zone,
+                    v.status,
+                    recovery,
+                    v.host_verdict,
+                    v.plugin_verdict.as_deref().unwrap_or("-"),
+                );
+            }
+            for d in &experiment.denials {
+                let _ = writeln!(
+                    out,
+                    "  denied {} {} [{}]: {}",
+                    d.operation, d.target, d.rule, d.message
+                );
+            }
+            for n in &experiment.notifications {
+                let _ = writeln!(
+                    out,
+                    "  notified {} \"{}\": {} after {} attempt(s)",
+                    n.channel, n.subject, n.status, n.attempts
+                );
+            }
+            if let Some(summary) = &experiment.summary {
+                let _ = writeln!(out, "  summary: {summary}");
+            }
+            if let Some(error) = &experiment.error {
+                let _ = writeln!(out, "  error: {error}");
+            }
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "\nnote: {note}");
+        }
+        let _ = writeln!(out, "\njournal: {}", self.journal);
+        out
+    }
+}

@@ -1,0 +1,353 @@
+//! Running experiments: config → policy → plugin → cloud → journal → report.
+//!
+//! Each experiment runs in its own store under its own limits. A plugin that
+//! fails to load or breaks a limit ends only its own experiment; the next
+//! one still runs. Victims terminated before a failure are still watched
+//! until they recover, and the report is rendered from the journal.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::cloud::sim::SimCloud;
+use crate::cloud::{Cloud, TerminateVia};
+use crate::config::{BackendConfig, Config, ExperimentConfig};
+use crate::contract::latest::{self, Outcome, RunError};
+use crate::journal::{self, Event, Journal, PluginOutcome, PluginVictim};
+use crate::limits::{Limit, LimitBreach};
+use crate::plugins::Catalog;
+use crate::policy::{effective_grants, Policy};
+use crate::report::Report;
+use crate::sandbox::{RunFailure, Sandbox};
+use crate::session::{PluginLabel, Session, SessionSetup};
+
+/// What the operator asked for on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    /// Run only the experiments of this plugin.
+    pub plugin: Option<String>,
+    /// Overrides the config's seed.
+    pub seed: Option<u64>,
+    /// Act for real. Without it every termination is a dry run.
+    pub execute: bool,
+    /// Journal file to create (default: a new file in the journal dir).
+    pub journal: Option<PathBuf>,
+}
+
+/// A finished (or interrupted) run.
+pub struct RunOutput {
+    pub report: Report,
+    pub journal: PathBuf,
+    pub seed: u64,
+}
+
+/// A seed for runs the operator did not seed: reported, so it can be reused.
+pub fn fresh_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+/// The backend a config names.
+pub fn backend(config: &Config, seed: u64) -> anyhow::Result<Arc<dyn Cloud>> {
+    match &config.backend {
+        BackendConfig::Sim { fleet } => Ok(Arc::new(SimCloud::from_fleet_file(
+            &config.resolve(fleet),
+            seed,
+        )?)),
+    }
+}
+
+/// Load the config, build its backend, run.
+pub async fn run(
+    options: &RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<RunOutput> {
+    let config = Config::load(&options.config)?;
+    let seed = options.seed.or(config.seed).unwrap_or_else(fresh_seed);
+    let cloud = backend(&config, seed)?;
+    run_on(&config, cloud, seed, options, shutdown).await
+}
+
+/// Run a config's experiments on a given backend.
+pub async fn run_on(
+    config: &Config,
+    cloud: Arc<dyn Cloud>,
+    seed: u64,
+    options: &RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<RunOutput> {
+    let experiments: Vec<(usize, &ExperimentConfig)> = config
+        .experiments
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| options.plugin.as_ref().is_none_or(|p| *p == e.plugin))
+        .collect();
+    if experiments.is_empty() {
+        let listed: Vec<&str> = config
+            .experiments
+            .iter()
+            .map(|e| e.plugin.as_str())
+            .collect();
+        anyhow::bail!(
+            "{}: no experiment to run{} (experiments: {listed:?})",
+            config.path.display(),
+            options
+                .plugin
+                .as_ref()
+                .map_or(String::new(), |p| format!(" for plugin {p}"))
+        );
+    }
+    let catalog = Catalog::scan(&config.plugin_dir()).with_context(|| {
+        format!(
+            "{}: plugins.dir (build the plugins first: `cargo xtask plugins`)",
+            config.path.display()
+        )
+    })?;
+    let sandbox = Sandbox::new(&config.cache_dir())?;
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_default();
+    let run_id = format!("{stamp}-{seed}");
+    let journal = Arc::new(create_journal(options, config, &run_id)?);
+    let dry_run = !options.execute;
+    journal.append(
+        cloud.now_ms(),
+        None,
+        Event::RunStarted {
+            run_id,
+            backend: cloud.kind().to_owned(),
+            seed,
+            dry_run,
+            config: config.path.display().to_string(),
+            host_version: env!("CARGO_PKG_VERSION").to_owned(),
+        },
+    )?;
+    let ctx = Context {
+        config,
+        cloud: &cloud,
+        sandbox: &sandbox,
+        catalog: &catalog,
+        journal: &journal,
+        seed,
+        dry_run,
+    };
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut interrupted = false;
+    for (index, experiment) in experiments {
+        tokio::select! {
+            result = ctx.experiment(index, experiment) => result?,
+            () = &mut shutdown => {
+                interrupted = true;
+                journal.append(cloud.now_ms(), Some(index), Event::ExperimentFinished {
+                    plugin: experiment.plugin.clone(),
+                    outcome: None,
+                    error: Some("interrupted by the operator".into()),
+                })?;
+                break;
+            }
+        }
+    }
+    journal.append(cloud.now_ms(), None, Event::RunFinished { interrupted })?;
+    let replay = journal::read(journal.path())?;
+    Ok(RunOutput {
+        report: Report::from_journal(&replay, journal.path()),
+        journal: journal.path().to_owned(),
+        seed,
+    })
+}
+
+fn create_journal(options: &RunOptions, config: &Config, run_id: &str) -> anyhow::Result<Journal> {
+    if let Some(path) = &options.journal {
+        return Journal::create(path);
+    }
+    let dir = config.journal_dir();
+    let mut path = dir.join(format!("run-{run_id}.jsonl"));
+    for n in 2.. {
+        if !path.exists() {
+            break;
+        }
+        path = dir.join(format!("run-{run_id}-{n}.jsonl"));
+    }
+    Journal::create(&path)
+}
+
+struct Context<'a> {
+    config: &'a Config,
+    cloud: &'a Arc<dyn Cloud>,
+    sandbox: &'a Sandbox,
+    catalog: &'a Catalog,
+    journal: &'a Arc<Journal>,
+    seed: u64,
+    dry_run: bool,
+}
+
+impl Context<'_> {
+    /// Run one experiment; its failures go to the journal, only journal
+    /// failures come back as errors.
+    async fn experiment(&self, index: usize, experiment: &ExperimentConfig) -> anyhow::Result<()> {
+        let (outcome, error) = match self.try_experiment(index, experiment).await {
+            Ok((outcome, error)) => (outcome, error),
+            Err(err) => (None, Some(format!("{err:#}"))),
+        };
+        if let Some(error) = &error {
+            tracing::error!(plugin = %experiment.plugin, "experiment {} failed: {error}", index + 1);
+        }
+        self.journal.append(
+            self.cloud.now_ms(),
+            Some(index),
+            Event::ExperimentFinished {
+                plugin: experiment.plugin.clone(),
+                outcome,
+                error,
+            },
+        )?;
+        Ok(())
+    }
+
+    async fn try_experiment(
+        &self,
+        index: usize,
+        experiment: &ExperimentConfig,
+    ) -> anyhow::Result<(Option<PluginOutcome>, Option<String>)> {
+        let config = self.config;
+        let where_ = format!(
+            "{}: experiment {} ({})",
+            config.path.display(),
+            index + 1,
+            experiment.plugin
+        );
+        let plugin = self
+            .catalog
+            .load(self.sandbox, &experiment.plugin, &config.default_limits())
+            .await
+            .map_err(|failure| anyhow::anyhow!("{where_}: plugin did not load: {failure}"))?;
+        let label = plugin.label();
+        let asked = plugin
+            .manifest
+            .as_ref()
+            .map(|m| m.limits)
+            .unwrap_or_default();
+        let limits = config
+            .default_limits()
+            .with(&asked)
+            .with(&experiment.limits);
+        if let Some((key, value, max)) = limits.exceeding(&config.ceiling()).first() {
+            anyhow::bail!("{where_}: plugin {label} would run with {key} = {value}, above the operator's ceiling {max}");
+        }
+        let requested = plugin
+            .manifest
+            .as_ref()
+            .map(|m| m.grants.clone())
+            .unwrap_or_default();
+        let grants = effective_grants(&requested, &experiment.grants);
+        let params = latest::resolve_params(&plugin.metadata.params, &experiment.params)
+            .map_err(|err| anyhow::anyhow!("{where_}: plugin {label}: {err}"))?;
+        let scope = config
+            .scope
+            .compile()
+            .map_err(|err| anyhow::anyhow!("{where_}: scope: {err}"))?;
+        let policy = Policy {
+            scope,
+            blast_radius: config.blast_radius,
+            dry_run: self.dry_run,
+            grants: grants.clone(),
+        };
+        self.journal.append(
+            self.cloud.now_ms(),
+            Some(index),
+            Event::ExperimentStarted {
+                plugin: plugin.metadata.name.clone(),
+                version: plugin.metadata.version.clone(),
+                sha256: plugin.prepared.compiled.sha256.clone(),
+                params: params
+                    .iter()
+                    .map(|p| (p.name.clone(), latest::param_to_json(&p.value)))
+                    .collect::<BTreeMap<_, _>>(),
+                grants: grants.iter().map(|g| g.name().to_owned()).collect(),
+                limits,
+            },
+        )?;
+        let session = Session::new(SessionSetup {
+            plugin: PluginLabel {
+                name: plugin.metadata.name.clone(),
+                version: plugin.metadata.version.clone(),
+            },
+            experiment: index,
+            cloud: Arc::clone(self.cloud),
+            policy,
+            journal: Some(Arc::clone(self.journal)),
+            limits,
+            seed: self.seed,
+            terminate_via: TerminateVia::default(),
+            targets: Arc::new(config.targets.clone()),
+            channels: Arc::new(config.channels.clone()),
+            poll_ms: config.recovery.poll_ms(),
+            recovery_timeout_ms: config.recovery.timeout_secs.saturating_mul(1000),
+            recovery_targets: config.recovery.targets.clone(),
+        });
+        tracing::info!(plugin = %label, dry_run = self.dry_run, "experiment {} starting", index + 1);
+        let (mut session, result) = self.sandbox.run(&plugin.prepared, session, params).await;
+        let result = result.and_then(|answer| {
+            check_outcome(answer, &session, config.blast_radius.max_terminations)
+        });
+        // Whatever the plugin did, its victims are watched to the end.
+        session
+            .finish_watching()
+            .await
+            .map_err(|err| anyhow::anyhow!("{where_}: {err}"))?;
+        Ok(match result {
+            Ok(outcome) => (Some(outcome), None),
+            Err(failure) => (None, Some(format!("plugin {label}: {failure}"))),
+        })
+    }
+}
+
+/// Accept a plugin's outcome only if it is about victims the host
+/// terminated, and no larger than the blast radius allows.
+fn check_outcome(
+    answer: Result<Outcome, RunError>,
+    session: &Session,
+    max_terminations: u32,
+) -> Result<PluginOutcome, RunFailure> {
+    let outcome = answer.map_err(|err| RunFailure::Plugin(latest::run_error_text(&err)))?;
+    if outcome.victims.len() > max_terminations as usize {
+        return Err(RunFailure::Limit(LimitBreach::new(
+            Limit::OutcomeSize,
+            format!(
+                "the outcome lists {} victims, but the experiment may terminate at most {max_terminations}",
+                outcome.victims.len()
+            ),
+        )));
+    }
+    if let Some(stranger) = outcome.victims.iter().find(|v| {
+        !session
+            .terminations
+            .iter()
+            .any(|t| t.instance_id == v.instance_id)
+    }) {
+        return Err(RunFailure::Plugin(format!(
+            "the outcome lists {} as a victim, but the host never terminated it",
+            stranger.instance_id
+        )));
+    }
+    Ok(PluginOutcome {
+        summary: outcome.summary,
+        victims: outcome
+            .victims
+            .into_iter()
+            .map(|v| PluginVictim {
+                instance_id: v.instance_id,
+                verdict: latest::verdict_name(v.verdict).to_owned(),
+                recovered_at_ms: v.recovered_at_ms,
+            })
+            .collect(),
+    })
+}

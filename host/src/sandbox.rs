@@ -1,0 +1,441 @@
+//! The sandbox: a thin layer that narrows wasmtime to what wasmonkey needs.
+//!
+//! - Components are compiled once per version: the machine code is cached on
+//!   disk under the component's sha256 and the engine's compatibility hash.
+//! - Each run gets a fresh store from a pre-instantiated component, with
+//!   fuel, a memory cap, a stack cap, an epoch deadline and a timeout.
+//! - A component that imports WASI gets a deny-by-default WASI: no files, no
+//!   network, no environment, no arguments; its stdout and stderr go to the
+//!   host log, tagged with the plugin.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash as _, Hasher as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::contract::latest::{self, Outcome, Param, PluginMetadata, RunError, StrategyPluginPre};
+use crate::limits::{Limit, LimitBreach, Limits};
+use crate::session::Session;
+
+/// How often the epoch advances; the wall-clock deadline's resolution.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Fuel between cooperative yields, so a busy plugin cannot starve the host.
+const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
+/// Most bytes a WASI plugin may print to stdout or stderr per run.
+const STDIO_CAPACITY: usize = 1024 * 1024;
+
+/// Compiles and runs plugin components.
+pub struct Sandbox {
+    cache_dir: PathBuf,
+    /// One engine per stack cap: the stack limit is an engine setting.
+    engines: Arc<Mutex<BTreeMap<usize, Engine>>>,
+    ticker: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// A component compiled for one engine.
+#[derive(Clone)]
+pub struct Compiled {
+    pub engine: Engine,
+    pub component: Component,
+    /// Hex sha256 of the component file.
+    pub sha256: String,
+    /// Whether the machine code came from the disk cache.
+    pub from_cache: bool,
+    /// How long loading (from cache) or compiling took.
+    pub load_time: Duration,
+    /// Names of the component's imports.
+    pub imports: Vec<String>,
+}
+
+impl Compiled {
+    /// Whether the component imports any `wasi:*` interface.
+    pub fn imports_wasi(&self) -> bool {
+        self.imports.iter().any(|name| name.starts_with("wasi:"))
+    }
+}
+
+/// A component linked against this host, ready to instantiate cheaply.
+#[derive(Clone)]
+pub struct Prepared {
+    pub compiled: Compiled,
+    pre: StrategyPluginPre<StoreState>,
+}
+
+/// Why a plugin run produced no outcome.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RunFailure {
+    /// A limit was breached.
+    #[error(transparent)]
+    Limit(#[from] LimitBreach),
+    /// The plugin trapped (a panic, an unreachable, a bad memory access…).
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// The plugin returned its own error.
+    #[error("plugin failed: {0}")]
+    Plugin(String),
+}
+
+/// What a store holds: the session and the sandbox's own bookkeeping.
+pub struct StoreState {
+    session: Session,
+    memory: MemoryCap,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The linear-memory cap. Growing past it traps with a [`LimitBreach`].
+struct MemoryCap {
+    max: usize,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            return Err(wasmtime::Error::new(LimitBreach::new(
+                Limit::Memory,
+                format!(
+                    "linear memory would grow from {current} to {desired} bytes; the cap is {} bytes",
+                    self.max
+                ),
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million is far beyond any plugin.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl Sandbox {
+    /// A sandbox caching compiled code in `cache_dir`.
+    pub fn new(cache_dir: &Path) -> anyhow::Result<Sandbox> {
+        let engines: Arc<Mutex<BTreeMap<usize, Engine>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engines = Arc::clone(&engines);
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("wasmonkey-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        if let Ok(engines) = engines.lock() {
+                            engines.values().for_each(Engine::increment_epoch);
+                        }
+                    }
+                })
+                .context("starting the epoch ticker thread")?
+        };
+        Ok(Sandbox {
+            cache_dir: cache_dir.to_owned(),
+            engines,
+            ticker: Some(ticker),
+            stop,
+        })
+    }
+
+    /// The engine for a stack cap, created on first use.
+    pub fn engine(&self, stack_bytes: usize) -> anyhow::Result<Engine> {
+        let mut engines = self
+            .engines
+            .lock()
+            .map_err(|_| anyhow::anyhow!("engine table poisoned"))?;
+        if let Some(engine) = engines.get(&stack_bytes) {
+            return Ok(engine.clone());
+        }
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(stack_bytes)
+            // Host functions run on the same fiber stack as the plugin.
+            .async_stack_size(stack_bytes + 2 * 1024 * 1024);
+        let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+        engines.insert(stack_bytes, engine.clone());
+        Ok(engine)
+    }
+
+    /// Compile a component, or load its machine code from the cache.
+    pub fn compile(&self, bytes: &[u8], stack_bytes: usize) -> anyhow::Result<Compiled> {
+        let started = Instant::now();
+        let engine = self.engine(stack_bytes)?;
+        let sha256 = hex(&Sha256::digest(bytes));
+        let mut hasher = std::hash::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let cached = self
+            .cache_dir
+            .join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
+
+        let mut from_cache = false;
+        let mut component = None;
+        if cached.is_file() {
+            // SAFETY: the cache holds only what `Engine::precompile_component`
+            // wrote for this engine's compatibility hash; the cache directory
+            // must be as trusted as the host binary.
+            match unsafe { Component::deserialize_file(&engine, &cached) } {
+                Ok(loaded) => {
+                    from_cache = true;
+                    component = Some(loaded);
+                }
+                Err(err) => {
+                    tracing::warn!("ignoring unusable cache entry {}: {err}", cached.display())
+                }
+            }
+        }
+        let component = match component {
+            Some(component) => component,
+            None => {
+                let machine_code = engine
+                    .precompile_component(bytes)
+                    .map_err(anyhow::Error::from)?;
+                if let Err(err) = write_atomically(&cached, &machine_code) {
+                    tracing::warn!(
+                        "cannot cache compiled plugin at {}: {err:#}",
+                        cached.display()
+                    );
+                }
+                // SAFETY: produced just above by this engine.
+                unsafe { Component::deserialize(&engine, &machine_code) }
+                    .map_err(anyhow::Error::from)?
+            }
+        };
+        let imports = component
+            .component_type()
+            .imports(&engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        Ok(Compiled {
+            engine,
+            component,
+            sha256,
+            from_cache,
+            load_time: started.elapsed(),
+            imports,
+        })
+    }
+
+    /// Link a compiled component against this host's contract (and the
+    /// deny-by-default WASI, if it asks for WASI).
+    pub fn prepare(&self, compiled: Compiled) -> anyhow::Result<Prepared> {
+        let mut linker = Linker::<StoreState>::new(&compiled.engine);
+        latest::add_to_linker(&mut linker, |state| &mut state.session)
+            .map_err(anyhow::Error::from)?;
+        if compiled.imports_wasi() {
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        }
+        let pre = linker
+            .instantiate_pre(&compiled.component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "the component does not fit this host's world ({} strategy-plugin); it imports {:?}",
+                    latest::PACKAGE,
+                    compiled.imports
+                )
+            })?;
+        let pre = StrategyPluginPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "the component does not export {}'s strategy interface",
+                    latest::PACKAGE
+                )
+            })?;
+        Ok(Prepared { compiled, pre })
+    }
+
+    /// Call the plugin's `metadata()` in a store whose imports all trap.
+    pub async fn metadata(
+        &self,
+        prepared: &Prepared,
+        limits: &Limits,
+    ) -> Result<PluginMetadata, RunFailure> {
+        let session = Session::inert(limits);
+        let (_, result) = self
+            .call(prepared, session, |plugin, store| {
+                Box::pin(
+                    async move { plugin.wasmonkey_chaos_strategy().call_metadata(store).await },
+                )
+            })
+            .await;
+        result
+    }
+
+    /// Run the plugin's experiment. The session comes back, whatever
+    /// happened, so the host can finish watching recovery and journal.
+    pub async fn run(
+        &self,
+        prepared: &Prepared,
+        session: Session,
+        params: Vec<Param>,
+    ) -> (Session, Result<Result<Outcome, RunError>, RunFailure>) {
+        self.call(prepared, session, move |plugin, store| {
+            Box::pin(async move {
+                plugin
+                    .wasmonkey_chaos_strategy()
+                    .call_run(store, &params)
+                    .await
+            })
+        })
+        .await
+    }
+
+    async fn call<R: Send + 'static>(
+        &self,
+        prepared: &Prepared,
+        session: Session,
+        body: impl for<'a> FnOnce(
+                &'a latest::StrategyPlugin,
+                &'a mut Store<StoreState>,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
+            > + Send,
+    ) -> (Session, Result<R, RunFailure>) {
+        let limits = *session.limits();
+        let label = session.plugin().to_string();
+        let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
+        // Deny by default: no preopened directories, no env, no args, and
+        // no network of any kind.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = StoreState {
+            session,
+            memory: MemoryCap {
+                max: limits.memory_bytes(),
+            },
+            wasi,
+            table: ResourceTable::new(),
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+        };
+        let mut store = Store::new(&prepared.compiled.engine, state);
+        store.limiter(|state| &mut state.memory);
+        let configured = store
+            .set_fuel(limits.fuel)
+            .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)));
+        let ticks = (limits.timeout().as_millis() / EPOCH_TICK.as_millis()).max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+
+        let result = match configured {
+            Err(err) => Err(RunFailure::Trap(format!("configuring the store: {err}"))),
+            Ok(()) => {
+                let run = async {
+                    let plugin = prepared.pre.instantiate_async(&mut store).await?;
+                    body(&plugin, &mut store).await
+                };
+                match tokio::time::timeout(limits.timeout(), run).await {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(err)) => Err(classify(&err, &limits)),
+                    Err(_) => Err(RunFailure::Limit(LimitBreach::new(
+                        Limit::Timeout,
+                        format!(
+                            "the run took longer than {} s of wall-clock time",
+                            limits.timeout_secs
+                        ),
+                    ))),
+                }
+            }
+        };
+        let state = store.into_data();
+        forward_stdio(&label, "stdout", &state.stdout);
+        forward_stdio(&label, "stderr", &state.stderr);
+        (state.session, result)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+    }
+}
+
+/// Name the limit behind a wasmtime error, or keep the trap's message.
+fn classify(err: &wasmtime::Error, limits: &Limits) -> RunFailure {
+    if let Some(breach) = err.downcast_ref::<LimitBreach>() {
+        return RunFailure::Limit(breach.clone());
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => RunFailure::Limit(LimitBreach::new(
+            Limit::Fuel,
+            format!("the plugin used all {} units of fuel", limits.fuel),
+        )),
+        Some(Trap::Interrupt) => RunFailure::Limit(LimitBreach::new(
+            Limit::Timeout,
+            format!(
+                "the run took longer than {} s of wall-clock time",
+                limits.timeout_secs
+            ),
+        )),
+        Some(Trap::StackOverflow) => RunFailure::Limit(LimitBreach::new(
+            Limit::Stack,
+            format!("the plugin's call stack exceeded {} KiB", limits.stack_kib),
+        )),
+        _ => RunFailure::Trap(format!("{err:#}")),
+    }
+}
+
+fn forward_stdio(plugin: &str, stream: &str, pipe: &MemoryOutputPipe) {
+    let bytes = pipe.contents();
+    for line in String::from_utf8_lossy(&bytes).lines() {
+        tracing::info!(%plugin, stream, "{line}");
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().context("cache path has no directory")?;
+    std::fs::create_dir_all(dir)?;
+    let temp = dir.join(format!(".{}.tmp", std::process::id()));
+    std::fs::write(&temp, bytes)?;
+    std::fs::rename(&temp, path)?;
+    Ok(())
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

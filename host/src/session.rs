@@ -1,0 +1,751 @@
+//! One plugin run, seen from the host: the implementation behind every
+//! import, in domain types. The versioned contract modules translate WIT
+//! calls into calls here.
+//!
+//! Every operation is checked against the policy, journalled before it acts,
+//! and bounded in time; the session also watches victims' recovery.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::cloud::{
+    Capacity, Cloud, CloudError, Group, Instance, InstanceQuery, InstanceState, Lifecycle, Millis,
+    TerminateVia,
+};
+use crate::config::{ChannelConfig, TargetConfig};
+use crate::journal::{Event, Journal};
+use crate::limits::{Limit, LimitBreach, Limits};
+use crate::policy::{Denial, Grant, GroupPatterns, GroupView, Hidden, Policy, Tally};
+use crate::recovery::Watch;
+
+/// Most plugin log bytes copied into the journal per run; the rest goes to
+/// the host log only.
+const JOURNAL_LOG_BYTES: usize = 1024 * 1024;
+/// Attempts at publishing one notification.
+const PUBLISH_ATTEMPTS: u32 = 3;
+
+/// A plugin's name and version, as every error and log line shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLabel {
+    pub name: String,
+    pub version: String,
+}
+
+impl fmt::Display for PluginLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.version)
+    }
+}
+
+/// The typed error a plugin receives: the contract's `cloud-error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginError {
+    Denied(String),
+    NotFound(String),
+    BudgetExhausted(String),
+    Throttled(String),
+    Invalid(String),
+    Backend(String),
+}
+
+impl From<CloudError> for PluginError {
+    fn from(err: CloudError) -> Self {
+        match err {
+            CloudError::NotFound(msg) => PluginError::NotFound(msg),
+            CloudError::Throttled(msg) => PluginError::Throttled(msg),
+            CloudError::Backend(msg) => PluginError::Backend(msg),
+        }
+    }
+}
+
+/// Filter of `cloud.list-instances`, in domain types.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceFilter {
+    pub group_pattern: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub zone: Option<String>,
+    pub states: Vec<InstanceState>,
+}
+
+/// Answer to `cloud.terminate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Termination {
+    pub instance_id: String,
+    pub group: Option<String>,
+    pub zone: String,
+    pub dry_run: bool,
+    pub at_ms: Millis,
+}
+
+/// Answer to `probe.check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    pub target: String,
+    pub healthy: bool,
+    pub detail: String,
+    pub latency_ms: u32,
+}
+
+/// Everything a session is configured with.
+pub struct SessionSetup {
+    pub plugin: PluginLabel,
+    pub experiment: usize,
+    pub cloud: Arc<dyn Cloud>,
+    pub policy: Policy,
+    /// None only for an inert session (see [`Session::inert`]).
+    pub journal: Option<Arc<Journal>>,
+    pub limits: Limits,
+    pub seed: u64,
+    pub terminate_via: TerminateVia,
+    pub targets: Arc<BTreeMap<String, TargetConfig>>,
+    pub channels: Arc<BTreeMap<String, ChannelConfig>>,
+    /// Recovery: poll interval, how long to wait, targets that must be healthy.
+    pub poll_ms: Millis,
+    pub recovery_timeout_ms: Millis,
+    pub recovery_targets: Vec<String>,
+}
+
+/// One plugin run's host state.
+pub struct Session {
+    setup: SessionSetup,
+    started_ms: Millis,
+    host_calls: u64,
+    journal_log_bytes: usize,
+    rng: ChaCha8Rng,
+    tally: Tally,
+    /// Terminations the host carried out (or allowed, in a dry run), in order.
+    pub terminations: Vec<Termination>,
+    /// Victims whose recovery the host is watching.
+    pub watch: Watch,
+    /// Inert sessions refuse every import (for `metadata()`).
+    inert: bool,
+}
+
+/// Why a session operation ended the run rather than answering the plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    #[error(transparent)]
+    Breach(#[from] LimitBreach),
+    #[error("journal failure, stopping before acting: {0:#}")]
+    Journal(anyhow::Error),
+    #[error("{0}")]
+    Contract(String),
+}
+
+/// The backend of an inert session: there is none.
+struct NoCloud;
+
+#[async_trait::async_trait]
+impl Cloud for NoCloud {
+    fn kind(&self) -> &'static str {
+        "none"
+    }
+    fn now_ms(&self) -> Millis {
+        0
+    }
+    async fn sleep_ms(&self, _ms: Millis) {}
+    async fn list_groups(&self) -> Result<Vec<Group>, CloudError> {
+        Err(NoCloud::refused())
+    }
+    async fn list_instances(&self, _query: &InstanceQuery) -> Result<Vec<Instance>, CloudError> {
+        Err(NoCloud::refused())
+    }
+    async fn describe_instance(&self, _id: &str) -> Result<Option<Instance>, CloudError> {
+        Err(NoCloud::refused())
+    }
+    async fn capacity(&self, _groups: &[String]) -> Result<Vec<(String, Capacity)>, CloudError> {
+        Err(NoCloud::refused())
+    }
+    async fn terminate(&self, _id: &str, _via: TerminateVia) -> Result<(), CloudError> {
+        Err(NoCloud::refused())
+    }
+    async fn publish(&self, _topic: &str, _subject: &str, _body: &str) -> Result<(), CloudError> {
+        Err(NoCloud::refused())
+    }
+}
+
+impl NoCloud {
+    fn refused() -> CloudError {
+        CloudError::Backend("no cloud outside a run".into())
+    }
+}
+
+impl Session {
+    /// Start a session; the run's clock reads 0 for the plugin from now.
+    pub fn new(setup: SessionSetup) -> Session {
+        let mut rng = ChaCha8Rng::seed_from_u64(setup.seed);
+        // Each experiment of a run draws its own stream from the same seed.
+        rng.set_stream(setup.experiment as u64);
+        Session {
+            started_ms: setup.cloud.now_ms(),
+            host_calls: 0,
+            journal_log_bytes: 0,
+            rng,
+            tally: Tally::default(),
+            terminations: Vec::new(),
+            watch: Watch::default(),
+            inert: false,
+            setup,
+        }
+    }
+
+    /// A session for calls that must not touch anything, like `metadata()`:
+    /// every import ends the call with an error.
+    pub fn inert(limits: &Limits) -> Session {
+        let mut session = Session::new(SessionSetup {
+            plugin: PluginLabel {
+                name: "(loading)".into(),
+                version: String::new(),
+            },
+            experiment: 0,
+            cloud: Arc::new(NoCloud),
+            policy: Policy {
+                scope: crate::policy::Scope {
+                    groups: GroupPatterns::none(),
+                    tags: Vec::new(),
+                    opt_in: None,
+                    opt_out: None,
+                    standalone: false,
+                },
+                blast_radius: crate::policy::BlastRadius::default(),
+                dry_run: true,
+                grants: Default::default(),
+            },
+            journal: None,
+            limits: *limits,
+            seed: 0,
+            terminate_via: TerminateVia::default(),
+            targets: Arc::default(),
+            channels: Arc::default(),
+            poll_ms: 1000,
+            recovery_timeout_ms: 0,
+            recovery_targets: Vec::new(),
+        });
+        session.inert = true;
+        session
+    }
+
+    /// The plugin this session runs.
+    pub fn plugin(&self) -> &PluginLabel {
+        &self.setup.plugin
+    }
+
+    /// The limits the plugin runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.setup.limits
+    }
+
+    /// The backend.
+    pub fn cloud(&self) -> &Arc<dyn Cloud> {
+        &self.setup.cloud
+    }
+
+    /// Count a host call and check its argument size. Called by the contract
+    /// before every import.
+    pub fn enter(&mut self, operation: &str, argument_bytes: usize) -> Result<(), Fatal> {
+        if self.inert {
+            return Err(Fatal::Contract(format!(
+                "{operation} was called outside run(); metadata() must not call imports"
+            )));
+        }
+        self.host_calls += 1;
+        let limits = &self.setup.limits;
+        if self.host_calls > limits.host_calls {
+            return Err(LimitBreach::new(
+                Limit::HostCalls,
+                format!(
+                    "more than {} host calls (the last was {operation})",
+                    limits.host_calls
+                ),
+            )
+            .into());
+        }
+        if argument_bytes > limits.host_call_bytes() {
+            return Err(LimitBreach::new(
+                Limit::HostCallBytes,
+                format!(
+                    "{operation} was passed {argument_bytes} bytes; at most {} are allowed",
+                    limits.host_call_bytes()
+                ),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Write a journal entry stamped with this experiment.
+    pub fn journal(&self, event: Event) -> Result<(), Fatal> {
+        let Some(journal) = &self.setup.journal else {
+            return Ok(());
+        };
+        journal
+            .append(
+                self.setup.cloud.now_ms(),
+                Some(self.setup.experiment),
+                event,
+            )
+            .map(drop)
+            .map_err(Fatal::Journal)
+    }
+
+    fn deny(&self, operation: &str, target: &str, denial: &Denial) -> Result<PluginError, Fatal> {
+        tracing::info!(plugin = %self.setup.plugin, operation, target, rule = denial.rule(), "denied: {denial}");
+        self.journal(Event::Denied {
+            operation: operation.to_owned(),
+            target: target.to_owned(),
+            rule: denial.rule().to_owned(),
+            message: denial.to_string(),
+        })?;
+        Ok(if denial.is_budget() {
+            PluginError::BudgetExhausted(denial.plugin_message())
+        } else {
+            PluginError::Denied(denial.plugin_message())
+        })
+    }
+
+    /// Run a backend call under the per-call timeout.
+    async fn call<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = Result<T, CloudError>>,
+    ) -> Result<T, PluginError> {
+        let limit = self.setup.limits.host_call_timeout();
+        match tokio::time::timeout(limit, fut).await {
+            Ok(result) => result.map_err(PluginError::from),
+            Err(_) => Err(PluginError::Backend(format!(
+                "{what} timed out after {} s",
+                limit.as_secs()
+            ))),
+        }
+    }
+
+    /// Every group, keyed by name, as the backend has them.
+    async fn all_groups(&self) -> Result<BTreeMap<String, Group>, PluginError> {
+        let groups = self
+            .call("listing groups", self.setup.cloud.list_groups())
+            .await?;
+        Ok(groups.into_iter().map(|g| (g.name.clone(), g)).collect())
+    }
+
+    fn visible(&self, instance: &Instance, groups: &BTreeMap<String, Group>) -> bool {
+        let group = instance.group.as_ref().and_then(|name| groups.get(name));
+        self.setup
+            .policy
+            .instance_visibility(instance, group)
+            .is_ok()
+    }
+
+    /// `cloud.list-groups`.
+    pub async fn list_groups(
+        &mut self,
+        pattern: Option<String>,
+    ) -> Result<Vec<Group>, PluginError> {
+        let pattern = pattern
+            .map(|p| GroupPatterns::new(&[p]).map_err(PluginError::Invalid))
+            .transpose()?;
+        let groups = self.all_groups().await?;
+        Ok(groups
+            .into_values()
+            .filter(|g| self.setup.policy.group_visibility(g).is_ok())
+            .filter(|g| pattern.as_ref().is_none_or(|p| p.matches(&g.name)))
+            .collect())
+    }
+
+    /// `cloud.list-instances`.
+    pub async fn list_instances(
+        &mut self,
+        filter: InstanceFilter,
+    ) -> Result<Vec<Instance>, PluginError> {
+        let pattern = filter
+            .group_pattern
+            .as_ref()
+            .map(|p| GroupPatterns::new(&[p]).map_err(PluginError::Invalid))
+            .transpose()?;
+        let groups = self.all_groups().await?;
+        // Ask the backend only for groups in scope (and the pattern), unless
+        // standalone instances are in scope too and no pattern narrows.
+        let group_names = if pattern.is_none() && self.setup.policy.scope.standalone {
+            None
+        } else {
+            Some(
+                groups
+                    .values()
+                    .filter(|g| self.setup.policy.group_visibility(g).is_ok())
+                    .filter(|g| pattern.as_ref().is_none_or(|p| p.matches(&g.name)))
+                    .map(|g| g.name.clone())
+                    .collect(),
+            )
+        };
+        let query = InstanceQuery {
+            groups: group_names,
+            zone: filter.zone,
+            states: filter.states,
+            tags: filter.tags,
+        };
+        let mut instances = self
+            .call("listing instances", self.setup.cloud.list_instances(&query))
+            .await?;
+        instances.retain(|i| query.matches(i) && self.visible(i, &groups));
+        instances.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(instances)
+    }
+
+    /// `probe.instance`.
+    pub async fn instance(&mut self, id: &str) -> Result<Instance, PluginError> {
+        let found = self
+            .call(
+                "describing an instance",
+                self.setup.cloud.describe_instance(id),
+            )
+            .await?;
+        let groups = self.all_groups().await?;
+        found.filter(|i| self.visible(i, &groups)).ok_or_else(|| {
+            PluginError::NotFound(format!("no instance {id} in this experiment's view"))
+        })
+    }
+
+    /// `probe.group-health`.
+    pub async fn group_health(&mut self, name: &str) -> Result<Capacity, PluginError> {
+        let groups = self.all_groups().await?;
+        let not_found =
+            || PluginError::NotFound(format!("no group {name} in this experiment's view"));
+        let group = groups.get(name).ok_or_else(not_found)?;
+        if self.setup.policy.group_visibility(group).is_err() {
+            return Err(not_found());
+        }
+        let names = [name.to_owned()];
+        let capacity = self
+            .call("reading group health", self.setup.cloud.capacity(&names))
+            .await?;
+        capacity
+            .into_iter()
+            .next()
+            .map(|(_, c)| c)
+            .ok_or_else(not_found)
+    }
+
+    /// `cloud.terminate`.
+    pub async fn terminate(
+        &mut self,
+        id: &str,
+        reason: &str,
+    ) -> Result<Result<Termination, PluginError>, Fatal> {
+        const OP: &str = "terminate";
+        if let Err(denial) = self.setup.policy.require(Grant::Terminate) {
+            return self.deny(OP, id, &denial).map(Err);
+        }
+        let found = match self
+            .call(
+                "describing an instance",
+                self.setup.cloud.describe_instance(id),
+            )
+            .await
+        {
+            Ok(found) => found,
+            Err(err) => return Ok(Err(err)),
+        };
+        let groups = match self.all_groups().await {
+            Ok(groups) => groups,
+            Err(err) => return Ok(Err(err)),
+        };
+        let Some(instance) = found else {
+            let denial = Denial::OutOfScope {
+                target: id.to_owned(),
+                why: Hidden::Unknown,
+            };
+            return self.deny(OP, id, &denial).map(Err);
+        };
+        let group = instance.group.as_ref().and_then(|name| groups.get(name));
+        let healthy = match group {
+            Some(group) => match self.healthy_in_service(&group.name).await {
+                Ok(count) => Some(count),
+                Err(err) => return Ok(Err(err)),
+            },
+            None => None,
+        };
+        let view = group
+            .zip(healthy)
+            .map(|(group, healthy_in_service)| GroupView {
+                group,
+                healthy_in_service,
+            });
+        let dry_run = match self
+            .setup
+            .policy
+            .check_terminate(&instance, view, &self.tally)
+        {
+            Ok(dry_run) => dry_run,
+            Err(denial) => return self.deny(OP, id, &denial).map(Err),
+        };
+        self.journal(Event::TerminateIntent {
+            instance_id: instance.id.clone(),
+            group: instance.group.clone(),
+            zone: instance.zone.clone(),
+            reason: reason.to_owned(),
+            dry_run,
+        })?;
+        // Counted before the call: a failed or uncertain call still spent budget.
+        self.tally.record(&instance.id, instance.group.as_deref());
+        let at_ms = self.setup.cloud.now_ms();
+        if !dry_run {
+            let via = self.setup.terminate_via;
+            if let Err(err) = self
+                .call("terminating", self.setup.cloud.terminate(&instance.id, via))
+                .await
+            {
+                self.journal(Event::TerminateFailed {
+                    instance_id: instance.id.clone(),
+                    error: format!("{err:?}"),
+                })?;
+                return Ok(Err(err));
+            }
+        }
+        self.journal(Event::TerminateDone {
+            instance_id: instance.id.clone(),
+            dry_run,
+        })?;
+        tracing::info!(plugin = %self.setup.plugin, instance = %instance.id, dry_run, "terminated: {reason}");
+        let termination = Termination {
+            instance_id: instance.id.clone(),
+            group: instance.group.clone(),
+            zone: instance.zone.clone(),
+            dry_run,
+            at_ms: at_ms - self.started_ms,
+        };
+        if let (false, Some(group)) = (dry_run, &instance.group) {
+            self.watch.add(&instance.id, group, at_ms);
+        }
+        self.terminations.push(termination.clone());
+        Ok(Ok(termination))
+    }
+
+    /// Healthy in-service instances of a group, not counting this
+    /// experiment's victims.
+    async fn healthy_in_service(&self, group: &str) -> Result<u32, PluginError> {
+        let query = InstanceQuery {
+            groups: Some(vec![group.to_owned()]),
+            ..InstanceQuery::default()
+        };
+        let members = self
+            .call("listing a group", self.setup.cloud.list_instances(&query))
+            .await?;
+        let count = members
+            .iter()
+            .filter(|i| {
+                i.lifecycle == Some(Lifecycle::InService)
+                    && i.healthy
+                    && !self.tally.contains(&i.id)
+            })
+            .count();
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    /// `probe.targets`.
+    pub fn targets(&self) -> Vec<String> {
+        self.setup.targets.keys().cloned().collect()
+    }
+
+    /// `probe.check`.
+    pub async fn check(&mut self, target: &str) -> Result<Result<CheckResult, PluginError>, Fatal> {
+        if let Err(denial) = self.setup.policy.require(Grant::ProbeTargets) {
+            return self.deny("check", target, &denial).map(Err);
+        }
+        Ok(self.check_target(target).await)
+    }
+
+    async fn check_target(&self, target: &str) -> Result<CheckResult, PluginError> {
+        let spec = self
+            .setup
+            .targets
+            .get(target)
+            .ok_or_else(|| PluginError::NotFound(format!("no target named {target}")))?;
+        let names = [spec.group.clone()];
+        let capacity = self
+            .call("checking a target", self.setup.cloud.capacity(&names))
+            .await?;
+        let capacity = capacity
+            .into_iter()
+            .next()
+            .map(|(_, c)| c)
+            .unwrap_or_default();
+        let healthy = capacity.healthy_in_service();
+        Ok(CheckResult {
+            target: target.to_owned(),
+            healthy: healthy >= spec.min_healthy,
+            detail: format!(
+                "{healthy} healthy in service in {} (needs {})",
+                spec.group, spec.min_healthy
+            ),
+            latency_ms: 0,
+        })
+    }
+
+    /// `notify.channels`.
+    pub fn channels(&self) -> Vec<String> {
+        if self.setup.policy.require(Grant::Notify).is_err() {
+            return Vec::new();
+        }
+        self.setup.channels.keys().cloned().collect()
+    }
+
+    /// `notify.publish`: journalled, retried, never silent.
+    pub async fn publish(
+        &mut self,
+        channel: &str,
+        subject: &str,
+        body: &str,
+    ) -> Result<Result<(), PluginError>, Fatal> {
+        if let Err(denial) = self.setup.policy.require(Grant::Notify) {
+            return self.deny("publish", channel, &denial).map(Err);
+        }
+        let Some(topic) = self.setup.channels.get(channel).map(|c| c.topic.clone()) else {
+            return Ok(Err(PluginError::NotFound(format!(
+                "no channel named {channel}"
+            ))));
+        };
+        self.journal(Event::NotifyIntent {
+            channel: channel.to_owned(),
+            subject: subject.to_owned(),
+            body: body.to_owned(),
+        })?;
+        let mut last = PluginError::Backend("not attempted".into());
+        for attempt in 1..=PUBLISH_ATTEMPTS {
+            match self
+                .call(
+                    "publishing",
+                    self.setup.cloud.publish(&topic, subject, body),
+                )
+                .await
+            {
+                Ok(()) => {
+                    self.journal(Event::NotifyDone {
+                        channel: channel.to_owned(),
+                        attempt,
+                    })?;
+                    return Ok(Ok(()));
+                }
+                Err(err) => {
+                    self.journal(Event::NotifyFailed {
+                        channel: channel.to_owned(),
+                        attempt,
+                        error: format!("{err:?}"),
+                    })?;
+                    last = err;
+                    if attempt < PUBLISH_ATTEMPTS {
+                        self.setup.cloud.sleep_ms(500 << attempt).await;
+                    }
+                }
+            }
+        }
+        Ok(Err(last))
+    }
+
+    /// `runtime.log`.
+    pub fn log(&mut self, level: tracing::Level, message: &str) -> Result<(), Fatal> {
+        let plugin = &self.setup.plugin;
+        match level {
+            tracing::Level::ERROR => tracing::error!(%plugin, "{message}"),
+            tracing::Level::WARN => tracing::warn!(%plugin, "{message}"),
+            tracing::Level::INFO => tracing::info!(%plugin, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(%plugin, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(%plugin, "{message}"),
+        }
+        if self.journal_log_bytes < JOURNAL_LOG_BYTES {
+            self.journal_log_bytes += message.len();
+            self.journal(Event::PluginLog {
+                level: level.as_str().to_ascii_lowercase(),
+                message: message.to_owned(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// `runtime.now-ms`: the run's clock as the plugin sees it.
+    pub fn now_ms(&self) -> Millis {
+        self.setup.cloud.now_ms() - self.started_ms
+    }
+
+    /// `runtime.random-u64`.
+    pub fn random_u64(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+
+    /// `runtime.sleep-ms`: waits on the run's clock, watching recovery on the
+    /// way. Sleeping past the run's deadline ends the run.
+    pub async fn sleep_ms(&mut self, ms: Millis) -> Result<(), Fatal> {
+        let deadline = self.started_ms + self.setup.limits.timeout_secs.saturating_mul(1000);
+        let now = self.setup.cloud.now_ms();
+        let wake = now.saturating_add(ms);
+        if wake > deadline {
+            self.pass_time(deadline.saturating_sub(now)).await?;
+            return Err(LimitBreach::new(
+                Limit::Timeout,
+                format!(
+                    "sleeping {ms} ms would pass the run's deadline of {} s on the run clock",
+                    self.setup.limits.timeout_secs
+                ),
+            )
+            .into());
+        }
+        self.pass_time(ms).await
+    }
+
+    /// Let `ms` pass on the backend's clock, looking at pending victims every
+    /// poll interval.
+    pub async fn pass_time(&mut self, ms: Millis) -> Result<(), Fatal> {
+        let mut left = ms;
+        while left > 0 {
+            let step = if self.watch.is_empty() {
+                left
+            } else {
+                left.min(self.setup.poll_ms)
+            };
+            self.setup.cloud.sleep_ms(step).await;
+            left -= step;
+            self.observe().await?;
+        }
+        Ok(())
+    }
+
+    /// Look at every pending victim once.
+    pub async fn observe(&mut self) -> Result<(), Fatal> {
+        if self.watch.is_empty() {
+            return Ok(());
+        }
+        let mut targets_ok = true;
+        for target in self.setup.recovery_targets.clone() {
+            targets_ok &= matches!(
+                self.check_target(&target).await,
+                Ok(CheckResult { healthy: true, .. })
+            );
+        }
+        let events = self
+            .watch
+            .observe(
+                self.setup.cloud.as_ref(),
+                self.setup.recovery_timeout_ms,
+                targets_ok,
+            )
+            .await;
+        for event in events {
+            self.journal(event)?;
+        }
+        Ok(())
+    }
+
+    /// After the plugin returned: keep watching until every victim recovered
+    /// or timed out.
+    pub async fn finish_watching(&mut self) -> Result<(), Fatal> {
+        self.observe().await?;
+        while !self.watch.is_empty() {
+            self.setup.cloud.sleep_ms(self.setup.poll_ms).await;
+            self.observe().await?;
+        }
+        Ok(())
+    }
+}
