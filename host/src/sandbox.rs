@@ -203,11 +203,14 @@ impl Sandbox {
 
         let mut from_cache = false;
         let mut component = None;
-        if cached.is_file() {
+        // Read, not mmap: a cache file truncated under a mapping would crash
+        // the host with SIGBUS.
+        if let Ok(machine_code) = std::fs::read(&cached) {
             // SAFETY: the cache holds only what `Engine::precompile_component`
-            // wrote for this engine's compatibility hash; the cache directory
-            // must be as trusted as the host binary.
-            match unsafe { Component::deserialize_file(&engine, &cached) } {
+            // wrote for this engine's compatibility hash (wasmtime checks the
+            // header and hash again); the cache directory must be as trusted
+            // as the host binary.
+            match unsafe { Component::deserialize(&engine, &machine_code) } {
                 Ok(loaded) => {
                     from_cache = true;
                     component = Some(loaded);
@@ -429,7 +432,10 @@ fn forward_stdio(plugin: &str, stream: &str, pipe: &MemoryOutputPipe) {
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("cache path has no directory")?;
     std::fs::create_dir_all(dir)?;
-    let temp = dir.join(format!(".{}.tmp", std::process::id()));
+    // Unique per writer: concurrent compiles of one plugin must not collide.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let temp = dir.join(format!(".{}-{n}.tmp", std::process::id()));
     std::fs::write(&temp, bytes)?;
     std::fs::rename(&temp, path)?;
     Ok(())

@@ -1,2 +1,11 @@
 //! wasmonkey's integration tests: one binary, loading real plugins built
-//! from source (`cargo xtask plugins`).
+//! from source by `cargo xtask plugins` (which `cargo xtask test` runs
+//! first).
+
+mod cli;
+mod denials;
+mod hostile;
+mod journal;
+mod loading;
+mod strategies;
+mod support;

@@ -1,0 +1,136 @@
+//! The `wasmonkey` binary, end to end, on the example config.
+
+use std::process::Command;
+
+use crate::support;
+
+fn wasmonkey() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wasmonkey"));
+    command.env("WASMONKEY_LOG", "warn");
+    command
+}
+
+fn example_config(dir: &std::path::Path) -> std::path::PathBuf {
+    // The example as shipped, but with its paths made absolute so that it can
+    // run from a temporary directory.
+    let examples = support::root().join("examples");
+    let text = std::fs::read_to_string(examples.join("wasmonkey.toml")).unwrap();
+    let text = text
+        .replace(
+            "\"fleet.toml\"",
+            &format!("{:?}", examples.join("fleet.toml").display().to_string()),
+        )
+        .replace(
+            "\"../target/plugins\"",
+            &format!("{:?}", support::plugin_dir().display().to_string()),
+        )
+        .replace(
+            "\"../target/journal\"",
+            &format!("{:?}", dir.join("journal").display().to_string()),
+        );
+    let path = dir.join("wasmonkey.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn run_json_gives_every_victim_a_recovery_time_and_report_renders_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(dir.path());
+    let journal = dir.path().join("run.jsonl");
+    let output = wasmonkey()
+        .args(["run", "--execute", "--json", "--seed", "42", "--config"])
+        .arg(&config)
+        .arg("--journal")
+        .arg(&journal)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("--json prints JSON");
+    let victims = report["victims"].as_array().expect("a victims array");
+    assert!(victims.len() >= 2, "{report:#}");
+    for victim in victims {
+        for key in ["instance_id", "group", "zone"] {
+            assert!(victim[key].is_string(), "{key} missing in {victim}");
+        }
+        let seconds = victim["recovery_seconds"]
+            .as_f64()
+            .expect("a recovery time for every victim");
+        assert!(seconds > 0.0);
+    }
+
+    let again = wasmonkey()
+        .arg("report")
+        .arg(&journal)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    let rendered: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(rendered["victims"], report["victims"]);
+
+    let text = wasmonkey().arg("report").arg(&journal).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("classic-monkey") && text.contains("recovered"),
+        "{text}"
+    );
+}
+
+#[test]
+fn errors_name_the_file_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[backend]\nkind = \"sim\"\nfleet = \"f.toml\"\n[plugins]\ndir = \"p\"\n[scope]\ngroup = [\"x\"]\n").unwrap();
+    let output = wasmonkey()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("group"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn plugins_list_and_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(dir.path());
+    let list = wasmonkey()
+        .args(["plugins", "list", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{stdout}");
+    for name in ["classic-monkey", "az-outage", "rolling"] {
+        assert!(stdout.contains(name), "{stdout}");
+    }
+    let inspect = wasmonkey()
+        .args(["plugins", "inspect", "classic-monkey", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&inspect.stdout);
+    assert!(inspect.status.success(), "{stdout}");
+    for expected in [
+        "parameters:",
+        "probability",
+        "wasmonkey:chaos/cloud@0.1.0",
+        "grants asked: terminate",
+        "memory 64 MiB",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing in:\n{stdout}"
+        );
+    }
+}

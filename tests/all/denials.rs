@@ -1,0 +1,213 @@
+//! Policy seen from both sides: the typed error the plugin gets, and the
+//! journal entry the operator gets. Driven by the `hostile` test plugin's
+//! `terminate` and `list` attacks.
+
+use wasmonkey::cloud::sim::SimCloud;
+use wasmonkey::cloud::{Cloud, InstanceState};
+use wasmonkey::journal::Event;
+
+use crate::support::{self, FLEET, RULES};
+
+fn hostile(params: &str, grants: &str, rules: &str) -> String {
+    format!("{rules}\n[[experiment]]\nplugin = \"hostile\"\ngrants = {grants}\nparams = {{ {params} }}\n")
+}
+
+/// The fleet's instance ids per group, for a seed.
+struct FleetIds {
+    web: Vec<String>,
+    api: Vec<String>,
+    vault: Vec<String>,
+    other: Vec<String>,
+    standalone: Vec<String>,
+}
+
+/// Ids are deterministic per seed: read them off a fleet nobody runs on.
+async fn fleet_ids(setup: &support::Setup, seed: u64) -> FleetIds {
+    let sim = SimCloud::from_fleet_file(&setup.dir.path().join("fleet.toml"), seed).unwrap();
+    FleetIds {
+        web: support::ids_of(&sim, Some("web")).await,
+        api: support::ids_of(&sim, Some("api")).await,
+        vault: support::ids_of(&sim, Some("vault")).await,
+        other: support::ids_of(&sim, Some("other")).await,
+        standalone: support::ids_of(&sim, None).await,
+    }
+}
+
+/// The plugin's summary, one `id: answer` line per attempt.
+fn answers(output: &wasmonkey::runner::RunOutput) -> Vec<String> {
+    let experiment = support::only_experiment(output);
+    assert_eq!(experiment.error, None);
+    experiment
+        .summary
+        .as_deref()
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn denied_rules(output: &wasmonkey::runner::RunOutput) -> Vec<String> {
+    support::events(output)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Denied { rule, .. } => Some(rule),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_denial_is_a_typed_error_to_the_plugin_and_a_journal_entry() {
+    let seed = 9;
+    let rules = RULES.replace("max_terminations = 3", "max_terminations = 2");
+    let probe = support::setup(FLEET, &support::test_plugin_dir(), "");
+    let FleetIds {
+        web,
+        api,
+        vault,
+        other,
+        standalone,
+    } = fleet_ids(&probe, seed).await;
+    let targets = [
+        web[0].as_str(),
+        &web[0],
+        &vault[0],
+        &other[0],
+        &standalone[0],
+        "i-0123456789abcdef0",
+        &api[0],
+        &api[1],
+    ]
+    .join(",");
+    let setup = support::setup(
+        FLEET,
+        &support::test_plugin_dir(),
+        &hostile(
+            &format!("attack = \"terminate\", targets = \"{targets}\""),
+            "[\"terminate\"]",
+            &rules,
+        ),
+    );
+    let (output, sim) = support::run(&setup, seed, true).await;
+    let answers = answers(&output);
+    assert_eq!(answers.len(), 8, "{answers:#?}");
+    assert_eq!(answers[0], format!("{}: ok dry-run=false", web[0]));
+    assert!(
+        answers[1].starts_with(&format!("{}: denied:", web[0])),
+        "{}",
+        answers[1]
+    );
+    for (answer, id) in
+        answers[2..6]
+            .iter()
+            .zip([&vault[0], &other[0], &standalone[0], "i-0123456789abcdef0"])
+    {
+        // Out of scope, for whatever reason, reads the same: nothing leaks.
+        assert_eq!(
+            *answer,
+            format!("{id}: denied: {id} is outside this experiment's scope")
+        );
+    }
+    assert_eq!(answers[6], format!("{}: ok dry-run=false", api[0]));
+    assert!(
+        answers[7].starts_with(&format!("{}: budget-exhausted:", api[1])),
+        "{}",
+        answers[7]
+    );
+    assert_eq!(
+        denied_rules(&output),
+        [
+            "not-running",
+            "opt-out",
+            "scope",
+            "scope",
+            "scope",
+            "max-terminations"
+        ]
+    );
+    // Exactly the two allowed victims were touched.
+    for id in [&vault[0], &other[0], &standalone[0], &api[1], &web[1]] {
+        let seen = sim.describe_instance(id).await.unwrap().unwrap();
+        assert_eq!(seen.state, InstanceState::Running, "{id} was touched");
+    }
+    for id in [&web[0], &api[0]] {
+        let seen = sim.describe_instance(id).await.unwrap().unwrap();
+        assert_eq!(seen.state, InstanceState::Terminated, "{id} survived");
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_sees_only_its_scope() {
+    let seed = 4;
+    let setup = support::setup(
+        FLEET,
+        &support::test_plugin_dir(),
+        &hostile("attack = \"list\"", "[]", RULES),
+    );
+    let FleetIds { web, api, .. } = fleet_ids(&setup, seed).await;
+    let (output, _) = support::run(&setup, seed, false).await;
+    let summary = support::only_experiment(&output).summary.clone().unwrap();
+    let mut seen: Vec<&str> = summary
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    seen.sort();
+    let mut expected: Vec<&str> = web.iter().chain(&api).map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test]
+async fn terminate_without_the_grant_is_denied() {
+    let seed = 2;
+    let probe = support::setup(FLEET, &support::test_plugin_dir(), "");
+    let web = fleet_ids(&probe, seed).await.web;
+    // The manifest asks for terminate; the operator allows only notify.
+    let setup = support::setup(
+        FLEET,
+        &support::test_plugin_dir(),
+        &hostile(
+            &format!("attack = \"terminate\", targets = \"{}\"", web[0]),
+            "[\"notify\"]",
+            RULES,
+        ),
+    );
+    let (output, sim) = support::run(&setup, seed, true).await;
+    let answers = answers(&output);
+    assert!(
+        answers[0].contains("denied") && answers[0].contains("'terminate' grant"),
+        "{answers:?}"
+    );
+    assert_eq!(denied_rules(&output), ["grant"]);
+    assert!(sim.timeline().is_empty());
+}
+
+#[tokio::test]
+async fn a_dry_run_answers_dry_run_and_journals_before_and_after() {
+    let seed = 3;
+    let probe = support::setup(FLEET, &support::test_plugin_dir(), "");
+    let web = fleet_ids(&probe, seed).await.web;
+    let setup = support::setup(
+        FLEET,
+        &support::test_plugin_dir(),
+        &hostile(
+            &format!("attack = \"terminate\", targets = \"{}\"", web[0]),
+            "[\"terminate\"]",
+            RULES,
+        ),
+    );
+    let (output, sim) = support::run(&setup, seed, false).await;
+    assert_eq!(answers(&output), [format!("{}: ok dry-run=true", web[0])]);
+    let events = support::events(&output);
+    let intent = events
+        .iter()
+        .position(|e| matches!(e, Event::TerminateIntent { dry_run: true, .. }))
+        .expect("intent journalled");
+    let done = events
+        .iter()
+        .position(|e| matches!(e, Event::TerminateDone { dry_run: true, .. }))
+        .expect("outcome journalled");
+    assert!(intent < done);
+    assert!(sim.timeline().is_empty(), "a dry run changed the fleet");
+}

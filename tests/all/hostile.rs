@@ -1,0 +1,106 @@
+//! Hostile plugins, each contained with the error that names it and the
+//! limit it broke, while the host goes on to run the next experiment.
+
+use wasmonkey::limits::Limit;
+
+use crate::support::{self, FLEET, RULES};
+
+/// Run the `hostile` plugin with `attack` under `limits`, then a well-behaved
+/// `list` run of the same plugin; return the first experiment's error.
+async fn contained(attack: &str, limits: &str) -> String {
+    let body = format!(
+        "{RULES}\n[ceiling]\nfuel = 1000000000000000\n\
+         [[experiment]]\nplugin = \"hostile\"\ngrants = [\"terminate\"]\nparams = {{ attack = \"{attack}\" }}\nlimits = {{ {limits} }}\n\
+         [[experiment]]\nplugin = \"hostile\"\nparams = {{ attack = \"list\" }}\n"
+    );
+    let setup = support::setup(FLEET, &support::test_plugin_dir(), &body);
+    let (output, _) = support::run(&setup, 1, true).await;
+    let experiments = &output.report.experiments;
+    assert_eq!(experiments.len(), 2, "{:#?}", output.report);
+    // The host kept serving: the next experiment ran normally.
+    assert_eq!(
+        experiments[1].error, None,
+        "the second experiment failed too"
+    );
+    assert!(experiments[1]
+        .summary
+        .as_deref()
+        .is_some_and(|s| s.contains("i-")));
+    assert!(output.report.complete);
+    let error = experiments[0]
+        .error
+        .clone()
+        .expect("the attack was stopped");
+    assert!(
+        error.contains("hostile@"),
+        "error does not name the plugin: {error}"
+    );
+    error
+}
+
+fn names(error: &str, limit: Limit) {
+    assert!(
+        error.contains(limit.key()) && error.contains(&format!("{limit:?} limit breached")),
+        "expected the {limit:?} limit ({}) in: {error}",
+        limit.key()
+    );
+}
+
+#[tokio::test]
+async fn an_endless_loop_runs_out_of_fuel() {
+    names(&contained("loop", "fuel = 100000000").await, Limit::Fuel);
+}
+
+#[tokio::test]
+async fn an_endless_loop_with_fuel_to_spare_hits_the_wall_clock_deadline() {
+    let error = contained("loop", "fuel = 1000000000000000, timeout_secs = 1").await;
+    names(&error, Limit::Timeout);
+    assert!(error.contains("wall-clock"), "{error}");
+}
+
+#[tokio::test]
+async fn memory_growth_stops_at_the_cap() {
+    names(&contained("memory", "memory_mib = 16").await, Limit::Memory);
+}
+
+#[tokio::test]
+async fn unbounded_recursion_stops_at_the_stack_cap() {
+    names(
+        &contained("recursion", "stack_kib = 128").await,
+        Limit::Stack,
+    );
+}
+
+#[tokio::test]
+async fn a_panic_is_a_trap_not_a_crash() {
+    let error = contained("panic", "").await;
+    assert!(error.contains("trapped"), "{error}");
+}
+
+#[tokio::test]
+async fn a_huge_outcome_is_refused() {
+    names(&contained("huge-list", "").await, Limit::OutcomeSize);
+}
+
+#[tokio::test]
+async fn a_flood_of_host_calls_is_cut_off() {
+    names(
+        &contained("host-flood", "host_calls = 5000").await,
+        Limit::HostCalls,
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_host_call_argument_is_refused() {
+    names(
+        &contained("big-arg", "host_call_kib = 64").await,
+        Limit::HostCallBytes,
+    );
+}
+
+#[tokio::test]
+async fn sleeping_forever_on_the_virtual_clock_hits_the_run_deadline() {
+    let error = contained("sleep-forever", "timeout_secs = 600").await;
+    names(&error, Limit::Timeout);
+    assert!(error.contains("run clock"), "{error}");
+}

@@ -1,0 +1,174 @@
+//! Loading a plugin directory: bad files are reported with their path and
+//! reason while the good ones load; pins are enforced; compiled code is
+//! cached.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use wasmonkey::limits::Limits;
+use wasmonkey::plugins::Catalog;
+use wasmonkey::sandbox::Sandbox;
+
+use crate::support;
+
+/// A plugin directory with a copy of classic-monkey (and its manifest).
+fn directory_with_classic() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["classic-monkey.wasm", "classic-monkey.toml"] {
+        std::fs::copy(support::plugin_dir().join(file), dir.path().join(file)).unwrap();
+    }
+    dir
+}
+
+fn sandbox() -> Sandbox {
+    Sandbox::new(&support::cache_dir()).unwrap()
+}
+
+fn set_pin(dir: &Path, pin: &str) {
+    let manifest = dir.join("classic-monkey.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("sha256"))
+        .collect();
+    std::fs::write(
+        &manifest,
+        format!("sha256 = \"{pin}\"\n{}\n", kept.join("\n")),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn bad_files_are_named_and_the_others_still_load() {
+    let dir = directory_with_classic();
+    std::fs::write(dir.path().join("garbage.wasm"), b"definitely not wasm").unwrap();
+    // A valid, empty component: the wrong world.
+    std::fs::write(dir.path().join("empty.wasm"), b"\0asm\x0d\x00\x01\x00").unwrap();
+    // A real plugin under another name.
+    std::fs::copy(
+        dir.path().join("classic-monkey.wasm"),
+        dir.path().join("impostor.wasm"),
+    )
+    .unwrap();
+    let catalog = Catalog::scan(dir.path()).unwrap();
+    let (loaded, failed) = catalog.load_all(&sandbox(), &Limits::default()).await;
+    assert_eq!(
+        loaded.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["classic-monkey"]
+    );
+    let reason = |name: &str| -> String {
+        let failure = failed
+            .iter()
+            .find(|f| f.path.ends_with(format!("{name}.wasm")))
+            .unwrap_or_else(|| panic!("{name} did not fail: {failed:#?}"));
+        failure.to_string()
+    };
+    let garbage = reason("garbage");
+    assert!(
+        garbage.contains("garbage.wasm") && garbage.contains("not a valid WebAssembly component"),
+        "{garbage}"
+    );
+    let empty = reason("empty");
+    assert!(
+        empty.contains("empty.wasm") && empty.contains("strategy"),
+        "{empty}"
+    );
+    let impostor = reason("impostor");
+    assert!(
+        impostor.contains("classic-monkey") && impostor.contains("impostor.wasm"),
+        "{impostor}"
+    );
+}
+
+#[tokio::test]
+async fn a_pin_mismatch_is_refused_and_a_matching_pin_loads() {
+    let dir = directory_with_classic();
+    set_pin(dir.path(), &"0".repeat(64));
+    let catalog = Catalog::scan(dir.path()).unwrap();
+    let failure = catalog
+        .load(&sandbox(), "classic-monkey", &Limits::default())
+        .await
+        .err()
+        .expect("a wrong pin must not load");
+    let text = failure.to_string();
+    assert!(
+        text.contains("does not match the pin") && text.contains("classic-monkey.wasm"),
+        "{text}"
+    );
+
+    let bytes = std::fs::read(dir.path().join("classic-monkey.wasm")).unwrap();
+    let actual: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    set_pin(dir.path(), &actual);
+    let plugin = catalog
+        .load(&sandbox(), "classic-monkey", &Limits::default())
+        .await
+        .unwrap();
+    assert_eq!(plugin.prepared.compiled.sha256, actual);
+}
+
+#[tokio::test]
+async fn compiled_code_is_cached_by_content_and_engine() {
+    let cache = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(support::plugin_dir().join("classic-monkey.wasm")).unwrap();
+    let stack = Limits::default().stack_bytes();
+    let first = Sandbox::new(cache.path())
+        .unwrap()
+        .compile(&bytes, stack)
+        .unwrap();
+    assert!(!first.from_cache);
+    let second = Sandbox::new(cache.path())
+        .unwrap()
+        .compile(&bytes, stack)
+        .unwrap();
+    assert!(second.from_cache);
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+    // The stack cap is checked at run time, not compiled in: an engine with
+    // another cap shares the entry (the engine's compatibility hash says so).
+    let other = Sandbox::new(cache.path())
+        .unwrap()
+        .compile(&bytes, stack * 2)
+        .unwrap();
+    assert!(other.from_cache);
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+    // A corrupt entry is ignored and replaced, never trusted.
+    for entry in std::fs::read_dir(cache.path()).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"corrupt").unwrap();
+    }
+    let again = Sandbox::new(cache.path())
+        .unwrap()
+        .compile(&bytes, stack)
+        .unwrap();
+    assert!(!again.from_cache);
+    assert!(
+        Sandbox::new(cache.path())
+            .unwrap()
+            .compile(&bytes, stack)
+            .unwrap()
+            .from_cache
+    );
+}
+
+#[tokio::test]
+async fn shipped_plugins_need_no_wasi_and_describe_themselves() {
+    let catalog = Catalog::scan(&support::plugin_dir()).unwrap();
+    let (loaded, failed) = catalog.load_all(&sandbox(), &Limits::default()).await;
+    assert!(failed.is_empty(), "{failed:#?}");
+    let names: Vec<&str> = loaded.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["az-outage", "classic-monkey", "rolling"]);
+    for plugin in &loaded {
+        assert!(
+            !plugin.prepared.compiled.imports_wasi(),
+            "{} imports WASI",
+            plugin.name
+        );
+        assert!(!plugin.metadata.params.is_empty());
+        let manifest = plugin
+            .manifest
+            .as_ref()
+            .expect("shipped plugins have manifests");
+        assert_eq!(manifest.version, plugin.metadata.version);
+    }
+}
