@@ -1,1 +1,263 @@
-fn main(){}
+//! wasmonkey's build entry point, run as `cargo xtask <command>`.
+//!
+//! * `plugins` — set up the guest toolchain if needed, build the strategy
+//!   plugins (`plugins/`) and the test-only plugins (`tests/plugins/`) for
+//!   `wasm32-unknown-unknown`, turn each core module into a component and put
+//!   it with its manifest in `target/plugins/` or `target/test-plugins/`.
+//! * `demo` — `plugins`, then run the example configuration with `--execute`.
+//! * `test` — `plugins`, then `cargo test --workspace` (extra arguments are
+//!   passed to `cargo test`).
+//! * `ci` — formatting and clippy checks, then what `test` does.
+//! * `toolchain` — only set up the guest toolchain and say which one is used.
+
+mod plugins;
+mod toolchain;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [-- args]
+
+commands:
+  plugins     build the guest plugins into target/plugins/ and target/test-plugins/
+  demo        plugins, then `wasmonkey run --config examples/wasmonkey.toml --execute [args]`
+  test        plugins, then `cargo test --workspace [args]`
+  ci          cargo fmt --check, cargo clippy -D warnings, then what `test` does
+  toolchain   set up the guest toolchain only and print which one is used
+
+environment:
+  WASMONKEY_GUEST_TOOLCHAIN=rustup|debian   force a guest toolchain route
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    // `cargo xtask test -- -p wasmonkey -- --nocapture` and `cargo xtask test
+    // -p wasmonkey` both hand `-p wasmonkey …` on to `cargo test`.
+    let rest = match rest.first().map(String::as_str) {
+        Some("--") => &rest[1..],
+        _ => rest,
+    };
+    if matches!(command.as_str(), "plugins" | "toolchain") && !rest.is_empty() {
+        eprint!("`{command}` takes no arguments\n\n{USAGE}");
+        return ExitCode::from(2);
+    }
+    let started = Instant::now();
+    let result = match command.as_str() {
+        "plugins" => plugins_step(),
+        "demo" => demo(rest),
+        "test" => test(rest),
+        "ci" => ci(rest),
+        "toolchain" => toolchain_only(),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => {
+            eprint!("unknown command `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => {
+            eprintln!(
+                "xtask {command}: done in {}",
+                seconds(started.elapsed().as_secs_f64())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            // A child that failed has already printed why; pass its exit code on.
+            if let Some(failed) = err.downcast_ref::<ChildFailed>() {
+                eprintln!("xtask {command}: {failed}");
+                return ExitCode::from(failed.code);
+            }
+            eprintln!("xtask {command}: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plugins_step() -> Result<()> {
+    let root = repo_root()?;
+    step("plugins", || plugins::build(&root))
+}
+
+fn demo(args: &[String]) -> Result<()> {
+    plugins_step()?;
+    let root = repo_root()?;
+    let mut cmd = cargo(&root);
+    cmd.args(["run", "--bin", "wasmonkey", "--", "run"]);
+    cmd.args(["--config", "examples/wasmonkey.toml", "--execute"]);
+    cmd.args(args);
+    step("demo", || run(&mut cmd))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    plugins_step()?;
+    let root = repo_root()?;
+    let mut cmd = cargo(&root);
+    cmd.args(["test", "--workspace"]).args(args);
+    step("cargo test", || run(&mut cmd))
+}
+
+fn ci(args: &[String]) -> Result<()> {
+    let root = repo_root()?;
+    let mut fmt = cargo(&root);
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    step("cargo fmt --check", || run(&mut fmt))?;
+    // The guest workspaces are not members of the host workspace: check them
+    // on their own, on the host target (their bindings compile there too).
+    for workspace in plugins::WORKSPACES {
+        let mut fmt = guest_cargo(&root, "fmt", workspace);
+        fmt.args(["--all", "--", "--check"]);
+        step(&format!("cargo fmt --check ({})", workspace.dir), || {
+            run(&mut fmt)
+        })?;
+    }
+    let mut clippy = cargo(&root);
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    step("cargo clippy", || run(&mut clippy))?;
+    for workspace in plugins::WORKSPACES {
+        let mut clippy = guest_cargo(&root, "clippy", workspace);
+        clippy.args([
+            "--workspace",
+            "--all-targets",
+            "--target-dir",
+            GUEST_CHECK_DIR,
+        ]);
+        clippy.args(["--", "-D", "warnings"]);
+        step(&format!("cargo clippy ({})", workspace.dir), || {
+            run(&mut clippy)
+        })?;
+    }
+    let mut unit = guest_cargo(&root, "test", &plugins::WORKSPACES[0]);
+    unit.args(["--workspace", "--target-dir", GUEST_CHECK_DIR]);
+    step(
+        &format!("cargo test ({})", plugins::WORKSPACES[0].dir),
+        || run(&mut unit),
+    )?;
+    test(args)
+}
+
+/// Where the guest crates are checked and unit-tested for the host target.
+const GUEST_CHECK_DIR: &str = "target/guest-check";
+
+/// `cargo SUBCOMMAND --manifest-path WORKSPACE/Cargo.toml`.
+fn guest_cargo(root: &Path, subcommand: &str, workspace: &plugins::Workspace) -> Command {
+    let mut cmd = cargo(root);
+    cmd.arg(subcommand)
+        .arg("--manifest-path")
+        .arg(root.join(workspace.dir).join("Cargo.toml"));
+    cmd
+}
+
+fn toolchain_only() -> Result<()> {
+    let root = repo_root()?;
+    let toolchain = step("toolchain", || toolchain::guest_toolchain(&root))?;
+    println!("{}", toolchain.describe());
+    Ok(())
+}
+
+/// The repository root: the parent of this crate's directory.
+fn repo_root() -> Result<PathBuf> {
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let root = manifest_dir
+        .parent()
+        .context("xtask's manifest directory has no parent")?;
+    if !root.join("wit").is_dir() {
+        bail!(
+            "{} does not look like the wasmonkey repository (no wit/)",
+            root.display()
+        );
+    }
+    Ok(root.to_path_buf())
+}
+
+/// A `cargo` command run from `dir`: the cargo that runs xtask, if known.
+fn cargo(dir: &Path) -> Command {
+    let program = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let mut cmd = Command::new(program);
+    cmd.current_dir(dir);
+    cmd
+}
+
+/// Run one named step, printing when it starts and how long it took.
+fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    eprintln!("==> {name}");
+    let started = Instant::now();
+    let result = f();
+    let took = seconds(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(_) => eprintln!("<== {name}: ok in {took}"),
+        Err(_) => eprintln!("<== {name}: FAILED after {took}"),
+    }
+    result
+}
+
+fn seconds(secs: f64) -> String {
+    format!("{secs:.1} s")
+}
+
+/// A child process that exited unsuccessfully; its output was streamed.
+#[derive(Debug)]
+struct ChildFailed {
+    what: String,
+    code: u8,
+}
+
+impl std::fmt::Display for ChildFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` failed (exit code {})", self.what, self.code)
+    }
+}
+
+impl std::error::Error for ChildFailed {}
+
+/// Run a command with inherited stdio; fail with its exit code if it fails.
+fn run(cmd: &mut Command) -> Result<()> {
+    let what = describe(cmd);
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{what}`"))?;
+    if status.success() {
+        return Ok(());
+    }
+    // A signal has no code; 1 is the conventional failure then.
+    let code = status
+        .code()
+        .and_then(|c| u8::try_from(c).ok())
+        .filter(|&c| c != 0)
+        .unwrap_or(1);
+    Err(ChildFailed { what, code }.into())
+}
+
+/// `program arg…` for messages.
+fn describe(cmd: &Command) -> String {
+    let program = Path::new(cmd.get_program())
+        .file_name()
+        .unwrap_or(cmd.get_program())
+        .to_string_lossy()
+        .into_owned();
+    std::iter::once(program)
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -15,13 +15,13 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
+use self::wasmonkey::chaos::types::{
+    CloudError, Group, GroupCapacity, Instance, InstanceState, LifecycleState, Tag,
+};
+use self::wasmonkey::chaos::{cloud, notify, probe, runtime};
 pub use exports::wasmonkey::chaos::strategy::{
     Outcome, Param, ParamSpec, ParamValue, PluginMetadata, RunError, Verdict, Victim,
 };
-use wasmonkey::chaos::types::{
-    CloudError, Group, GroupCapacity, Instance, InstanceState, LifecycleState, Tag,
-};
-use wasmonkey::chaos::{cloud, notify, probe, runtime};
 
 /// The package this module speaks, as components name it in their imports.
 pub const PACKAGE: &str = "wasmonkey:chaos@0.1.0";

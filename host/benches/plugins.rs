@@ -1,0 +1,274 @@
+//! wasmonkey's benchmark: what a plugin costs.
+//!
+//! 1. Plugin start: first compile vs loading the compiled cache, and a fresh
+//!    instance from the pre-instantiated component.
+//! 2. A whole classic-monkey experiment on a 1,000-instance simulated fleet.
+//! 3. Victim selection over 100,000 instances inside Wasm vs the same
+//!    algorithm native, against the same host session (the picks must agree).
+//!
+//! Figures are medians of repeated runs, printed side by side so that ratios
+//! come from one run on one (noisy) machine. Needs `cargo xtask plugins`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmonkey::cloud::sim::{FleetSpec, SimCloud};
+use wasmonkey::cloud::{Cloud, InstanceState, Lifecycle, TerminateVia};
+use wasmonkey::config::Config;
+use wasmonkey::limits::Limits;
+use wasmonkey::plugins::Catalog;
+use wasmonkey::policy::{BlastRadius, GroupPatterns, Policy, Scope};
+use wasmonkey::runner::{self, RunOptions};
+use wasmonkey::sandbox::Sandbox;
+use wasmonkey::session::{InstanceFilter, PluginLabel, Session, SessionSetup};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Median and minimum of `runs` timings of `f`, after one warm-up.
+async fn measure<F, Fut>(runs: usize, mut f: F) -> (Duration, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    f().await;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        f().await;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    (times[runs / 2], times[0])
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn row(what: &str, (median, min): (Duration, Duration)) {
+    println!("| {what:<58} | {:>12} | {:>12} |", ms(median), ms(min));
+}
+
+fn session(cloud: Arc<dyn Cloud>, seed: u64) -> Session {
+    Session::new(SessionSetup {
+        plugin: PluginLabel {
+            name: "select".into(),
+            version: "0.1.0".into(),
+        },
+        experiment: 0,
+        cloud,
+        policy: Policy {
+            scope: Scope {
+                groups: GroupPatterns::new(&["*"]).expect("glob"),
+                tags: Vec::new(),
+                opt_in: None,
+                opt_out: None,
+                standalone: false,
+            },
+            blast_radius: BlastRadius::default(),
+            dry_run: true,
+            grants: Default::default(),
+        },
+        journal: None,
+        limits: Limits::default(),
+        seed,
+        terminate_via: TerminateVia::default(),
+        targets: Arc::default(),
+        channels: Arc::default(),
+        poll_ms: 1000,
+        recovery_timeout_ms: 0,
+        recovery_targets: Vec::new(),
+    })
+}
+
+/// The select plugin's algorithm, native, against the same session.
+async fn select_native(session: &mut Session) -> String {
+    let filter = InstanceFilter {
+        states: vec![InstanceState::Running],
+        ..InstanceFilter::default()
+    };
+    let instances = session.list_instances(filter).await.expect("list");
+    let mut pools: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for i in &instances {
+        if i.lifecycle == Some(Lifecycle::InService) && i.healthy {
+            if let Some(group) = &i.group {
+                pools.entry(group).or_default().push(&i.id);
+            }
+        }
+    }
+    let mut picks = Vec::new();
+    for pool in pools.values() {
+        // Rejection sampling, exactly as the SDK's `random::index`.
+        let n = pool.len() as u64;
+        let limit = u64::MAX - (u64::MAX % n);
+        let index = loop {
+            let draw = session.random_u64();
+            if draw < limit {
+                break (draw % n) as usize;
+            }
+        };
+        picks.push(pool[index]);
+    }
+    picks.join(",")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let plugins = root().join("target/plugins");
+    let test_plugins = root().join("target/test-plugins");
+    anyhow::ensure!(
+        plugins.join("classic-monkey.wasm").is_file() && test_plugins.join("select.wasm").is_file(),
+        "build the plugins first: cargo xtask plugins"
+    );
+    let scratch = tempfile::tempdir()?;
+    let limits = Limits::default();
+    println!(
+        "| {:<58} | {:>12} | {:>12} |",
+        "wasmonkey benchmark", "median", "min"
+    );
+    println!("|{}|{}|{}|", "-".repeat(60), "-".repeat(14), "-".repeat(14));
+
+    // 1. Start-up.
+    let bytes = std::fs::read(plugins.join("classic-monkey.wasm"))?;
+    let mut n = 0;
+    let compile = measure(10, || {
+        n += 1;
+        let cache = scratch.path().join(format!("cold-{n}"));
+        let bytes = &bytes;
+        async move {
+            let compiled = Sandbox::new(&cache)
+                .expect("sandbox")
+                .compile(bytes, limits.stack_bytes())
+                .expect("compile");
+            assert!(!compiled.from_cache);
+        }
+    })
+    .await;
+    let warm_cache = scratch.path().join("warm");
+    let sandbox = Sandbox::new(&warm_cache)?;
+    sandbox.compile(&bytes, limits.stack_bytes())?;
+    let cached = measure(50, || async {
+        let compiled = sandbox.compile(&bytes, limits.stack_bytes()).expect("load");
+        assert!(compiled.from_cache);
+    })
+    .await;
+    let catalog = Catalog::scan(&plugins)?;
+    let plugin = catalog
+        .load(&sandbox, "classic-monkey", &limits)
+        .await
+        .map_err(|f| anyhow::anyhow!("{f}"))?;
+    let instantiate = measure(200, || async {
+        sandbox
+            .metadata(&plugin.prepared, &limits)
+            .await
+            .expect("metadata");
+    })
+    .await;
+    row("classic-monkey (98 KB): first compile", compile);
+    row("classic-monkey: load from the compiled cache", cached);
+    row(
+        "classic-monkey: fresh store + instantiate + metadata()",
+        instantiate,
+    );
+    println!(
+        "| {:<58} | {:>11.0}x | {:>12} |",
+        "  cache speed-up over first compile",
+        compile.0.as_secs_f64() / cached.0.as_secs_f64(),
+        ""
+    );
+
+    // 2. A whole experiment on 1,000 instances (journal fsyncs included).
+    let fleet_dir = scratch.path().join("fleet");
+    std::fs::create_dir_all(&fleet_dir)?;
+    let config_path = fleet_dir.join("wasmonkey.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[backend]\nkind = \"sim\"\nfleet = \"unused.toml\"\n[plugins]\ndir = {:?}\ncache_dir = {:?}\n\
+             [blast_radius]\nmax_terminations = 10\n\
+             [[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\n",
+            plugins.display().to_string(),
+            warm_cache.display().to_string()
+        ),
+    )?;
+    let config = Config::load(&config_path)?;
+    for execute in [false, true] {
+        let mut seed = 0;
+        let timing = measure(20, || {
+            seed += 1;
+            let (config, config_path) = (&config, &config_path);
+            async move {
+                let cloud =
+                    Arc::new(SimCloud::new(FleetSpec::uniform(10, 100), seed).expect("fleet"));
+                let options = RunOptions {
+                    config: config_path.clone(),
+                    execute,
+                    ..RunOptions::default()
+                };
+                let out = runner::run_on(config, cloud, seed, &options, std::future::pending())
+                    .await
+                    .expect("run");
+                assert_eq!(out.report.victims.len(), 10);
+                assert!(out
+                    .report
+                    .victims
+                    .iter()
+                    .all(|v| v.host_verdict == if execute { "recovered" } else { "unchecked" }));
+            }
+        })
+        .await;
+        let what = if execute {
+            "classic-monkey, 1,000 instances, 10 victims, --execute"
+        } else {
+            "classic-monkey, 1,000 instances, 10 victims, dry run"
+        };
+        row(what, timing);
+    }
+
+    // 3. Selection over 100,000 instances: Wasm vs native.
+    let select_catalog = Catalog::scan(&test_plugins)?;
+    let select = select_catalog
+        .load(&sandbox, "select", &limits)
+        .await
+        .map_err(|f| anyhow::anyhow!("{f}"))?;
+    let big: Arc<dyn Cloud> = Arc::new(SimCloud::new(FleetSpec::uniform(100, 1000), 7)?);
+    let wasm_picks = {
+        let (_, result) = sandbox
+            .run(&select.prepared, session(big.clone(), 99), Vec::new())
+            .await;
+        result?.map_err(|e| anyhow::anyhow!("{e:?}"))?.summary
+    };
+    let native_picks = select_native(&mut session(big.clone(), 99)).await;
+    assert_eq!(wasm_picks, native_picks, "Wasm and native disagree");
+    assert_eq!(wasm_picks.split(',').count(), 100);
+    let wasm = measure(10, || async {
+        let (_, result) = sandbox
+            .run(&select.prepared, session(big.clone(), 99), Vec::new())
+            .await;
+        assert!(result.is_ok());
+    })
+    .await;
+    let native = measure(10, || async {
+        select_native(&mut session(big.clone(), 99)).await;
+    })
+    .await;
+    row(
+        "select 100 victims from 100,000 instances: Wasm plugin",
+        wasm,
+    );
+    row(
+        "select 100 victims from 100,000 instances: native Rust",
+        native,
+    );
+    println!(
+        "| {:<58} | {:>11.2}x | {:>12} |",
+        "  Wasm / native",
+        wasm.0.as_secs_f64() / native.0.as_secs_f64(),
+        ""
+    );
+    Ok(())
+}

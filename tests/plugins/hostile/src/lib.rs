@@ -1,0 +1,166 @@
+//! A plugin that misbehaves on purpose: its `attack` parameter selects how.
+//! Only for the host's tests; never shipped.
+//!
+//! | attack          | what it does                                                  |
+//! |-----------------|---------------------------------------------------------------|
+//! | `loop`          | spins forever without calling the host                        |
+//! | `memory`        | allocates and touches memory without end                      |
+//! | `recursion`     | recurses without end (not a tail call: the stack overflows)   |
+//! | `panic`         | panics (a trap, as panics abort)                              |
+//! | `huge-list`     | returns an outcome with `count` victims                       |
+//! | `host-flood`    | calls `runtime::now-ms` forever                               |
+//! | `big-arg`       | calls `runtime::log` with a message of `size` bytes           |
+//! | `sleep-forever` | calls `runtime::sleep-ms(60000)` forever                      |
+//! | `terminate`     | terminates each id of `targets` (comma-separated) and reports |
+//! | `list`          | lists every instance it can see and reports their ids         |
+//!
+//! `terminate` puts one line per id in the summary: `<id>: ok dry-run=<bool>`
+//! or `<id>: <error-kind>: <message>`, the error kind being the `cloud-error`
+//! case in kebab-case. `list` reports the ids comma-separated.
+
+use std::hint::black_box;
+
+use wasmonkey_sdk::cloud::{self, InstanceFilter};
+use wasmonkey_sdk::params::{self, Params};
+use wasmonkey_sdk::{export_strategy, log, metadata, runtime};
+use wasmonkey_sdk::{Guest, Outcome, Param, PluginMetadata, RunError, Verdict, Victim};
+
+struct Hostile;
+
+impl Guest for Hostile {
+    fn metadata() -> PluginMetadata {
+        metadata!(vec![
+            params::text(
+                "attack",
+                "loop, memory, recursion, panic, huge-list, host-flood, big-arg, \
+                 sleep-forever, terminate or list",
+                "list",
+            ),
+            params::integer("count", "Victims returned by huge-list", 100_000),
+            params::integer("size", "Bytes logged by big-arg", 16 << 20),
+            params::text("targets", "Comma-separated instance ids for terminate", ""),
+        ])
+    }
+
+    fn run(params: Vec<Param>) -> Result<Outcome, RunError> {
+        let params = Params::new(params);
+        let attack = params.text("attack")?.to_owned();
+        match attack.as_str() {
+            "loop" => spin(),
+            "memory" => hoard(),
+            "recursion" => {
+                let depth = recurse(black_box(1));
+                Ok(summary(format!("recursion ended at {depth}")))
+            }
+            "panic" => panic!("hostile plugin panics on purpose"),
+            "huge-list" => {
+                let count = params.integer_at_least("count", 0)?;
+                Ok(Outcome {
+                    victims: (0..count).map(fake_victim).collect(),
+                    summary: format!("{count} victims"),
+                })
+            }
+            "host-flood" => loop {
+                black_box(runtime::now_ms());
+            },
+            "big-arg" => {
+                let size = params.integer_at_least("size", 0)?;
+                let size = usize::try_from(size)
+                    .map_err(|_| params::invalid("size", "too large for this plugin"))?;
+                log::info(&"x".repeat(size));
+                Ok(summary(format!("logged {size} bytes")))
+            }
+            "sleep-forever" => loop {
+                runtime::sleep_ms(60_000);
+            },
+            "terminate" => Ok(summary(terminate_all(params.text("targets")?))),
+            "list" => {
+                let filter = InstanceFilter {
+                    group_pattern: None,
+                    tags: Vec::new(),
+                    zone: None,
+                    states: Vec::new(),
+                };
+                let ids: Vec<String> = cloud::list_instances(&filter)?
+                    .into_iter()
+                    .map(|i| i.id)
+                    .collect();
+                Ok(summary(ids.join(",")))
+            }
+            other => Err(params::invalid(
+                "attack",
+                &format!("unknown attack {other:?}"),
+            )),
+        }
+    }
+}
+
+fn summary(summary: String) -> Outcome {
+    Outcome {
+        victims: Vec::new(),
+        summary,
+    }
+}
+
+/// Spin without end and without host calls; `black_box` keeps the loop real.
+fn spin() -> ! {
+    let mut n = 0u64;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+/// Allocate 1 MiB blocks, write every page of each, and keep them all.
+fn hoard() -> ! {
+    const BLOCK: usize = 1 << 20;
+    const PAGE: usize = 4096;
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut block = vec![0u8; BLOCK];
+        for page in block.chunks_mut(PAGE) {
+            page[0] = black_box(1);
+        }
+        kept.push(black_box(block));
+    }
+}
+
+/// Recurse without end, growing the wasm call stack (not the linear-memory
+/// stack: no local has its address taken). The result of the recursive call
+/// is multiplied and then added to, so it is no tail call and no accumulator
+/// that LLVM's tail-recursion elimination could turn into a loop; the
+/// `black_box` base case keeps the function from being known never to return.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    if black_box(depth) == u64::MAX {
+        return depth;
+    }
+    recurse(depth + 1).wrapping_mul(31).wrapping_add(depth)
+}
+
+fn fake_victim(n: u64) -> Victim {
+    Victim {
+        instance_id: format!("i-{n:017x}"),
+        group: Some("hostile".to_owned()),
+        zone: "hostile-1a".to_owned(),
+        terminated_at_ms: 0,
+        dry_run: true,
+        verdict: Verdict::Unchecked,
+        recovered_at_ms: None,
+    }
+}
+
+/// Terminate each id and describe what the host answered, one line per id.
+fn terminate_all(targets: &str) -> String {
+    targets
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(|id| match cloud::terminate(id, "hostile test") {
+            Ok(t) => format!("{id}: ok dry-run={}", t.dry_run),
+            Err(err) => format!("{id}: {}", err.describe()),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+export_strategy!(Hostile);
