@@ -82,6 +82,8 @@ fn session(cloud: Arc<dyn Cloud>, seed: u64) -> Session {
         poll_ms: 1000,
         recovery_timeout_ms: 0,
         recovery_targets: Vec::new(),
+        preflight: false,
+        progress: wasmonkey::progress::Progress::hidden(),
     })
 }
 

@@ -48,6 +48,10 @@ pub enum Command {
         /// Journal file to write (default: a new file in the journal dir).
         #[arg(long)]
         journal: Option<PathBuf>,
+        /// With a dry run: also ask the cloud whether each termination would
+        /// be permitted (EC2 DryRun), to find a missing IAM action first.
+        #[arg(long, conflicts_with = "execute")]
+        preflight: bool,
     },
     /// Render the report of a journal again (also one cut short).
     Report {
@@ -116,6 +120,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             execute,
             json,
             journal,
+            preflight,
         } => {
             let options = RunOptions {
                 config,
@@ -123,6 +128,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 seed,
                 execute,
                 journal,
+                preflight,
+                progress: !json,
             };
             let shutdown = async {
                 if tokio::signal::ctrl_c().await.is_err() {
@@ -132,7 +139,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             };
             let output = runner::run(&options, shutdown).await?;
             print_report(&output.report, json)?;
-            Ok(if output.report.all_recovered() {
+            Ok(if output.report.succeeded() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_UNHEALTHY)

@@ -5,6 +5,7 @@
 //! fleet. The host narrows what they return to a plugin's scope before the
 //! plugin sees it.
 
+pub mod aws;
 pub mod sim;
 
 use std::collections::BTreeMap;
@@ -181,6 +182,12 @@ pub trait Cloud: Send + Sync {
 
     /// Terminate an instance.
     async fn terminate(&self, id: &str, via: TerminateVia) -> Result<(), CloudError>;
+
+    /// Check, without acting, that terminating the instance is permitted
+    /// (EC2's `DryRun`). Backends without permissions answer `Ok`.
+    async fn check_terminate_permission(&self, _id: &str) -> Result<(), CloudError> {
+        Ok(())
+    }
 
     /// Publish a notification to a topic.
     async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError>;

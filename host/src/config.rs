@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::cloud::aws::AwsSettings;
 use crate::limits::{LimitOverrides, Limits};
 use crate::policy::{BlastRadius, Grant, GroupPatterns, Scope, TagSelector};
 
@@ -42,6 +43,9 @@ pub struct Config {
     /// Notification channel aliases, mapped to backend topics.
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// The end-of-run notification.
+    #[serde(default)]
+    pub report: ReportConfig,
     /// The experiments to run, in order.
     #[serde(rename = "experiment", default)]
     pub experiments: Vec<ExperimentConfig>,
@@ -62,6 +66,8 @@ pub enum BackendConfig {
         /// Fleet description (TOML).
         fleet: PathBuf,
     },
+    /// Real AWS through the official SDK.
+    Aws(AwsSettings),
 }
 
 /// Where plugins are and where their compiled code is cached.
@@ -174,21 +180,85 @@ impl RecoveryConfig {
     }
 }
 
-/// A named health target.
-#[derive(Debug, Clone, Deserialize)]
+/// A named health target: either a group with a floor of healthy
+/// instances, or an HTTP endpoint the host checks. Plugins only see the name.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     /// Healthy when this group has at least `min_healthy` healthy
     /// in-service instances.
-    pub group: String,
-    pub min_healthy: u32,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub min_healthy: Option<u32>,
+    /// Healthy when a GET of this URL answers `expect_status` in time.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub expect_status: Option<u16>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// What a target checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetCheck<'a> {
+    Group {
+        group: &'a str,
+        min_healthy: u32,
+    },
+    Http {
+        url: &'a str,
+        expect_status: u16,
+        timeout_ms: u64,
+    },
+}
+
+impl TargetConfig {
+    /// The check this target describes, or what is wrong with it.
+    pub fn check(&self) -> Result<TargetCheck<'_>, String> {
+        match (&self.group, &self.url) {
+            (Some(group), None) => {
+                if self.expect_status.is_some() || self.timeout_ms.is_some() {
+                    return Err("expect_status and timeout_ms go with url, not group".into());
+                }
+                Ok(TargetCheck::Group {
+                    group,
+                    min_healthy: self.min_healthy.ok_or("a group target needs min_healthy")?,
+                })
+            }
+            (None, Some(url)) => {
+                if self.min_healthy.is_some() {
+                    return Err("min_healthy goes with group, not url".into());
+                }
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!("url {url:?} must start with http:// or https://"));
+                }
+                Ok(TargetCheck::Http {
+                    url,
+                    expect_status: self.expect_status.unwrap_or(200),
+                    timeout_ms: self.timeout_ms.unwrap_or(2000),
+                })
+            }
+            _ => Err("give either group (with min_healthy) or url".into()),
+        }
+    }
+}
+
+/// The notification sent at the end of every run.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// Channel alias that gets every run's recovery times.
+    #[serde(default)]
+    pub channel: Option<String>,
 }
 
 /// A notification channel alias.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
-    /// The backend topic: any name on the simulator.
+    /// The backend topic: an SNS topic ARN on AWS, any name on the simulator.
     pub topic: String,
 }
 
@@ -239,6 +309,18 @@ impl Config {
                 "recovery.poll_secs must be above 0, got {}",
                 self.recovery.poll_secs
             ));
+        }
+        for (name, target) in &self.targets {
+            target
+                .check()
+                .map_err(|err| format!("targets.{name}: {err}"))?;
+        }
+        if let Some(channel) = &self.report.channel {
+            if !self.channels.contains_key(channel) {
+                return Err(format!(
+                    "report.channel names {channel:?}, which is not a [channels.{channel}] entry"
+                ));
+            }
         }
         for name in &self.recovery.targets {
             if !self.targets.contains_key(name) {
@@ -333,6 +415,53 @@ mod tests {
             err.contains("wasmonkey.toml") && err.contains("max_kills"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn targets_are_a_group_or_a_url() {
+        let config = load(&format!(
+            "{MINIMAL}[targets.web]\ngroup = \"web\"\nmin_healthy = 2\n[targets.api]\nurl = \"http://127.0.0.1:1/health\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.targets["web"].check(),
+            Ok(TargetCheck::Group {
+                group: "web",
+                min_healthy: 2
+            })
+        );
+        assert!(matches!(
+            config.targets["api"].check(),
+            Ok(TargetCheck::Http {
+                expect_status: 200,
+                ..
+            })
+        ));
+        for bad in [
+            "[targets.x]\ngroup = \"web\"\n",
+            "[targets.x]\nurl = \"ftp://h\"\n",
+            "[targets.x]\ngroup = \"w\"\nmin_healthy = 1\nurl = \"http://h\"\n",
+        ] {
+            let err = load(&format!("{MINIMAL}{bad}")).unwrap_err().to_string();
+            assert!(err.contains("targets.x"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_aws_backend_takes_region_profile_and_endpoint() {
+        let config = load(
+            "[backend]\nkind = \"aws\"\nregion = \"eu-west-1\"\nprofile = \"chaos\"\nendpoint_url = \"http://127.0.0.1:5000\"\n[plugins]\ndir = \"p\"\n",
+        )
+        .unwrap();
+        let BackendConfig::Aws(aws) = &config.backend else {
+            panic!("not aws: {:?}", config.backend)
+        };
+        assert_eq!(aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(aws.profile.as_deref(), Some("chaos"));
+        let err = load("[backend]\nkind = \"aws\"\nregoin = \"x\"\n[plugins]\ndir = \"p\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("regoin"), "{err}");
     }
 
     #[test]

@@ -67,7 +67,12 @@ pub struct TagSelector {
 impl TagSelector {
     /// Whether `tags` carry this tag.
     pub fn matches(&self, tags: &BTreeMap<String, String>) -> bool {
-        match (&self.value, tags.get(&self.key)) {
+        self.matches_value(tags.get(&self.key))
+    }
+
+    /// Whether a tag value found under this selector's key matches.
+    fn matches_value(&self, found: Option<&String>) -> bool {
+        match (&self.value, found) {
             (_, None) => false,
             (None, Some(_)) => true,
             (Some(want), Some(have)) => want == have,
@@ -258,6 +263,8 @@ pub enum Denial {
         fraction: f64,
         desired: u32,
     },
+    /// The preflight found the host lacks the cloud permission to act.
+    Permission { instance: String, detail: String },
 }
 
 impl Denial {
@@ -274,6 +281,7 @@ impl Denial {
             Denial::Budget { .. } => "max-terminations",
             Denial::HealthyFloor { .. } => "min-healthy-per-group",
             Denial::GroupShare { .. } => "max-fraction-per-group",
+            Denial::Permission { .. } => "iam-permission",
         }
     }
 
@@ -321,6 +329,9 @@ impl fmt::Display for Denial {
                 f,
                 "group {group} may lose at most {allowed} instance(s) per experiment ({fraction} of desired {desired})"
             ),
+            Denial::Permission { instance, detail } => {
+                write!(f, "preflight: terminating {instance} would fail: {detail}")
+            }
         }
     }
 }
@@ -413,8 +424,15 @@ impl Policy {
         instance: &Instance,
         group: Option<&Group>,
     ) -> Result<(), Hidden> {
-        let mut tags = group.map(|g| g.tags.clone()).unwrap_or_default();
-        tags.extend(instance.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // The instance's own tags win over its group's, without copying
+        // either (this runs for every instance of every listing).
+        let matches = |selector: &TagSelector| {
+            let found = instance
+                .tags
+                .get(&selector.key)
+                .or_else(|| group.and_then(|g| g.tags.get(&selector.key)));
+            selector.matches_value(found)
+        };
         match (&instance.group, group) {
             (None, _) if !self.scope.standalone => return Err(Hidden::Standalone),
             (None, _) => {}
@@ -432,13 +450,13 @@ impl Policy {
                 }
             }
         }
-        if let Some(opt_out) = self.scope.opt_out.as_ref().filter(|sel| sel.matches(&tags)) {
+        if let Some(opt_out) = self.scope.opt_out.as_ref().filter(|sel| matches(sel)) {
             return Err(Hidden::OptedOut(opt_out.clone()));
         }
-        if let Some(opt_in) = self.scope.opt_in.as_ref().filter(|sel| !sel.matches(&tags)) {
+        if let Some(opt_in) = self.scope.opt_in.as_ref().filter(|sel| !matches(sel)) {
             return Err(Hidden::NotOptedIn(opt_in.clone()));
         }
-        if let Some(missing) = self.scope.tags.iter().find(|sel| !sel.matches(&tags)) {
+        if let Some(missing) = self.scope.tags.iter().find(|sel| !matches(sel)) {
             return Err(Hidden::MissingTag(missing.clone()));
         }
         Ok(())
@@ -652,6 +670,20 @@ mod tests {
             ),
             Err(Hidden::NotOptedIn(_))
         ));
+    }
+
+    #[test]
+    fn an_instance_tag_overrides_its_group_tag() {
+        let mut p = policy();
+        p.scope.opt_in = Some("chaos=opt-in".parse().unwrap());
+        let opted_in = group("web-1", 4, &[("chaos", "opt-in")]);
+        let backed_out = instance("i-1", Some("web-1"), &[("chaos", "off")]);
+        assert!(matches!(
+            p.instance_visibility(&backed_out, Some(&opted_in)),
+            Err(Hidden::NotOptedIn(_))
+        ));
+        let plain = instance("i-2", Some("web-1"), &[]);
+        assert_eq!(p.instance_visibility(&plain, Some(&opted_in)), Ok(()));
     }
 
     #[test]

@@ -40,14 +40,15 @@ impl Watch {
         self.pending.is_empty()
     }
 
-    /// Look once; decide what can be decided and return the journal events.
-    /// Backend errors leave victims pending (only the timeout decides them).
+    /// Look once; decide what can be decided and return the journal events
+    /// with the capacity of the groups looked at. Backend errors leave
+    /// victims pending (only the timeout decides them).
     pub async fn observe(
         &mut self,
         cloud: &dyn Cloud,
         timeout_ms: Millis,
         targets_ok: bool,
-    ) -> Vec<Event> {
+    ) -> (Vec<Event>, Vec<(String, Capacity)>) {
         let now = cloud.now_ms();
         let mut groups: Vec<String> = self.pending.iter().map(|p| p.group.clone()).collect();
         groups.sort();
@@ -88,6 +89,6 @@ impl Watch {
             }
         }
         self.pending = still;
-        events
+        (events, capacity.into_iter().collect())
     }
 }

@@ -24,6 +24,8 @@ pub struct Report {
     pub experiments: Vec<ExperimentReport>,
     /// Every victim of every experiment.
     pub victims: Vec<VictimReport>,
+    /// Notifications of the run itself (the end-of-run report).
+    pub notifications: Vec<NotificationReport>,
     /// Things a reader must know, e.g. that the journal was cut short.
     pub notes: Vec<String>,
 }
@@ -103,6 +105,7 @@ impl Report {
             journal: journal.display().to_string(),
             experiments: Vec::new(),
             victims: Vec::new(),
+            notifications: Vec::new(),
             notes: Vec::new(),
         };
         let mut experiments: BTreeMap<usize, ExperimentReport> = BTreeMap::new();
@@ -230,21 +233,30 @@ impl Report {
                 Event::NotifyIntent {
                     channel, subject, ..
                 } => {
-                    if let Some(experiment) = experiments.get_mut(&index) {
-                        experiment.notifications.push(NotificationReport {
-                            channel: channel.clone(),
-                            subject: subject.clone(),
-                            status: "unknown".into(),
-                            attempts: 0,
-                        });
+                    let notification = NotificationReport {
+                        channel: channel.clone(),
+                        subject: subject.clone(),
+                        status: "unknown".into(),
+                        attempts: 0,
+                    };
+                    match entry.experiment {
+                        None => report.notifications.push(notification),
+                        Some(_) => {
+                            if let Some(experiment) = experiments.get_mut(&index) {
+                                experiment.notifications.push(notification);
+                            }
+                        }
                     }
                 }
                 Event::NotifyDone { attempt, .. } | Event::NotifyFailed { attempt, .. } => {
                     let delivered = matches!(entry.event, Event::NotifyDone { .. });
-                    if let Some(n) = experiments
-                        .get_mut(&index)
-                        .and_then(|e| e.notifications.last_mut())
-                    {
+                    let last = match entry.experiment {
+                        None => report.notifications.last_mut(),
+                        Some(_) => experiments
+                            .get_mut(&index)
+                            .and_then(|e| e.notifications.last_mut()),
+                    };
+                    if let Some(n) = last {
                         n.attempts = *attempt;
                         n.status = if delivered { "delivered" } else { "failed" }.into();
                     }
@@ -296,14 +308,42 @@ impl Report {
         report
     }
 
-    /// Whether every real victim recovered and no experiment failed.
-    pub fn all_recovered(&self) -> bool {
+    /// Whether the run went as intended: it finished, no experiment failed,
+    /// every termination went through (or was a dry run), and every real
+    /// victim recovered.
+    pub fn succeeded(&self) -> bool {
         self.complete
             && self.experiments.iter().all(|e| e.error.is_none())
-            && self
-                .victims
-                .iter()
-                .all(|v| v.host_verdict == "recovered" || v.host_verdict == "unchecked")
+            && self.victims.iter().all(|v| match v.status.as_str() {
+                "terminated" => v.host_verdict == "recovered" || v.group.is_none(),
+                "dry-run" => true,
+                _ => false,
+            })
+    }
+
+    /// One line per victim with its recovery time, for notifications.
+    pub fn recovery_lines(&self) -> String {
+        let mut out = String::new();
+        for v in &self.victims {
+            let fate = match (v.status.as_str(), v.recovery_seconds) {
+                (_, Some(seconds)) => format!("recovered in {seconds:.1} s"),
+                ("dry-run", _) => "dry run: not terminated".to_owned(),
+                ("failed", _) => "termination failed".to_owned(),
+                _ => format!("{} ({})", v.host_verdict, v.status),
+            };
+            let _ = writeln!(
+                out,
+                "{} ({}, {}) by {}: {fate}",
+                v.instance_id,
+                v.group.as_deref().unwrap_or("no group"),
+                v.zone,
+                v.plugin
+            );
+        }
+        if self.victims.is_empty() {
+            out.push_str("no victims\n");
+        }
+        out
     }
 
     /// Human-readable summary.
@@ -379,6 +419,13 @@ impl Report {
             if let Some(error) = &experiment.error {
                 let _ = writeln!(out, "  error: {error}");
             }
+        }
+        for n in &self.notifications {
+            let _ = writeln!(
+                out,
+                "\nrun notification to {}: {} after {} attempt(s)",
+                n.channel, n.status, n.attempts
+            );
         }
         for note in &self.notes {
             let _ = writeln!(out, "\nnote: {note}");

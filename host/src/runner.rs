@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use crate::cloud::aws::AwsCloud;
 use crate::cloud::sim::SimCloud;
 use crate::cloud::{Cloud, TerminateVia};
 use crate::config::{BackendConfig, Config, ExperimentConfig};
@@ -20,6 +21,7 @@ use crate::journal::{self, Event, Journal, PluginOutcome, PluginVictim};
 use crate::limits::{Limit, LimitBreach};
 use crate::plugins::Catalog;
 use crate::policy::{effective_grants, Policy};
+use crate::progress::Progress;
 use crate::report::Report;
 use crate::sandbox::{RunFailure, Sandbox};
 use crate::session::{PluginLabel, Session, SessionSetup};
@@ -36,6 +38,12 @@ pub struct RunOptions {
     pub execute: bool,
     /// Journal file to create (default: a new file in the journal dir).
     pub journal: Option<PathBuf>,
+    /// In a dry run, also check the cloud permission for every termination
+    /// policy allows (EC2 DryRun), so a missing IAM action shows before
+    /// anything real happens.
+    pub preflight: bool,
+    /// Show a live progress line while waiting (on a terminal only).
+    pub progress: bool,
 }
 
 /// A finished (or interrupted) run.
@@ -54,13 +62,13 @@ pub fn fresh_seed() -> u64 {
 }
 
 /// The backend a config names.
-pub fn backend(config: &Config, seed: u64) -> anyhow::Result<Arc<dyn Cloud>> {
-    match &config.backend {
-        BackendConfig::Sim { fleet } => Ok(Arc::new(SimCloud::from_fleet_file(
-            &config.resolve(fleet),
-            seed,
-        )?)),
-    }
+pub async fn backend(config: &Config, seed: u64) -> anyhow::Result<Arc<dyn Cloud>> {
+    Ok(match &config.backend {
+        BackendConfig::Sim { fleet } => {
+            Arc::new(SimCloud::from_fleet_file(&config.resolve(fleet), seed)?)
+        }
+        BackendConfig::Aws(settings) => Arc::new(AwsCloud::connect(settings).await),
+    })
 }
 
 /// Load the config, build its backend, run.
@@ -70,7 +78,7 @@ pub async fn run(
 ) -> anyhow::Result<RunOutput> {
     let config = Config::load(&options.config)?;
     let seed = options.seed.or(config.seed).unwrap_or_else(fresh_seed);
-    let cloud = backend(&config, seed)?;
+    let cloud = backend(&config, seed).await?;
     run_on(&config, cloud, seed, options, shutdown).await
 }
 
@@ -138,6 +146,11 @@ pub async fn run_on(
         journal: &journal,
         seed,
         dry_run,
+        options,
+        terminate_via: match &config.backend {
+            BackendConfig::Aws(settings) => settings.terminate_via,
+            BackendConfig::Sim { .. } => TerminateVia::default(),
+        },
     };
     let mut shutdown = std::pin::pin!(shutdown);
     let mut interrupted = false;
@@ -154,6 +167,9 @@ pub async fn run_on(
                 break;
             }
         }
+    }
+    if let Some(channel) = &config.report.channel {
+        notify_run(config, cloud.as_ref(), &journal, channel).await?;
     }
     journal.append(cloud.now_ms(), None, Event::RunFinished { interrupted })?;
     let replay = journal::read(journal.path())?;
@@ -179,6 +195,41 @@ fn create_journal(options: &RunOptions, config: &Config, run_id: &str) -> anyhow
     Journal::create(&path)
 }
 
+/// The seed project's feature: every run ends with one notification giving
+/// the recovery time of every victim. A failed publish is journalled and
+/// reported; it never costs the report.
+async fn notify_run(
+    config: &Config,
+    cloud: &dyn Cloud,
+    journal: &Journal,
+    channel: &str,
+) -> anyhow::Result<()> {
+    let Some(topic) = config.channels.get(channel).map(|c| c.topic.clone()) else {
+        return Ok(());
+    };
+    let report = Report::from_journal(&journal::read(journal.path())?, journal.path());
+    let subject = format!(
+        "wasmonkey run {}: {} victim(s)",
+        report.run_id.as_deref().unwrap_or("?"),
+        report.victims.len()
+    );
+    let body = report.recovery_lines();
+    let sent = crate::notify::publish(
+        cloud,
+        config.default_limits().host_call_timeout(),
+        channel,
+        &topic,
+        &subject,
+        &body,
+        |event| journal.append(cloud.now_ms(), None, event).map(drop),
+    )
+    .await?;
+    if let Err(err) = sent {
+        tracing::warn!("the run notification to {channel} failed: {err}");
+    }
+    Ok(())
+}
+
 struct Context<'a> {
     config: &'a Config,
     cloud: &'a Arc<dyn Cloud>,
@@ -187,6 +238,8 @@ struct Context<'a> {
     journal: &'a Arc<Journal>,
     seed: u64,
     dry_run: bool,
+    options: &'a RunOptions,
+    terminate_via: TerminateVia,
 }
 
 impl Context<'_> {
@@ -286,12 +339,14 @@ impl Context<'_> {
             journal: Some(Arc::clone(self.journal)),
             limits,
             seed: self.seed,
-            terminate_via: TerminateVia::default(),
+            terminate_via: self.terminate_via,
             targets: Arc::new(config.targets.clone()),
             channels: Arc::new(config.channels.clone()),
             poll_ms: config.recovery.poll_ms(),
             recovery_timeout_ms: config.recovery.timeout_secs.saturating_mul(1000),
             recovery_targets: config.recovery.targets.clone(),
+            preflight: self.options.preflight,
+            progress: Progress::new(self.options.progress),
         });
         tracing::info!(plugin = %label, dry_run = self.dry_run, "experiment {} starting", index + 1);
         let (mut session, result) = self.sandbox.run(&plugin.prepared, session, params).await;

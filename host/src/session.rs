@@ -17,17 +17,16 @@ use crate::cloud::{
     Capacity, Cloud, CloudError, Group, Instance, InstanceQuery, InstanceState, Lifecycle, Millis,
     TerminateVia,
 };
-use crate::config::{ChannelConfig, TargetConfig};
+use crate::config::{ChannelConfig, TargetCheck, TargetConfig};
 use crate::journal::{Event, Journal};
 use crate::limits::{Limit, LimitBreach, Limits};
 use crate::policy::{Denial, Grant, GroupPatterns, GroupView, Hidden, Policy, Tally};
+use crate::progress::Progress;
 use crate::recovery::Watch;
 
 /// Most plugin log bytes copied into the journal per run; the rest goes to
 /// the host log only.
 const JOURNAL_LOG_BYTES: usize = 1024 * 1024;
-/// Attempts at publishing one notification.
-const PUBLISH_ATTEMPTS: u32 = 3;
 
 /// A plugin's name and version, as every error and log line shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +107,10 @@ pub struct SessionSetup {
     pub poll_ms: Millis,
     pub recovery_timeout_ms: Millis,
     pub recovery_targets: Vec<String>,
+    /// Check the cloud permission for each dry-run termination (EC2 DryRun).
+    pub preflight: bool,
+    /// Live display while waiting for recovery.
+    pub progress: Progress,
 }
 
 /// One plugin run's host state.
@@ -225,6 +228,8 @@ impl Session {
             poll_ms: 1000,
             recovery_timeout_ms: 0,
             recovery_targets: Vec::new(),
+            preflight: false,
+            progress: Progress::hidden(),
         });
         session.inert = true;
         session
@@ -482,6 +487,27 @@ impl Session {
             Ok(dry_run) => dry_run,
             Err(denial) => return self.deny(OP, id, &denial).map(Err),
         };
+        if dry_run && self.setup.preflight {
+            let permitted = self
+                .call(
+                    "checking permission",
+                    self.setup.cloud.check_terminate_permission(id),
+                )
+                .await;
+            if let Err(err) = permitted {
+                let detail = match err {
+                    PluginError::Backend(m)
+                    | PluginError::Throttled(m)
+                    | PluginError::NotFound(m) => m,
+                    other => format!("{other:?}"),
+                };
+                let denial = Denial::Permission {
+                    instance: id.to_owned(),
+                    detail,
+                };
+                return self.deny(OP, id, &denial).map(Err);
+            }
+        }
         self.journal(Event::TerminateIntent {
             instance_id: instance.id.clone(),
             group: instance.group.clone(),
@@ -564,25 +590,44 @@ impl Session {
             .targets
             .get(target)
             .ok_or_else(|| PluginError::NotFound(format!("no target named {target}")))?;
-        let names = [spec.group.clone()];
-        let capacity = self
-            .call("checking a target", self.setup.cloud.capacity(&names))
-            .await?;
-        let capacity = capacity
-            .into_iter()
-            .next()
-            .map(|(_, c)| c)
-            .unwrap_or_default();
-        let healthy = capacity.healthy_in_service();
-        Ok(CheckResult {
-            target: target.to_owned(),
-            healthy: healthy >= spec.min_healthy,
-            detail: format!(
-                "{healthy} healthy in service in {} (needs {})",
-                spec.group, spec.min_healthy
-            ),
-            latency_ms: 0,
-        })
+        let check = spec.check().map_err(PluginError::Invalid)?;
+        match check {
+            TargetCheck::Group { group, min_healthy } => {
+                let names = [group.to_owned()];
+                let capacity = self
+                    .call("checking a target", self.setup.cloud.capacity(&names))
+                    .await?;
+                let capacity = capacity
+                    .into_iter()
+                    .next()
+                    .map(|(_, c)| c)
+                    .unwrap_or_default();
+                let healthy = capacity.healthy_in_service();
+                Ok(CheckResult {
+                    target: target.to_owned(),
+                    healthy: healthy >= min_healthy,
+                    detail: format!(
+                        "{healthy} healthy in service in {group} (needs {min_healthy})"
+                    ),
+                    latency_ms: 0,
+                })
+            }
+            TargetCheck::Http {
+                url,
+                expect_status,
+                timeout_ms,
+            } => {
+                let timeout = std::time::Duration::from_millis(timeout_ms)
+                    .min(self.setup.limits.host_call_timeout());
+                let check = crate::probe::http(url, expect_status, timeout).await;
+                Ok(CheckResult {
+                    target: target.to_owned(),
+                    healthy: check.healthy,
+                    detail: check.detail,
+                    latency_ms: check.latency_ms,
+                })
+            }
+        }
     }
 
     /// `notify.channels`.
@@ -608,41 +653,19 @@ impl Session {
                 "no channel named {channel}"
             ))));
         };
-        self.journal(Event::NotifyIntent {
-            channel: channel.to_owned(),
-            subject: subject.to_owned(),
-            body: body.to_owned(),
-        })?;
-        let mut last = PluginError::Backend("not attempted".into());
-        for attempt in 1..=PUBLISH_ATTEMPTS {
-            match self
-                .call(
-                    "publishing",
-                    self.setup.cloud.publish(&topic, subject, body),
-                )
-                .await
-            {
-                Ok(()) => {
-                    self.journal(Event::NotifyDone {
-                        channel: channel.to_owned(),
-                        attempt,
-                    })?;
-                    return Ok(Ok(()));
-                }
-                Err(err) => {
-                    self.journal(Event::NotifyFailed {
-                        channel: channel.to_owned(),
-                        attempt,
-                        error: format!("{err:?}"),
-                    })?;
-                    last = err;
-                    if attempt < PUBLISH_ATTEMPTS {
-                        self.setup.cloud.sleep_ms(500 << attempt).await;
-                    }
-                }
-            }
-        }
-        Ok(Err(last))
+        let timeout = self.setup.limits.host_call_timeout();
+        let cloud = std::sync::Arc::clone(&self.setup.cloud);
+        let sent = crate::notify::publish(
+            cloud.as_ref(),
+            timeout,
+            channel,
+            &topic,
+            subject,
+            body,
+            |event| self.journal(event),
+        )
+        .await?;
+        Ok(sent.map_err(PluginError::from))
     }
 
     /// `runtime.log`.
@@ -724,7 +747,7 @@ impl Session {
                 Ok(CheckResult { healthy: true, .. })
             );
         }
-        let events = self
+        let (events, capacity) = self
             .watch
             .observe(
                 self.setup.cloud.as_ref(),
@@ -732,6 +755,7 @@ impl Session {
                 targets_ok,
             )
             .await;
+        self.setup.progress.waiting(self.now_ms(), &capacity);
         for event in events {
             self.journal(event)?;
         }
@@ -746,6 +770,7 @@ impl Session {
             self.setup.cloud.sleep_ms(self.setup.poll_ms).await;
             self.observe().await?;
         }
+        self.setup.progress.finish();
         Ok(())
     }
 }

@@ -2,10 +2,13 @@
 //! from source by `cargo xtask plugins` (which `cargo xtask test` runs
 //! first).
 
+mod aws;
 mod cli;
 mod denials;
+mod fault_proxy;
 mod hostile;
 mod journal;
 mod loading;
+mod moto;
 mod strategies;
 mod support;

@@ -10,6 +10,7 @@
 //! * `ci` — formatting and clippy checks, then what `test` does.
 //! * `toolchain` — only set up the guest toolchain and say which one is used.
 
+mod moto;
 mod plugins;
 mod toolchain;
 
@@ -105,6 +106,8 @@ fn test(args: &[String]) -> Result<()> {
     plugins_step()?;
     let root = repo_root()?;
     let mut cmd = cargo(&root);
+    let moto = step("moto (AWS API emulator)", || moto::ensure(&root))?;
+    cmd.env("WASMONKEY_MOTO", moto);
     cmd.args(["test", "--workspace"]).args(args);
     step("cargo test", || run(&mut cmd))
 }

@@ -1,0 +1,604 @@
+//! The real AWS backend, through the official SDK: EC2 for instances, Auto
+//! Scaling for groups, SNS for notifications.
+//!
+//! Credentials come from aws-config's default chain (environment, profile,
+//! SSO, instance metadata, assume-role) and never leave this module. Every
+//! call has an attempt timeout and an overall timeout, and throttling, 5xx
+//! answers and dropped connections are retried by the SDK's standard retry
+//! strategy: bounded attempts, exponential backoff with full jitter.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_autoscaling as autoscaling;
+use aws_sdk_ec2 as ec2;
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sns as sns;
+use serde::Deserialize;
+
+use super::{
+    Capacity, Cloud, CloudError, Group, Instance, InstanceQuery, InstanceState, Lifecycle, Millis,
+    TerminateVia,
+};
+
+/// The tag Auto Scaling puts on the instances it launches.
+pub const GROUP_TAG: &str = "aws:autoscaling:groupName";
+/// Most group names per DescribeAutoScalingGroups call.
+const GROUPS_PER_CALL: usize = 100;
+/// Most values per DescribeInstances filter.
+const FILTER_VALUES: usize = 200;
+
+/// The `[backend] kind = "aws"` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSettings {
+    /// Region; default: the default chain's (`AWS_REGION`, profile…).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Named profile from `~/.aws/config`; default: the default chain's.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Endpoint override, e.g. an emulator such as moto on loopback.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// `ec2` (TerminateInstances) or `auto-scaling`
+    /// (TerminateInstanceInAutoScalingGroup without decrementing desired
+    /// capacity, so lifecycle hooks fire).
+    #[serde(default)]
+    pub terminate_via: TerminateVia,
+    /// Attempts per call, retries included.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Timeout of one attempt, in seconds.
+    #[serde(default = "default_attempt_timeout")]
+    pub attempt_timeout_secs: u64,
+}
+
+fn default_attempts() -> u32 {
+    5
+}
+
+fn default_attempt_timeout() -> u64 {
+    10
+}
+
+impl AwsSettings {
+    /// Load the SDK config: the default credential chain, with this
+    /// region / profile / endpoint and our retry and timeout policy.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &self.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &self.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &self.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        loader
+            .retry_config(self.retry_config())
+            .timeout_config(self.timeout_config())
+            .load()
+            .await
+    }
+
+    /// Bounded attempts, exponential backoff with jitter.
+    pub fn retry_config(&self) -> RetryConfig {
+        RetryConfig::standard()
+            .with_max_attempts(self.max_attempts.max(1))
+            .with_initial_backoff(Duration::from_millis(100))
+            .with_max_backoff(Duration::from_secs(5))
+    }
+
+    /// A timeout on every attempt and on every call as a whole.
+    pub fn timeout_config(&self) -> TimeoutConfig {
+        let attempt = Duration::from_secs(self.attempt_timeout_secs.max(1));
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3).min(attempt))
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(attempt * self.max_attempts.max(1) + Duration::from_secs(30))
+            .build()
+    }
+}
+
+/// The AWS backend.
+pub struct AwsCloud {
+    ec2: ec2::Client,
+    autoscaling: autoscaling::Client,
+    sns: sns::Client,
+    terminate_via: TerminateVia,
+    started: Instant,
+}
+
+impl AwsCloud {
+    /// Connect with the settings' SDK config.
+    pub async fn connect(settings: &AwsSettings) -> AwsCloud {
+        let sdk = settings.sdk_config().await;
+        AwsCloud::new(&sdk, settings.terminate_via)
+    }
+
+    /// Clients from an SDK config (tests build one with static credentials).
+    pub fn new(sdk: &SdkConfig, terminate_via: TerminateVia) -> AwsCloud {
+        AwsCloud {
+            ec2: ec2::Client::new(sdk),
+            autoscaling: autoscaling::Client::new(sdk),
+            sns: sns::Client::new(sdk),
+            terminate_via,
+            started: Instant::now(),
+        }
+    }
+
+    /// The configured termination API.
+    pub fn terminate_via(&self) -> TerminateVia {
+        self.terminate_via
+    }
+
+    /// Auto Scaling groups by name (all of them when `names` is `None`).
+    async fn groups(
+        &self,
+        names: Option<&[String]>,
+    ) -> Result<Vec<autoscaling::types::AutoScalingGroup>, CloudError> {
+        let batches: Vec<Option<Vec<String>>> = match names {
+            None => vec![None],
+            Some([]) => return Ok(Vec::new()),
+            Some(names) => names
+                .chunks(GROUPS_PER_CALL)
+                .map(|c| Some(c.to_vec()))
+                .collect(),
+        };
+        let mut groups = Vec::new();
+        for batch in batches {
+            let mut pages = self
+                .autoscaling
+                .describe_auto_scaling_groups()
+                .set_auto_scaling_group_names(batch)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page =
+                    page.map_err(|err| classify("autoscaling:DescribeAutoScalingGroups", err))?;
+                groups.extend(page.auto_scaling_groups().iter().cloned());
+            }
+        }
+        Ok(groups)
+    }
+
+    /// EC2 instances matching server-side filters, all pages.
+    async fn ec2_instances(
+        &self,
+        filters: Vec<ec2::types::Filter>,
+        ids: Option<Vec<String>>,
+    ) -> Result<Vec<ec2::types::Instance>, CloudError> {
+        let mut pages = self
+            .ec2
+            .describe_instances()
+            .set_filters(if filters.is_empty() {
+                None
+            } else {
+                Some(filters)
+            })
+            .set_instance_ids(ids)
+            .into_paginator()
+            .send();
+        let mut instances = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| classify("ec2:DescribeInstances", err))?;
+            for reservation in page.reservations() {
+                instances.extend(reservation.instances().iter().cloned());
+            }
+        }
+        Ok(instances)
+    }
+}
+
+/// Per instance: its group, lifecycle and health, from the groups' view.
+type Membership = BTreeMap<String, (String, Lifecycle, bool)>;
+
+fn membership(groups: &[autoscaling::types::AutoScalingGroup]) -> Membership {
+    let mut members = Membership::new();
+    for group in groups {
+        let name = group
+            .auto_scaling_group_name()
+            .unwrap_or_default()
+            .to_owned();
+        for instance in group.instances() {
+            let Some(id) = instance.instance_id() else {
+                continue;
+            };
+            let (lifecycle, healthy) = member_state(instance);
+            members.insert(id.to_owned(), (name.clone(), lifecycle, healthy));
+        }
+    }
+    members
+}
+
+/// A group member's lifecycle and health, as its group reports them.
+fn member_state(instance: &autoscaling::types::Instance) -> (Lifecycle, bool) {
+    let lifecycle = instance
+        .lifecycle_state()
+        .map_or(Lifecycle::Pending, |state| lifecycle(state.as_str()));
+    let healthy = instance
+        .health_status()
+        .is_none_or(|h| h.eq_ignore_ascii_case("healthy"));
+    (lifecycle, healthy)
+}
+
+/// Auto Scaling lifecycle state names → ours (Pending:Wait is pending…).
+fn lifecycle(state: &str) -> Lifecycle {
+    match state.split(':').next().unwrap_or(state) {
+        "InService" => Lifecycle::InService,
+        "Terminating" => Lifecycle::Terminating,
+        "Terminated" => Lifecycle::Terminated,
+        "Standby" | "EnteringStandby" => Lifecycle::Standby,
+        "Detaching" | "Detached" => Lifecycle::Detached,
+        _ => Lifecycle::Pending,
+    }
+}
+
+fn state(instance: &ec2::types::Instance) -> InstanceState {
+    use ec2::types::InstanceStateName as S;
+    match instance.state().and_then(|s| s.name()) {
+        Some(S::Running) => InstanceState::Running,
+        Some(S::ShuttingDown) => InstanceState::ShuttingDown,
+        Some(S::Terminated) => InstanceState::Terminated,
+        Some(S::Stopping) => InstanceState::Stopping,
+        Some(S::Stopped) => InstanceState::Stopped,
+        _ => InstanceState::Pending,
+    }
+}
+
+fn instance(raw: &ec2::types::Instance, members: &Membership) -> Option<Instance> {
+    let id = raw.instance_id()?.to_owned();
+    let tags: BTreeMap<String, String> = raw
+        .tags()
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect();
+    let state = state(raw);
+    let (group, lifecycle, healthy) = match members.get(&id) {
+        Some((group, lifecycle, healthy)) => (Some(group.clone()), Some(*lifecycle), *healthy),
+        None => {
+            // Not (or no longer) in a group's list: a terminated member still
+            // carries the group tag; a standalone instance is healthy when running.
+            let group = tags.get(GROUP_TAG).cloned();
+            let lifecycle = group.as_ref().map(|_| match state {
+                InstanceState::ShuttingDown => Lifecycle::Terminating,
+                InstanceState::Pending => Lifecycle::Pending,
+                InstanceState::Running => Lifecycle::Detached,
+                _ => Lifecycle::Terminated,
+            });
+            (
+                group,
+                lifecycle,
+                state == InstanceState::Running && lifecycle.is_none(),
+            )
+        }
+    };
+    Some(Instance {
+        id,
+        group,
+        zone: raw
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .unwrap_or_default()
+            .to_owned(),
+        state,
+        lifecycle,
+        healthy,
+        tags,
+    })
+}
+
+fn filter(name: &str, values: Vec<String>) -> ec2::types::Filter {
+    ec2::types::Filter::builder()
+        .name(name)
+        .set_values(Some(values))
+        .build()
+}
+
+fn state_name(state: InstanceState) -> &'static str {
+    match state {
+        InstanceState::Pending => "pending",
+        InstanceState::Running => "running",
+        InstanceState::ShuttingDown => "shutting-down",
+        InstanceState::Terminated => "terminated",
+        InstanceState::Stopping => "stopping",
+        InstanceState::Stopped => "stopped",
+    }
+}
+
+/// Turn an SDK error into ours, naming the API action (and, for a missing
+/// permission, the IAM action to grant).
+pub fn classify<E, R>(action: &str, err: SdkError<E, R>) -> CloudError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let code = err.code().unwrap_or_default().to_owned();
+    let message = err.message().unwrap_or_default().to_owned();
+    match &err {
+        SdkError::TimeoutError(_) => return CloudError::Backend(format!("{action} timed out")),
+        SdkError::DispatchFailure(failure) => {
+            return CloudError::Backend(format!("{action}: connection failed: {failure:?}"))
+        }
+        _ => {}
+    }
+    match code.as_str() {
+        "Throttling"
+        | "ThrottlingException"
+        | "RequestLimitExceeded"
+        | "RequestThrottled"
+        | "TooManyRequestsException"
+        | "SlowDown" => CloudError::Throttled(format!("{action}: {code}: {message}")),
+        c if c.starts_with("InvalidInstanceID")
+            || c == "ValidationError" && message.contains("not found") =>
+        {
+            CloudError::NotFound(format!("{action}: {message}"))
+        }
+        "UnauthorizedOperation"
+        | "AccessDenied"
+        | "AccessDeniedException"
+        | "AuthorizationError" => CloudError::Backend(format!(
+            "{action}: missing IAM permission {action}: {message}"
+        )),
+        "" => CloudError::Backend(format!("{action}: {}", aws_error_text(&err))),
+        _ => CloudError::Backend(format!("{action}: {code}: {message}")),
+    }
+}
+
+fn aws_error_text<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
+    err: &SdkError<E, R>,
+) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// SNS subjects: ASCII, no control characters, at most 100 characters.
+fn sns_subject(subject: &str) -> String {
+    subject
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                ' '
+            }
+        })
+        .take(100)
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl Cloud for AwsCloud {
+    fn kind(&self) -> &'static str {
+        "aws"
+    }
+
+    fn now_ms(&self) -> Millis {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn sleep_ms(&self, ms: Millis) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    async fn list_groups(&self) -> Result<Vec<Group>, CloudError> {
+        let mut groups: Vec<Group> = self
+            .groups(None)
+            .await?
+            .into_iter()
+            .map(|g| Group {
+                name: g.auto_scaling_group_name().unwrap_or_default().to_owned(),
+                zones: g.availability_zones().to_vec(),
+                desired: u32::try_from(g.desired_capacity().unwrap_or(0)).unwrap_or(0),
+                min: u32::try_from(g.min_size().unwrap_or(0)).unwrap_or(0),
+                max: u32::try_from(g.max_size().unwrap_or(0)).unwrap_or(0),
+                tags: g
+                    .tags()
+                    .iter()
+                    .filter_map(|t| {
+                        Some((
+                            t.key()?.to_owned(),
+                            t.value().unwrap_or_default().to_owned(),
+                        ))
+                    })
+                    .collect(),
+            })
+            .collect();
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(groups)
+    }
+
+    async fn list_instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, CloudError> {
+        let groups = self.groups(query.groups.as_deref()).await?;
+        let members = membership(&groups);
+        let mut base = Vec::new();
+        if let Some(zone) = &query.zone {
+            base.push(filter("availability-zone", vec![zone.clone()]));
+        }
+        if !query.states.is_empty() {
+            base.push(filter(
+                "instance-state-name",
+                query
+                    .states
+                    .iter()
+                    .map(|s| state_name(*s).to_owned())
+                    .collect(),
+            ));
+        }
+        for (key, value) in &query.tags {
+            base.push(filter(&format!("tag:{key}"), vec![value.clone()]));
+        }
+        let mut raw = Vec::new();
+        match &query.groups {
+            None => raw = self.ec2_instances(base, None).await?,
+            Some(names) => {
+                for chunk in names.chunks(FILTER_VALUES) {
+                    let mut filters = base.clone();
+                    filters.push(filter(&format!("tag:{GROUP_TAG}"), chunk.to_vec()));
+                    raw.extend(self.ec2_instances(filters, None).await?);
+                }
+            }
+        }
+        let mut instances: Vec<Instance> = raw
+            .iter()
+            .filter_map(|r| instance(r, &members))
+            .filter(|i| query.matches(i))
+            .collect();
+        instances.sort_by(|a, b| a.id.cmp(&b.id));
+        instances.dedup_by(|a, b| a.id == b.id);
+        Ok(instances)
+    }
+
+    async fn describe_instance(&self, id: &str) -> Result<Option<Instance>, CloudError> {
+        let raw = match self
+            .ec2_instances(Vec::new(), Some(vec![id.to_owned()]))
+            .await
+        {
+            Ok(raw) => raw,
+            Err(CloudError::NotFound(_)) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let Some(first) = raw.first() else {
+            return Ok(None);
+        };
+        let group = first
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(GROUP_TAG))
+            .and_then(|t| t.value())
+            .map(str::to_owned);
+        let members = match group {
+            Some(group) => membership(&self.groups(Some(&[group])).await?),
+            None => Membership::new(),
+        };
+        Ok(instance(first, &members))
+    }
+
+    async fn capacity(&self, groups: &[String]) -> Result<Vec<(String, Capacity)>, CloudError> {
+        let found = self.groups(Some(groups)).await?;
+        let mut by_name: BTreeMap<String, Capacity> = BTreeMap::new();
+        for group in &found {
+            let mut capacity = Capacity {
+                desired: u32::try_from(group.desired_capacity().unwrap_or(0)).unwrap_or(0),
+                ..Capacity::default()
+            };
+            for instance in group.instances() {
+                let (lifecycle, healthy) = member_state(instance);
+                match lifecycle {
+                    Lifecycle::InService => {
+                        capacity.in_service += 1;
+                        capacity.unhealthy += u32::from(!healthy);
+                    }
+                    Lifecycle::Pending => capacity.pending += 1,
+                    Lifecycle::Terminating => capacity.terminating += 1,
+                    _ => {}
+                }
+            }
+            by_name.insert(
+                group
+                    .auto_scaling_group_name()
+                    .unwrap_or_default()
+                    .to_owned(),
+                capacity,
+            );
+        }
+        Ok(groups
+            .iter()
+            .filter_map(|name| by_name.get(name).map(|c| (name.clone(), *c)))
+            .collect())
+    }
+
+    async fn terminate(&self, id: &str, via: TerminateVia) -> Result<(), CloudError> {
+        match via {
+            TerminateVia::Ec2 => self
+                .ec2
+                .terminate_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|err| classify("ec2:TerminateInstances", err)),
+            TerminateVia::AutoScaling => self
+                .autoscaling
+                .terminate_instance_in_auto_scaling_group()
+                .instance_id(id)
+                .should_decrement_desired_capacity(false)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|err| classify("autoscaling:TerminateInstanceInAutoScalingGroup", err)),
+        }
+    }
+
+    async fn check_terminate_permission(&self, id: &str) -> Result<(), CloudError> {
+        match self
+            .ec2
+            .terminate_instances()
+            .instance_ids(id)
+            .dry_run(true)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // EC2's answer to a permitted dry run is this "error".
+            Err(err) if err.code() == Some("DryRunOperation") => Ok(()),
+            Err(err) => Err(classify("ec2:TerminateInstances", err)),
+        }
+    }
+
+    async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError> {
+        self.sns
+            .publish()
+            .topic_arn(topic)
+            .subject(sns_subject(subject))
+            .message(body)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|err| classify("sns:Publish", err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_names_map_to_ours() {
+        assert_eq!(lifecycle("InService"), Lifecycle::InService);
+        assert_eq!(lifecycle("Pending:Wait"), Lifecycle::Pending);
+        assert_eq!(lifecycle("Terminating:Proceed"), Lifecycle::Terminating);
+        assert_eq!(lifecycle("Warmed:Pending"), Lifecycle::Pending);
+    }
+
+    #[test]
+    fn sns_subjects_are_sanitised() {
+        assert_eq!(sns_subject("a\nb — c"), "a b   c");
+        assert_eq!(sns_subject(&"x".repeat(300)).len(), 100);
+    }
+
+    #[test]
+    fn settings_parse_with_defaults() {
+        let settings: AwsSettings =
+            toml::from_str("region = \"eu-west-1\"\nterminate_via = \"auto-scaling\"").unwrap();
+        assert_eq!(settings.terminate_via, TerminateVia::AutoScaling);
+        assert_eq!(settings.max_attempts, 5);
+        assert!(toml::from_str::<AwsSettings>("regoin = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,107 @@
+//! Health checks the host performs for plugins: the plugin names a target,
+//! the host knows where it lives and checks it, with a timeout.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Result of one HTTP check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCheck {
+    pub healthy: bool,
+    pub detail: String,
+    pub latency_ms: u32,
+}
+
+fn client() -> Result<&'static reqwest::Client, String> {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    if let Some(client) = CLIENT.get() {
+        return Ok(client);
+    }
+    let client = reqwest::Client::builder()
+        // Health endpoints answer directly; a redirect is a finding, not a hop.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|err| format!("cannot build the HTTP client: {err}"))?;
+    Ok(CLIENT.get_or_init(|| client))
+}
+
+/// GET `url`; healthy when it answers `expect_status` within `timeout`.
+pub async fn http(url: &str, expect_status: u16, timeout: Duration) -> HttpCheck {
+    let started = Instant::now();
+    let outcome = match client() {
+        Err(err) => Err(err),
+        Ok(client) => client
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|err| {
+                if err.is_timeout() {
+                    format!("no answer within {} ms", timeout.as_millis())
+                } else {
+                    format!("request failed: {err}")
+                }
+            }),
+    };
+    let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+    match outcome {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            HttpCheck {
+                healthy: status == expect_status,
+                detail: format!("HTTP {status} (expects {expect_status})"),
+                latency_ms,
+            }
+        }
+        Err(detail) => HttpCheck {
+            healthy: false,
+            detail,
+            latency_ms,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-shot HTTP server on loopback answering `status`.
+    async fn serve(status: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await;
+            let reply =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            socket.write_all(reply.as_bytes()).await.unwrap();
+        });
+        format!("http://{addr}/health")
+    }
+
+    #[tokio::test]
+    async fn status_decides_health() {
+        let ok = http(&serve("200 OK").await, 200, Duration::from_secs(2)).await;
+        assert!(ok.healthy, "{ok:?}");
+        let down = http(
+            &serve("503 Service Unavailable").await,
+            200,
+            Duration::from_secs(2),
+        )
+        .await;
+        assert!(!down.healthy);
+        assert!(down.detail.contains("503"), "{down:?}");
+    }
+
+    #[tokio::test]
+    async fn silence_is_a_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let check = http(&url, 200, Duration::from_millis(200)).await;
+        assert!(!check.healthy);
+        assert!(check.detail.contains("200 ms"), "{check:?}");
+        drop(listener);
+    }
+}

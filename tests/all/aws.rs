@@ -1,0 +1,421 @@
+//! The aws backend through the real SDK against moto, a real AWS API
+//! emulator on loopback, checked by independent reads. moto replaces Auto
+//! Scaling instances instantly, so recovery *timing* is tested on the
+//! simulator; here recovery is only checked to be seen.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use wasmonkey::cloud::aws::{AwsCloud, AwsSettings};
+use wasmonkey::cloud::TerminateVia;
+use wasmonkey::config::Config;
+use wasmonkey::journal::Event;
+use wasmonkey::runner::{self, RunOptions, RunOutput};
+
+use crate::fault_proxy::{Fault, FaultProxy, Rule};
+use crate::moto::{self, Moto};
+use crate::support;
+
+const CLASSIC: &str = "[[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\", \"notify\"]\nparams = { channel = \"ops\", poll-secs = 1, recovery-timeout-secs = 30 }\n";
+
+/// A moto server with the test fleet in it, and what it looked like before
+/// the host touched it.
+struct Lab {
+    moto: Moto,
+    /// The host's backend settings: short attempts, a few retries.
+    settings: AwsSettings,
+    /// The tests' own client, for independent reads.
+    admin: SdkConfig,
+    fleet: moto::Fleet,
+    before: BTreeMap<String, String>,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    async fn new() -> Lab {
+        let moto = Moto::start();
+        let settings: AwsSettings = toml::from_str(&format!(
+            "endpoint_url = {:?}\nmax_attempts = 4\nattempt_timeout_secs = 2",
+            moto.endpoint
+        ))
+        .expect("settings");
+        let admin = moto::admin_config(&moto.endpoint).await;
+        let fleet = moto::build_fleet(&admin).await;
+        let before = moto::states(&admin).await;
+        Lab {
+            moto,
+            settings,
+            admin,
+            fleet,
+            before,
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// A run config for this fleet with `experiments`, reaching AWS at
+    /// `endpoint` (moto, or a proxy in front of it).
+    fn config(&self, plugins: &Path, endpoint: &str, experiments: &str) -> Config {
+        let path = self.dir.path().join("wasmonkey.toml");
+        let text = format!(
+            "journal_dir = \"journal\"\n\
+             [backend]\nkind = \"aws\"\nendpoint_url = {endpoint:?}\nregion = \"us-east-1\"\n\
+             [plugins]\ndir = {:?}\ncache_dir = {:?}\n\
+             [scope]\ngroups = [\"web\", \"api\", \"vault\"]\n\
+             [blast_radius]\nmax_terminations = 3\nmin_healthy_per_group = 1\n\
+             [recovery]\ntimeout_secs = 30\npoll_secs = 0.2\n\
+             [channels.ops]\ntopic = {:?}\n\
+             [report]\nchannel = \"ops\"\n{experiments}",
+            plugins.display().to_string(),
+            support::cache_dir().display().to_string(),
+            self.fleet.topic_arn,
+        );
+        std::fs::write(&path, text).expect("config");
+        Config::load(&path).expect("config loads")
+    }
+
+    /// The host's backend, with the host's retry and timeout policy.
+    async fn cloud(&self, endpoint: &str, via: TerminateVia) -> AwsCloud {
+        AwsCloud::new(&moto::sdk_config(endpoint, &self.settings).await, via)
+    }
+
+    /// Every instance's state now, read independently of the host.
+    async fn states(&self) -> BTreeMap<String, String> {
+        moto::states(&self.admin).await
+    }
+
+    /// Instances whose state changed since the fleet was built.
+    async fn changed(&self) -> Vec<String> {
+        let after = self.states().await;
+        self.before
+            .iter()
+            .filter(|(id, state)| after.get(*id) != Some(state))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+async fn run(config: &Config, cloud: AwsCloud, execute: bool, preflight: bool) -> RunOutput {
+    let options = RunOptions {
+        config: config.path.clone(),
+        execute,
+        preflight,
+        ..RunOptions::default()
+    };
+    runner::run_on(config, Arc::new(cloud), 5, &options, std::future::pending())
+        .await
+        .expect("run completes")
+}
+
+fn hostile_terminate(targets: &[&str]) -> String {
+    format!(
+        "[[experiment]]\nplugin = \"hostile\"\ngrants = [\"terminate\"]\nparams = {{ attack = \"terminate\", targets = \"{}\" }}\n",
+        targets.join(",")
+    )
+}
+
+fn victim_ids(output: &RunOutput) -> Vec<String> {
+    let mut ids: Vec<String> = output
+        .report
+        .victims
+        .iter()
+        .map(|v| v.instance_id.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_monkey_terminates_exactly_its_victims_and_reports_over_sns() {
+    let lab = Lab::new().await;
+    let config = lab.config(&support::plugin_dir(), &lab.moto.endpoint, CLASSIC);
+    let output = run(
+        &config,
+        lab.cloud(&lab.moto.endpoint, TerminateVia::Ec2).await,
+        true,
+        false,
+    )
+    .await;
+
+    assert_eq!(support::only_experiment(&output).error, None);
+    let mut groups: Vec<String> = output
+        .report
+        .victims
+        .iter()
+        .filter_map(|v| v.group.clone())
+        .collect();
+    groups.sort();
+    assert_eq!(groups, ["api", "web"], "{:#?}", output.report.victims);
+    for victim in &output.report.victims {
+        assert_eq!(victim.status, "terminated");
+        assert_eq!(victim.host_verdict, "recovered", "{victim:#?}");
+        assert!(victim.recovery_seconds.is_some());
+    }
+    // An independent read: exactly the victims changed, and they are gone;
+    // the opted-out group, the standalone instance and every other instance
+    // are as they were.
+    let victims = victim_ids(&output);
+    assert_eq!(lab.changed().await, victims);
+    let after = lab.states().await;
+    for victim in &victims {
+        assert!(
+            after[victim] == "terminated" || after[victim] == "shutting-down",
+            "{victim}: {}",
+            after[victim]
+        );
+    }
+    assert_eq!(after[&lab.fleet.standalone], "running");
+    assert_eq!(
+        moto::members(&lab.admin, "web").await.len(),
+        4,
+        "the group replaced its instance"
+    );
+    // The SNS messages, read back through the SQS subscription.
+    let messages = moto::messages(&lab.admin, &lab.fleet.queue_url).await;
+    assert_eq!(
+        messages.len(),
+        2,
+        "the plugin's and the run's notification: {messages:#?}"
+    );
+    for victim in &victims {
+        assert!(
+            messages.iter().all(|m| m.contains(victim.as_str())),
+            "{victim} missing in {messages:#?}"
+        );
+    }
+    assert!(
+        messages.iter().any(|m| m.contains("recovered in")),
+        "{messages:#?}"
+    );
+    assert_eq!(output.report.notifications[0].status, "delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_changes_nothing_and_preflight_checks_the_permission() {
+    let lab = Lab::new().await;
+    let config = lab.config(&support::plugin_dir(), &lab.moto.endpoint, CLASSIC);
+    let output = run(
+        &config,
+        lab.cloud(&lab.moto.endpoint, TerminateVia::Ec2).await,
+        false,
+        true,
+    )
+    .await;
+    assert_eq!(output.report.victims.len(), 2);
+    assert!(output.report.victims.iter().all(|v| v.status == "dry-run"));
+    assert!(
+        lab.changed().await.is_empty(),
+        "a dry run changed the fleet"
+    );
+
+    // Behind a proxy that refuses the permission, preflight denies, naming the IAM action.
+    let proxy = FaultProxy::start(
+        &lab.moto.endpoint,
+        vec![Rule {
+            needle: "DryRun=true",
+            fault: Fault::Unauthorized,
+            times: 100,
+        }],
+    )
+    .await;
+    let config = lab.config(&support::plugin_dir(), &proxy.endpoint, CLASSIC);
+    let output = run(
+        &config,
+        lab.cloud(&proxy.endpoint, TerminateVia::Ec2).await,
+        false,
+        true,
+    )
+    .await;
+    assert!(
+        output.report.victims.is_empty(),
+        "{:#?}",
+        output.report.victims
+    );
+    let denials = &support::only_experiment(&output).denials;
+    assert_eq!(denials.len(), 2, "{denials:#?}");
+    for denial in denials {
+        assert_eq!(denial.rule, "iam-permission");
+        assert!(
+            denial.message.contains("ec2:TerminateInstances"),
+            "{}",
+            denial.message
+        );
+    }
+    assert!(lab.changed().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_holds_on_aws_and_auto_scaling_termination_keeps_desired_capacity() {
+    let lab = Lab::new().await;
+    let web = moto::members(&lab.admin, "web").await;
+    let vault = moto::members(&lab.admin, "vault").await;
+    let standalone = lab.fleet.standalone.as_str();
+    let config = lab.config(
+        &support::test_plugin_dir(),
+        &lab.moto.endpoint,
+        &hostile_terminate(&[&vault[0], standalone, &web[0]]),
+    );
+    let output = run(
+        &config,
+        lab.cloud(&lab.moto.endpoint, TerminateVia::AutoScaling)
+            .await,
+        true,
+        false,
+    )
+    .await;
+    let summary = support::only_experiment(&output)
+        .summary
+        .clone()
+        .unwrap_or_default();
+    let lines: Vec<&str> = summary.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!(
+            "{0}: denied: {0} is outside this experiment's scope",
+            vault[0]
+        )
+    );
+    assert_eq!(
+        lines[1],
+        format!("{standalone}: denied: {standalone} is outside this experiment's scope")
+    );
+    assert_eq!(lines[2], format!("{}: ok dry-run=false", web[0]));
+    assert_eq!(lab.changed().await, [web[0].clone()]);
+    // Through Auto Scaling without decrementing: the group is still 4 strong.
+    let members = moto::members(&lab.admin, "web").await;
+    assert_eq!(members.len(), 4);
+    assert!(!members.contains(&web[0]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_5xx_delays_and_dropped_connections_are_retried() {
+    let lab = Lab::new().await;
+    let proxy = FaultProxy::start(
+        &lab.moto.endpoint,
+        vec![
+            Rule {
+                needle: "Action=DescribeAutoScalingGroups",
+                fault: Fault::Throttle,
+                times: 2,
+            },
+            Rule {
+                needle: "Action=DescribeInstances",
+                fault: Fault::Drop,
+                times: 1,
+            },
+            Rule {
+                needle: "Action=TerminateInstances",
+                fault: Fault::Unavailable,
+                times: 1,
+            },
+            Rule {
+                needle: "Action=TerminateInstances",
+                fault: Fault::Throttle,
+                times: 1,
+            },
+            Rule {
+                needle: "Action=Publish",
+                fault: Fault::Delay(Duration::from_secs(3)),
+                times: 1,
+            },
+        ],
+    )
+    .await;
+    let config = lab.config(&support::plugin_dir(), &proxy.endpoint, CLASSIC);
+    let output = run(
+        &config,
+        lab.cloud(&proxy.endpoint, TerminateVia::Ec2).await,
+        true,
+        false,
+    )
+    .await;
+    assert_eq!(proxy.injected().len(), 6, "{:?}", proxy.injected());
+    assert_eq!(support::only_experiment(&output).error, None);
+    assert_eq!(output.report.victims.len(), 2);
+    assert!(output
+        .report
+        .victims
+        .iter()
+        .all(|v| v.status == "terminated" && v.host_verdict == "recovered"));
+    assert_eq!(lab.changed().await, victim_ids(&output));
+    assert!(!support::events(&output)
+        .iter()
+        .any(|e| matches!(e, Event::TerminateFailed { .. })));
+    // The delayed publish timed out and was retried: delivered at least once.
+    assert!(!moto::messages(&lab.admin, &lab.fleet.queue_url)
+        .await
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_termination_that_keeps_failing_is_reported_truthfully() {
+    let lab = Lab::new().await;
+    let proxy = FaultProxy::start(
+        &lab.moto.endpoint,
+        vec![Rule {
+            needle: "Action=TerminateInstances",
+            fault: Fault::Unavailable,
+            times: 1000,
+        }],
+    )
+    .await;
+    let config = lab.config(&support::plugin_dir(), &proxy.endpoint, CLASSIC);
+    let output = run(
+        &config,
+        lab.cloud(&proxy.endpoint, TerminateVia::Ec2).await,
+        true,
+        false,
+    )
+    .await;
+    assert!(output.report.complete);
+    // Two groups, each termination tried max_attempts times, all refused.
+    assert_eq!(proxy.injected().len(), 2 * 4, "{:?}", proxy.injected());
+    assert_eq!(output.report.victims.len(), 2);
+    for victim in &output.report.victims {
+        assert_eq!(victim.status, "failed", "{victim:#?}");
+        assert_eq!(victim.host_verdict, "unchecked");
+    }
+    let failures = support::events(&output)
+        .into_iter()
+        .filter(|e| matches!(e, Event::TerminateFailed { .. }))
+        .count();
+    assert_eq!(failures, 2);
+    assert!(lab.changed().await.is_empty(), "nothing may have changed");
+    assert!(!output.report.succeeded());
+}
+
+#[test]
+fn the_cli_runs_on_aws_with_the_default_credential_chain() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lab = runtime.block_on(Lab::new());
+    let config = lab.config(&support::plugin_dir(), &lab.moto.endpoint, CLASSIC);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args(["run", "--execute", "--json", "--config"])
+        .arg(&config.path)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("WASMONKEY_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["backend"], "aws");
+    let mut victims: Vec<String> = report["victims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["instance_id"].as_str().unwrap().to_owned())
+        .collect();
+    victims.sort();
+    assert_eq!(victims.len(), 2);
+    assert_eq!(runtime.block_on(lab.changed()), victims);
+}

@@ -1,0 +1,302 @@
+//! A moto server (a real AWS API emulator) on loopback, one per test, with
+//! an AWS fleet built in it through the real SDK.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag as AsgTag};
+use aws_sdk_ec2::types::{RequestLaunchTemplateData, ResourceType, Tag, TagSpecification};
+use wasmonkey::cloud::aws::AwsSettings;
+
+/// A running moto server; killed on drop.
+pub struct Moto {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+}
+
+/// The moto server executable: `WASMONKEY_MOTO` (set by `cargo xtask test`),
+/// else `moto_server` on the PATH.
+fn executable() -> String {
+    std::env::var("WASMONKEY_MOTO").unwrap_or_else(|_| "moto_server".to_owned())
+}
+
+impl Moto {
+    /// Start moto on a port of its own choosing and wait until it answers.
+    /// (Picking a free port first would race with the other tests.)
+    pub fn start() -> Moto {
+        let mut child = Command::new(executable())
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot start {} ({err}): install moto with `python3 -m pip install 'moto[server]'` \
+                     or run the tests with `cargo xtask test`, which does",
+                    executable()
+                )
+            });
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Werkzeug announces "Running on http://127.0.0.1:PORT"; keep
+        // draining afterwards so moto never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("Running on ").nth(1) {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        let endpoint = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("moto did not announce its port within 30 s");
+            }
+        };
+        let moto = Moto { child, endpoint };
+        let port = moto
+            .endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .expect("a port");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto did not answer within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        moto
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An SDK config for `endpoint` with static test credentials and the
+/// host's own retry and timeout policy.
+pub async fn sdk_config(endpoint: &str, settings: &AwsSettings) -> SdkConfig {
+    loader(endpoint)
+        .retry_config(settings.retry_config())
+        .timeout_config(settings.timeout_config())
+        .load()
+        .await
+}
+
+/// The tests' own client for building the fleet and reading it back:
+/// patient (moto loads its backends lazily) and never retrying, so a
+/// creation is never sent twice.
+pub async fn admin_config(endpoint: &str) -> SdkConfig {
+    loader(endpoint)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+fn loader(endpoint: &str) -> aws_config::ConfigLoader {
+    let credentials =
+        aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "wasmonkey-tests");
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(credentials)
+}
+
+/// What the fleet in moto looks like.
+pub struct Fleet {
+    pub topic_arn: String,
+    pub queue_url: String,
+    pub standalone: String,
+}
+
+/// Groups `web` (4) and `api` (3) opted in, `vault` (2) opted out, one
+/// standalone instance, an SNS topic with an SQS subscription.
+pub async fn build_fleet(sdk: &SdkConfig) -> Fleet {
+    let ec2 = aws_sdk_ec2::Client::new(sdk);
+    let asg = aws_sdk_autoscaling::Client::new(sdk);
+    let sns = aws_sdk_sns::Client::new(sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    ec2.create_launch_template()
+        .launch_template_name("wasmonkey-test")
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id("ami-12c6146b")
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("launch template");
+    for (name, size, tags) in [
+        ("web", 4, vec![("env", "test"), ("chaos", "opt-in")]),
+        ("api", 3, vec![("env", "test"), ("chaos", "opt-in")]),
+        ("vault", 2, vec![("env", "test"), ("chaos-opt-out", "true")]),
+    ] {
+        asg.create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .launch_template(
+                LaunchTemplateSpecification::builder()
+                    .launch_template_name("wasmonkey-test")
+                    .version("$Latest")
+                    .build(),
+            )
+            .min_size(1)
+            .max_size(size + 2)
+            .desired_capacity(size)
+            .availability_zones("us-east-1a")
+            .availability_zones("us-east-1b")
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| {
+                        AsgTag::builder()
+                            .key(*k)
+                            .value(*v)
+                            .propagate_at_launch(true)
+                            .resource_id(name)
+                            .resource_type("auto-scaling-group")
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .send()
+            .await
+            .expect("auto scaling group");
+    }
+    let standalone = ec2
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .tags(Tag::builder().key("Name").value("bastion").build())
+                .tags(Tag::builder().key("env").value("test").build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("standalone instance")
+        .instances()[0]
+        .instance_id()
+        .expect("id")
+        .to_owned();
+    let topic_arn = sns
+        .create_topic()
+        .name("chaos")
+        .send()
+        .await
+        .expect("topic")
+        .topic_arn()
+        .expect("arn")
+        .to_owned();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("chaos-inbox")
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .expect("url")
+        .to_owned();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .expect("queue arn");
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .expect("subscription");
+    Fleet {
+        topic_arn,
+        queue_url,
+        standalone,
+    }
+}
+
+/// Every instance id with its state, read independently of the host.
+pub async fn states(sdk: &SdkConfig) -> std::collections::BTreeMap<String, String> {
+    let ec2 = aws_sdk_ec2::Client::new(sdk);
+    let mut states = std::collections::BTreeMap::new();
+    let out = ec2.describe_instances().send().await.expect("describe");
+    for reservation in out.reservations() {
+        for i in reservation.instances() {
+            let state = i
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_owned())
+                .unwrap_or_default();
+            states.insert(i.instance_id().unwrap_or_default().to_owned(), state);
+        }
+    }
+    states
+}
+
+/// Instance ids of a group as its members are now.
+pub async fn members(sdk: &SdkConfig, group: &str) -> Vec<String> {
+    let asg = aws_sdk_autoscaling::Client::new(sdk);
+    let out = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(group)
+        .send()
+        .await
+        .expect("describe groups");
+    let mut ids: Vec<String> = out.auto_scaling_groups()[0]
+        .instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Every message the SNS topic delivered to the SQS queue.
+pub async fn messages(sdk: &SdkConfig, queue_url: &str) -> Vec<String> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mut bodies = Vec::new();
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("receive");
+        if out.messages().is_empty() {
+            return bodies;
+        }
+        bodies.extend(
+            out.messages()
+                .iter()
+                .filter_map(|m| m.body().map(str::to_owned)),
+        );
+    }
+}
