@@ -63,7 +63,7 @@ impl Lab {
             "journal_dir = \"journal\"\n\
              [backend]\nkind = \"aws\"\nendpoint_url = {endpoint:?}\nregion = \"us-east-1\"\n\
              [plugins]\ndir = {:?}\ncache_dir = {:?}\n\
-             [scope]\ngroups = [\"web\", \"api\", \"vault\"]\n\
+             [scope]\ngroups = [\"web\", \"api\", \"vault\", \"big\"]\n\
              [blast_radius]\nmax_terminations = 3\nmin_healthy_per_group = 1\n\
              [recovery]\ntimeout_secs = 30\npoll_secs = 0.2\n\
              [channels.ops]\ntopic = {:?}\n\
@@ -418,4 +418,94 @@ fn the_cli_runs_on_aws_with_the_default_credential_chain() {
     victims.sort();
     assert_eq!(victims.len(), 2);
     assert_eq!(runtime.block_on(lab.changed()), victims);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_fleet_is_listed_whole() {
+    let lab = Lab::new().await;
+    moto::add_group(&lab.admin, "big", 120).await;
+    let proxy = FaultProxy::start(&lab.moto.endpoint, Vec::new()).await;
+    let config = lab.config(
+        &support::test_plugin_dir(),
+        &proxy.endpoint,
+        "[[experiment]]\nplugin = \"hostile\"\nparams = { attack = \"list\" }\n",
+    );
+    let cloud = lab
+        .cloud(&proxy.endpoint, TerminateVia::Ec2)
+        .await
+        .with_page_size(5);
+    let output = run(&config, cloud, false, false).await;
+    let summary = support::only_experiment(&output)
+        .summary
+        .clone()
+        .unwrap_or_default();
+    let seen = summary.split(',').filter(|id| id.starts_with("i-")).count();
+    // web 4 + api 3 + big 120; vault opted out.
+    assert_eq!(seen, 127, "{summary}");
+    // moto answers MaxResults with a single page, so the paging itself
+    // (the SDK's paginator following NextToken) is not exercised here.
+    assert!(proxy.requests("DescribeInstances") >= 1);
+}
+
+#[test]
+fn ctrl_c_ends_the_run_cleanly_and_the_journal_says_so() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lab = runtime.block_on(Lab::new());
+    // On AWS a sleep is real: this plugin would sleep for an hour.
+    let config = lab.config(
+        &support::test_plugin_dir(),
+        &lab.moto.endpoint,
+        "[[experiment]]\nplugin = \"hostile\"\nparams = { attack = \"sleep-forever\" }\n",
+    );
+    let journal = lab.dir.path().join("interrupted.jsonl");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args(["run", "--json", "--config"])
+        .arg(&config.path)
+        .arg("--journal")
+        .arg(&journal)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("WASMONKEY_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the experiment has started, then interrupt.
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("experiment-started")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the experiment never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the run did not stop on Ctrl-C"
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "an interrupted run is not a success"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["interrupted"], true);
+    assert_eq!(report["complete"], true);
+    assert_eq!(
+        report["experiments"][0]["error"],
+        "interrupted by the operator"
+    );
+    let last = std::fs::read_to_string(&journal).unwrap();
+    let last = last.lines().last().unwrap();
+    assert!(
+        last.contains("\"event\":\"run-finished\"") && last.contains("\"interrupted\":true"),
+        "{last}"
+    );
 }

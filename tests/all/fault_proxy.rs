@@ -37,6 +37,8 @@ pub struct Rule {
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
     pub forwarded: usize,
+    /// Requests per API action, faulted or not.
+    pub actions: std::collections::BTreeMap<String, usize>,
     pub injected: Vec<(String, Fault)>,
 }
 
@@ -70,6 +72,17 @@ impl FaultProxy {
             }
         });
         FaultProxy { endpoint, tally }
+    }
+
+    /// Requests seen for one API action.
+    pub fn requests(&self, action: &str) -> usize {
+        self.tally
+            .lock()
+            .expect("tally")
+            .actions
+            .get(action)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Faults injected so far.
@@ -126,6 +139,13 @@ async fn serve(mut client: TcpStream, plan: Arc<Plan>) {
             .find_map(|p| p.split("Action=").nth(1))
             .unwrap_or("?")
             .to_owned();
+        *plan
+            .tally
+            .lock()
+            .expect("tally")
+            .actions
+            .entry(action.clone())
+            .or_default() += 1;
         let fault = {
             let mut rules = plan.rules.lock().expect("rules");
             rules

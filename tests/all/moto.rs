@@ -242,6 +242,35 @@ pub async fn build_fleet(sdk: &SdkConfig) -> Fleet {
     }
 }
 
+/// Another opted-in group of `size` instances.
+pub async fn add_group(sdk: &SdkConfig, name: &str, size: i32) {
+    aws_sdk_autoscaling::Client::new(sdk)
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .launch_template(
+            LaunchTemplateSpecification::builder()
+                .launch_template_name("wasmonkey-test")
+                .version("$Latest")
+                .build(),
+        )
+        .min_size(1)
+        .max_size(size)
+        .desired_capacity(size)
+        .availability_zones("us-east-1a")
+        .tags(
+            AsgTag::builder()
+                .key("chaos")
+                .value("opt-in")
+                .propagate_at_launch(true)
+                .resource_id(name)
+                .resource_type("auto-scaling-group")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("auto scaling group");
+}
+
 /// Every instance id with its state, read independently of the host.
 pub async fn states(sdk: &SdkConfig) -> std::collections::BTreeMap<String, String> {
     let ec2 = aws_sdk_ec2::Client::new(sdk);

@@ -55,6 +55,13 @@ pub struct AwsSettings {
     /// Timeout of one attempt, in seconds.
     #[serde(default = "default_attempt_timeout")]
     pub attempt_timeout_secs: u64,
+    /// Instances per DescribeInstances page (AWS allows 5 to 1000).
+    #[serde(default = "default_page_size")]
+    pub page_size: i32,
+}
+
+fn default_page_size() -> i32 {
+    1000
 }
 
 fn default_attempts() -> u32 {
@@ -111,6 +118,7 @@ pub struct AwsCloud {
     autoscaling: autoscaling::Client,
     sns: sns::Client,
     terminate_via: TerminateVia,
+    page_size: i32,
     started: Instant,
 }
 
@@ -118,7 +126,13 @@ impl AwsCloud {
     /// Connect with the settings' SDK config.
     pub async fn connect(settings: &AwsSettings) -> AwsCloud {
         let sdk = settings.sdk_config().await;
-        AwsCloud::new(&sdk, settings.terminate_via)
+        AwsCloud::new(&sdk, settings.terminate_via).with_page_size(settings.page_size)
+    }
+
+    /// Read DescribeInstances in pages of `size` (clamped to AWS's 5..=1000).
+    pub fn with_page_size(mut self, size: i32) -> AwsCloud {
+        self.page_size = size.clamp(5, 1000);
+        self
     }
 
     /// Clients from an SDK config (tests build one with static credentials).
@@ -128,6 +142,7 @@ impl AwsCloud {
             autoscaling: autoscaling::Client::new(sdk),
             sns: sns::Client::new(sdk),
             terminate_via,
+            page_size: default_page_size(),
             started: Instant::now(),
         }
     }
@@ -181,6 +196,7 @@ impl AwsCloud {
             } else {
                 Some(filters)
             })
+            .set_max_results(ids.is_none().then_some(self.page_size))
             .set_instance_ids(ids)
             .into_paginator()
             .send();
