@@ -272,5 +272,168 @@ async fn main() -> anyhow::Result<()> {
         wasm.0.as_secs_f64() / native.0.as_secs_f64(),
         ""
     );
+    println!();
+    languages(&plugins, scratch.path()).await?;
     Ok(())
+}
+
+/// The reference strategy in each language: component size, first compile,
+/// start-up from the compiled cache (and what reading the cache file costs
+/// of it), a fresh instance, and a whole experiment.
+async fn languages(rust_plugins: &Path, scratch: &Path) -> anyhow::Result<()> {
+    let examples = root().join("target/example-plugins");
+    let plugins = [
+        ("Rust", "classic-monkey", rust_plugins.to_path_buf()),
+        ("Python", "classic-monkey-py", examples.clone()),
+        ("JavaScript", "classic-monkey-js", examples.clone()),
+        ("C", "classic-monkey-c", examples.clone()),
+        ("Zig", "classic-monkey-zig", examples.clone()),
+    ];
+    if let Some((_, name, dir)) = plugins
+        .iter()
+        .find(|(_, name, dir)| !dir.join(format!("{name}.wasm")).is_file())
+    {
+        println!(
+            "(per language: skipped, {name}.wasm is missing in {}: build every language with \
+             `cargo xtask plugins --all`)",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let limits = Limits::default();
+    println!(
+        "| language | component | compiled | first compile | load from cache | of which reading the file | mmap load (deserialize_file) | instantiate + metadata() | start-up (load + instantiate) | sha256 of the component | plugin load as the host does it | experiment, 1,000 instances, dry run |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (lang, name, dir) in &plugins {
+        let bytes = std::fs::read(dir.join(format!("{name}.wasm")))?;
+        let big = bytes.len() > 1024 * 1024;
+        // First compile: into a fresh cache each time.
+        let mut n = 0;
+        let compile = measure(if big { 1 } else { 5 }, || {
+            n += 1;
+            let cache = scratch.join(format!("cold-{name}-{n}"));
+            let bytes = &bytes;
+            async move {
+                let compiled = Sandbox::new(&cache)
+                    .expect("sandbox")
+                    .compile(bytes, limits.stack_bytes())
+                    .expect("compile");
+                assert!(!compiled.from_cache);
+            }
+        })
+        .await;
+        let cache = scratch.join(format!("warm-{name}"));
+        let sandbox = Sandbox::new(&cache)?;
+        let engine = sandbox.engine(limits.stack_bytes())?;
+        sandbox.compile(&bytes, limits.stack_bytes())?;
+        let cached = measure(20, || async {
+            let compiled = sandbox.compile(&bytes, limits.stack_bytes()).expect("load");
+            assert!(compiled.from_cache);
+        })
+        .await;
+        // The cache file and what reading it costs alone, and mmap for comparison.
+        let cwasm = std::fs::read_dir(&cache)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .ok_or_else(|| anyhow::anyhow!("no cache entry in {}", cache.display()))?;
+        let compiled_size = std::fs::metadata(&cwasm)?.len();
+        let read = measure(20, || async {
+            std::hint::black_box(std::fs::read(&cwasm).expect("read"));
+        })
+        .await;
+        let mmap = measure(20, || async {
+            // SAFETY: written by this engine's precompile just above.
+            let component =
+                unsafe { wasmtime::component::Component::deserialize_file(&engine, &cwasm) }
+                    .expect("deserialize_file");
+            std::hint::black_box(component);
+        })
+        .await;
+        let catalog = Catalog::scan(dir)?;
+        let plugin = catalog
+            .load(&sandbox, name, &limits)
+            .await
+            .map_err(|f| anyhow::anyhow!("{f}"))?;
+        // What loading costs the host as a whole, and the hash of it: the
+        // file is read and hashed (the cache key, and the pin) every time.
+        let load = measure(20, || async {
+            catalog
+                .load(&sandbox, name, &limits)
+                .await
+                .map_err(|f| anyhow::anyhow!("{f}"))
+                .expect("load");
+        })
+        .await;
+        let hash = measure(20, || async {
+            use sha2::Digest as _;
+            std::hint::black_box(sha2::Sha256::digest(&bytes));
+        })
+        .await;
+        let instantiate = measure(50, || async {
+            sandbox
+                .metadata(&plugin.prepared, &limits)
+                .await
+                .expect("metadata");
+        })
+        .await;
+        // A whole experiment (dry run) on 1,000 instances in 10 groups.
+        let run_dir = scratch.join(format!("run-{name}"));
+        std::fs::create_dir_all(&run_dir)?;
+        let config_path = run_dir.join("wasmonkey.toml");
+        std::fs::write(
+            &config_path,
+            format!(
+                "[backend]\nkind = \"sim\"\nfleet = \"unused.toml\"\n[plugins]\ndir = {:?}\ncache_dir = {:?}\n\
+                 [blast_radius]\nmax_terminations = 10\n\
+                 [[experiment]]\nplugin = \"{name}\"\ngrants = [\"terminate\"]\n",
+                dir.display().to_string(),
+                cache.display().to_string()
+            ),
+        )?;
+        let config = Config::load(&config_path)?;
+        let mut seed = 0;
+        let experiment = measure(if big { 5 } else { 10 }, || {
+            seed += 1;
+            let (config, config_path) = (&config, &config_path);
+            async move {
+                let cloud =
+                    Arc::new(SimCloud::new(FleetSpec::uniform(10, 100), seed).expect("fleet"));
+                let options = RunOptions {
+                    config: config_path.clone(),
+                    execute: false,
+                    ..RunOptions::default()
+                };
+                let out = runner::run_on(config, cloud, seed, &options, std::future::pending())
+                    .await
+                    .expect("run");
+                assert_eq!(out.report.victims.len(), 10, "{name}: {:?}", out.report);
+            }
+        })
+        .await;
+        println!(
+            "| {lang} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            size(bytes.len() as u64),
+            size(compiled_size),
+            ms(compile.0),
+            ms(cached.0),
+            ms(read.0),
+            ms(mmap.0),
+            ms(instantiate.0),
+            ms(cached.0 + instantiate.0),
+            ms(hash.0),
+            ms(load.0),
+            ms(experiment.0),
+        );
+    }
+    println!("(medians; first compile of Python and JavaScript: one run)");
+    Ok(())
+}
+
+fn size(bytes: u64) -> String {
+    if bytes >= 1024 * 1024 {
+        format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0))
+    } else {
+        format!("{:.0} KB", bytes as f64 / 1024.0)
+    }
 }

@@ -1,4 +1,4 @@
-//! The command line: `run`, `report`, `plugins list`, `plugins inspect`.
+//! The command line: `run`, `report`, `plugins list`, `plugins inspect`, `new`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +65,17 @@ pub enum Command {
     Plugins {
         #[command(subcommand)]
         command: PluginsCommand,
+    },
+    /// Create a plugin project that builds and loads as it is.
+    New {
+        /// The plugin's language.
+        #[arg(long, value_enum)]
+        lang: crate::scaffold::Lang,
+        /// The plugin's name (lowercase letters, digits and `-`).
+        name: String,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -151,6 +162,10 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins { command } => plugins(command).await,
+        Command::New { lang, name, dir } => {
+            crate::scaffold::run(lang, &name, dir.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -21,4 +21,5 @@ pub mod recovery;
 pub mod report;
 pub mod runner;
 pub mod sandbox;
+pub mod scaffold;
 pub mod session;

@@ -4,11 +4,14 @@
 
 mod aws;
 mod cli;
+mod conformance;
 mod denials;
 mod fault_proxy;
 mod hostile;
 mod journal;
 mod loading;
 mod moto;
+mod scaffold;
 mod strategies;
 mod support;
+mod wasi;

@@ -4,14 +4,25 @@
 //!   plugins (`plugins/`) and the test-only plugins (`tests/plugins/`) for
 //!   `wasm32-unknown-unknown`, turn each core module into a component and put
 //!   it with its manifest in `target/plugins/` or `target/test-plugins/`.
+//!   With `--all`, `polyglot` too.
+//! * `polyglot` — set up the Python, JavaScript, C and Zig toolchains if
+//!   needed and build the reference strategy in each language
+//!   (`examples/plugins/`) into `target/example-plugins/`, and the test-only
+//!   plugins in those languages into `target/polyglot-test-plugins/`.
+//! * `build-plugin DIR` — build one plugin project, in any of the five
+//!   languages (as `wasmonkey new` makes them), into `DIR/dist/`.
 //! * `demo` — `plugins`, then run the example configuration with `--execute`.
-//! * `test` — `plugins`, then `cargo test --workspace` (extra arguments are
-//!   passed to `cargo test`).
+//! * `test` — `plugins --all`, then `cargo test --workspace` (extra arguments
+//!   are passed to `cargo test`).
 //! * `ci` — formatting and clippy checks, then what `test` does.
-//! * `toolchain` — only set up the guest toolchain and say which one is used.
+//! * `toolchain` — only set up the guest toolchain and say which one is used;
+//!   with `--all`, every language's.
 
+mod cbindings;
+mod guests;
 mod moto;
 mod plugins;
+mod polyglot;
 mod toolchain;
 
 use std::ffi::OsString;
@@ -25,14 +36,19 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [-- args]
 
 commands:
-  plugins     build the guest plugins into target/plugins/ and target/test-plugins/
-  demo        plugins, then `wasmonkey run --config examples/wasmonkey.toml --execute [args]`
-  test        plugins, then `cargo test --workspace [args]`
-  ci          cargo fmt --check, cargo clippy -D warnings, then what `test` does
-  toolchain   set up the guest toolchain only and print which one is used
+  plugins [--all]     build the Rust plugins into target/plugins/ and target/test-plugins/
+                      (--all: and what `polyglot` builds)
+  polyglot            build the Python, JavaScript, C and Zig plugins into
+                      target/example-plugins/ and target/polyglot-test-plugins/
+  build-plugin DIR    build the plugin project in DIR (any language) into DIR/dist/
+  demo                plugins, then `wasmonkey run --config examples/wasmonkey.toml --execute [args]`
+  test                plugins --all, then `cargo test --workspace [args]`
+  ci                  cargo fmt --check, cargo clippy -D warnings, then what `test` does
+  toolchain [--all]   set up the Rust guest toolchain (--all: every language's) and say which
 
 environment:
-  WASMONKEY_GUEST_TOOLCHAIN=rustup|debian   force a guest toolchain route
+  WASMONKEY_GUEST_TOOLCHAIN=rustup|debian   force a Rust guest toolchain route
+  WASI_SDK_PATH=DIR                          build C plugins with this wasi-sdk
 ";
 
 fn main() -> ExitCode {
@@ -47,16 +63,34 @@ fn main() -> ExitCode {
         Some("--") => &rest[1..],
         _ => rest,
     };
-    if matches!(command.as_str(), "plugins" | "toolchain") && !rest.is_empty() {
-        eprint!("`{command}` takes no arguments\n\n{USAGE}");
-        return ExitCode::from(2);
-    }
+    let all = match (command.as_str(), rest) {
+        ("plugins" | "toolchain", []) => false,
+        ("plugins" | "toolchain", [flag]) if flag == "--all" => true,
+        ("plugins" | "toolchain", _) => {
+            eprint!("`{command}` takes no arguments but --all\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        ("polyglot", [_, ..]) => {
+            eprint!("`polyglot` takes no arguments\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        ("build-plugin", [_]) => false,
+        ("build-plugin", _) => {
+            eprint!("`build-plugin` takes one argument: the project's directory\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        _ => false,
+    };
     let started = Instant::now();
     let result = match command.as_str() {
+        "plugins" if all => all_plugins_step(),
         "plugins" => plugins_step(),
+        "polyglot" => polyglot_step(),
+        "build-plugin" => build_plugin(&rest[0]),
         "demo" => demo(rest),
         "test" => test(rest),
         "ci" => ci(rest),
+        "toolchain" if all => toolchains_all(),
         "toolchain" => toolchain_only(),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
@@ -92,6 +126,40 @@ fn plugins_step() -> Result<()> {
     step("plugins", || plugins::build(&root))
 }
 
+fn polyglot_step() -> Result<()> {
+    let root = repo_root()?;
+    step("polyglot plugins", || polyglot::build_all(&root))
+}
+
+fn all_plugins_step() -> Result<()> {
+    plugins_step()?;
+    polyglot_step()
+}
+
+fn build_plugin(dir: &str) -> Result<()> {
+    let root = repo_root()?;
+    // Relative to where the user is, not to the repository.
+    let dir = std::env::current_dir()
+        .context("reading the current directory")?
+        .join(dir);
+    let built = polyglot::build_one(&root, &dir)?;
+    println!("{}", built.display());
+    Ok(())
+}
+
+fn toolchains_all() -> Result<()> {
+    toolchain_only()?;
+    let root = repo_root()?;
+    let mut guests = guests::Guests::new(&root);
+    step("toolchain (python)", || guests.python().map(|_| ()))?;
+    step("toolchain (js)", || guests.js().map(|_| ()))?;
+    let clang = step("toolchain (c)", || guests.clang().map(|c| c.what.clone()))?;
+    println!("C: {clang}");
+    let zig = step("toolchain (zig)", || guests.zig().map(|z| z.what.clone()))?;
+    println!("Zig: {zig}");
+    Ok(())
+}
+
 fn demo(args: &[String]) -> Result<()> {
     plugins_step()?;
     let root = repo_root()?;
@@ -103,7 +171,7 @@ fn demo(args: &[String]) -> Result<()> {
 }
 
 fn test(args: &[String]) -> Result<()> {
-    plugins_step()?;
+    all_plugins_step()?;
     let root = repo_root()?;
     let mut cmd = cargo(&root);
     let moto = step("moto (AWS API emulator)", || moto::ensure(&root))?;

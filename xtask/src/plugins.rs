@@ -34,10 +34,10 @@ pub const WORKSPACES: &[Workspace] = &[
 const TARGET_DIR: &str = "target/wasm";
 
 /// The manifest beside each plugin's `Cargo.toml`.
-const MANIFEST: &str = "wasmonkey.toml";
+pub const MANIFEST: &str = "wasmonkey.toml";
 
 /// Grants a manifest may ask for.
-const KNOWN_GRANTS: &[&str] = &["terminate", "notify", "probe-targets"];
+pub const KNOWN_GRANTS: &[&str] = &["terminate", "notify", "probe-targets"];
 
 /// Build every guest workspace, then componentize each plugin.
 pub fn build(root: &Path) -> Result<()> {
@@ -219,7 +219,7 @@ fn check_manifest(path: &Path, plugin: &Plugin) -> Result<String> {
 
 /// Turn a core module carrying wit-bindgen's component-type section into a
 /// component.
-fn componentize(core: &[u8]) -> Result<Vec<u8>> {
+pub fn componentize(core: &[u8]) -> Result<Vec<u8>> {
     ComponentEncoder::default()
         .module(core)?
         .validate(true)
@@ -227,14 +227,25 @@ fn componentize(core: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// The import and export names of a component.
-struct Shape {
-    imports: Vec<String>,
-    exports: Vec<String>,
+pub struct Shape {
+    /// Imported interfaces, e.g. `wasmonkey:chaos/cloud@0.1.0`.
+    pub imports: Vec<String>,
+    /// Exported interfaces and functions.
+    pub exports: Vec<String>,
 }
 
 /// Validate a component, read its world back, and refuse WASI imports: the
 /// host links none for plugins that need none.
 fn inspect(component: &[u8]) -> Result<Shape> {
+    let shape = shape(component)?;
+    if let Some(wasi) = shape.imports.iter().find(|name| name.starts_with("wasi:")) {
+        bail!("the component imports {wasi}: guests must not need WASI");
+    }
+    Ok(shape)
+}
+
+/// Validate a component and read its imports and exports back.
+pub fn shape(component: &[u8]) -> Result<Shape> {
     wasmparser::Validator::new()
         .validate_all(component)
         .context("the component does not validate")?;
@@ -254,14 +265,11 @@ fn inspect(component: &[u8]) -> Result<Shape> {
             .map(|k| resolve.name_world_key(k))
             .collect(),
     };
-    if let Some(wasi) = shape.imports.iter().find(|name| name.starts_with("wasi:")) {
-        bail!("the component imports {wasi}: guests must not need WASI");
-    }
     Ok(shape)
 }
 
 /// Write `bytes` unless the file already holds them; true if written.
-fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool> {
+pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool> {
     if fs::read(path).is_ok_and(|old| old == bytes) {
         return Ok(false);
     }
@@ -270,7 +278,7 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool> {
 }
 
 /// Remove `.wasm` and `.toml` files of plugins that no longer exist.
-fn remove_stale(dir: &Path, keep: &BTreeSet<String>) -> Result<()> {
+pub fn remove_stale(dir: &Path, keep: &BTreeSet<String>) -> Result<()> {
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
         let Some(file) = path.file_name().and_then(|n| n.to_str()) else {

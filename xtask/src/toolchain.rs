@@ -149,11 +149,11 @@ fn debian(repo: &Path) -> Result<DebianToolchain> {
     let unpacked = staging.join("root");
     fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
 
-    let mut apt = Apt::default();
+    let mut apt = Apt::new(ROOTS, NOT_NEEDED);
     let packages = apt.download(&debs)?;
     fs::create_dir_all(&unpacked)?;
     for (name, _) in &packages {
-        unpack(&debs, name, &unpacked)?;
+        unpack(&debs, name, &unpacked, PARTS)?;
     }
     fs::remove_dir_all(&debs).with_context(|| format!("removing {}", debs.display()))?;
 
@@ -177,8 +177,12 @@ fn debian(repo: &Path) -> Result<DebianToolchain> {
         .ok_or_else(|| anyhow!("{} is not usable right after its set-up", ready.display()))
 }
 
-/// Unpack the downloaded `.deb` of package `name` from `debs` into `dest`.
-fn unpack(debs: &Path, name: &str, dest: &Path) -> Result<()> {
+/// Which paths to unpack of which package; other packages are unpacked whole.
+pub type Parts<'a> = &'a [(&'a str, &'a [&'a str])];
+
+/// Unpack the downloaded `.deb` of package `name` from `debs` into `dest`
+/// (only the listed `parts` of the packages named there).
+pub fn unpack(debs: &Path, name: &str, dest: &Path, parts: Parts) -> Result<()> {
     let prefix = format!("{name}_");
     let deb = fs::read_dir(debs)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -188,7 +192,7 @@ fn unpack(debs: &Path, name: &str, dest: &Path) -> Result<()> {
                 .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
         })
         .with_context(|| format!("`apt-get download` left no {name}_*.deb"))?;
-    let Some((_, parts)) = PARTS.iter().find(|(package, _)| *package == name) else {
+    let Some((_, parts)) = parts.iter().find(|(package, _)| *package == name) else {
         let mut cmd = Command::new("dpkg-deb");
         cmd.arg("-x").arg(&deb).arg(dest);
         return checked(&mut cmd);
@@ -320,8 +324,11 @@ impl DebianToolchain {
 }
 
 /// Debian's package tools, updating the package lists at most once.
-#[derive(Default)]
-struct Apt {
+pub struct Apt {
+    /// The packages wanted; their dependencies that the machine lacks are added.
+    roots: &'static [&'static str],
+    /// Dependencies never downloaded (only needed for what we do not do).
+    not_needed: &'static [&'static str],
     updated: bool,
 }
 
@@ -333,9 +340,18 @@ struct Stanza {
 }
 
 impl Apt {
+    /// Downloads of `roots` and what they need, less `not_needed`.
+    pub fn new(roots: &'static [&'static str], not_needed: &'static [&'static str]) -> Apt {
+        Apt {
+            roots,
+            not_needed,
+            updated: false,
+        }
+    }
+
     /// Download the packages (roots and missing dependencies) into `dir`;
     /// returns `(name, version)` of each.
-    fn download(&mut self, dir: &Path) -> Result<Vec<(String, String)>> {
+    pub fn download(&mut self, dir: &Path) -> Result<Vec<(String, String)>> {
         loop {
             let packages = match self.resolve() {
                 Ok(packages) => packages,
@@ -362,10 +378,11 @@ impl Apt {
                     self.update()?;
                 }
                 Err(err) => {
-                    return Err(err.context(
-                        "downloading the guest toolchain failed: check that this machine reaches \
-                         the Debian package mirror, or run `rustup target add wasm32-unknown-unknown`",
-                    ))
+                    return Err(err.context(format!(
+                        "downloading {} failed: check that this machine reaches the Debian \
+                         package mirror",
+                        self.roots.join(" ")
+                    )))
                 }
             }
         }
@@ -382,7 +399,7 @@ impl Apt {
     /// The roots and their dependencies this machine lacks.
     fn resolve(&self) -> Result<Vec<(String, String)>> {
         let installed = installed_packages()?;
-        let mut seen: BTreeSet<String> = ROOTS.iter().map(|s| s.to_string()).collect();
+        let mut seen: BTreeSet<String> = self.roots.iter().map(|s| s.to_string()).collect();
         let mut level: Vec<String> = seen.iter().cloned().collect();
         let mut packages = Vec::new();
         // One `apt-cache` call per level of the dependency tree: each call
@@ -392,7 +409,7 @@ impl Apt {
             let mut next = Vec::new();
             for name in level {
                 let Some(stanza) = stanzas.remove(&name) else {
-                    if ROOTS.contains(&name.as_str()) {
+                    if self.roots.contains(&name.as_str()) {
                         bail!("the package lists have no `{name}`");
                     }
                     eprintln!("note: `{name}` is virtual or unknown; not downloading it");
@@ -406,7 +423,7 @@ impl Apt {
                     });
                     let wanted = alternatives
                         .iter()
-                        .find(|(dep, _)| !NOT_NEEDED.contains(&dep.as_str()));
+                        .find(|(dep, _)| !self.not_needed.contains(&dep.as_str()));
                     if let (false, Some((dep, _))) = (satisfied, wanted) {
                         if seen.insert(dep.clone()) {
                             next.push(dep.clone());
@@ -499,7 +516,7 @@ fn parse_relation(relation: &str) -> Option<(String, Option<String>)> {
 }
 
 /// Run a command with inherited output; an error names it.
-fn checked(cmd: &mut Command) -> Result<()> {
+pub fn checked(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
@@ -509,7 +526,8 @@ fn checked(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn which(tool: &str) -> Option<PathBuf> {
+/// The first `tool` on `PATH`.
+pub fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(tool))

@@ -1,0 +1,254 @@
+//! `wasmonkey new`: a plugin project in any of the supported languages that
+//! builds (`cargo xtask build-plugin DIR` from a wasmonkey checkout) and
+//! loads (`wasmonkey plugins inspect NAME --config DIR/try.toml`) as it is.
+//!
+//! The templates are in the repository's `templates/`, embedded in the
+//! binary; each project gets a copy of the contract (`wit/`), so it builds
+//! wherever it lives.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+
+/// A language a plugin project can be made in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// Rust, with wit-bindgen.
+    Rust,
+    /// Python, with componentize-py.
+    Python,
+    /// JavaScript, with componentize-js.
+    Js,
+    /// C, with wit-bindgen's C bindings and clang.
+    C,
+    /// Zig, with wit-bindgen's C bindings.
+    Zig,
+}
+
+impl Lang {
+    /// The name `--lang` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lang::Rust => "rust",
+            Lang::Python => "python",
+            Lang::Js => "js",
+            Lang::C => "c",
+            Lang::Zig => "zig",
+        }
+    }
+
+    /// The language's name in prose.
+    pub fn language(self) -> &'static str {
+        match self {
+            Lang::Rust => "Rust",
+            Lang::Python => "Python",
+            Lang::Js => "JavaScript",
+            Lang::C => "C",
+            Lang::Zig => "Zig",
+        }
+    }
+
+    /// The project's source files, as `(path, template)`.
+    fn sources(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Lang::Rust => &[
+                (
+                    "Cargo.toml",
+                    include_str!("../../templates/rust/Cargo.toml"),
+                ),
+                (
+                    "src/lib.rs",
+                    include_str!("../../templates/rust/src/lib.rs"),
+                ),
+            ],
+            Lang::Python => &[(
+                "plugin.py",
+                include_str!("../../templates/python/plugin.py"),
+            )],
+            Lang::Js => &[("plugin.js", include_str!("../../templates/js/plugin.js"))],
+            Lang::C => &[("plugin.c", include_str!("../../templates/c/plugin.c"))],
+            Lang::Zig => &[("plugin.zig", include_str!("../../templates/zig/plugin.zig"))],
+        }
+    }
+
+    /// What the README adds about building.
+    fn build_note(self) -> &'static str {
+        match self {
+            Lang::Rust => {
+                "Rust is built for `wasm32-unknown-unknown` with rustup's target if \
+                 it is installed, else with the checkout's own guest toolchain, like \
+                 `cargo xtask plugins`."
+            }
+            Lang::Python => {
+                "The component bundles CPython (about 18 MB); its first load compiles \
+                 it (seconds), later loads come from the compiled cache."
+            }
+            Lang::Js => {
+                "The component bundles StarlingMonkey, a SpiderMonkey build (about \
+                 12 MB); its first load compiles it, later loads come from the \
+                 compiled cache."
+            }
+            Lang::C => {
+                "The C bindings (`build/gen/`) are generated from `wit/` by wit-bindgen \
+                 at each build; clang is the wasi-sdk's in `WASI_SDK_PATH` if set."
+            }
+            Lang::Zig => {
+                "The C bindings (`build/gen/`) are generated from `wit/` by wit-bindgen \
+                 and translated to Zig (`bindings.zig`) at each build; Zig 0.17 is \
+                 the one on `PATH` if it is that version."
+            }
+        }
+    }
+}
+
+/// Files every project gets, as `(path, template)`.
+const COMMON: &[(&str, &str)] = &[
+    (
+        "wasmonkey.toml",
+        include_str!("../../templates/common/wasmonkey.toml"),
+    ),
+    (
+        "README.md",
+        include_str!("../../templates/common/README.md"),
+    ),
+    ("try.toml", include_str!("../../templates/common/try.toml")),
+    (
+        "fleet.toml",
+        include_str!("../../templates/common/fleet.toml"),
+    ),
+    (
+        ".gitignore",
+        include_str!("../../templates/common/gitignore"),
+    ),
+    ("wit/host.wit", include_str!("../../wit/host.wit")),
+    ("wit/strategy.wit", include_str!("../../wit/strategy.wit")),
+    ("wit/types.wit", include_str!("../../wit/types.wit")),
+];
+
+/// Check a plugin name: lowercase letters, digits and `-`, starting with a
+/// letter (it is a file stem, a crate name and a manifest name).
+pub fn check_name(name: &str) -> anyhow::Result<()> {
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        bail!(
+            "plugin name {name:?}: use 1 to 64 lowercase letters, digits and `-`, starting with a \
+             letter and not ending with `-` (e.g. `my-strategy`)"
+        );
+    }
+    Ok(())
+}
+
+/// Write a new `lang` project for plugin `name` into `dir`, which must not
+/// exist or be empty. Returns the files written.
+pub fn create(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    check_name(name)?;
+    if dir.exists() {
+        let mut entries = std::fs::read_dir(dir)
+            .with_context(|| format!("{}: cannot read the directory", dir.display()))?;
+        if entries.next().is_some() {
+            bail!(
+                "{}: already exists and is not empty; choose another --dir",
+                dir.display()
+            );
+        }
+    }
+    let source = lang.sources()[0].0;
+    let description = format!(
+        "A wasmonkey chaos strategy in {}: terminates one random healthy instance",
+        lang.language()
+    );
+    let dir_shown = dir.display().to_string();
+    let fill = |template: &str| {
+        template
+            .replace("{{name}}", name)
+            .replace("{{crate}}", &name.replace('-', "_"))
+            .replace("{{lang}}", lang.name())
+            .replace("{{language}}", lang.language())
+            .replace("{{description}}", &description)
+            .replace("{{source}}", source)
+            .replace("{{dir}}", &dir_shown)
+            .replace("{{build_note}}", lang.build_note())
+    };
+    let mut written = Vec::new();
+    for (path, template) in COMMON.iter().chain(lang.sources()) {
+        let target = dir.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("{}: cannot create the directory", parent.display()))?;
+        }
+        // The contract is copied as it is.
+        let text = if path.starts_with("wit/") {
+            (*template).to_owned()
+        } else {
+            fill(template)
+        };
+        std::fs::write(&target, text)
+            .with_context(|| format!("{}: cannot write", target.display()))?;
+        written.push(target);
+    }
+    Ok(written)
+}
+
+/// `wasmonkey new`: create the project and say what to do next.
+pub fn run(lang: Lang, name: &str, dir: Option<&Path>) -> anyhow::Result<()> {
+    let dir = dir.map_or_else(|| PathBuf::from(name), Path::to_path_buf);
+    let written = create(lang, name, &dir)?;
+    println!(
+        "created {} plugin `{name}` in {} ({} files)",
+        lang.language(),
+        dir.display(),
+        written.len()
+    );
+    println!(
+        "build it from a wasmonkey checkout:  cargo xtask build-plugin {}",
+        dir.display()
+    );
+    println!(
+        "then load it:                        wasmonkey plugins inspect {name} --config {}",
+        dir.join("try.toml").display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["a", "my-strategy", "x2"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "My", "2x", "a_b", "a-", "a/b", "../x"] {
+            let err = check_name(bad).unwrap_err().to_string();
+            assert!(err.contains("plugin name"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_language_gets_its_source_the_contract_and_a_config() {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js, Lang::C, Lang::Zig] {
+            let dir = tempfile::tempdir().unwrap();
+            let project = dir.path().join("p");
+            let written = create(lang, "my-strategy", &project).unwrap();
+            assert!(written.iter().any(|p| p.ends_with("wit/strategy.wit")));
+            let manifest = std::fs::read_to_string(project.join("wasmonkey.toml")).unwrap();
+            assert!(manifest.contains("name = \"my-strategy\""), "{manifest}");
+            let source = std::fs::read_to_string(project.join(lang.sources()[0].0)).unwrap();
+            assert!(
+                !source.contains("{{"),
+                "{lang:?}: unfilled template:\n{source}"
+            );
+            // A second time into the same directory is refused.
+            let err = create(lang, "my-strategy", &project)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not empty"), "{err}");
+        }
+    }
+}
