@@ -185,10 +185,10 @@ async fn plugins(command: PluginsCommand) -> anyhow::Result<ExitCode> {
     let config = Config::load(&config_path)?;
     let catalog = Catalog::scan(&config.plugin_dir())?;
     let sandbox = Sandbox::new(&config.cache_dir())?;
-    let defaults = config.default_limits();
+    let rules = config.limit_rules();
     match command {
         PluginsCommand::List { .. } => {
-            let (loaded, failed) = catalog.load_all(&sandbox, &defaults).await;
+            let (loaded, failed) = catalog.load_all(&sandbox, &rules).await;
             for plugin in &loaded {
                 println!(
                     "{:<20} {:<9} {}",
@@ -206,7 +206,7 @@ async fn plugins(command: PluginsCommand) -> anyhow::Result<ExitCode> {
         }
         PluginsCommand::Inspect { name, .. } => {
             let plugin = catalog
-                .load(&sandbox, &name, &defaults)
+                .load(&sandbox, &name, &rules)
                 .await
                 .map_err(|failure| anyhow::anyhow!("{failure}"))?;
             print!("{}", describe(&plugin, &config));

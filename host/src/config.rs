@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::cloud::aws::AwsSettings;
-use crate::limits::{LimitOverrides, Limits};
+use crate::limits::{LimitOverrides, LimitRules, Limits};
 use crate::policy::{BlastRadius, Grant, GroupPatterns, Scope, TagSelector};
 
 /// The whole config file.
@@ -353,6 +353,14 @@ impl Config {
     /// The most any plugin may have.
     pub fn ceiling(&self) -> Limits {
         Limits::default_ceiling().with(&self.ceiling)
+    }
+
+    /// The defaults and the ceiling together: what plugins are held to.
+    pub fn limit_rules(&self) -> LimitRules {
+        LimitRules {
+            defaults: self.default_limits(),
+            ceiling: self.ceiling(),
+        }
     }
 
     /// The plugin directory.

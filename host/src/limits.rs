@@ -129,6 +129,53 @@ impl Limits {
     }
 }
 
+/// What the operator allows: the limits a plugin gets unless its manifest
+/// asks for others, and the most it may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitRules {
+    /// What a plugin gets when its manifest asks for nothing.
+    pub defaults: Limits,
+    /// The most any plugin may have.
+    pub ceiling: Limits,
+}
+
+impl Default for LimitRules {
+    fn default() -> Self {
+        LimitRules {
+            defaults: Limits::default(),
+            ceiling: Limits::default_ceiling(),
+        }
+    }
+}
+
+impl LimitRules {
+    /// The limits for a plugin asking for `asked` (a manifest's `[limits]`),
+    /// or the first one it asks for above the ceiling.
+    pub fn grant(&self, asked: &LimitOverrides) -> Result<Limits, AboveCeiling> {
+        let limits = self.defaults.with(asked);
+        match limits.exceeding(&self.ceiling).first() {
+            Some(&(limit, asked, ceiling)) => Err(AboveCeiling {
+                limit,
+                asked,
+                ceiling,
+            }),
+            None => Ok(limits),
+        }
+    }
+}
+
+/// A limit asked for above the operator's ceiling.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{limit} = {asked} is above the operator's ceiling {ceiling}")]
+pub struct AboveCeiling {
+    /// The limit's name, as in the config.
+    pub limit: &'static str,
+    /// What was asked for.
+    pub asked: u64,
+    /// The most allowed.
+    pub ceiling: u64,
+}
+
 /// Some limits set, the rest left to whoever applies them: a manifest's
 /// requests, an operator's defaults or ceilings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

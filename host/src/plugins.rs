@@ -9,12 +9,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use sha2::{Digest, Sha256};
 
 use crate::contract::latest::PluginMetadata;
-use crate::limits::Limits;
+use crate::limits::LimitRules;
 use crate::manifest::Manifest;
-use crate::sandbox::{hex, Prepared, Sandbox};
+use crate::sandbox::{Prepared, Sandbox};
 
 /// A plugin that loaded.
 #[derive(Clone)]
@@ -85,12 +84,13 @@ impl Catalog {
         &self.dir
     }
 
-    /// Load one plugin by name.
+    /// Load one plugin by name, held to `rules`: what its manifest asks for
+    /// must be within the ceiling before any of its code runs.
     pub async fn load(
         &self,
         sandbox: &Sandbox,
         name: &str,
-        defaults: &Limits,
+        rules: &LimitRules,
     ) -> Result<Plugin, LoadFailure> {
         let path = self.dir.join(format!("{name}.wasm"));
         if !self.names.iter().any(|n| n == name) {
@@ -109,22 +109,26 @@ impl Catalog {
         } else {
             None
         };
-        let bytes = std::fs::read(&path).map_err(|err| fail(format!("cannot read: {err}")))?;
+        // Even metadata() runs only within the operator's ceiling.
+        let limits = match &manifest {
+            Some(manifest) => rules
+                .grant(&manifest.limits)
+                .map_err(|err| fail(format!("{} asks for {err}", manifest_path.display())))?,
+            None => rules.defaults,
+        };
+        // Compiling runs no plugin code; the pin is checked before anything runs.
+        let compiled = sandbox
+            .compile_file(&path, limits.stack_bytes())
+            .map_err(|err| fail(err.to_string()))?;
         if let Some(pin) = manifest.as_ref().and_then(|m| m.sha256.as_deref()) {
-            let actual = hex(&Sha256::digest(&bytes));
-            if !pin.eq_ignore_ascii_case(&actual) {
+            if !pin.eq_ignore_ascii_case(&compiled.sha256) {
                 return Err(fail(format!(
-                    "sha256 {actual} does not match the pin {pin} in {}",
+                    "sha256 {} does not match the pin {pin} in {}",
+                    compiled.sha256,
                     manifest_path.display()
                 )));
             }
         }
-        let limits = manifest
-            .as_ref()
-            .map_or(*defaults, |m| defaults.with(&m.limits));
-        let compiled = sandbox
-            .compile(&bytes, limits.stack_bytes())
-            .map_err(|err| fail(format!("not a valid WebAssembly component: {err:#}")))?;
         let prepared = sandbox
             .prepare(compiled)
             .map_err(|err| fail(format!("{err:#}")))?;
@@ -163,12 +167,12 @@ impl Catalog {
     pub async fn load_all(
         &self,
         sandbox: &Sandbox,
-        defaults: &Limits,
+        rules: &LimitRules,
     ) -> (Vec<Plugin>, Vec<LoadFailure>) {
         let mut loaded = Vec::new();
         let mut failed = Vec::new();
         for name in &self.names {
-            match self.load(sandbox, name, defaults).await {
+            match self.load(sandbox, name, rules).await {
                 Ok(plugin) => loaded.push(plugin),
                 Err(failure) => failed.push(failure),
             }

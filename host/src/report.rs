@@ -262,12 +262,30 @@ impl Report {
                     }
                 }
                 Event::PluginLog { .. } => {}
-                Event::ExperimentFinished { outcome, error, .. } => {
-                    if let Some(experiment) = experiments.get_mut(&index) {
-                        experiment.finished = true;
-                        experiment.error = error.clone();
-                        experiment.summary = outcome.as_ref().map(|o| o.summary.clone());
-                    }
+                Event::ExperimentFinished {
+                    plugin,
+                    outcome,
+                    error,
+                } => {
+                    // An experiment that ended before it started (its plugin
+                    // did not load, asked too much, got bad params) is still
+                    // reported, with why.
+                    let experiment = experiments
+                        .entry(index)
+                        .or_insert_with(|| ExperimentReport {
+                            index,
+                            plugin: plugin.clone(),
+                            version: "?".into(),
+                            sha256: String::new(),
+                            finished: false,
+                            summary: None,
+                            error: None,
+                            denials: Vec::new(),
+                            notifications: Vec::new(),
+                        });
+                    experiment.finished = true;
+                    experiment.error = error.clone();
+                    experiment.summary = outcome.as_ref().map(|o| o.summary.clone());
                     for claimed in outcome.iter().flat_map(|o| &o.victims) {
                         if let Some(i) = victim(&mut report, &claimed.instance_id) {
                             let v = &mut report.victims[i];

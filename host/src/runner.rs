@@ -279,7 +279,7 @@ impl Context<'_> {
         );
         let plugin = self
             .catalog
-            .load(self.sandbox, &experiment.plugin, &config.default_limits())
+            .load(self.sandbox, &experiment.plugin, &config.limit_rules())
             .await
             .map_err(|failure| anyhow::anyhow!("{where_}: plugin did not load: {failure}"))?;
         let label = plugin.label();

@@ -1,7 +1,8 @@
 //! The sandbox: a thin layer that narrows wasmtime to what wasmonkey needs.
 //!
 //! - Components are compiled once per version: the machine code is cached on
-//!   disk under the component's sha256 and the engine's compatibility hash.
+//!   disk under the component's sha256 and the engine's compatibility hash,
+//!   and mapped from there (`sandbox/code_cache.rs`).
 //! - Each run gets a fresh store from a pre-instantiated component, with
 //!   fuel, a memory cap, a stack cap, an epoch deadline and a timeout.
 //! - A component that imports WASI gets a deny-by-default WASI: no files, no
@@ -10,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash as _, Hasher as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -27,6 +28,9 @@ use crate::contract::latest::{self, Outcome, Param, PluginMetadata, RunError, St
 use crate::limits::{Limit, LimitBreach, Limits};
 use crate::session::Session;
 
+mod code_cache;
+use code_cache::CodeCache;
+
 /// How often the epoch advances; the wall-clock deadline's resolution.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Fuel between cooperative yields, so a busy plugin cannot starve the host.
@@ -36,7 +40,7 @@ const STDIO_CAPACITY: usize = 1024 * 1024;
 
 /// Compiles and runs plugin components.
 pub struct Sandbox {
-    cache_dir: PathBuf,
+    cache: CodeCache,
     /// One engine per stack cap: the stack limit is an engine setting.
     engines: Arc<Mutex<BTreeMap<usize, Engine>>>,
     ticker: Option<JoinHandle<()>>,
@@ -70,6 +74,20 @@ impl Compiled {
 pub struct Prepared {
     pub compiled: Compiled,
     pre: StrategyPluginPre<StoreState>,
+}
+
+/// Why a plugin file could not be compiled or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The file could not be read.
+    #[error("cannot read: {0}")]
+    Read(std::io::Error),
+    /// The bytes are not a component this host can compile.
+    #[error("not a valid WebAssembly component: {0:#}")]
+    Invalid(anyhow::Error),
+    /// The engine could not be set up (a host problem, not the plugin's).
+    #[error("cannot set up the engine: {0:#}")]
+    Engine(anyhow::Error),
 }
 
 /// Why a plugin run produced no outcome.
@@ -161,7 +179,7 @@ impl Sandbox {
                 .context("starting the epoch ticker thread")?
         };
         Ok(Sandbox {
-            cache_dir: cache_dir.to_owned(),
+            cache: CodeCache::new(cache_dir),
             engines,
             ticker: Some(ticker),
             stop,
@@ -190,66 +208,58 @@ impl Sandbox {
         Ok(engine)
     }
 
-    /// Compile a component, or load its machine code from the cache.
-    pub fn compile(&self, bytes: &[u8], stack_bytes: usize) -> anyhow::Result<Compiled> {
+    /// Load a plugin file: its machine code from the cache when the file is
+    /// unchanged since it was last hashed (without reading the file), else
+    /// read, hash and [`Sandbox::compile`] it.
+    pub fn compile_file(&self, path: &Path, stack_bytes: usize) -> Result<Compiled, CompileError> {
         let started = Instant::now();
-        let engine = self.engine(stack_bytes)?;
-        let sha256 = hex(&Sha256::digest(bytes));
-        let mut hasher = std::hash::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let cached = self
-            .cache_dir
-            .join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
-
-        let mut from_cache = false;
-        let mut component = None;
-        // Read, not mmap: a cache file truncated under a mapping would crash
-        // the host with SIGBUS.
-        if let Ok(machine_code) = std::fs::read(&cached) {
-            // SAFETY: the cache holds only what `Engine::precompile_component`
-            // wrote for this engine's compatibility hash (wasmtime checks the
-            // header and hash again); the cache directory must be as trusted
-            // as the host binary.
-            match unsafe { Component::deserialize(&engine, &machine_code) } {
-                Ok(loaded) => {
-                    from_cache = true;
-                    component = Some(loaded);
-                }
-                Err(err) => {
-                    tracing::warn!("ignoring unusable cache entry {}: {err}", cached.display())
-                }
+        let engine = self.engine(stack_bytes).map_err(CompileError::Engine)?;
+        // Taken before the read: a write after it changes the fingerprint.
+        let metadata = std::fs::metadata(path).map_err(CompileError::Read)?;
+        if let Some(sha256) = self.cache.known_sha256(path, &metadata) {
+            let entry = self.cache.entry(&sha256, compatibility(&engine));
+            if let Some(component) = load_entry(&engine, &entry) {
+                return Ok(compiled(engine, component, sha256, true, started));
             }
         }
-        let component = match component {
-            Some(component) => component,
-            None => {
-                let machine_code = engine
-                    .precompile_component(bytes)
-                    .map_err(anyhow::Error::from)?;
-                if let Err(err) = write_atomically(&cached, &machine_code) {
-                    tracing::warn!(
-                        "cannot cache compiled plugin at {}: {err:#}",
-                        cached.display()
-                    );
-                }
-                // SAFETY: produced just above by this engine.
-                unsafe { Component::deserialize(&engine, &machine_code) }
-                    .map_err(anyhow::Error::from)?
-            }
-        };
-        let imports = component
-            .component_type()
-            .imports(&engine)
-            .map(|(name, _)| name.to_owned())
-            .collect();
-        Ok(Compiled {
-            engine,
-            component,
-            sha256,
-            from_cache,
-            load_time: started.elapsed(),
-            imports,
-        })
+        let bytes = std::fs::read(path).map_err(CompileError::Read)?;
+        let compiled = self.compile_with(engine, &bytes, started)?;
+        self.cache
+            .remember_sha256(path, &metadata, &compiled.sha256);
+        Ok(compiled)
+    }
+
+    /// Compile a component, or load its machine code from the cache.
+    pub fn compile(&self, bytes: &[u8], stack_bytes: usize) -> Result<Compiled, CompileError> {
+        let started = Instant::now();
+        let engine = self.engine(stack_bytes).map_err(CompileError::Engine)?;
+        self.compile_with(engine, bytes, started)
+    }
+
+    fn compile_with(
+        &self,
+        engine: Engine,
+        bytes: &[u8],
+        started: Instant,
+    ) -> Result<Compiled, CompileError> {
+        let sha256 = hex(&Sha256::digest(bytes));
+        let entry = self.cache.entry(&sha256, compatibility(&engine));
+        if let Some(component) = load_entry(&engine, &entry) {
+            return Ok(compiled(engine, component, sha256, true, started));
+        }
+        let machine_code = engine
+            .precompile_component(bytes)
+            .map_err(|err| CompileError::Invalid(err.into()))?;
+        if let Err(err) = self.cache.store(&entry, &machine_code) {
+            tracing::warn!(
+                "cannot cache compiled plugin at {}: {err:#}",
+                entry.display()
+            );
+        }
+        // SAFETY: produced just above by this engine.
+        let component = unsafe { Component::deserialize(&engine, &machine_code) }
+            .map_err(|err| CompileError::Invalid(err.into()))?;
+        Ok(compiled(engine, component, sha256, false, started))
     }
 
     /// Link a compiled component against this host's contract (and the
@@ -429,16 +439,52 @@ fn forward_stdio(plugin: &str, stream: &str, pipe: &MemoryOutputPipe) {
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().context("cache path has no directory")?;
-    std::fs::create_dir_all(dir)?;
-    // Unique per writer: concurrent compiles of one plugin must not collide.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, Ordering::Relaxed);
-    let temp = dir.join(format!(".{}-{n}.tmp", std::process::id()));
-    std::fs::write(&temp, bytes)?;
-    std::fs::rename(&temp, path)?;
-    Ok(())
+/// The engine's compatibility hash, folded to name cache entries.
+fn compatibility(engine: &Engine) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// A cache entry, mapped; `None` (after a warning if it is unusable) when
+/// there is none to use.
+fn load_entry(engine: &Engine, entry: &Path) -> Option<Component> {
+    if !entry.is_file() {
+        return None;
+    }
+    // SAFETY: entries are only created by `CodeCache::store`, whole, from
+    // what `Engine::precompile_component` wrote, and never changed in place
+    // (wasmtime checks the header and the compatibility hash again). The
+    // cache directory must be as trusted as the host binary.
+    match unsafe { Component::deserialize_file(engine, entry) } {
+        Ok(component) => Some(component),
+        Err(err) => {
+            tracing::warn!("ignoring unusable cache entry {}: {err:#}", entry.display());
+            None
+        }
+    }
+}
+
+fn compiled(
+    engine: Engine,
+    component: Component,
+    sha256: String,
+    from_cache: bool,
+    started: Instant,
+) -> Compiled {
+    let imports = component
+        .component_type()
+        .imports(&engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    Compiled {
+        engine,
+        component,
+        sha256,
+        from_cache,
+        load_time: started.elapsed(),
+        imports,
+    }
 }
 
 /// Lowercase hex of bytes.

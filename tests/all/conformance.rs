@@ -300,3 +300,54 @@ async fn every_language_runs_within_the_default_limits_and_stops_at_its_own() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_runtime_may_ask_for_more_memory_within_the_ceiling_and_no_further() {
+    // The operator's default (8 MiB) is too small for Python's runtime; the
+    // plugin's manifest asks for 96 MiB.
+    let plugins = tempfile::tempdir().unwrap();
+    let name = "classic-monkey-py";
+    let built = example_plugin_dir();
+    std::fs::copy(
+        built.join(format!("{name}.wasm")),
+        plugins.path().join(format!("{name}.wasm")),
+    )
+    .unwrap();
+    let manifest = std::fs::read_to_string(built.join(format!("{name}.toml"))).unwrap();
+    let manifest_path = plugins.path().join(format!("{name}.toml"));
+    std::fs::write(
+        &manifest_path,
+        format!("{manifest}\n[limits]\nmemory_mib = 96\n"),
+    )
+    .unwrap();
+    let run = |ceiling_mib: u64| {
+        let body = format!(
+            "{RULES}\n[limits]\nmemory_mib = 8\n[ceiling]\nmemory_mib = {ceiling_mib}\n\
+             [[experiment]]\nplugin = \"{name}\"\ngrants = [\"terminate\"]\n"
+        );
+        let setup = support::setup(FLEET, plugins.path(), &body);
+        async move { support::run(&setup, 7, true).await.0 }
+    };
+
+    let within = run(128).await;
+    let experiment = support::only_experiment(&within);
+    assert_eq!(experiment.error, None, "{experiment:#?}");
+    assert_eq!(within.report.victims.len(), 2, "{:#?}", within.report);
+
+    // Above the ceiling the plugin is refused before any of its code runs.
+    let above = run(64).await;
+    let error = support::only_experiment(&above)
+        .error
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        error.contains(&manifest_path.display().to_string())
+            && error.contains("memory_mib = 96 is above the operator's ceiling 64"),
+        "{error}"
+    );
+    assert!(above.report.victims.is_empty());
+    assert!(
+        !above.report.succeeded(),
+        "a refused plugin is a failed run"
+    );
+}

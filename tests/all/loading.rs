@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
-use wasmonkey::limits::Limits;
+use wasmonkey::limits::{LimitRules, Limits};
 use wasmonkey::plugins::Catalog;
 use wasmonkey::sandbox::Sandbox;
 
@@ -51,7 +51,7 @@ async fn bad_files_are_named_and_the_others_still_load() {
     )
     .unwrap();
     let catalog = Catalog::scan(dir.path()).unwrap();
-    let (loaded, failed) = catalog.load_all(&sandbox(), &Limits::default()).await;
+    let (loaded, failed) = catalog.load_all(&sandbox(), &LimitRules::default()).await;
     assert_eq!(
         loaded.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
         ["classic-monkey"]
@@ -86,7 +86,7 @@ async fn a_pin_mismatch_is_refused_and_a_matching_pin_loads() {
     set_pin(dir.path(), &"0".repeat(64));
     let catalog = Catalog::scan(dir.path()).unwrap();
     let failure = catalog
-        .load(&sandbox(), "classic-monkey", &Limits::default())
+        .load(&sandbox(), "classic-monkey", &LimitRules::default())
         .await
         .err()
         .expect("a wrong pin must not load");
@@ -103,7 +103,7 @@ async fn a_pin_mismatch_is_refused_and_a_matching_pin_loads() {
         .collect();
     set_pin(dir.path(), &actual);
     let plugin = catalog
-        .load(&sandbox(), "classic-monkey", &Limits::default())
+        .load(&sandbox(), "classic-monkey", &LimitRules::default())
         .await
         .unwrap();
     assert_eq!(plugin.prepared.compiled.sha256, actual);
@@ -133,9 +133,15 @@ async fn compiled_code_is_cached_by_content_and_engine() {
         .unwrap();
     assert!(other.from_cache);
     assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
-    // A corrupt entry is ignored and replaced, never trusted.
+    // A corrupt entry is ignored and replaced, never trusted. Entries are
+    // mapped, so it is replaced the only way the cache writes: whole, by
+    // rename (and the components mapping the old one are gone first).
+    drop((first, second, other));
     for entry in std::fs::read_dir(cache.path()).unwrap() {
-        std::fs::write(entry.unwrap().path(), b"corrupt").unwrap();
+        let entry = entry.unwrap().path();
+        let temp = cache.path().join("corrupt.tmp");
+        std::fs::write(&temp, b"corrupt").unwrap();
+        std::fs::rename(&temp, &entry).unwrap();
     }
     let again = Sandbox::new(cache.path())
         .unwrap()
@@ -152,9 +158,47 @@ async fn compiled_code_is_cached_by_content_and_engine() {
 }
 
 #[tokio::test]
+async fn a_plugin_file_is_hashed_again_once_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let file = dir.path().join("plugin.wasm");
+    let classic = std::fs::read(support::plugin_dir().join("classic-monkey.wasm")).unwrap();
+    let rolling = std::fs::read(support::plugin_dir().join("rolling.wasm")).unwrap();
+    let sha = |bytes: &[u8]| -> String {
+        Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let stack = Limits::default().stack_bytes();
+    std::fs::write(&file, &classic).unwrap();
+    // The hash of a file is only remembered once it has settled (2 s).
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let sandbox = Sandbox::new(&cache).unwrap();
+    let first = sandbox.compile_file(&file, stack).unwrap();
+    assert!(!first.from_cache);
+    assert_eq!(first.sha256, sha(&classic));
+    let known = sandbox.compile_file(&file, stack).unwrap();
+    assert!(known.from_cache);
+    assert_eq!(known.sha256, sha(&classic));
+    assert!(cache.join("files").is_dir(), "the hash was not remembered");
+    // Rewritten in place: the same path now holds other code.
+    std::fs::write(&file, &rolling).unwrap();
+    let changed = sandbox.compile_file(&file, stack).unwrap();
+    assert!(!changed.from_cache);
+    assert_eq!(changed.sha256, sha(&rolling));
+    let prepared = sandbox.prepare(changed).unwrap();
+    let metadata = sandbox
+        .metadata(&prepared, &Limits::default())
+        .await
+        .unwrap();
+    assert_eq!(metadata.name, "rolling");
+}
+
+#[tokio::test]
 async fn shipped_plugins_need_no_wasi_and_describe_themselves() {
     let catalog = Catalog::scan(&support::plugin_dir()).unwrap();
-    let (loaded, failed) = catalog.load_all(&sandbox(), &Limits::default()).await;
+    let (loaded, failed) = catalog.load_all(&sandbox(), &LimitRules::default()).await;
     assert!(failed.is_empty(), "{failed:#?}");
     let names: Vec<&str> = loaded.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["az-outage", "classic-monkey", "rolling"]);
