@@ -188,20 +188,12 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 2. A whole experiment on 1,000 instances (journal fsyncs included).
-    let fleet_dir = scratch.path().join("fleet");
-    std::fs::create_dir_all(&fleet_dir)?;
-    let config_path = fleet_dir.join("wasmonkey.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[backend]\nkind = \"sim\"\nfleet = \"unused.toml\"\n[plugins]\ndir = {:?}\ncache_dir = {:?}\n\
-             [blast_radius]\nmax_terminations = 10\n\
-             [[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\n",
-            plugins.display().to_string(),
-            warm_cache.display().to_string()
-        ),
+    let (config, config_path) = experiment_config(
+        &scratch.path().join("fleet"),
+        &plugins,
+        &warm_cache,
+        "classic-monkey",
     )?;
-    let config = Config::load(&config_path)?;
     for execute in [false, true] {
         let mut seed = 0;
         let timing = measure(20, || {
@@ -383,20 +375,8 @@ async fn languages(rust_plugins: &Path, scratch: &Path) -> anyhow::Result<()> {
         })
         .await;
         // A whole experiment (dry run) on 1,000 instances in 10 groups.
-        let run_dir = scratch.join(format!("run-{name}"));
-        std::fs::create_dir_all(&run_dir)?;
-        let config_path = run_dir.join("wasmonkey.toml");
-        std::fs::write(
-            &config_path,
-            format!(
-                "[backend]\nkind = \"sim\"\nfleet = \"unused.toml\"\n[plugins]\ndir = {:?}\ncache_dir = {:?}\n\
-                 [blast_radius]\nmax_terminations = 10\n\
-                 [[experiment]]\nplugin = \"{name}\"\ngrants = [\"terminate\"]\n",
-                dir.display().to_string(),
-                cache.display().to_string()
-            ),
-        )?;
-        let config = Config::load(&config_path)?;
+        let (config, config_path) =
+            experiment_config(&scratch.join(format!("run-{name}")), dir, &cache, name)?;
         let mut seed = 0;
         let experiment = measure(if big { 5 } else { 10 }, || {
             seed += 1;
@@ -432,6 +412,29 @@ async fn languages(rust_plugins: &Path, scratch: &Path) -> anyhow::Result<()> {
     }
     println!("(medians; first compile of Python and JavaScript: one run)");
     Ok(())
+}
+
+/// A config in `dir` for one dry-run-able experiment of `plugin` (up to 10
+/// victims); the fleet is the caller's.
+fn experiment_config(
+    dir: &Path,
+    plugins: &Path,
+    cache: &Path,
+    plugin: &str,
+) -> anyhow::Result<(Config, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let config_path = dir.join("wasmonkey.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[backend]\nkind = \"sim\"\nfleet = \"unused.toml\"\n[plugins]\ndir = {:?}\ncache_dir = {:?}\n\
+             [blast_radius]\nmax_terminations = 10\n\
+             [[experiment]]\nplugin = \"{plugin}\"\ngrants = [\"terminate\"]\n",
+            plugins.display().to_string(),
+            cache.display().to_string()
+        ),
+    )?;
+    Ok((Config::load(&config_path)?, config_path))
 }
 
 fn size(bytes: u64) -> String {

@@ -267,6 +267,26 @@ fn cargo(dir: &Path) -> Command {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut cmd = Command::new(program);
     cmd.current_dir(dir);
+    // `cargo run` gave this process xtask's own package variables. Build
+    // scripts that watch one (ring watches CARGO_MANIFEST_DIR) would see it
+    // change between `cargo xtask test` and a plain `cargo test`, and every
+    // crate above them would be rebuilt (five minutes here) each time.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let from_cargo_run = name.starts_with("CARGO_PKG_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            );
+        if from_cargo_run {
+            cmd.env_remove(&*name);
+        }
+    }
     cmd
 }
 

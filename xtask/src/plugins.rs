@@ -37,7 +37,7 @@ const TARGET_DIR: &str = "target/wasm";
 pub const MANIFEST: &str = "wasmonkey.toml";
 
 /// Grants a manifest may ask for.
-pub const KNOWN_GRANTS: &[&str] = &["terminate", "notify", "probe-targets"];
+const KNOWN_GRANTS: &[&str] = &["terminate", "notify", "probe-targets"];
 
 /// Build every guest workspace, then componentize each plugin.
 pub fn build(root: &Path) -> Result<()> {
@@ -203,6 +203,13 @@ fn check_manifest(path: &Path, plugin: &Plugin) -> Result<String> {
             return Err(mismatch("description", description, &plugin.description));
         }
     }
+    check_grants(path, &table)?;
+    Ok(name.to_owned())
+}
+
+/// Every grant a manifest (`path`, parsed as `table`) asks for must be one
+/// the host knows.
+pub fn check_grants(path: &Path, table: &toml::Table) -> Result<()> {
     let grants = table.get("grants").and_then(toml::Value::as_array);
     for grant in grants.into_iter().flatten() {
         match grant.as_str() {
@@ -214,7 +221,7 @@ fn check_manifest(path: &Path, plugin: &Plugin) -> Result<String> {
             ),
         }
     }
-    Ok(name.to_owned())
+    Ok(())
 }
 
 /// Turn a core module carrying wit-bindgen's component-type section into a

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::guests::{self, Guests};
-use crate::plugins::{self, KNOWN_GRANTS, MANIFEST};
+use crate::plugins::{self, MANIFEST};
 use crate::toolchain::{self, TARGET};
 
 /// The world every plugin targets.
@@ -182,17 +182,7 @@ fn check_manifest(path: &Path) -> Result<String> {
     if table.get("version").and_then(toml::Value::as_str).is_none() {
         bail!("{}: `version` is missing", path.display());
     }
-    let grants = table.get("grants").and_then(toml::Value::as_array);
-    for grant in grants.into_iter().flatten() {
-        match grant.as_str() {
-            Some(g) if KNOWN_GRANTS.contains(&g) => {}
-            _ => bail!(
-                "{}: unknown grant {grant} (known: {})",
-                path.display(),
-                KNOWN_GRANTS.join(", ")
-            ),
-        }
-    }
+    plugins::check_grants(path, &table)?;
     Ok(name.to_owned())
 }
 

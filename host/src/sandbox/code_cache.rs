@@ -157,73 +157,87 @@ mod tests {
         SystemTime::now() + 2 * SETTLE
     }
 
+    /// A cache and one plugin file holding `content`, in a temporary directory.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        cache: CodeCache,
+        file: PathBuf,
+    }
+
+    impl Fixture {
+        fn new(content: &[u8]) -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let cache = CodeCache::new(&dir.path().join("cache"));
+            let file = dir.path().join("plugin.wasm");
+            std::fs::write(&file, content).unwrap();
+            Fixture { dir, cache, file }
+        }
+
+        fn metadata(&self) -> std::fs::Metadata {
+            std::fs::metadata(&self.file).unwrap()
+        }
+
+        /// Remember SHA for the file as it is, as if it had settled.
+        fn remember(&self) -> std::fs::Metadata {
+            let metadata = self.metadata();
+            self.cache
+                .remember_sha256_at(&self.file, &metadata, SHA, later());
+            metadata
+        }
+    }
+
     #[test]
     fn a_settled_file_is_known_until_it_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = CodeCache::new(&dir.path().join("cache"));
-        let file = dir.path().join("plugin.wasm");
-        std::fs::write(&file, b"one").unwrap();
-        let before = std::fs::metadata(&file).unwrap();
-        assert_eq!(cache.known_sha256(&file, &before), None);
-        cache.remember_sha256_at(&file, &before, SHA, later());
-        assert_eq!(cache.known_sha256(&file, &before).as_deref(), Some(SHA));
+        let f = Fixture::new(b"one");
+        assert_eq!(f.cache.known_sha256(&f.file, &f.metadata()), None);
+        let before = f.remember();
+        assert_eq!(f.cache.known_sha256(&f.file, &before).as_deref(), Some(SHA));
         // Same size, same modification time: the change time still moves.
         std::thread::sleep(Duration::from_millis(20));
-        std::fs::write(&file, b"two").unwrap();
+        std::fs::write(&f.file, b"two").unwrap();
         let modified = before.modified().unwrap();
         std::fs::File::options()
             .write(true)
-            .open(&file)
+            .open(&f.file)
             .unwrap()
             .set_modified(modified)
             .unwrap();
-        let after = std::fs::metadata(&file).unwrap();
+        let after = f.metadata();
         assert_eq!(after.len(), before.len());
         assert_eq!(after.modified().unwrap(), modified);
-        assert_eq!(cache.known_sha256(&file, &after), None);
+        assert_eq!(f.cache.known_sha256(&f.file, &after), None);
     }
 
     #[test]
     fn a_file_changed_just_now_is_not_remembered() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = CodeCache::new(&dir.path().join("cache"));
-        let file = dir.path().join("plugin.wasm");
-        std::fs::write(&file, b"fresh").unwrap();
-        let metadata = std::fs::metadata(&file).unwrap();
-        cache.remember_sha256(&file, &metadata, SHA);
-        assert_eq!(cache.known_sha256(&file, &metadata), None);
+        let f = Fixture::new(b"fresh");
+        let metadata = f.metadata();
+        f.cache.remember_sha256(&f.file, &metadata, SHA);
+        assert_eq!(f.cache.known_sha256(&f.file, &metadata), None);
     }
 
     #[test]
     fn another_path_to_the_same_file_finds_the_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = CodeCache::new(&dir.path().join("cache"));
-        let file = dir.path().join("plugin.wasm");
-        std::fs::write(&file, b"one").unwrap();
-        let metadata = std::fs::metadata(&file).unwrap();
-        cache.remember_sha256_at(&file, &metadata, SHA, later());
-        let roundabout = dir.path().join(".").join("plugin.wasm");
+        let f = Fixture::new(b"one");
+        let metadata = f.remember();
+        let roundabout = f.dir.path().join(".").join("plugin.wasm");
         assert_eq!(
-            cache.known_sha256(&roundabout, &metadata).as_deref(),
+            f.cache.known_sha256(&roundabout, &metadata).as_deref(),
             Some(SHA)
         );
-        let other = dir.path().join("other.wasm");
+        let other = f.dir.path().join("other.wasm");
         std::fs::write(&other, b"one").unwrap();
         let other_metadata = std::fs::metadata(&other).unwrap();
-        assert_eq!(cache.known_sha256(&other, &other_metadata), None);
+        assert_eq!(f.cache.known_sha256(&other, &other_metadata), None);
     }
 
     #[test]
     fn a_damaged_record_is_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = CodeCache::new(&dir.path().join("cache"));
-        let file = dir.path().join("plugin.wasm");
-        std::fs::write(&file, b"one").unwrap();
-        let metadata = std::fs::metadata(&file).unwrap();
-        cache.remember_sha256_at(&file, &metadata, SHA, later());
-        let record = cache.record_path(&file).unwrap();
+        let f = Fixture::new(b"one");
+        let metadata = f.remember();
+        let record = f.cache.record_path(&f.file).unwrap();
         let text = std::fs::read_to_string(&record).unwrap();
         std::fs::write(&record, &text[..text.len() - 10]).unwrap();
-        assert_eq!(cache.known_sha256(&file, &metadata), None);
+        assert_eq!(f.cache.known_sha256(&f.file, &metadata), None);
     }
 }
