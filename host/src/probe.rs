@@ -36,10 +36,14 @@ pub async fn http(url: &str, expect_status: u16, timeout: Duration) -> HttpCheck
             .send()
             .await
             .map_err(|err| {
+                // The detail goes to the plugin, which must not learn where
+                // the target lives: no URL, no address.
                 if err.is_timeout() {
                     format!("no answer within {} ms", timeout.as_millis())
+                } else if err.is_connect() {
+                    "cannot connect".to_owned()
                 } else {
-                    format!("request failed: {err}")
+                    format!("request failed: {}", err.without_url())
                 }
             }),
     };
@@ -103,5 +107,20 @@ mod tests {
         assert!(!check.healthy);
         assert!(check.detail.contains("200 ms"), "{check:?}");
         drop(listener);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so_without_the_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let check = http(
+            &format!("http://127.0.0.1:{port}/health"),
+            200,
+            Duration::from_secs(2),
+        )
+        .await;
+        assert!(!check.healthy);
+        assert_eq!(check.detail, "cannot connect");
     }
 }

@@ -81,6 +81,19 @@ impl Lab {
         AwsCloud::new(&moto::sdk_config(endpoint, &self.settings).await, via)
     }
 
+    /// Run classic-monkey (the shipped plugin, as [`CLASSIC`] sets it up)
+    /// against `endpoint`, terminating through EC2.
+    async fn run_classic(&self, endpoint: &str, execute: bool, preflight: bool) -> RunOutput {
+        let config = self.config(&support::plugin_dir(), endpoint, CLASSIC);
+        run(
+            &config,
+            self.cloud(endpoint, TerminateVia::Ec2).await,
+            execute,
+            preflight,
+        )
+        .await
+    }
+
     /// Every instance's state now, read independently of the host.
     async fn states(&self) -> BTreeMap<String, String> {
         moto::states(&self.admin).await
@@ -109,6 +122,21 @@ async fn run(config: &Config, cloud: AwsCloud, execute: bool, preflight: bool) -
         .expect("run completes")
 }
 
+/// `wasmonkey run --config CONFIG`, with moto's credentials found by the
+/// default chain in the environment, and nothing of this machine's own AWS
+/// set-up (profile, instance metadata).
+fn wasmonkey_run(config: &Config) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"));
+    cmd.args(["run", "--config"])
+        .arg(&config.path)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("WASMONKEY_LOG", "warn");
+    cmd
+}
+
 fn hostile_terminate(targets: &[&str]) -> String {
     format!(
         "[[experiment]]\nplugin = \"hostile\"\ngrants = [\"terminate\"]\nparams = {{ attack = \"terminate\", targets = \"{}\" }}\n",
@@ -130,14 +158,7 @@ fn victim_ids(output: &RunOutput) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classic_monkey_terminates_exactly_its_victims_and_reports_over_sns() {
     let lab = Lab::new().await;
-    let config = lab.config(&support::plugin_dir(), &lab.moto.endpoint, CLASSIC);
-    let output = run(
-        &config,
-        lab.cloud(&lab.moto.endpoint, TerminateVia::Ec2).await,
-        true,
-        false,
-    )
-    .await;
+    let output = lab.run_classic(&lab.moto.endpoint, true, false).await;
 
     assert_eq!(support::only_experiment(&output).error, None);
     let mut groups: Vec<String> = output
@@ -195,14 +216,7 @@ async fn classic_monkey_terminates_exactly_its_victims_and_reports_over_sns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_changes_nothing_and_preflight_checks_the_permission() {
     let lab = Lab::new().await;
-    let config = lab.config(&support::plugin_dir(), &lab.moto.endpoint, CLASSIC);
-    let output = run(
-        &config,
-        lab.cloud(&lab.moto.endpoint, TerminateVia::Ec2).await,
-        false,
-        true,
-    )
-    .await;
+    let output = lab.run_classic(&lab.moto.endpoint, false, true).await;
     assert_eq!(output.report.victims.len(), 2);
     assert!(output.report.victims.iter().all(|v| v.status == "dry-run"));
     assert!(
@@ -220,14 +234,7 @@ async fn a_dry_run_changes_nothing_and_preflight_checks_the_permission() {
         }],
     )
     .await;
-    let config = lab.config(&support::plugin_dir(), &proxy.endpoint, CLASSIC);
-    let output = run(
-        &config,
-        lab.cloud(&proxy.endpoint, TerminateVia::Ec2).await,
-        false,
-        true,
-    )
-    .await;
+    let output = lab.run_classic(&proxy.endpoint, false, true).await;
     assert!(
         output.report.victims.is_empty(),
         "{:#?}",
@@ -323,14 +330,7 @@ async fn throttling_5xx_delays_and_dropped_connections_are_retried() {
         ],
     )
     .await;
-    let config = lab.config(&support::plugin_dir(), &proxy.endpoint, CLASSIC);
-    let output = run(
-        &config,
-        lab.cloud(&proxy.endpoint, TerminateVia::Ec2).await,
-        true,
-        false,
-    )
-    .await;
+    let output = lab.run_classic(&proxy.endpoint, true, false).await;
     assert_eq!(proxy.injected().len(), 6, "{:?}", proxy.injected());
     assert_eq!(support::only_experiment(&output).error, None);
     assert_eq!(output.report.victims.len(), 2);
@@ -361,14 +361,7 @@ async fn a_termination_that_keeps_failing_is_reported_truthfully() {
         }],
     )
     .await;
-    let config = lab.config(&support::plugin_dir(), &proxy.endpoint, CLASSIC);
-    let output = run(
-        &config,
-        lab.cloud(&proxy.endpoint, TerminateVia::Ec2).await,
-        true,
-        false,
-    )
-    .await;
+    let output = lab.run_classic(&proxy.endpoint, true, false).await;
     assert!(output.report.complete);
     // Two groups, each termination tried max_attempts times, all refused.
     assert_eq!(proxy.injected().len(), 2 * 4, "{:?}", proxy.injected());
@@ -391,14 +384,8 @@ fn the_cli_runs_on_aws_with_the_default_credential_chain() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let lab = runtime.block_on(Lab::new());
     let config = lab.config(&support::plugin_dir(), &lab.moto.endpoint, CLASSIC);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
-        .args(["run", "--execute", "--json", "--config"])
-        .arg(&config.path)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("WASMONKEY_LOG", "warn")
+    let output = wasmonkey_run(&config)
+        .args(["--execute", "--json"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -423,7 +410,7 @@ fn the_cli_runs_on_aws_with_the_default_credential_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_fleet_is_listed_whole() {
     let lab = Lab::new().await;
-    moto::add_group(&lab.admin, "big", 120).await;
+    moto::add_group(&lab.admin, "big", 120, moto::OPTED_IN).await;
     let proxy = FaultProxy::start(&lab.moto.endpoint, Vec::new()).await;
     let config = lab.config(
         &support::test_plugin_dir(),
@@ -458,15 +445,10 @@ fn ctrl_c_ends_the_run_cleanly_and_the_journal_says_so() {
         "[[experiment]]\nplugin = \"hostile\"\nparams = { attack = \"sleep-forever\" }\n",
     );
     let journal = lab.dir.path().join("interrupted.jsonl");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
-        .args(["run", "--json", "--config"])
-        .arg(&config.path)
+    let child = wasmonkey_run(&config)
+        .arg("--json")
         .arg("--journal")
         .arg(&journal)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("WASMONKEY_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -5,6 +5,7 @@
 use wasmonkey::cloud::sim::SimCloud;
 use wasmonkey::cloud::{Cloud, InstanceState};
 use wasmonkey::journal::Event;
+use wasmonkey::runner::RunOutput;
 
 use crate::support::{self, FLEET, RULES};
 
@@ -44,6 +45,37 @@ fn answers(output: &wasmonkey::runner::RunOutput) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// A run of the hostile plugin's `terminate` attack on one instance.
+struct Attack {
+    output: RunOutput,
+    sim: std::sync::Arc<SimCloud>,
+    target: String,
+    /// Holds the run's journal.
+    _setup: support::Setup,
+}
+
+/// Run the `terminate` attack on the first `web` instance with `grants`.
+async fn terminate_first_web(seed: u64, grants: &str, execute: bool) -> Attack {
+    let probe = support::setup(FLEET, &support::test_plugin_dir(), "");
+    let target = fleet_ids(&probe, seed).await.web[0].clone();
+    let setup = support::setup(
+        FLEET,
+        &support::test_plugin_dir(),
+        &hostile(
+            &format!("attack = \"terminate\", targets = \"{target}\""),
+            grants,
+            RULES,
+        ),
+    );
+    let (output, sim) = support::run(&setup, seed, execute).await;
+    Attack {
+        output,
+        sim,
+        target,
+        _setup: setup,
+    }
 }
 
 fn denied_rules(output: &wasmonkey::runner::RunOutput) -> Vec<String> {
@@ -160,46 +192,24 @@ async fn a_plugin_sees_only_its_scope() {
 
 #[tokio::test]
 async fn terminate_without_the_grant_is_denied() {
-    let seed = 2;
-    let probe = support::setup(FLEET, &support::test_plugin_dir(), "");
-    let web = fleet_ids(&probe, seed).await.web;
     // The manifest asks for terminate; the operator allows only notify.
-    let setup = support::setup(
-        FLEET,
-        &support::test_plugin_dir(),
-        &hostile(
-            &format!("attack = \"terminate\", targets = \"{}\"", web[0]),
-            "[\"notify\"]",
-            RULES,
-        ),
-    );
-    let (output, sim) = support::run(&setup, seed, true).await;
-    let answers = answers(&output);
+    let attack = terminate_first_web(2, "[\"notify\"]", true).await;
+    let (output, sim) = (&attack.output, &attack.sim);
+    let answers = answers(output);
     assert!(
         answers[0].contains("denied") && answers[0].contains("'terminate' grant"),
         "{answers:?}"
     );
-    assert_eq!(denied_rules(&output), ["grant"]);
+    assert_eq!(denied_rules(output), ["grant"]);
     assert!(sim.timeline().is_empty());
 }
 
 #[tokio::test]
 async fn a_dry_run_answers_dry_run_and_journals_before_and_after() {
-    let seed = 3;
-    let probe = support::setup(FLEET, &support::test_plugin_dir(), "");
-    let web = fleet_ids(&probe, seed).await.web;
-    let setup = support::setup(
-        FLEET,
-        &support::test_plugin_dir(),
-        &hostile(
-            &format!("attack = \"terminate\", targets = \"{}\"", web[0]),
-            "[\"terminate\"]",
-            RULES,
-        ),
-    );
-    let (output, sim) = support::run(&setup, seed, false).await;
-    assert_eq!(answers(&output), [format!("{}: ok dry-run=true", web[0])]);
-    let events = support::events(&output);
+    let attack = terminate_first_web(3, "[\"terminate\"]", false).await;
+    let (output, sim, target) = (&attack.output, &attack.sim, &attack.target);
+    assert_eq!(answers(output), [format!("{target}: ok dry-run=true")]);
+    let events = support::events(output);
     let intent = events
         .iter()
         .position(|e| matches!(e, Event::TerminateIntent { dry_run: true, .. }))

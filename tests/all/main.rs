@@ -14,4 +14,5 @@ mod moto;
 mod scaffold;
 mod strategies;
 mod support;
+mod targets;
 mod wasi;

@@ -128,7 +128,6 @@ pub struct Fleet {
 /// standalone instance, an SNS topic with an SQS subscription.
 pub async fn build_fleet(sdk: &SdkConfig) -> Fleet {
     let ec2 = aws_sdk_ec2::Client::new(sdk);
-    let asg = aws_sdk_autoscaling::Client::new(sdk);
     let sns = aws_sdk_sns::Client::new(sdk);
     let sqs = aws_sdk_sqs::Client::new(sdk);
     ec2.create_launch_template()
@@ -143,39 +142,15 @@ pub async fn build_fleet(sdk: &SdkConfig) -> Fleet {
         .await
         .expect("launch template");
     for (name, size, tags) in [
-        ("web", 4, vec![("env", "test"), ("chaos", "opt-in")]),
-        ("api", 3, vec![("env", "test"), ("chaos", "opt-in")]),
-        ("vault", 2, vec![("env", "test"), ("chaos-opt-out", "true")]),
+        ("web", 4, OPTED_IN),
+        ("api", 3, OPTED_IN),
+        (
+            "vault",
+            2,
+            &[("env", "test"), ("chaos-opt-out", "true")][..],
+        ),
     ] {
-        asg.create_auto_scaling_group()
-            .auto_scaling_group_name(name)
-            .launch_template(
-                LaunchTemplateSpecification::builder()
-                    .launch_template_name("wasmonkey-test")
-                    .version("$Latest")
-                    .build(),
-            )
-            .min_size(1)
-            .max_size(size + 2)
-            .desired_capacity(size)
-            .availability_zones("us-east-1a")
-            .availability_zones("us-east-1b")
-            .set_tags(Some(
-                tags.iter()
-                    .map(|(k, v)| {
-                        AsgTag::builder()
-                            .key(*k)
-                            .value(*v)
-                            .propagate_at_launch(true)
-                            .resource_id(name)
-                            .resource_type("auto-scaling-group")
-                            .build()
-                    })
-                    .collect(),
-            ))
-            .send()
-            .await
-            .expect("auto scaling group");
+        add_group(sdk, name, size, tags).await;
     }
     let standalone = ec2
         .run_instances()
@@ -242,8 +217,12 @@ pub async fn build_fleet(sdk: &SdkConfig) -> Fleet {
     }
 }
 
-/// Another opted-in group of `size` instances.
-pub async fn add_group(sdk: &SdkConfig, name: &str, size: i32) {
+/// The tags of an opted-in group.
+pub const OPTED_IN: &[(&str, &str)] = &[("env", "test"), ("chaos", "opt-in")];
+
+/// An Auto Scaling group of `size` instances over two zones, from the
+/// fleet's launch template, with `tags` propagated to its instances.
+pub async fn add_group(sdk: &SdkConfig, name: &str, size: i32, tags: &[(&str, &str)]) {
     aws_sdk_autoscaling::Client::new(sdk)
         .create_auto_scaling_group()
         .auto_scaling_group_name(name)
@@ -254,18 +233,23 @@ pub async fn add_group(sdk: &SdkConfig, name: &str, size: i32) {
                 .build(),
         )
         .min_size(1)
-        .max_size(size)
+        .max_size(size + 2)
         .desired_capacity(size)
         .availability_zones("us-east-1a")
-        .tags(
-            AsgTag::builder()
-                .key("chaos")
-                .value("opt-in")
-                .propagate_at_launch(true)
-                .resource_id(name)
-                .resource_type("auto-scaling-group")
-                .build(),
-        )
+        .availability_zones("us-east-1b")
+        .set_tags(Some(
+            tags.iter()
+                .map(|(key, value)| {
+                    AsgTag::builder()
+                        .key(*key)
+                        .value(*value)
+                        .propagate_at_launch(true)
+                        .resource_id(name)
+                        .resource_type("auto-scaling-group")
+                        .build()
+                })
+                .collect(),
+        ))
         .send()
         .await
         .expect("auto scaling group");

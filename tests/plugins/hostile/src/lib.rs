@@ -13,16 +13,20 @@
 //! | `sleep-forever` | calls `runtime::sleep-ms(60000)` forever                      |
 //! | `terminate`     | terminates each id of `targets` (comma-separated) and reports |
 //! | `list`          | lists every instance it can see and reports their ids         |
+//! | `check`         | checks every health target it is told of, and `targets` too   |
 //!
 //! `terminate` puts one line per id in the summary: `<id>: ok dry-run=<bool>`
 //! or `<id>: <error-kind>: <message>`, the error kind being the `cloud-error`
-//! case in kebab-case. `list` reports the ids comma-separated.
+//! case in kebab-case. `list` reports the ids comma-separated. `check` puts
+//! one line per target in the summary: `<name>: healthy=<bool> <detail>` or
+//! `<name>: <error-kind>: <message>`; it checks the names of `targets` (comma-
+//! separated) after those `probe::targets` gives.
 
 use std::hint::black_box;
 
 use wasmonkey_sdk::cloud::{self, InstanceFilter};
 use wasmonkey_sdk::params::{self, Params};
-use wasmonkey_sdk::{export_strategy, log, metadata, runtime};
+use wasmonkey_sdk::{export_strategy, log, metadata, probe, runtime};
 use wasmonkey_sdk::{Guest, Outcome, Param, PluginMetadata, RunError, Verdict, Victim};
 
 struct Hostile;
@@ -33,12 +37,16 @@ impl Guest for Hostile {
             params::text(
                 "attack",
                 "loop, memory, recursion, panic, huge-list, host-flood, big-arg, \
-                 sleep-forever, terminate or list",
+                 sleep-forever, terminate, list or check",
                 "list",
             ),
             params::integer("count", "Victims returned by huge-list", 100_000),
             params::integer("size", "Bytes logged by big-arg", 16 << 20),
-            params::text("targets", "Comma-separated instance ids for terminate", ""),
+            params::text(
+                "targets",
+                "Comma-separated instance ids for terminate, extra target names for check",
+                "",
+            ),
         ])
     }
 
@@ -74,6 +82,7 @@ impl Guest for Hostile {
                 runtime::sleep_ms(60_000);
             },
             "terminate" => Ok(summary(terminate_all(params.text("targets")?))),
+            "check" => Ok(summary(check_all(params.text("targets")?))),
             "list" => {
                 let filter = InstanceFilter {
                     group_pattern: None,
@@ -158,6 +167,22 @@ fn terminate_all(targets: &str) -> String {
         .map(|id| match cloud::terminate(id, "hostile test") {
             Ok(t) => format!("{id}: ok dry-run={}", t.dry_run),
             Err(err) => format!("{id}: {}", err.describe()),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Check every target the host names, then the `extra` names, one line each.
+fn check_all(extra: &str) -> String {
+    let named = probe::targets();
+    let extra = extra.split(',').map(str::trim).filter(|n| !n.is_empty());
+    named
+        .iter()
+        .map(String::as_str)
+        .chain(extra)
+        .map(|name| match probe::check(name) {
+            Ok(c) => format!("{name}: healthy={} {}", c.healthy, c.detail),
+            Err(err) => format!("{name}: {}", err.describe()),
         })
         .collect::<Vec<_>>()
         .join("\n")
