@@ -137,20 +137,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 1. Start-up.
     let bytes = std::fs::read(plugins.join("classic-monkey.wasm"))?;
-    let mut n = 0;
-    let compile = measure(10, || {
-        n += 1;
-        let cache = scratch.path().join(format!("cold-{n}"));
-        let bytes = &bytes;
-        async move {
-            let compiled = Sandbox::new(&cache)
-                .expect("sandbox")
-                .compile(bytes, limits.stack_bytes())
-                .expect("compile");
-            assert!(!compiled.from_cache);
-        }
-    })
-    .await;
+    let compile = first_compile(&bytes, scratch.path(), "classic-monkey", 10).await;
     let warm_cache = scratch.path().join("warm");
     let sandbox = Sandbox::new(&warm_cache)?;
     let classic = plugins.join("classic-monkey.wasm");
@@ -307,20 +294,7 @@ async fn languages(rust_plugins: &Path, scratch: &Path) -> anyhow::Result<()> {
         let bytes = std::fs::read(&file)?;
         let big = bytes.len() > 1024 * 1024;
         // First compile: into a fresh cache each time.
-        let mut n = 0;
-        let compile = measure(if big { 1 } else { 5 }, || {
-            n += 1;
-            let cache = scratch.join(format!("cold-{name}-{n}"));
-            let bytes = &bytes;
-            async move {
-                let compiled = Sandbox::new(&cache)
-                    .expect("sandbox")
-                    .compile(bytes, limits.stack_bytes())
-                    .expect("compile");
-                assert!(!compiled.from_cache);
-            }
-        })
-        .await;
+        let compile = first_compile(&bytes, scratch, name, if big { 1 } else { 5 }).await;
         let cache = scratch.join(format!("warm-{name}"));
         let sandbox = Sandbox::new(&cache)?;
         sandbox.compile_file(&file, limits.stack_bytes())?;
@@ -412,6 +386,29 @@ async fn languages(rust_plugins: &Path, scratch: &Path) -> anyhow::Result<()> {
     }
     println!("(medians; first compile of Python and JavaScript: one run)");
     Ok(())
+}
+
+/// First compiles of `bytes`, each into a fresh cache under `scratch`.
+async fn first_compile(
+    bytes: &[u8],
+    scratch: &Path,
+    name: &str,
+    runs: usize,
+) -> (Duration, Duration) {
+    let stack = Limits::default().stack_bytes();
+    let mut n = 0;
+    measure(runs, || {
+        n += 1;
+        let cache = scratch.join(format!("cold-{name}-{n}"));
+        async move {
+            let compiled = Sandbox::new(&cache)
+                .expect("sandbox")
+                .compile(bytes, stack)
+                .expect("compile");
+            assert!(!compiled.from_cache);
+        }
+    })
+    .await
 }
 
 /// A config in `dir` for one dry-run-able experiment of `plugin` (up to 10

@@ -388,13 +388,7 @@ fn the_cli_runs_on_aws_with_the_default_credential_chain() {
         .args(["--execute", "--json"])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let report = support::json_report(&output);
     assert_eq!(report["backend"], "aws");
     let mut victims: Vec<String> = report["victims"]
         .as_array()

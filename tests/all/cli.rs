@@ -45,13 +45,7 @@ fn run_json_gives_every_victim_a_recovery_time_and_report_renders_the_journal() 
         .arg(&journal)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("--json prints JSON");
+    let report = support::json_report(&output);
     let victims = report["victims"].as_array().expect("a victims array");
     assert!(victims.len() >= 2, "{report:#}");
     for victim in victims {

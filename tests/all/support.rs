@@ -189,3 +189,15 @@ pub async fn ids_of(sim: &SimCloud, group: Option<&str>) -> Vec<String> {
         .map(|i| i.id)
         .collect()
 }
+
+/// The JSON report a `wasmonkey run --json` printed; the run must have
+/// succeeded.
+pub fn json_report(output: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&stdout).expect("--json prints JSON")
+}

@@ -267,18 +267,18 @@ fn state(instance: &ec2::types::Instance) -> InstanceState {
     }
 }
 
+/// EC2 and Auto Scaling tags as a map; a tag without a key is dropped, one
+/// without a value has the empty value.
+fn tag_map<'a>(
+    tags: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> BTreeMap<String, String> {
+    tags.filter_map(|(key, value)| Some((key?.to_owned(), value.unwrap_or_default().to_owned())))
+        .collect()
+}
+
 fn instance(raw: &ec2::types::Instance, members: &Membership) -> Option<Instance> {
     let id = raw.instance_id()?.to_owned();
-    let tags: BTreeMap<String, String> = raw
-        .tags()
-        .iter()
-        .filter_map(|t| {
-            Some((
-                t.key()?.to_owned(),
-                t.value().unwrap_or_default().to_owned(),
-            ))
-        })
-        .collect();
+    let tags = tag_map(raw.tags().iter().map(|t| (t.key(), t.value())));
     let state = state(raw);
     let (group, lifecycle, healthy) = match members.get(&id) {
         Some((group, lifecycle, healthy)) => (Some(group.clone()), Some(*lifecycle), *healthy),
@@ -424,16 +424,7 @@ impl Cloud for AwsCloud {
                 desired: u32::try_from(g.desired_capacity().unwrap_or(0)).unwrap_or(0),
                 min: u32::try_from(g.min_size().unwrap_or(0)).unwrap_or(0),
                 max: u32::try_from(g.max_size().unwrap_or(0)).unwrap_or(0),
-                tags: g
-                    .tags()
-                    .iter()
-                    .filter_map(|t| {
-                        Some((
-                            t.key()?.to_owned(),
-                            t.value().unwrap_or_default().to_owned(),
-                        ))
-                    })
-                    .collect(),
+                tags: tag_map(g.tags().iter().map(|t| (t.key(), t.value()))),
             })
             .collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
