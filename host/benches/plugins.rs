@@ -137,18 +137,11 @@ async fn main() -> anyhow::Result<()> {
 
     // 1. Start-up.
     let bytes = std::fs::read(plugins.join("classic-monkey.wasm"))?;
-    let compile = first_compile(&bytes, scratch.path(), "classic-monkey", 10).await;
+    let compile = first_compile(&bytes, scratch.path(), 10).await;
     let warm_cache = scratch.path().join("warm");
     let sandbox = Sandbox::new(&warm_cache)?;
     let classic = plugins.join("classic-monkey.wasm");
-    sandbox.compile_file(&classic, limits.stack_bytes())?;
-    let cached = measure(50, || async {
-        let compiled = sandbox
-            .compile_file(&classic, limits.stack_bytes())
-            .expect("load");
-        assert!(compiled.from_cache);
-    })
-    .await;
+    let cached = cached_load(&sandbox, &classic, 50).await?;
     let catalog = Catalog::scan(&plugins)?;
     let plugin = catalog
         .load(&sandbox, "classic-monkey", &rules)
@@ -294,18 +287,10 @@ async fn languages(rust_plugins: &Path, scratch: &Path) -> anyhow::Result<()> {
         let bytes = std::fs::read(&file)?;
         let big = bytes.len() > 1024 * 1024;
         // First compile: into a fresh cache each time.
-        let compile = first_compile(&bytes, scratch, name, if big { 1 } else { 5 }).await;
+        let compile = first_compile(&bytes, scratch, if big { 1 } else { 5 }).await;
         let cache = scratch.join(format!("warm-{name}"));
         let sandbox = Sandbox::new(&cache)?;
-        sandbox.compile_file(&file, limits.stack_bytes())?;
-        // As the host loads a plugin file: its hash remembered, the entry mapped.
-        let cached = measure(20, || async {
-            let compiled = sandbox
-                .compile_file(&file, limits.stack_bytes())
-                .expect("load");
-            assert!(compiled.from_cache);
-        })
-        .await;
+        let cached = cached_load(&sandbox, &file, 20).await?;
         let cwasm = std::fs::read_dir(&cache)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
@@ -388,20 +373,13 @@ async fn languages(rust_plugins: &Path, scratch: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// First compiles of `bytes`, each into a fresh cache under `scratch`.
-async fn first_compile(
-    bytes: &[u8],
-    scratch: &Path,
-    name: &str,
-    runs: usize,
-) -> (Duration, Duration) {
+/// First compiles of `bytes`, each into a new, empty cache under `scratch`.
+async fn first_compile(bytes: &[u8], scratch: &Path, runs: usize) -> (Duration, Duration) {
     let stack = Limits::default().stack_bytes();
-    let mut n = 0;
     measure(runs, || {
-        n += 1;
-        let cache = scratch.join(format!("cold-{name}-{n}"));
+        let cache = tempfile::tempdir_in(scratch).expect("cache dir");
         async move {
-            let compiled = Sandbox::new(&cache)
+            let compiled = Sandbox::new(cache.path())
                 .expect("sandbox")
                 .compile(bytes, stack)
                 .expect("compile");
@@ -409,6 +387,22 @@ async fn first_compile(
         }
     })
     .await
+}
+
+/// Loads of `file` as the host does them once it is compiled: its hash
+/// remembered, its cache entry mapped.
+async fn cached_load(
+    sandbox: &Sandbox,
+    file: &Path,
+    runs: usize,
+) -> anyhow::Result<(Duration, Duration)> {
+    let stack = Limits::default().stack_bytes();
+    sandbox.compile_file(file, stack)?;
+    Ok(measure(runs, || async {
+        let compiled = sandbox.compile_file(file, stack).expect("load");
+        assert!(compiled.from_cache);
+    })
+    .await)
 }
 
 /// A config in `dir` for one dry-run-able experiment of `plugin` (up to 10
