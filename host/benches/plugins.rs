@@ -28,18 +28,20 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Median and minimum of `runs` timings of `f`, after one warm-up.
-async fn measure<F, Fut>(runs: usize, mut f: F) -> (Duration, Duration)
+/// Median and minimum of `runs` timings of `f`, after one warm-up. What `f`
+/// returns is dropped after the clock stops: tearing down is not its cost.
+async fn measure<F, Fut, T>(runs: usize, mut f: F) -> (Duration, Duration)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = T>,
 {
-    f().await;
+    drop(f().await);
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = Instant::now();
-        f().await;
+        let output = f().await;
         times.push(started.elapsed());
+        drop(output);
     }
     times.sort();
     (times[runs / 2], times[0])
@@ -279,9 +281,9 @@ async fn languages(rust_plugins: &Path, scratch: &Path) -> anyhow::Result<()> {
     let limits = Limits::default();
     let rules = LimitRules::default();
     println!(
-        "| language | component | compiled code | first compile | load from the cache | link | fresh store + instantiate + metadata() | start-up: whole plugin load | (saved: sha256 of the component) | (saved: reading the cache entry) | experiment, 1,000 instances, dry run |"
+        "| language | component | compiled code | first compile | load from the cache | link | fresh store + instance | first call: fresh instance + metadata() | start-up: manifest to a live instance | (saved: sha256 of the component) | (saved: reading the cache entry) | experiment, 1,000 instances, dry run |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (lang, name, dir) in &plugins {
         let file = dir.join(format!("{name}.wasm"));
         let bytes = std::fs::read(&file)?;
@@ -290,15 +292,15 @@ async fn languages(rust_plugins: &Path, scratch: &Path) -> anyhow::Result<()> {
         let compile = first_compile(&bytes, scratch, if big { 1 } else { 5 }).await;
         let cache = scratch.join(format!("warm-{name}"));
         let sandbox = Sandbox::new(&cache)?;
-        let cached = cached_load(&sandbox, &file, 20).await?;
+        let cached = cached_load(&sandbox, &file, 100).await?;
         let cwasm = std::fs::read_dir(&cache)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
             .ok_or_else(|| anyhow::anyhow!("no cache entry in {}", cache.display()))?;
         let compiled_size = std::fs::metadata(&cwasm)?.len();
         let compiled = sandbox.compile_file(&file, limits.stack_bytes())?;
-        let link = measure(20, || async {
-            std::hint::black_box(sandbox.prepare(compiled.clone()).expect("link"));
+        let link = measure(100, || async {
+            sandbox.prepare(compiled.clone()).expect("link")
         })
         .await;
         let catalog = Catalog::scan(dir)?;
@@ -306,21 +308,34 @@ async fn languages(rust_plugins: &Path, scratch: &Path) -> anyhow::Result<()> {
             .load(&sandbox, name, &rules)
             .await
             .map_err(|f| anyhow::anyhow!("{f}"))?;
-        let instantiate = measure(50, || async {
+        let instantiate = measure(100, || async {
+            sandbox
+                .instantiate(&plugin.prepared, &limits)
+                .await
+                .expect("instantiate");
+        })
+        .await;
+        // The plugin's first call, its language runtime's start included.
+        let first_call = measure(100, || async {
             sandbox
                 .metadata(&plugin.prepared, &limits)
                 .await
                 .expect("metadata");
         })
         .await;
-        // Start-up as the host does it: manifest, load, link, a fresh
-        // instance and metadata(), the checks on what it says.
-        let load = measure(20, || async {
-            catalog
+        // Start-up as the host does it: manifest, load, link, the checks on
+        // the remembered metadata() answer, then a fresh instance.
+        let start = measure(100, || async {
+            let plugin = catalog
                 .load(&sandbox, name, &rules)
                 .await
                 .map_err(|f| anyhow::anyhow!("{f}"))
                 .expect("load");
+            sandbox
+                .instantiate(&plugin.prepared, &limits)
+                .await
+                .expect("instantiate");
+            plugin
         })
         .await;
         // What the host no longer does on each load.
@@ -329,10 +344,7 @@ async fn languages(rust_plugins: &Path, scratch: &Path) -> anyhow::Result<()> {
             std::hint::black_box(sha2::Sha256::digest(&bytes));
         })
         .await;
-        let read = measure(20, || async {
-            std::hint::black_box(std::fs::read(&cwasm).expect("read"));
-        })
-        .await;
+        let read = measure(20, || async { std::fs::read(&cwasm).expect("read") }).await;
         // A whole experiment (dry run) on 1,000 instances in 10 groups.
         let (config, config_path) =
             experiment_config(&scratch.join(format!("run-{name}")), dir, &cache, name)?;
@@ -356,20 +368,21 @@ async fn languages(rust_plugins: &Path, scratch: &Path) -> anyhow::Result<()> {
         })
         .await;
         println!(
-            "| {lang} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {lang} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             size(bytes.len() as u64),
             size(compiled_size),
             ms(compile.0),
             ms(cached.0),
             ms(link.0),
             ms(instantiate.0),
-            ms(load.0),
+            ms(first_call.0),
+            ms(start.0),
             ms(hash.0),
             ms(read.0),
             ms(experiment.0),
         );
     }
-    println!("(medians; first compile of Python and JavaScript: one run)");
+    println!("(medians: start-up and its steps over 100 runs each, the rest over 5-20; first compile of Python and JavaScript: one run)");
     Ok(())
 }
 
@@ -379,11 +392,10 @@ async fn first_compile(bytes: &[u8], scratch: &Path, runs: usize) -> (Duration, 
     measure(runs, || {
         let cache = tempfile::tempdir_in(scratch).expect("cache dir");
         async move {
-            let compiled = Sandbox::new(cache.path())
-                .expect("sandbox")
-                .compile(bytes, stack)
-                .expect("compile");
+            let sandbox = Sandbox::new(cache.path()).expect("sandbox");
+            let compiled = sandbox.compile(bytes, stack).expect("compile");
             assert!(!compiled.from_cache);
+            (compiled, sandbox, cache)
         }
     })
     .await
@@ -401,6 +413,7 @@ async fn cached_load(
     Ok(measure(runs, || async {
         let compiled = sandbox.compile_file(file, stack).expect("load");
         assert!(compiled.from_cache);
+        compiled
     })
     .await)
 }

@@ -5,6 +5,13 @@
 //! [`contract`], [`session`]) → [`cloud`] → [`journal`] → [`report`].
 //! [`runner`] drives it; [`cli`] is the command line.
 
+/// The allocator of everything built on this crate (binary, tests, benchmark):
+/// wasmtime's loading of a compiled component makes tens of thousands of small
+/// allocations; mimalloc cut a Python plugin's start-up by 6–11% against
+/// glibc's malloc (medians and minima of interleaved runs of two builds).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod cli;
 pub mod cloud;
 pub mod config;

@@ -3,8 +3,10 @@
 //!
 //! Loading checks, in order: the file reads, its sha256 matches the
 //! manifest's pin, it compiles, it fits this host's world and version, and
-//! its `metadata()` agrees with the file name and manifest. A plugin that
-//! fails is reported with its path and reason; the others still load.
+//! its `metadata()` agrees with the file name and manifest (the sandbox
+//! remembers that answer, so loading a known plugin again starts no
+//! instance). A plugin that fails is reported with its path and reason; the
+//! others still load.
 
 use std::path::{Path, PathBuf};
 
@@ -133,7 +135,7 @@ impl Catalog {
             .prepare(compiled)
             .map_err(|err| fail(format!("{err:#}")))?;
         let metadata = sandbox
-            .metadata(&prepared, &limits)
+            .metadata_remembered(&prepared, &limits)
             .await
             .map_err(|err| fail(format!("metadata() failed: {err}")))?;
         if metadata.name != name {

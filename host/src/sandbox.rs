@@ -2,7 +2,8 @@
 //!
 //! - Components are compiled once per version: the machine code is cached on
 //!   disk under the component's sha256 and the engine's compatibility hash,
-//!   and mapped from there (`sandbox/code_cache.rs`).
+//!   and mapped from there (`sandbox/code_cache.rs`). A component's
+//!   `metadata()` answer is remembered there too, per contract and limits.
 //! - Each run gets a fresh store from a pre-instantiated component, with
 //!   fuel, a memory cap, a stack cap, an epoch deadline and a timeout.
 //! - A component that imports WASI gets a deny-by-default WASI: no files, no
@@ -74,6 +75,28 @@ impl Compiled {
 pub struct Prepared {
     pub compiled: Compiled,
     pre: StrategyPluginPre<StoreState>,
+}
+
+/// What a remembered `metadata()` answer was asked under.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct MetadataQuestion {
+    contract: String,
+    limits: Limits,
+}
+
+impl MetadataQuestion {
+    /// A short name for the question, part of the answer's file name.
+    fn key(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex(&Sha256::digest(json)[..8])
+    }
+}
+
+/// A `metadata()` answer on disk, with what it was asked under.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RememberedMetadata {
+    question: MetadataQuestion,
+    metadata: PluginMetadata,
 }
 
 /// Why a plugin file could not be compiled or loaded.
@@ -304,6 +327,52 @@ impl Sandbox {
                 Box::pin(
                     async move { plugin.wasmonkey_chaos_strategy().call_metadata(store).await },
                 )
+            })
+            .await;
+        result
+    }
+
+    /// The plugin's `metadata()`, as [`Sandbox::metadata`] answers it, but
+    /// remembered on disk per component, contract and limits: a component
+    /// that already answered under these limits starts no instance. Failures
+    /// are not remembered, so a plugin that failed is asked again.
+    pub async fn metadata_remembered(
+        &self,
+        prepared: &Prepared,
+        limits: &Limits,
+    ) -> Result<PluginMetadata, RunFailure> {
+        let question = MetadataQuestion {
+            contract: latest::PACKAGE.to_owned(),
+            limits: *limits,
+        };
+        let sha256 = &prepared.compiled.sha256;
+        let key = question.key();
+        if let Some(answer) = self.cache.answer(sha256, &key) {
+            match serde_json::from_slice::<RememberedMetadata>(&answer) {
+                Ok(remembered) if remembered.question == question => {
+                    return Ok(remembered.metadata);
+                }
+                _ => tracing::debug!("ignoring a damaged metadata answer of {sha256}"),
+            }
+        }
+        let metadata = self.metadata(prepared, limits).await?;
+        let remembered = RememberedMetadata { question, metadata };
+        if let Ok(answer) = serde_json::to_vec(&remembered) {
+            self.cache.remember_answer(sha256, &key, &answer);
+        }
+        Ok(remembered.metadata)
+    }
+
+    /// A fresh store and instance under `limits`, dropped at once: what every
+    /// call to a plugin costs before its own code runs.
+    pub async fn instantiate(
+        &self,
+        prepared: &Prepared,
+        limits: &Limits,
+    ) -> Result<(), RunFailure> {
+        let (_, result) = self
+            .call(prepared, Session::inert(limits), |_, _| {
+                Box::pin(async { Ok(()) })
             })
             .await;
         result

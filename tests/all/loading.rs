@@ -1,8 +1,8 @@
 //! Loading a plugin directory: bad files are reported with their path and
-//! reason while the good ones load; pins are enforced; compiled code is
-//! cached.
+//! reason while the good ones load; pins are enforced; compiled code and
+//! metadata() answers are cached.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmonkey::limits::{LimitRules, Limits};
@@ -193,6 +193,81 @@ async fn a_plugin_file_is_hashed_again_once_it_changes() {
         .await
         .unwrap();
     assert_eq!(metadata.name, "rolling");
+}
+
+/// The remembered metadata() answers in a cache directory.
+fn answers(cache: &Path) -> Vec<PathBuf> {
+    let mut answers: Vec<PathBuf> = std::fs::read_dir(cache.join("metadata"))
+        .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    answers.sort();
+    answers
+}
+
+#[tokio::test]
+async fn a_metadata_answer_is_remembered_per_component_and_limits() {
+    let dir = directory_with_classic();
+    let cache = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new(cache.path()).unwrap();
+    let catalog = Catalog::scan(dir.path()).unwrap();
+    let rules = |fuel: u64| LimitRules {
+        defaults: Limits {
+            fuel,
+            ..Limits::default()
+        },
+        ..LimitRules::default()
+    };
+    let load = |fuel: u64| {
+        let (catalog, sandbox) = (&catalog, &sandbox);
+        async move { catalog.load(sandbox, "classic-monkey", &rules(fuel)).await }
+    };
+    let fuel = Limits::default().fuel;
+
+    // An answer that breached its limits is not remembered.
+    let starved = load(10).await.err().expect("10 fuel cannot answer");
+    assert!(starved.reason.contains("fuel"), "{starved}");
+    assert!(answers(cache.path()).is_empty());
+
+    let asked = load(fuel).await.unwrap();
+    let [answer] = answers(cache.path()).try_into().expect("one answer");
+    // What is on disk is what the next load believes: no instance is asked.
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&answer).unwrap()).unwrap();
+    assert_eq!(
+        record["metadata"]["description"],
+        asked.metadata.description
+    );
+    record["metadata"]["description"] = "remembered".into();
+    std::fs::write(&answer, serde_json::to_vec(&record).unwrap()).unwrap();
+    assert_eq!(load(fuel).await.unwrap().metadata.description, "remembered");
+
+    // Other limits are another question: the plugin itself answers.
+    let other = load(fuel / 2).await.unwrap();
+    assert_eq!(other.metadata.description, asked.metadata.description);
+    assert_eq!(answers(cache.path()).len(), 2);
+
+    // A damaged answer is asked again and replaced.
+    std::fs::write(&answer, b"{\"question\":").unwrap();
+    let again = load(fuel).await.unwrap();
+    assert_eq!(again.metadata.description, asked.metadata.description);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&answer).unwrap()).unwrap();
+    assert_eq!(record["metadata"]["name"], "classic-monkey");
+
+    // A remembered answer is checked like a fresh one: the same component
+    // under another file name is still refused.
+    std::fs::copy(
+        dir.path().join("classic-monkey.wasm"),
+        dir.path().join("impostor.wasm"),
+    )
+    .unwrap();
+    let catalog = Catalog::scan(dir.path()).unwrap();
+    let impostor = catalog
+        .load(&sandbox, "impostor", &rules(fuel))
+        .await
+        .err()
+        .expect("an impostor loads");
+    assert!(impostor.reason.contains("names the plugin"), "{impostor}");
 }
 
 #[tokio::test]

@@ -13,6 +13,8 @@ wasmtime::component::bindgen!({
     world: "strategy-plugin",
     imports: { default: async | trappable },
     exports: { default: async },
+    // The sandbox remembers a component's metadata() answer on disk.
+    additional_derives: [serde::Serialize, serde::Deserialize],
 });
 
 use self::wasmonkey::chaos::types::{

@@ -13,6 +13,10 @@
 //!   [`SETTLE`] of the file's last change is not remembered: timestamps are
 //!   coarse, and two writes in the same tick would look alike.
 //!
+//! - `metadata/` remembers each component's `metadata()` answer, per contract
+//!   and limits it was given under, so that loading a known plugin starts no
+//!   instance (a Python plugin's runtime takes about 2 ms to answer).
+//!
 //! The cache directory must be as trusted as the host binary: whoever can
 //! write to it can choose the machine code that runs.
 
@@ -49,6 +53,25 @@ impl CodeCache {
     /// (and a mapping) only ever sees a whole entry.
     pub(crate) fn store(&self, entry: &Path, machine_code: &[u8]) -> anyhow::Result<()> {
         write_atomically(entry, machine_code)
+    }
+
+    /// A remembered answer of the component `sha256` to the question `key`.
+    pub(crate) fn answer(&self, sha256: &str, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.answer_path(sha256, key)).ok()
+    }
+
+    /// Remember an answer. Best effort: a failure only costs asking again.
+    pub(crate) fn remember_answer(&self, sha256: &str, key: &str, answer: &[u8]) {
+        let path = self.answer_path(sha256, key);
+        if let Err(err) = write_atomically(&path, answer) {
+            tracing::debug!("cannot remember {}: {err:#}", path.display());
+        }
+    }
+
+    fn answer_path(&self, sha256: &str, key: &str) -> PathBuf {
+        self.dir
+            .join("metadata")
+            .join(format!("{sha256}-{key}.json"))
     }
 
     /// The sha256 remembered for `path`, if the file is unchanged since.
