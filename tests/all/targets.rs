@@ -4,6 +4,8 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use wasmonkey::report::ExperimentReport;
+
 use crate::support::{self, FLEET, RULES};
 
 /// A loopback HTTP server: `/health` answers 200, anything else 503.
@@ -56,27 +58,24 @@ fn targets(base: &str, silent: &str) -> String {
     )
 }
 
-/// The hostile plugin's `check` attack with `grants`, also asking for a
-/// target that does not exist.
-fn check_experiment(grants: &str) -> String {
-    format!(
-        "[[experiment]]\nplugin = \"hostile\"\ngrants = {grants}\n\
-         params = {{ attack = \"check\", targets = \"nowhere\" }}\n"
-    )
+/// The report of the hostile plugin's `check` attack with `grants`, against
+/// every kind of target and one that does not exist.
+async fn check_attack(grants: &str) -> ExperimentReport {
+    let base = health_server().await;
+    let (_silent, silent) = silent_server().await;
+    let body = format!(
+        "{RULES}\n{}\n[[experiment]]\nplugin = \"hostile\"\ngrants = {grants}\n\
+         params = {{ attack = \"check\", targets = \"nowhere\" }}\n",
+        targets(&base, &silent),
+    );
+    let setup = support::setup(FLEET, &support::test_plugin_dir(), &body);
+    let (output, _) = support::run(&setup, 1, false).await;
+    support::only_experiment(&output).clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_checks_targets_by_name_and_never_sees_where_they_are() {
-    let base = health_server().await;
-    let (_silent, silent) = silent_server().await;
-    let body = format!(
-        "{RULES}\n{}\n{}",
-        targets(&base, &silent),
-        check_experiment("[\"probe-targets\"]")
-    );
-    let setup = support::setup(FLEET, &support::test_plugin_dir(), &body);
-    let (output, _) = support::run(&setup, 1, false).await;
-    let experiment = support::only_experiment(&output);
+    let experiment = check_attack("[\"probe-targets\"]").await;
     assert_eq!(experiment.error, None, "{experiment:#?}");
     let summary = experiment.summary.clone().unwrap_or_default();
     let lines: Vec<&str> = summary.lines().collect();
@@ -99,16 +98,7 @@ async fn a_plugin_checks_targets_by_name_and_never_sees_where_they_are() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checking_a_target_needs_the_grant() {
-    let base = health_server().await;
-    let (_silent, silent) = silent_server().await;
-    let body = format!(
-        "{RULES}\n{}\n{}",
-        targets(&base, &silent),
-        check_experiment("[\"terminate\"]")
-    );
-    let setup = support::setup(FLEET, &support::test_plugin_dir(), &body);
-    let (output, _) = support::run(&setup, 1, false).await;
-    let experiment = support::only_experiment(&output);
+    let experiment = check_attack("[\"terminate\"]").await;
     let summary = experiment.summary.clone().unwrap_or_default();
     for line in summary.lines() {
         assert!(
