@@ -15,7 +15,7 @@
 //!
 //! - `metadata/` remembers each component's `metadata()` answer, per contract
 //!   and limits it was given under, so that loading a known plugin starts no
-//!   instance (a Python plugin's runtime takes about 2 ms to answer).
+//!   instance (a fresh Python instance takes about 1.5 ms to answer).
 //!
 //! The cache directory must be as trusted as the host binary: whoever can
 //! write to it can choose the machine code that runs.
