@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Build a small Auto Scaling fleet in a moto server, for the README's
-walk-through: groups `web` (4) and `api` (3) opted in, `vault` (2) opted out,
+"""Build a small Auto Scaling fleet in a moto server, for the walk-through
+in docs/aws.md: groups `web` (4) and `api` (3) opted in, `vault` (2) opted out,
 an SNS topic `chaos` with an SQS queue subscribed so messages can be read back.
 
     python3 examples/aws/moto_fleet.py http://127.0.0.1:5000

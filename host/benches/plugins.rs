@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use wasmonkey::cloud::sim::{FleetSpec, SimCloud};
 use wasmonkey::cloud::{Cloud, InstanceState, Lifecycle, TerminateVia};
 use wasmonkey::config::Config;
-use wasmonkey::limits::{LimitRules, Limits};
+use wasmonkey::limits::{LimitOverrides, LimitRules, Limits};
 use wasmonkey::plugins::Catalog;
 use wasmonkey::policy::{BlastRadius, GroupPatterns, Policy, Scope};
 use wasmonkey::runner::{self, RunOptions};
@@ -146,7 +146,12 @@ async fn main() -> anyhow::Result<()> {
     let cached = cached_load(&sandbox, &classic, 50).await?;
     let catalog = Catalog::scan(&plugins)?;
     let plugin = catalog
-        .load(&sandbox, "classic-monkey", &rules)
+        .load(
+            &sandbox,
+            "classic-monkey",
+            &rules,
+            &LimitOverrides::default(),
+        )
         .await
         .map_err(|f| anyhow::anyhow!("{f}"))?;
     let instantiate = measure(200, || async {
@@ -212,7 +217,7 @@ async fn main() -> anyhow::Result<()> {
     // 3. Selection over 100,000 instances: Wasm vs native.
     let select_catalog = Catalog::scan(&test_plugins)?;
     let select = select_catalog
-        .load(&sandbox, "select", &rules)
+        .load(&sandbox, "select", &rules, &LimitOverrides::default())
         .await
         .map_err(|f| anyhow::anyhow!("{f}"))?;
     let big: Arc<dyn Cloud> = Arc::new(SimCloud::new(FleetSpec::uniform(100, 1000), 7)?);
@@ -305,7 +310,7 @@ async fn languages(rust_plugins: &Path, scratch: &Path) -> anyhow::Result<()> {
         .await;
         let catalog = Catalog::scan(dir)?;
         let plugin = catalog
-            .load(&sandbox, name, &rules)
+            .load(&sandbox, name, &rules, &LimitOverrides::default())
             .await
             .map_err(|f| anyhow::anyhow!("{f}"))?;
         let instantiate = measure(100, || async {
@@ -327,7 +332,7 @@ async fn languages(rust_plugins: &Path, scratch: &Path) -> anyhow::Result<()> {
         // the remembered metadata() answer, then a fresh instance.
         let start = measure(100, || async {
             let plugin = catalog
-                .load(&sandbox, name, &rules)
+                .load(&sandbox, name, &rules, &LimitOverrides::default())
                 .await
                 .map_err(|f| anyhow::anyhow!("{f}"))
                 .expect("load");

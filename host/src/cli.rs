@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::journal;
+use crate::limits::LimitOverrides;
 use crate::plugins::{Catalog, Plugin};
 use crate::report::Report;
 use crate::runner::{self, RunOptions};
@@ -206,17 +207,17 @@ async fn plugins(command: PluginsCommand) -> anyhow::Result<ExitCode> {
         }
         PluginsCommand::Inspect { name, .. } => {
             let plugin = catalog
-                .load(&sandbox, &name, &rules)
+                .load(&sandbox, &name, &rules, &LimitOverrides::default())
                 .await
                 .map_err(|failure| anyhow::anyhow!("{failure}"))?;
-            print!("{}", describe(&plugin, &config));
+            print!("{}", describe(&plugin));
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 /// Everything an operator needs to know about a plugin before running it.
-pub fn describe(plugin: &Plugin, config: &Config) -> String {
+pub fn describe(plugin: &Plugin) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let meta = &plugin.metadata;
@@ -267,9 +268,7 @@ pub fn describe(plugin: &Plugin, config: &Config) -> String {
             asked.join(", ")
         }
     );
-    let limits = config
-        .default_limits()
-        .with(&manifest.map(|m| m.limits).unwrap_or_default());
+    let limits = plugin.limits;
     let _ = writeln!(
         out,
         "limits:  fuel {}, memory {} MiB, stack {} KiB, timeout {} s, host calls {}, {} KiB per call",

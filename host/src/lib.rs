@@ -16,6 +16,7 @@ pub mod cli;
 pub mod cloud;
 pub mod config;
 pub mod contract;
+pub mod files;
 pub mod journal;
 pub mod limits;
 pub mod manifest;

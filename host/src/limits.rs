@@ -48,7 +48,36 @@ impl Default for Limits {
     }
 }
 
+/// The most `metadata()`, and the start functions instantiation runs, may
+/// use: loading a plugin, or listing a directory of them, is bounded by these
+/// whatever a manifest asks for. About a second of CPU, and what Python's
+/// runtime needs to start (`docs/security.md`).
+pub const METADATA_LIMITS: Limits = Limits {
+    fuel: 1_000_000_000,
+    memory_mib: 256,
+    stack_kib: 512,
+    timeout_secs: 5,
+    host_call_timeout_secs: 1,
+    host_call_kib: 64,
+    host_calls: 0,
+};
+
 impl Limits {
+    /// The limits `metadata()` runs under for a plugin that runs under
+    /// `self`: [`METADATA_LIMITS`], and never more than `self`.
+    pub fn for_metadata(&self) -> Limits {
+        let cap = METADATA_LIMITS;
+        Limits {
+            fuel: self.fuel.min(cap.fuel),
+            memory_mib: self.memory_mib.min(cap.memory_mib),
+            stack_kib: self.stack_kib.min(cap.stack_kib),
+            timeout_secs: self.timeout_secs.min(cap.timeout_secs),
+            host_call_timeout_secs: self.host_call_timeout_secs.min(cap.host_call_timeout_secs),
+            host_call_kib: self.host_call_kib.min(cap.host_call_kib),
+            host_calls: self.host_calls.min(cap.host_calls),
+        }
+    }
+
     /// The operator's ceilings when the config names none.
     pub fn default_ceiling() -> Self {
         Limits {
@@ -268,5 +297,19 @@ mod tests {
         assert!(Limits::default()
             .exceeding(&Limits::default_ceiling())
             .is_empty());
+    }
+
+    #[test]
+    fn metadata_runs_under_the_smaller_of_its_cap_and_the_run_limits() {
+        let generous = Limits::default_ceiling().for_metadata();
+        assert_eq!(generous, METADATA_LIMITS);
+        let tight = Limits {
+            fuel: 10,
+            stack_kib: 64,
+            ..Limits::default_ceiling()
+        }
+        .for_metadata();
+        assert_eq!((tight.fuel, tight.stack_kib), (10, 64));
+        assert_eq!(tight.memory_mib, METADATA_LIMITS.memory_mib);
     }
 }

@@ -31,8 +31,10 @@ pub struct Manifest {
 impl Manifest {
     /// Read and parse a manifest file; errors name the file and the field.
     pub fn load(path: &Path) -> anyhow::Result<Manifest> {
-        let text = std::fs::read_to_string(path)
+        let bytes = crate::files::read_bounded(path, crate::plugins::MAX_MANIFEST_BYTES)
             .map_err(|err| anyhow::anyhow!("{}: cannot read manifest: {err}", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{}: the manifest is not valid UTF-8", path.display()))?;
         let manifest: Manifest = toml::from_str(&text)
             .map_err(|err| anyhow::anyhow!("{}: invalid manifest: {err}", path.display()))?;
         if let Some(pin) = &manifest.sha256 {

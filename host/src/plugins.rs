@@ -1,21 +1,28 @@
 //! The plugin directory: every `NAME.wasm` component, each with an optional
 //! `NAME.toml` manifest beside it.
 //!
-//! Loading checks, in order: the file reads, its sha256 matches the
+//! Scanning checks every entry before anything opens it: a plugin's name is
+//! `[a-z0-9-]` (no look-alike letters), it is a regular file of bounded size
+//! (not a FIFO, a device, a directory or a huge sparse file), and each entry
+//! that cannot be a plugin is reported with the reason. Loading checks, in
+//! order: the file is still such a file when opened, its sha256 matches the
 //! manifest's pin, it compiles, it fits this host's world and version, and
-//! its `metadata()` agrees with the file name and manifest (the sandbox
-//! remembers that answer, so loading a known plugin again starts no
-//! instance). A plugin that fails is reported with its path and reason; the
-//! others still load.
+//! its `metadata()`, run under small limits of its own, agrees with the file
+//! name and manifest (the sandbox remembers that answer, so loading a known
+//! plugin again starts no instance). A plugin that fails is reported with its
+//! path and reason; the others still load, side by side, so a slow one
+//! delays no other.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
 use crate::contract::latest::PluginMetadata;
-use crate::limits::LimitRules;
+use crate::files;
+use crate::limits::{LimitOverrides, LimitRules, Limits};
 use crate::manifest::Manifest;
-use crate::sandbox::{Prepared, Sandbox};
+use crate::sandbox::{Prepared, Sandbox, MAX_COMPONENT_BYTES};
 
 /// A plugin that loaded.
 #[derive(Clone)]
@@ -25,6 +32,9 @@ pub struct Plugin {
     pub manifest: Option<Manifest>,
     pub metadata: PluginMetadata,
     pub prepared: Prepared,
+    /// What it runs under: the operator's defaults, the manifest's requests
+    /// and the experiment's overrides, within the ceiling.
+    pub limits: Limits,
 }
 
 impl Plugin {
@@ -34,7 +44,8 @@ impl Plugin {
     }
 }
 
-/// A plugin that did not load, and why.
+/// A plugin that did not load (or a directory entry that cannot be one), and
+/// why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadFailure {
     pub path: PathBuf,
@@ -43,36 +54,103 @@ pub struct LoadFailure {
 
 impl std::fmt::Display for LoadFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.reason)
+        write!(f, "{}: {}", shown(self.path.as_os_str()), self.reason)
     }
 }
 
-/// The `.wasm` files of a plugin directory, by name.
+/// A path as the operator's terminal may show it: printable UTF-8 as it is,
+/// anything else (control characters, invalid bytes) escaped.
+fn shown(path: &OsStr) -> String {
+    match path.to_str() {
+        Some(text) if !text.chars().any(char::is_control) => text.to_owned(),
+        _ => format!("{path:?}"),
+    }
+}
+
+/// Whether `name` may name a plugin: `[a-z0-9-]`, starting with a letter or
+/// a digit. Anything wider would let a look-alike (a Cyrillic `о` in
+/// `classic-mоnkey`) sit beside the real plugin.
+pub fn valid_name(name: &str) -> bool {
+    name.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+/// The most bytes of a manifest the host reads.
+pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024;
+
+/// The `.wasm` files of a plugin directory, by name, and every entry that
+/// cannot be a plugin.
 pub struct Catalog {
     dir: PathBuf,
     names: Vec<String>,
+    rejected: Vec<LoadFailure>,
 }
 
 impl Catalog {
-    /// List the components in `dir` (no loading yet).
+    /// List the components in `dir` (no loading yet), checking each entry's
+    /// name, kind and size without opening it.
     pub fn scan(dir: &Path) -> anyhow::Result<Catalog> {
         let entries = std::fs::read_dir(dir)
             .with_context(|| format!("reading plugin directory {}", dir.display()))?;
         let mut names = Vec::new();
+        let mut rejected = Vec::new();
+        let mut manifests = Vec::new();
         for entry in entries {
             let path = entry
                 .with_context(|| format!("reading plugin directory {}", dir.display()))?
                 .path();
-            if path.extension().is_some_and(|ext| ext == "wasm") {
-                if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                    names.push(stem.to_owned());
-                }
+            let Some(file_name) = path.file_name() else {
+                continue;
+            };
+            let reject = |reason: String| LoadFailure {
+                path: path.clone(),
+                reason,
+            };
+            let Some(file_name) = file_name.to_str() else {
+                rejected.push(reject("the file name is not valid UTF-8".into()));
+                continue;
+            };
+            if let Some(stem) = file_name.strip_suffix(".toml") {
+                manifests.push((stem.to_owned(), path.clone()));
+                continue;
+            }
+            let Some(stem) = file_name.strip_suffix(".wasm") else {
+                continue;
+            };
+            if !valid_name(stem) {
+                rejected.push(reject(
+                    "a plugin's name may only hold a-z, 0-9 and -, starting with a letter or digit"
+                        .into(),
+                ));
+                continue;
+            }
+            match std::fs::metadata(&path) {
+                Err(err) => rejected.push(reject(format!("cannot read: {err}"))),
+                Ok(metadata) => match files::check(&metadata, MAX_COMPONENT_BYTES) {
+                    Err(problem) => rejected.push(reject(problem.to_string())),
+                    Ok(()) => names.push(stem.to_owned()),
+                },
+            }
+        }
+        for (stem, path) in manifests {
+            let component = format!("{stem}.wasm");
+            if !names.contains(&stem) && !rejected.iter().any(|r| r.path.ends_with(&component)) {
+                rejected.push(LoadFailure {
+                    path,
+                    reason: format!("a manifest without a component ({component})"),
+                });
             }
         }
         names.sort();
+        rejected.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(Catalog {
             dir: dir.to_owned(),
             names,
+            rejected,
         })
     }
 
@@ -81,20 +159,31 @@ impl Catalog {
         &self.names
     }
 
+    /// The entries that cannot be plugins, with the reason.
+    pub fn rejected(&self) -> &[LoadFailure] {
+        &self.rejected
+    }
+
     /// The plugin directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Load one plugin by name, held to `rules`: what its manifest asks for
-    /// must be within the ceiling before any of its code runs.
+    /// Load one plugin by name, held to `rules`, to run with the
+    /// `experiment`'s overrides: what its manifest asks for, and what the
+    /// experiment sets, must be within the ceiling before any of its code
+    /// runs.
     pub async fn load(
         &self,
         sandbox: &Sandbox,
         name: &str,
         rules: &LimitRules,
+        experiment: &LimitOverrides,
     ) -> Result<Plugin, LoadFailure> {
         let path = self.dir.join(format!("{name}.wasm"));
+        if let Some(rejected) = self.rejected.iter().find(|r| r.path == path) {
+            return Err(rejected.clone());
+        }
         if !self.names.iter().any(|n| n == name) {
             return Err(LoadFailure {
                 path,
@@ -106,18 +195,28 @@ impl Catalog {
             reason,
         };
         let manifest_path = self.dir.join(format!("{name}.toml"));
-        let manifest = if manifest_path.is_file() {
-            Some(Manifest::load(&manifest_path).map_err(|err| fail(format!("{err:#}")))?)
-        } else {
-            None
+        let manifest = match std::fs::metadata(&manifest_path) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            Err(err) => {
+                return Err(fail(format!(
+                    "{}: cannot read manifest: {err}",
+                    manifest_path.display()
+                )))
+            }
+            // A manifest that is there but is not a file is an error, never
+            // ignored: its pin and grants would silently vanish.
+            Ok(_) => Some(Manifest::load(&manifest_path).map_err(|err| fail(format!("{err:#}")))?),
         };
-        // Even metadata() runs only within the operator's ceiling.
-        let limits = match &manifest {
-            Some(manifest) => rules
-                .grant(&manifest.limits)
-                .map_err(|err| fail(format!("{} asks for {err}", manifest_path.display())))?,
-            None => rules.defaults,
-        };
+        let asked = manifest.as_ref().map(|m| m.limits).unwrap_or_default();
+        let granted = rules
+            .grant(&asked)
+            .map_err(|err| fail(format!("{} asks for {err}", manifest_path.display())))?;
+        let limits = granted.with(experiment);
+        if let Some(&(key, value, max)) = limits.exceeding(&rules.ceiling).first() {
+            return Err(fail(format!(
+                "the experiment would run it with {key} = {value}, above the operator's ceiling {max}"
+            )));
+        }
         // Compiling runs no plugin code; the pin is checked before anything runs.
         let compiled = sandbox
             .compile_file(&path, limits.stack_bytes())
@@ -135,7 +234,7 @@ impl Catalog {
             .prepare(compiled)
             .map_err(|err| fail(format!("{err:#}")))?;
         let metadata = sandbox
-            .metadata_remembered(&prepared, &limits)
+            .metadata_remembered(&prepared, &limits.for_metadata())
             .await
             .map_err(|err| fail(format!("metadata() failed: {err}")))?;
         if metadata.name != name {
@@ -147,7 +246,7 @@ impl Catalog {
         if let Some(manifest) = &manifest {
             if manifest.name != metadata.name || manifest.version != metadata.version {
                 return Err(fail(format!(
-                    "{} says {}@{}, but the component says {}@{}",
+                    "{} says {}@{}, but the component says {:?}@{:?}",
                     manifest_path.display(),
                     manifest.name,
                     manifest.version,
@@ -162,23 +261,73 @@ impl Catalog {
             manifest,
             metadata,
             prepared,
+            limits,
         })
     }
 
-    /// Load every plugin; failures are returned beside the successes.
+    /// Load every plugin side by side, so that a slow one delays no other;
+    /// the failures, and every entry that cannot be a plugin, are returned
+    /// beside the successes, both in name order.
     pub async fn load_all(
         &self,
         sandbox: &Sandbox,
         rules: &LimitRules,
     ) -> (Vec<Plugin>, Vec<LoadFailure>) {
+        let none = LimitOverrides::default();
+        let results = futures::future::join_all(
+            self.names
+                .iter()
+                .map(|name| self.load(sandbox, name, rules, &none)),
+        )
+        .await;
         let mut loaded = Vec::new();
-        let mut failed = Vec::new();
-        for name in &self.names {
-            match self.load(sandbox, name, rules).await {
+        let mut failed = self.rejected.clone();
+        for result in results {
+            match result {
                 Ok(plugin) => loaded.push(plugin),
                 Err(failure) => failed.push(failure),
             }
         }
+        failed.sort_by(|a, b| a.path.cmp(&b.path));
         (loaded, failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_names_are_lowercase_ascii_digits_and_dashes() {
+        for good in ["classic-monkey", "az-outage", "p2", "9lives"] {
+            assert!(valid_name(good), "{good}");
+        }
+        // A Cyrillic о, an uppercase letter, a dot, a space, an escape,
+        // a leading dash, nothing.
+        for bad in [
+            "classic-m\u{43e}nkey",
+            "Classic",
+            "a.b",
+            "a b",
+            "a\u{1b}[2J",
+            "-x",
+            "",
+        ] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_failure_shows_a_hostile_file_name_escaped() {
+        let failure = LoadFailure {
+            path: PathBuf::from("/p/\u{1b}]0;owned\u{7}.wasm"),
+            reason: "r".into(),
+        };
+        let text = failure.to_string();
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text}"
+        );
+        assert!(text.contains("\\u{1b}"), "{text}");
     }
 }

@@ -279,22 +279,16 @@ impl Context<'_> {
         );
         let plugin = self
             .catalog
-            .load(self.sandbox, &experiment.plugin, &config.limit_rules())
+            .load(
+                self.sandbox,
+                &experiment.plugin,
+                &config.limit_rules(),
+                &experiment.limits,
+            )
             .await
             .map_err(|failure| anyhow::anyhow!("{where_}: plugin did not load: {failure}"))?;
         let label = plugin.label();
-        let asked = plugin
-            .manifest
-            .as_ref()
-            .map(|m| m.limits)
-            .unwrap_or_default();
-        let limits = config
-            .default_limits()
-            .with(&asked)
-            .with(&experiment.limits);
-        if let Some((key, value, max)) = limits.exceeding(&config.ceiling()).first() {
-            anyhow::bail!("{where_}: plugin {label} would run with {key} = {value}, above the operator's ceiling {max}");
-        }
+        let limits = plugin.limits;
         let requested = plugin
             .manifest
             .as_ref()

@@ -21,15 +21,18 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::contract::latest::{self, Outcome, Param, PluginMetadata, RunError, StrategyPluginPre};
+use crate::files;
 use crate::limits::{Limit, LimitBreach, Limits};
 use crate::session::Session;
 
+pub mod budget;
 mod code_cache;
+use budget::Budget;
 use code_cache::CodeCache;
 
 /// How often the epoch advances; the wall-clock deadline's resolution.
@@ -38,6 +41,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
 /// Most bytes a WASI plugin may print to stdout or stderr per run.
 const STDIO_CAPACITY: usize = 1024 * 1024;
+/// The largest component file the host reads (Python's runtime, the largest
+/// we ship, is about 18 MB).
+pub const MAX_COMPONENT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Compiles and runs plugin components.
 pub struct Sandbox {
@@ -52,6 +58,8 @@ pub struct Sandbox {
 #[derive(Clone)]
 pub struct Compiled {
     pub engine: Engine,
+    /// The stack cap of that engine, in bytes.
+    pub stack_bytes: usize,
     pub component: Component,
     /// Hex sha256 of the component file.
     pub sha256: String,
@@ -102,9 +110,9 @@ struct RememberedMetadata {
 /// Why a plugin file could not be compiled or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
-    /// The file could not be read.
-    #[error("cannot read: {0}")]
-    Read(std::io::Error),
+    /// The file is not one the host reads, or could not be read.
+    #[error("{0}")]
+    File(files::FileProblem),
     /// The bytes are not a component this host can compile.
     #[error("not a valid WebAssembly component: {0:#}")]
     Invalid(anyhow::Error),
@@ -125,12 +133,15 @@ pub enum RunFailure {
     /// The plugin returned its own error.
     #[error("plugin failed: {0}")]
     Plugin(String),
+    /// The host failed (the plugin is not to blame): the engine, the journal.
+    #[error("host fault: {0}")]
+    Host(String),
 }
 
 /// What a store holds: the session and the sandbox's own bookkeeping.
 pub struct StoreState {
     session: Session,
-    memory: MemoryCap,
+    budget: Budget,
     wasi: WasiCtx,
     table: ResourceTable,
     stdout: MemoryOutputPipe,
@@ -143,41 +154,6 @@ impl WasiView for StoreState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
-    }
-}
-
-/// The linear-memory cap. Growing past it traps with a [`LimitBreach`].
-struct MemoryCap {
-    max: usize,
-}
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.max {
-            return Err(wasmtime::Error::new(LimitBreach::new(
-                Limit::Memory,
-                format!(
-                    "linear memory would grow from {current} to {desired} bytes; the cap is {} bytes",
-                    self.max
-                ),
-            )));
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        // Tables hold function references; a million is far beyond any plugin.
-        Ok(desired <= 1_000_000)
     }
 }
 
@@ -233,20 +209,30 @@ impl Sandbox {
 
     /// Load a plugin file: its machine code from the cache when the file is
     /// unchanged since it was last hashed (without reading the file), else
-    /// read, hash and [`Sandbox::compile`] it.
+    /// read, hash and [`Sandbox::compile`] it. The file must be a regular
+    /// file of at most [`MAX_COMPONENT_BYTES`], checked on the open
+    /// descriptor before a byte is read.
     pub fn compile_file(&self, path: &Path, stack_bytes: usize) -> Result<Compiled, CompileError> {
         let started = Instant::now();
         let engine = self.engine(stack_bytes).map_err(CompileError::Engine)?;
         // Taken before the read: a write after it changes the fingerprint.
-        let metadata = std::fs::metadata(path).map_err(CompileError::Read)?;
+        let (file, metadata) =
+            files::open(path, MAX_COMPONENT_BYTES).map_err(CompileError::File)?;
         if let Some(sha256) = self.cache.known_sha256(path, &metadata) {
             let entry = self.cache.entry(&sha256, compatibility(&engine));
             if let Some(component) = load_entry(&engine, &entry) {
-                return Ok(compiled(engine, component, sha256, true, started));
+                return Ok(compiled(
+                    engine,
+                    stack_bytes,
+                    component,
+                    sha256,
+                    true,
+                    started,
+                ));
             }
         }
-        let bytes = std::fs::read(path).map_err(CompileError::Read)?;
-        let compiled = self.compile_with(engine, &bytes, started)?;
+        let bytes = files::read(file, MAX_COMPONENT_BYTES).map_err(CompileError::File)?;
+        let compiled = self.compile_with(engine, stack_bytes, &bytes, started)?;
         self.cache
             .remember_sha256(path, &metadata, &compiled.sha256);
         Ok(compiled)
@@ -256,19 +242,27 @@ impl Sandbox {
     pub fn compile(&self, bytes: &[u8], stack_bytes: usize) -> Result<Compiled, CompileError> {
         let started = Instant::now();
         let engine = self.engine(stack_bytes).map_err(CompileError::Engine)?;
-        self.compile_with(engine, bytes, started)
+        self.compile_with(engine, stack_bytes, bytes, started)
     }
 
     fn compile_with(
         &self,
         engine: Engine,
+        stack_bytes: usize,
         bytes: &[u8],
         started: Instant,
     ) -> Result<Compiled, CompileError> {
         let sha256 = hex(&Sha256::digest(bytes));
         let entry = self.cache.entry(&sha256, compatibility(&engine));
         if let Some(component) = load_entry(&engine, &entry) {
-            return Ok(compiled(engine, component, sha256, true, started));
+            return Ok(compiled(
+                engine,
+                stack_bytes,
+                component,
+                sha256,
+                true,
+                started,
+            ));
         }
         let machine_code = engine
             .precompile_component(bytes)
@@ -282,7 +276,14 @@ impl Sandbox {
         // SAFETY: produced just above by this engine.
         let component = unsafe { Component::deserialize(&engine, &machine_code) }
             .map_err(|err| CompileError::Invalid(err.into()))?;
-        Ok(compiled(engine, component, sha256, false, started))
+        Ok(compiled(
+            engine,
+            stack_bytes,
+            component,
+            sha256,
+            false,
+            started,
+        ))
     }
 
     /// Link a compiled component against this host's contract (and the
@@ -313,6 +314,50 @@ impl Sandbox {
                 )
             })?;
         Ok(Prepared { compiled, pre })
+    }
+
+    /// The same component, linked for the engine of `limits`' stack cap. The
+    /// stack cap is an engine setting, so a run whose limits differ from
+    /// those the component was loaded under (an experiment's `stack_kib`,
+    /// `metadata()`'s own cap) must run on the engine its limits name.
+    pub fn prepared_for(&self, prepared: &Prepared, limits: &Limits) -> anyhow::Result<Prepared> {
+        let stack_bytes = limits.stack_bytes();
+        if prepared.compiled.stack_bytes == stack_bytes {
+            return Ok(prepared.clone());
+        }
+        let started = Instant::now();
+        let engine = self.engine(stack_bytes)?;
+        let sha256 = prepared.compiled.sha256.clone();
+        let entry = self.cache.entry(&sha256, compatibility(&engine));
+        let component = match load_entry(&engine, &entry) {
+            Some(component) => component,
+            None => {
+                // Engines that differ only in their stack cap share machine code.
+                let machine_code = prepared
+                    .compiled
+                    .component
+                    .serialize()
+                    .map_err(anyhow::Error::from)?;
+                if let Err(err) = self.cache.store(&entry, &machine_code) {
+                    tracing::warn!(
+                        "cannot cache compiled plugin at {}: {err:#}",
+                        entry.display()
+                    );
+                }
+                // SAFETY: serialized just above by wasmtime from a component
+                // it compiled; deserialize checks the engine's settings.
+                unsafe { Component::deserialize(&engine, &machine_code) }
+                    .map_err(anyhow::Error::from)?
+            }
+        };
+        self.prepare(compiled(
+            engine,
+            stack_bytes,
+            component,
+            sha256,
+            true,
+            started,
+        ))
     }
 
     /// Call the plugin's `metadata()` in a store whose imports all trap.
@@ -410,6 +455,16 @@ impl Sandbox {
     ) -> (Session, Result<R, RunFailure>) {
         let limits = *session.limits();
         let label = session.plugin().to_string();
+        let prepared = match self.prepared_for(prepared, &limits) {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                let failure = RunFailure::Host(format!(
+                    "cannot set up the engine for a {} KiB stack: {err:#}",
+                    limits.stack_kib
+                ));
+                return (session, Err(failure));
+            }
+        };
         let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
         let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
         // Deny by default: no preopened directories, no env, no args, and
@@ -423,16 +478,17 @@ impl Sandbox {
             .build();
         let state = StoreState {
             session,
-            memory: MemoryCap {
-                max: limits.memory_bytes(),
-            },
+            budget: Budget::new(limits.memory_bytes()),
             wasi,
             table: ResourceTable::new(),
             stdout: stdout.clone(),
             stderr: stderr.clone(),
         };
         let mut store = Store::new(&prepared.compiled.engine, state);
-        store.limiter(|state| &mut state.memory);
+        store.limiter(|state| &mut state.budget);
+        // wasmtime copies a host call's arguments out of the plugin before
+        // the host sees them: bound that copy, not only what arrives.
+        store.set_hostcall_fuel(limits.host_call_bytes());
         let configured = store
             .set_fuel(limits.fuel)
             .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)));
@@ -497,8 +553,27 @@ fn classify(err: &wasmtime::Error, limits: &Limits) -> RunFailure {
             Limit::Stack,
             format!("the plugin's call stack exceeded {} KiB", limits.stack_kib),
         )),
+        _ if hostcall_fuel_exhausted(err) => RunFailure::Limit(LimitBreach::new(
+            Limit::HostCallBytes,
+            format!(
+                "the plugin passed more than {} bytes in one host call or answer; \
+                 wasmtime stopped before copying them",
+                limits.host_call_bytes()
+            ),
+        )),
         _ => RunFailure::Trap(format!("{err:#}")),
     }
+}
+
+/// Whether wasmtime stopped a copy out of the plugin at the store's hostcall
+/// fuel. Its error type is private, so its message is what tells (a test
+/// breaks if a wasmtime upgrade changes it).
+fn hostcall_fuel_exhausted(err: &wasmtime::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    })
 }
 
 fn forward_stdio(plugin: &str, stream: &str, pipe: &MemoryOutputPipe) {
@@ -536,6 +611,7 @@ fn load_entry(engine: &Engine, entry: &Path) -> Option<Component> {
 
 fn compiled(
     engine: Engine,
+    stack_bytes: usize,
     component: Component,
     sha256: String,
     from_cache: bool,
@@ -548,6 +624,7 @@ fn compiled(
         .collect();
     Compiled {
         engine,
+        stack_bytes,
         component,
         sha256,
         from_cache,

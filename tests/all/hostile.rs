@@ -8,9 +8,18 @@ use crate::support::{self, FLEET, RULES};
 /// Run the `hostile` plugin with `attack` under `limits`, then a well-behaved
 /// `list` run of the same plugin; return the first experiment's error.
 async fn contained(attack: &str, limits: &str) -> String {
+    attempt(attack, "", limits)
+        .await
+        .expect("the attack was stopped")
+}
+
+/// Run the `hostile` plugin with `attack` and more `params` under `limits`,
+/// then a well-behaved `list` run of the same plugin; return the first
+/// experiment's error, if it had one.
+async fn attempt(attack: &str, params: &str, limits: &str) -> Option<String> {
     let body = format!(
         "{RULES}\n[ceiling]\nfuel = 1000000000000000\n\
-         [[experiment]]\nplugin = \"hostile\"\ngrants = [\"terminate\"]\nparams = {{ attack = \"{attack}\" }}\nlimits = {{ {limits} }}\n\
+         [[experiment]]\nplugin = \"hostile\"\ngrants = [\"terminate\"]\nparams = {{ attack = \"{attack}\"{params} }}\nlimits = {{ {limits} }}\n\
          [[experiment]]\nplugin = \"hostile\"\nparams = {{ attack = \"list\" }}\n"
     );
     let setup = support::setup(FLEET, &support::test_plugin_dir(), &body);
@@ -27,14 +36,13 @@ async fn contained(attack: &str, limits: &str) -> String {
         .as_deref()
         .is_some_and(|s| s.contains("i-")));
     assert!(output.report.complete);
-    let error = experiments[0]
-        .error
-        .clone()
-        .expect("the attack was stopped");
-    assert!(
-        error.contains("hostile@"),
-        "error does not name the plugin: {error}"
-    );
+    let error = experiments[0].error.clone();
+    if let Some(error) = &error {
+        assert!(
+            error.contains("hostile@"),
+            "error does not name the plugin: {error}"
+        );
+    }
     error
 }
 
@@ -71,6 +79,24 @@ async fn unbounded_recursion_stops_at_the_stack_cap() {
     );
 }
 
+/// Calls deep that fit in a 512 KiB stack but not in 128 KiB (each frame of
+/// the hostile plugin's recursion takes about STACK_FRAME bytes).
+const DEPTH: &str = ", depth = 6000";
+
+#[tokio::test]
+async fn the_experiments_stack_cap_is_the_one_in_force() {
+    // The default 512 KiB holds the recursion...
+    assert_eq!(attempt("recursion", DEPTH, "").await, None);
+    assert_eq!(attempt("recursion", DEPTH, "stack_kib = 512").await, None);
+    // ...and an experiment's 128 KiB does not, though the plugin was loaded
+    // under the default.
+    let error = attempt("recursion", DEPTH, "stack_kib = 128")
+        .await
+        .expect("the recursion overflows 128 KiB");
+    names(&error, Limit::Stack);
+    assert!(error.contains("128 KiB"), "{error}");
+}
+
 #[tokio::test]
 async fn a_panic_is_a_trap_not_a_crash() {
     let error = contained("panic", "").await;
@@ -78,8 +104,19 @@ async fn a_panic_is_a_trap_not_a_crash() {
 }
 
 #[tokio::test]
-async fn a_huge_outcome_is_refused() {
-    names(&contained("huge-list", "").await, Limit::OutcomeSize);
+async fn an_outcome_larger_than_the_blast_radius_is_refused() {
+    let error = attempt("huge-list", ", count = 10", "")
+        .await
+        .expect("10 victims exceed a blast radius of 3");
+    names(&error, Limit::OutcomeSize);
+}
+
+#[tokio::test]
+async fn a_huge_outcome_is_stopped_before_the_host_copies_it() {
+    // 100,000 victims: megabytes of records, above 1 MiB per host call.
+    let error = contained("huge-list", "host_call_kib = 1024").await;
+    names(&error, Limit::HostCallBytes);
+    assert!(error.contains("before copying"), "{error}");
 }
 
 #[tokio::test]

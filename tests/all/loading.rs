@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use wasmonkey::limits::{LimitRules, Limits};
+use wasmonkey::limits::{LimitOverrides, LimitRules, Limits, METADATA_LIMITS};
 use wasmonkey::plugins::Catalog;
 use wasmonkey::sandbox::Sandbox;
 
@@ -86,7 +86,12 @@ async fn a_pin_mismatch_is_refused_and_a_matching_pin_loads() {
     set_pin(dir.path(), &"0".repeat(64));
     let catalog = Catalog::scan(dir.path()).unwrap();
     let failure = catalog
-        .load(&sandbox(), "classic-monkey", &LimitRules::default())
+        .load(
+            &sandbox(),
+            "classic-monkey",
+            &LimitRules::default(),
+            &LimitOverrides::default(),
+        )
         .await
         .err()
         .expect("a wrong pin must not load");
@@ -103,7 +108,12 @@ async fn a_pin_mismatch_is_refused_and_a_matching_pin_loads() {
         .collect();
     set_pin(dir.path(), &actual);
     let plugin = catalog
-        .load(&sandbox(), "classic-monkey", &LimitRules::default())
+        .load(
+            &sandbox(),
+            "classic-monkey",
+            &LimitRules::default(),
+            &LimitOverrides::default(),
+        )
         .await
         .unwrap();
     assert_eq!(plugin.prepared.compiled.sha256, actual);
@@ -219,9 +229,20 @@ async fn a_metadata_answer_is_remembered_per_component_and_limits() {
     };
     let load = |fuel: u64| {
         let (catalog, sandbox) = (&catalog, &sandbox);
-        async move { catalog.load(sandbox, "classic-monkey", &rules(fuel)).await }
+        async move {
+            catalog
+                .load(
+                    sandbox,
+                    "classic-monkey",
+                    &rules(fuel),
+                    &LimitOverrides::default(),
+                )
+                .await
+        }
     };
-    let fuel = Limits::default().fuel;
+    // metadata() runs under at most METADATA_LIMITS, so the questions below
+    // differ only within it.
+    let fuel = METADATA_LIMITS.fuel;
 
     // An answer that breached its limits is not remembered.
     let starved = load(10).await.err().expect("10 fuel cannot answer");
@@ -263,7 +284,12 @@ async fn a_metadata_answer_is_remembered_per_component_and_limits() {
     .unwrap();
     let catalog = Catalog::scan(dir.path()).unwrap();
     let impostor = catalog
-        .load(&sandbox, "impostor", &rules(fuel))
+        .load(
+            &sandbox,
+            "impostor",
+            &rules(fuel),
+            &LimitOverrides::default(),
+        )
         .await
         .err()
         .expect("an impostor loads");
@@ -290,4 +316,83 @@ async fn shipped_plugins_need_no_wasi_and_describe_themselves() {
             .expect("shipped plugins have manifests");
         assert_eq!(manifest.version, plugin.metadata.version);
     }
+}
+
+#[tokio::test]
+async fn hostile_directory_entries_are_reported_while_the_good_plugin_loads() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = directory_with_classic();
+    let path = |name: &str| dir.path().join(name);
+    // A FIFO would block a reader forever.
+    let status = std::process::Command::new("mkfifo")
+        .arg(path("fifo.wasm"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // A device behind a link never ends.
+    std::os::unix::fs::symlink("/dev/zero", path("zero.wasm")).unwrap();
+    // 1 GiB of nothing.
+    std::fs::File::create(path("sparse.wasm"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    std::fs::create_dir(path("folder.wasm")).unwrap();
+    // A manifest that is a directory would lose its pin and grants.
+    std::fs::copy(path("classic-monkey.wasm"), path("rolling.wasm")).unwrap();
+    std::fs::create_dir(path("rolling.toml")).unwrap();
+    let non_utf8 = std::ffi::OsStr::from_bytes(b"bad\xff.wasm");
+    std::fs::copy(path("classic-monkey.wasm"), dir.path().join(non_utf8)).unwrap();
+    // A Cyrillic о: the look-alike of classic-monkey.
+    std::fs::copy(
+        path("classic-monkey.wasm"),
+        path("classic-m\u{43e}nkey.wasm"),
+    )
+    .unwrap();
+
+    let catalog = Catalog::scan(dir.path()).unwrap();
+    let (loaded, failed) = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        catalog.load_all(&sandbox(), &LimitRules::default()),
+    )
+    .await
+    .expect("loading the directory is bounded");
+    assert_eq!(
+        loaded.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["classic-monkey"]
+    );
+    let reason = |file: &str| -> String {
+        failed
+            .iter()
+            .find(|f| {
+                f.path
+                    .file_name()
+                    .is_some_and(|n| n.as_bytes() == file.as_bytes())
+            })
+            .unwrap_or_else(|| panic!("{file} is not reported: {failed:#?}"))
+            .to_string()
+    };
+    assert!(reason("fifo.wasm").contains("not a regular file (a FIFO)"));
+    assert!(reason("zero.wasm").contains("not a regular file (a character device)"));
+    assert!(reason("sparse.wasm").contains("1073741824 bytes is larger than"));
+    assert!(reason("folder.wasm").contains("not a regular file (a directory)"));
+    let rolling = reason("rolling.wasm");
+    assert!(
+        rolling.contains("rolling.toml") && rolling.contains("not a regular file (a directory)"),
+        "{rolling}"
+    );
+    let look_alike = reason("classic-m\u{43e}nkey.wasm");
+    assert!(
+        look_alike.contains("may only hold a-z, 0-9 and -"),
+        "{look_alike}"
+    );
+    let bad = failed
+        .iter()
+        .find(|f| f.path.file_name() == Some(non_utf8))
+        .expect("the non-UTF-8 name is reported")
+        .to_string();
+    assert!(
+        bad.contains("not valid UTF-8") && bad.contains("\\xFF"),
+        "{bad}"
+    );
+    assert_eq!(failed.len(), 7, "{failed:#?}");
 }

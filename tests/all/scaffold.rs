@@ -26,7 +26,7 @@ fn check(what: &str, output: &Output) -> String {
     stdout
 }
 
-/// `cargo xtask build-plugin DIR`, as the project's README says.
+/// `cargo xtask build-plugin DIR`, as docs/plugins.md says.
 fn build(dir: &Path) -> Output {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     Command::new(cargo)

@@ -5,7 +5,7 @@
 //! |-----------------|---------------------------------------------------------------|
 //! | `loop`          | spins forever without calling the host                        |
 //! | `memory`        | allocates and touches memory without end                      |
-//! | `recursion`     | recurses without end (not a tail call: the stack overflows)   |
+//! | `recursion`     | recurses `depth` calls deep, without end if 0 (no tail call)  |
 //! | `panic`         | panics (a trap, as panics abort)                              |
 //! | `huge-list`     | returns an outcome with `count` victims                       |
 //! | `host-flood`    | calls `runtime::now-ms` forever                               |
@@ -42,6 +42,7 @@ impl Guest for Hostile {
             ),
             params::integer("count", "Victims returned by huge-list", 100_000),
             params::integer("size", "Bytes logged by big-arg", 16 << 20),
+            params::integer("depth", "Calls deep for recursion; 0 recurses without end", 0),
             params::text(
                 "targets",
                 "Comma-separated instance ids for terminate, extra target names for check",
@@ -57,8 +58,12 @@ impl Guest for Hostile {
             "loop" => spin(),
             "memory" => hoard(),
             "recursion" => {
-                let depth = recurse(black_box(1));
-                Ok(summary(format!("recursion ended at {depth}")))
+                let depth = match params.integer_at_least("depth", 0)? {
+                    0 => u64::MAX,
+                    depth => depth,
+                };
+                let value = recurse(black_box(1), depth);
+                Ok(summary(format!("recursion {depth} calls deep returned {value}")))
             }
             "panic" => panic!("hostile plugin panics on purpose"),
             "huge-list" => {
@@ -133,17 +138,19 @@ fn hoard() -> ! {
     }
 }
 
-/// Recurse without end, growing the wasm call stack (not the linear-memory
-/// stack: no local has its address taken). The result of the recursive call
-/// is multiplied and then added to, so it is no tail call and no accumulator
-/// that LLVM's tail-recursion elimination could turn into a loop; the
-/// `black_box` base case keeps the function from being known never to return.
+/// Recurse until `depth` reaches `limit`, growing the wasm call stack (not
+/// the linear-memory stack: no local has its address taken). The result of
+/// the recursive call is multiplied and then added to, so it is no tail call
+/// and no accumulator that LLVM's tail-recursion elimination could turn into
+/// a loop; the `black_box` keeps the depth from being known in advance.
 #[inline(never)]
-fn recurse(depth: u64) -> u64 {
-    if black_box(depth) == u64::MAX {
+fn recurse(depth: u64, limit: u64) -> u64 {
+    if black_box(depth) >= limit {
         return depth;
     }
-    recurse(depth + 1).wrapping_mul(31).wrapping_add(depth)
+    recurse(depth + 1, limit)
+        .wrapping_mul(31)
+        .wrapping_add(depth)
 }
 
 fn fake_victim(n: u64) -> Victim {

@@ -1,0 +1,122 @@
+//! Reading files from directories the host does not fully trust (the plugin
+//! directory): each is checked to be a regular file of bounded size on the
+//! open descriptor itself, before a byte is read, so a FIFO, a device, a
+//! directory or a huge sparse file costs nothing, even if it is swapped in
+//! after a directory scan.
+
+use std::fs::{File, Metadata};
+use std::io::Read as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+
+/// Why a file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileProblem {
+    /// It could not be opened or read.
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    /// It is not a regular file.
+    #[error("not a regular file ({0})")]
+    NotRegular(&'static str),
+    /// It is larger than the host reads.
+    #[error("{size} bytes is larger than the {max} bytes the host reads")]
+    TooLarge {
+        /// Its size.
+        size: u64,
+        /// The most the host reads.
+        max: u64,
+    },
+}
+
+/// What kind of entry `metadata` describes, in words.
+pub fn kind(metadata: &Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    let file_type = metadata.file_type();
+    if file_type.is_file() {
+        "a regular file"
+    } else if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Check that `metadata` is of a regular file of at most `max` bytes.
+pub fn check(metadata: &Metadata, max: u64) -> Result<(), FileProblem> {
+    if !metadata.is_file() {
+        return Err(FileProblem::NotRegular(kind(metadata)));
+    }
+    if metadata.len() > max {
+        return Err(FileProblem::TooLarge {
+            size: metadata.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// A regular file of at most `max` bytes, open, with its metadata as read
+/// from the descriptor. Opening never blocks: a FIFO opens at once
+/// (non-blocking) and is then refused for what it is.
+pub fn open(path: &Path, max: u64) -> Result<(File, Metadata), FileProblem> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    check(&metadata, max)?;
+    Ok((file, metadata))
+}
+
+/// Read a file that [`open`] accepted, never more than `max` bytes (a file
+/// that grew since it was checked is refused, not read on).
+pub fn read(file: File, max: u64) -> Result<Vec<u8>, FileProblem> {
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    let size = bytes.len() as u64;
+    if size > max {
+        return Err(FileProblem::TooLarge { size, max });
+    }
+    Ok(bytes)
+}
+
+/// [`open`] then [`read`].
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, FileProblem> {
+    let (file, _) = open(path, max)?;
+    read(file, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_a_device_and_a_large_file_are_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            read_bounded(dir.path(), 10),
+            Err(FileProblem::NotRegular("a directory"))
+        ));
+        assert!(matches!(
+            read_bounded(Path::new("/dev/zero"), 10),
+            Err(FileProblem::NotRegular("a character device"))
+        ));
+        let big = dir.path().join("big");
+        File::create(&big).unwrap().set_len(1 << 30).unwrap();
+        assert!(matches!(
+            read_bounded(&big, 1024),
+            Err(FileProblem::TooLarge { size, max: 1024 }) if size == 1 << 30
+        ));
+        let small = dir.path().join("small");
+        std::fs::write(&small, b"hello").unwrap();
+        assert_eq!(read_bounded(&small, 5).unwrap(), b"hello");
+    }
+}
