@@ -59,10 +59,15 @@ impl std::fmt::Display for LoadFailure {
 }
 
 /// A path as the operator's terminal may show it: printable UTF-8 as it is,
-/// anything else (control characters, invalid bytes) escaped.
+/// anything else (control characters, bidi overrides, invalid bytes) escaped.
 fn shown(path: &OsStr) -> String {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
     match path.to_str() {
-        Some(text) if !text.chars().any(char::is_control) => text.to_owned(),
+        Some(text) if !text.chars().any(unsafe_char) => text.to_owned(),
+        // Debug escapes control and format characters, and invalid bytes.
         _ => format!("{path:?}"),
     }
 }
@@ -329,5 +334,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\\u{1b}"), "{text}");
+        let bidi = LoadFailure {
+            path: PathBuf::from("/p/evil\u{202e}mvs.wasm"),
+            reason: "r".into(),
+        };
+        let text = bidi.to_string();
+        assert!(
+            !text.contains('\u{202e}') && text.contains("\\u{202e}"),
+            "{text}"
+        );
     }
 }
