@@ -342,10 +342,10 @@ async fn hostile_directory_entries_are_reported_while_the_good_plugin_loads() {
     std::fs::create_dir(path("rolling.toml")).unwrap();
     let non_utf8 = std::ffi::OsStr::from_bytes(b"bad\xff.wasm");
     std::fs::copy(path("classic-monkey.wasm"), dir.path().join(non_utf8)).unwrap();
-    // A Cyrillic о: the look-alike of classic-monkey.
-    std::fs::copy(
-        path("classic-monkey.wasm"),
+    // A Cyrillic о: a look-alike of classic-monkey that names itself so.
+    std::fs::write(
         path("classic-m\u{43e}nkey.wasm"),
+        crate::sandbox_limits::Wat::new("classic-m\u{43e}nkey").build(),
     )
     .unwrap();
 
