@@ -133,7 +133,7 @@ pub enum RunFailure {
     /// The plugin returned its own error.
     #[error("plugin failed: {0}")]
     Plugin(String),
-    /// The host failed (the plugin is not to blame): the engine, the journal.
+    /// The host failed, not the plugin (an engine that could not be set up).
     #[error("host fault: {0}")]
     Host(String),
 }

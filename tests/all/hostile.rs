@@ -79,8 +79,8 @@ async fn unbounded_recursion_stops_at_the_stack_cap() {
     );
 }
 
-/// Calls deep that fit in a 512 KiB stack but not in 128 KiB (each frame of
-/// the hostile plugin's recursion takes about STACK_FRAME bytes).
+/// Calls deep that fit in a 512 KiB stack but not in 128 KiB (so a frame of
+/// the hostile plugin's recursion takes between 22 and 87 bytes).
 const DEPTH: &str = ", depth = 6000";
 
 #[tokio::test]
@@ -95,6 +95,18 @@ async fn the_experiments_stack_cap_is_the_one_in_force() {
         .expect("the recursion overflows 128 KiB");
     names(&error, Limit::Stack);
     assert!(error.contains("128 KiB"), "{error}");
+}
+
+#[tokio::test]
+async fn a_stack_above_the_metadata_cap_is_in_force_for_the_run() {
+    // metadata() answers on a 512 KiB engine, the run on a 4 MiB one: 30,000
+    // calls (five times the depth that fits in 512 KiB) need the run's own.
+    let deep = ", depth = 30000";
+    assert_eq!(attempt("recursion", deep, "stack_kib = 4096").await, None);
+    let error = attempt("recursion", deep, "")
+        .await
+        .expect("30,000 calls overflow 512 KiB");
+    names(&error, Limit::Stack);
 }
 
 #[tokio::test]
