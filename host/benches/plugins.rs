@@ -75,6 +75,7 @@ fn session(cloud: Arc<dyn Cloud>, seed: u64) -> Session {
             dry_run: true,
             grants: Default::default(),
         },
+        run_tally: Arc::default(),
         journal: None,
         limits: Limits::default(),
         seed,

@@ -54,6 +54,19 @@ pub struct Instance {
     pub tags: BTreeMap<String, String>,
 }
 
+impl Instance {
+    /// Whether it is shutting down or gone: a termination took effect.
+    pub fn is_going_away(&self) -> bool {
+        matches!(
+            self.state,
+            InstanceState::ShuttingDown | InstanceState::Terminated
+        ) || matches!(
+            self.lifecycle,
+            Some(Lifecycle::Terminating | Lifecycle::Terminated)
+        )
+    }
+}
+
 /// An Auto Scaling group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Group {

@@ -62,9 +62,23 @@ pub enum Event {
         dry_run: bool,
     },
     /// The termination went through (or, in a dry run, was allowed).
-    TerminateDone { instance_id: String, dry_run: bool },
-    /// The termination call failed; the instance may or may not be gone.
-    TerminateFailed { instance_id: String, error: String },
+    TerminateDone {
+        instance_id: String,
+        dry_run: bool,
+        /// Set when the call failed this way but describing the instance
+        /// again showed it going away.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confirmed_after: Option<String>,
+    },
+    /// The termination call failed.
+    TerminateFailed {
+        instance_id: String,
+        error: String,
+        /// Nobody can tell whether it took effect (the answer was lost and
+        /// the instance could not be described again).
+        #[serde(default)]
+        uncertain: bool,
+    },
     /// Policy refused an operation.
     Denied {
         operation: String,
@@ -150,6 +164,15 @@ impl Journal {
             path: path.to_owned(),
             inner: Mutex::new((file, 0)),
         })
+    }
+
+    /// A journal on a file already open for writing, such as a descriptor
+    /// a supervisor handed over. Entries are numbered from 0.
+    pub fn over(file: File, path: &Path) -> Journal {
+        Journal {
+            path: path.to_owned(),
+            inner: Mutex::new((file, 0)),
+        }
     }
 
     /// Where the journal is.

@@ -180,15 +180,22 @@ pub struct Scope {
     pub standalone: bool,
 }
 
-/// Limits on how much one experiment may break.
+/// Limits on how much one experiment, and one run, may break.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BlastRadius {
     /// Most terminations in one experiment (dry-run ones count too).
     pub max_terminations: u32,
+    /// Most terminations in one run, over all its experiments. Unset: the
+    /// same as `max_terminations`, so adding an experiment never widens
+    /// what a run may break unless the operator says so.
+    pub max_terminations_per_run: Option<u32>,
+    /// Most terminations in one group over the whole run. Unset: only the
+    /// group's share bounds it.
+    pub max_terminations_per_group_per_run: Option<u32>,
     /// A group must keep at least this many healthy in-service instances.
     pub min_healthy_per_group: u32,
-    /// At most `floor(fraction × desired)` instances of a group per experiment.
+    /// At most `floor(fraction × desired)` instances of a group per run.
     pub max_fraction_per_group: f64,
 }
 
@@ -196,9 +203,19 @@ impl Default for BlastRadius {
     fn default() -> Self {
         BlastRadius {
             max_terminations: 1,
+            max_terminations_per_run: None,
+            max_terminations_per_group_per_run: None,
             min_healthy_per_group: 1,
             max_fraction_per_group: 0.5,
         }
+    }
+}
+
+impl BlastRadius {
+    /// The most one run may terminate.
+    pub fn per_run(&self) -> u32 {
+        self.max_terminations_per_run
+            .unwrap_or(self.max_terminations)
     }
 }
 
@@ -217,6 +234,9 @@ pub enum Hidden {
     OptedOut(TagSelector),
     /// The backend knows no such instance.
     Unknown,
+    /// It names a group the backend does not list, so the group's rules
+    /// (opt-out, share, healthy floor) cannot be checked.
+    UnknownGroup { group: String },
 }
 
 impl fmt::Display for Hidden {
@@ -230,6 +250,10 @@ impl fmt::Display for Hidden {
             Hidden::NotOptedIn(tag) => write!(f, "it has not opted in with tag {tag}"),
             Hidden::OptedOut(tag) => write!(f, "it opted out with tag {tag}"),
             Hidden::Unknown => f.write_str("the backend knows no such instance"),
+            Hidden::UnknownGroup { group } => write!(
+                f,
+                "its group {group} is not among the groups the backend lists, so its rules cannot be checked"
+            ),
         }
     }
 }
@@ -250,13 +274,17 @@ pub enum Denial {
     },
     /// The experiment's termination budget is spent.
     Budget { max: u32 },
+    /// The run's termination budget is spent.
+    RunBudget { max: u32 },
+    /// The group lost as many instances this run as it may.
+    GroupRunBudget { group: String, max: u32 },
     /// The group would drop below its healthy floor.
     HealthyFloor {
         group: String,
         healthy: u32,
         min: u32,
     },
-    /// The group already lost its share for this experiment.
+    /// The group already lost its share for this run.
     GroupShare {
         group: String,
         allowed: u32,
@@ -279,6 +307,8 @@ impl Denial {
             },
             Denial::NotRunning { .. } => "not-running",
             Denial::Budget { .. } => "max-terminations",
+            Denial::RunBudget { .. } => "max-terminations-per-run",
+            Denial::GroupRunBudget { .. } => "max-terminations-per-group-per-run",
             Denial::HealthyFloor { .. } => "min-healthy-per-group",
             Denial::GroupShare { .. } => "max-fraction-per-group",
             Denial::Permission { .. } => "iam-permission",
@@ -288,7 +318,10 @@ impl Denial {
     /// Whether the plugin should see this as `budget-exhausted` rather than
     /// `denied`.
     pub fn is_budget(&self) -> bool {
-        matches!(self, Denial::Budget { .. })
+        matches!(
+            self,
+            Denial::Budget { .. } | Denial::RunBudget { .. } | Denial::GroupRunBudget { .. }
+        )
     }
 
     /// What the plugin is told. Never reveals why something is out of scope.
@@ -316,6 +349,12 @@ impl fmt::Display for Denial {
             Denial::Budget { max } => {
                 write!(f, "this experiment may terminate at most {max} instance(s) and has used them")
             }
+            Denial::RunBudget { max } => {
+                write!(f, "this run may terminate at most {max} instance(s) over all its experiments and has used them")
+            }
+            Denial::GroupRunBudget { group, max } => {
+                write!(f, "group {group} may lose at most {max} instance(s) per run and has lost them")
+            }
             Denial::HealthyFloor { group, healthy, min } => write!(
                 f,
                 "group {group} has {healthy} healthy in-service instance(s) and must keep at least {min}"
@@ -327,7 +366,7 @@ impl fmt::Display for Denial {
                 desired,
             } => write!(
                 f,
-                "group {group} may lose at most {allowed} instance(s) per experiment ({fraction} of desired {desired})"
+                "group {group} may lose at most {allowed} instance(s) per run ({fraction} of desired {desired})"
             ),
             Denial::Permission { instance, detail } => {
                 write!(f, "preflight: terminating {instance} would fail: {detail}")
@@ -336,7 +375,8 @@ impl fmt::Display for Denial {
     }
 }
 
-/// What one experiment has terminated so far (dry-run ones included).
+/// What one experiment, or one run, has terminated so far (dry-run ones
+/// included).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
     victims: BTreeMap<String, Option<String>>,
@@ -442,12 +482,18 @@ impl Policy {
                 },
                 other => other,
             })?,
+            // Fail closed: a group the backend does not list has no tags to
+            // check for opt-out and no size for its share or floor.
             (Some(name), None) => {
-                if !self.scope.groups.matches(name) {
-                    return Err(Hidden::GroupOutOfScope {
+                return Err(if self.scope.groups.matches(name) {
+                    Hidden::UnknownGroup {
                         group: name.clone(),
-                    });
-                }
+                    }
+                } else {
+                    Hidden::GroupOutOfScope {
+                        group: name.clone(),
+                    }
+                });
             }
         }
         if let Some(opt_out) = self.scope.opt_out.as_ref().filter(|sel| matches(sel)) {
@@ -462,25 +508,35 @@ impl Policy {
         Ok(())
     }
 
-    /// Decide a termination. `Ok(dry_run)` when allowed.
+    /// Whether a plugin may ask to terminate this instance at all: the grant
+    /// and the scope. Decided from the instance and its group alone, before
+    /// the host looks at anything else, so the answer for what lies outside
+    /// the scope never depends on what is there.
+    pub fn check_reach(&self, instance: &Instance, group: Option<&Group>) -> Result<(), Denial> {
+        self.require(Grant::Terminate)?;
+        self.instance_visibility(instance, group)
+            .map_err(|why| Denial::OutOfScope {
+                target: instance.id.clone(),
+                why,
+            })
+    }
+
+    /// Decide a termination. `Ok(dry_run)` when allowed. `experiment` and
+    /// `run` are what this experiment and the whole run terminated so far.
     pub fn check_terminate(
         &self,
         instance: &Instance,
         group: Option<GroupView<'_>>,
-        tally: &Tally,
+        experiment: &Tally,
+        run: &Tally,
     ) -> Result<bool, Denial> {
-        self.require(Grant::Terminate)?;
-        self.instance_visibility(instance, group.map(|view| view.group))
-            .map_err(|why| Denial::OutOfScope {
-                target: instance.id.clone(),
-                why,
-            })?;
+        self.check_reach(instance, group.map(|view| view.group))?;
         if !matches!(
             instance.state,
             InstanceState::Running | InstanceState::Pending
-        ) || tally.contains(&instance.id)
+        ) || run.contains(&instance.id)
         {
-            let state = if tally.contains(&instance.id) && self.dry_run {
+            let state = if run.contains(&instance.id) && self.dry_run {
                 InstanceState::ShuttingDown
             } else {
                 instance.state
@@ -491,16 +547,28 @@ impl Policy {
             });
         }
         let max = self.blast_radius.max_terminations;
-        if tally.total() >= max {
+        if experiment.total() >= max {
             return Err(Denial::Budget { max });
+        }
+        let max = self.blast_radius.per_run();
+        if run.total() >= max {
+            return Err(Denial::RunBudget { max });
         }
         if let Some(view) = group {
             let name = &view.group.name;
+            if let Some(max) = self.blast_radius.max_terminations_per_group_per_run {
+                if run.in_group(name) >= max {
+                    return Err(Denial::GroupRunBudget {
+                        group: name.clone(),
+                        max,
+                    });
+                }
+            }
             let desired = view.group.desired;
             let fraction = self.blast_radius.max_fraction_per_group;
             // Float to integer: saturating, and NaN becomes 0, which denies.
             let allowed = (fraction * f64::from(desired)).floor() as u32;
-            if tally.in_group(name) >= allowed {
+            if run.in_group(name) >= allowed {
                 return Err(Denial::GroupShare {
                     group: name.clone(),
                     allowed,
@@ -570,6 +638,8 @@ mod tests {
             },
             blast_radius: BlastRadius {
                 max_terminations: 2,
+                max_terminations_per_run: Some(3),
+                max_terminations_per_group_per_run: None,
                 min_healthy_per_group: 2,
                 max_fraction_per_group: 0.5,
             },
@@ -696,6 +766,7 @@ mod tests {
                 &instance("i-1", Some("web-1"), &[]),
                 view(&web, 4),
                 &Tally::default(),
+                &Tally::default(),
             )
             .unwrap_err();
         assert_eq!(denial, Denial::NotGranted(Grant::Terminate));
@@ -710,6 +781,7 @@ mod tests {
             .check_terminate(
                 &instance("i-9", Some("batch"), &[]),
                 view(&batch, 4),
+                &Tally::default(),
                 &Tally::default(),
             )
             .unwrap_err();
@@ -728,18 +800,33 @@ mod tests {
         let other = group("web-2", 10, &[]);
         let mut tally = Tally::default();
         assert_eq!(
-            p.check_terminate(&instance("i-1", Some("web-1"), &[]), view(&web, 4), &tally),
+            p.check_terminate(
+                &instance("i-1", Some("web-1"), &[]),
+                view(&web, 4),
+                &tally,
+                &tally
+            ),
             Ok(false)
         );
         tally.record("i-1", Some("web-1"));
         // 0.5 × 4 = 2 per group; and the floor of 2 healthy: 3 healthy - 1 = 2 is fine.
         assert_eq!(
-            p.check_terminate(&instance("i-2", Some("web-1"), &[]), view(&web, 3), &tally),
+            p.check_terminate(
+                &instance("i-2", Some("web-1"), &[]),
+                view(&web, 3),
+                &tally,
+                &tally
+            ),
             Ok(false)
         );
         // With only 2 healthy left the floor denies.
         let floor = p
-            .check_terminate(&instance("i-2", Some("web-1"), &[]), view(&web, 2), &tally)
+            .check_terminate(
+                &instance("i-2", Some("web-1"), &[]),
+                view(&web, 2),
+                &tally,
+                &tally,
+            )
             .unwrap_err();
         assert_eq!(floor.rule(), "min-healthy-per-group");
         tally.record("i-2", Some("web-1"));
@@ -748,6 +835,7 @@ mod tests {
             .check_terminate(
                 &instance("i-3", Some("web-2"), &[]),
                 view(&other, 10),
+                &tally,
                 &tally,
             )
             .unwrap_err();
@@ -766,6 +854,7 @@ mod tests {
                 &instance("i-1", Some("web-1"), &[]),
                 view(&web, 2),
                 &Tally::default(),
+                &Tally::default(),
             )
             .unwrap_err();
         assert_eq!(denial.rule(), "max-fraction-per-group");
@@ -778,10 +867,13 @@ mod tests {
         let web = group("web-1", 4, &[]);
         let mut tally = Tally::default();
         let victim = instance("i-1", Some("web-1"), &[]);
-        assert_eq!(p.check_terminate(&victim, view(&web, 4), &tally), Ok(true));
+        assert_eq!(
+            p.check_terminate(&victim, view(&web, 4), &tally, &tally),
+            Ok(true)
+        );
         tally.record("i-1", Some("web-1"));
         assert_eq!(
-            p.check_terminate(&victim, view(&web, 3), &tally)
+            p.check_terminate(&victim, view(&web, 3), &tally, &tally)
                 .unwrap_err()
                 .rule(),
             "not-running"
@@ -795,10 +887,95 @@ mod tests {
         let mut gone = instance("i-1", Some("web-1"), &[]);
         gone.state = InstanceState::Terminated;
         assert_eq!(
-            p.check_terminate(&gone, view(&web, 4), &Tally::default())
+            p.check_terminate(&gone, view(&web, 4), &Tally::default(), &Tally::default())
                 .unwrap_err()
                 .rule(),
             "not-running"
+        );
+    }
+
+    #[test]
+    fn an_instance_of_a_group_the_backend_does_not_list_is_out_of_scope() {
+        let p = policy();
+        // Its group would match the scope, but nothing is known of its tags
+        // (an opt-out among them?), its size or its health.
+        let orphan = instance("i-1", Some("web-9"), &[]);
+        assert_eq!(
+            p.instance_visibility(&orphan, None),
+            Err(Hidden::UnknownGroup {
+                group: "web-9".into()
+            })
+        );
+        let denial = p
+            .check_terminate(&orphan, None, &Tally::default(), &Tally::default())
+            .unwrap_err();
+        assert_eq!(denial.rule(), "scope");
+        assert_eq!(
+            denial.plugin_message(),
+            "i-1 is outside this experiment's scope"
+        );
+    }
+
+    #[test]
+    fn the_run_budget_counts_every_experiment() {
+        let p = policy();
+        let web = group("web-1", 10, &[]);
+        let mut run = Tally::default();
+        run.record("i-1", Some("web-1"));
+        run.record("i-2", Some("web-2"));
+        run.record("i-3", Some("web-2"));
+        // A fresh experiment has its own budget of 2 left, but the run's 3 are spent.
+        let denial = p
+            .check_terminate(
+                &instance("i-4", Some("web-1"), &[]),
+                view(&web, 10),
+                &Tally::default(),
+                &run,
+            )
+            .unwrap_err();
+        assert_eq!(denial, Denial::RunBudget { max: 3 });
+        assert!(denial.is_budget());
+        // Unset, the run may break as much as one experiment.
+        let mut unset = policy();
+        unset.blast_radius.max_terminations_per_run = None;
+        assert_eq!(unset.blast_radius.per_run(), 2);
+    }
+
+    #[test]
+    fn a_group_loses_its_share_once_per_run_and_no_more_than_its_cap() {
+        let mut p = policy();
+        p.blast_radius.max_terminations_per_run = Some(10);
+        p.blast_radius.min_healthy_per_group = 0;
+        let web = group("web-1", 4, &[]);
+        let mut run = Tally::default();
+        run.record("i-1", Some("web-1"));
+        run.record("i-2", Some("web-1"));
+        // Two earlier experiments took 0.5 × 4 = 2: a third may take none.
+        let share = p
+            .check_terminate(
+                &instance("i-3", Some("web-1"), &[]),
+                view(&web, 2),
+                &Tally::default(),
+                &run,
+            )
+            .unwrap_err();
+        assert_eq!(share.rule(), "max-fraction-per-group");
+        p.blast_radius.max_fraction_per_group = 1.0;
+        p.blast_radius.max_terminations_per_group_per_run = Some(2);
+        let cap = p
+            .check_terminate(
+                &instance("i-3", Some("web-1"), &[]),
+                view(&web, 2),
+                &Tally::default(),
+                &run,
+            )
+            .unwrap_err();
+        assert_eq!(
+            cap,
+            Denial::GroupRunBudget {
+                group: "web-1".into(),
+                max: 2
+            }
         );
     }
 }

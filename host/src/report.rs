@@ -73,8 +73,9 @@ pub struct VictimReport {
     pub zone: String,
     pub reason: String,
     pub dry_run: bool,
-    /// `terminated`, `dry-run`, `failed`, or `unknown` (requested, outcome
-    /// not recorded).
+    /// `terminated`, `dry-run`, `failed`, `uncertain` (the call failed and
+    /// the host could not tell whether it took effect), or `unknown`
+    /// (requested, outcome not recorded).
     pub status: String,
     /// Run clock at the termination request, ms.
     pub terminated_at_ms: u64,
@@ -185,6 +186,7 @@ impl Report {
                 Event::TerminateDone {
                     instance_id,
                     dry_run,
+                    ..
                 } => {
                     if let Some(i) = victim(&mut report, instance_id) {
                         let v = &mut report.victims[i];
@@ -194,10 +196,15 @@ impl Report {
                         }
                     }
                 }
-                Event::TerminateFailed { instance_id, .. } => {
+                Event::TerminateFailed {
+                    instance_id,
+                    uncertain,
+                    ..
+                } => {
                     if let Some(i) = victim(&mut report, instance_id) {
-                        report.victims[i].status = "failed".into();
-                        report.victims[i].host_verdict = "unchecked".into();
+                        let v = &mut report.victims[i];
+                        v.status = if *uncertain { "uncertain" } else { "failed" }.into();
+                        v.host_verdict = "unchecked".into();
                     }
                 }
                 Event::Recovered {
@@ -314,11 +321,17 @@ impl Report {
                 "the journal ends after entry {last}: the run was cut short; anything after it is unknown"
             ));
         }
-        for v in report.victims.iter().filter(|v| v.status == "unknown") {
-            report.notes.push(format!(
-                "{} was about to be terminated when the journal ends: check it by hand",
-                v.instance_id
-            ));
+        for v in &report.victims {
+            let why = match v.status.as_str() {
+                "unknown" => "was about to be terminated when the journal ends",
+                "uncertain" => {
+                    "may or may not be terminated: the call failed and the host could not tell"
+                }
+                _ => continue,
+            };
+            report
+                .notes
+                .push(format!("{} {why}: check it by hand", v.instance_id));
         }
         if report.interrupted {
             report.notes.push("the run was interrupted (Ctrl-C)".into());

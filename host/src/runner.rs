@@ -20,7 +20,7 @@ use crate::contract::latest::{self, Outcome, RunError};
 use crate::journal::{self, Event, Journal, PluginOutcome, PluginVictim};
 use crate::limits::{Limit, LimitBreach};
 use crate::plugins::Catalog;
-use crate::policy::{effective_grants, Policy};
+use crate::policy::{effective_grants, Policy, Tally};
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::sandbox::{RunFailure, Sandbox};
@@ -147,6 +147,7 @@ pub async fn run_on(
         seed,
         dry_run,
         options,
+        run_tally: Arc::default(),
         terminate_via: match &config.backend {
             BackendConfig::Aws(settings) => settings.terminate_via,
             BackendConfig::Sim { .. } => TerminateVia::default(),
@@ -239,6 +240,8 @@ struct Context<'a> {
     seed: u64,
     dry_run: bool,
     options: &'a RunOptions,
+    /// What every experiment of the run terminated so far.
+    run_tally: Arc<std::sync::Mutex<Tally>>,
     terminate_via: TerminateVia,
 }
 
@@ -330,6 +333,7 @@ impl Context<'_> {
             experiment: index,
             cloud: Arc::clone(self.cloud),
             policy,
+            run_tally: Arc::clone(&self.run_tally),
             journal: Some(Arc::clone(self.journal)),
             limits,
             seed: self.seed,

@@ -133,7 +133,8 @@ pub enum RunFailure {
     /// The plugin returned its own error.
     #[error("plugin failed: {0}")]
     Plugin(String),
-    /// The host failed, not the plugin (an engine that could not be set up).
+    /// The host failed, not the plugin (an engine that could not be set up,
+    /// a journal that could not be written).
     #[error("host fault: {0}")]
     Host(String),
 }
@@ -536,6 +537,9 @@ impl Drop for Sandbox {
 fn classify(err: &wasmtime::Error, limits: &Limits) -> RunFailure {
     if let Some(breach) = err.downcast_ref::<LimitBreach>() {
         return RunFailure::Limit(breach.clone());
+    }
+    if let Some(fault) = err.downcast_ref::<crate::session::HostFault>() {
+        return RunFailure::Host(fault.0.clone());
     }
     match err.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => RunFailure::Limit(LimitBreach::new(

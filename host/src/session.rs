@@ -42,13 +42,19 @@ impl fmt::Display for PluginLabel {
 }
 
 /// The typed error a plugin receives: the contract's `cloud-error`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PluginError {
+    #[error("denied: {0}")]
     Denied(String),
+    #[error("not found: {0}")]
     NotFound(String),
+    #[error("budget exhausted: {0}")]
     BudgetExhausted(String),
+    #[error("throttled: {0}")]
     Throttled(String),
+    #[error("invalid: {0}")]
     Invalid(String),
+    #[error("backend failure: {0}")]
     Backend(String),
 }
 
@@ -96,6 +102,8 @@ pub struct SessionSetup {
     pub experiment: usize,
     pub cloud: Arc<dyn Cloud>,
     pub policy: Policy,
+    /// What the whole run terminated so far, shared by its experiments.
+    pub run_tally: Arc<std::sync::Mutex<Tally>>,
     /// None only for an inert session (see [`Session::inert`]).
     pub journal: Option<Arc<Journal>>,
     pub limits: Limits,
@@ -129,6 +137,14 @@ pub struct Session {
     inert: bool,
 }
 
+/// What became of a terminate call that failed.
+enum Settled {
+    /// The instance is going away: the call took effect.
+    Happened,
+    /// It did not, or (`uncertain`) nobody can tell.
+    Failed { uncertain: bool, seen: String },
+}
+
 /// Why a session operation ended the run rather than answering the plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum Fatal {
@@ -139,6 +155,12 @@ pub enum Fatal {
     #[error("{0}")]
     Contract(String),
 }
+
+/// A failure of the host itself during a plugin call (its journal could not
+/// be written): the run stops, and the plugin is not blamed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HostFault(pub String);
 
 /// The backend of an inert session: there is none.
 struct NoCloud;
@@ -219,6 +241,7 @@ impl Session {
                 dry_run: true,
                 grants: Default::default(),
             },
+            run_tally: Arc::default(),
             journal: None,
             limits: *limits,
             seed: 0,
@@ -435,6 +458,10 @@ impl Session {
     }
 
     /// `cloud.terminate`.
+    ///
+    /// Scope is decided from the instance and its group before anything
+    /// else is read, and the calls made up to that point are the same
+    /// whether or not an out-of-scope id exists.
     pub async fn terminate(
         &mut self,
         id: &str,
@@ -444,6 +471,10 @@ impl Session {
         if let Err(denial) = self.setup.policy.require(Grant::Terminate) {
             return self.deny(OP, id, &denial).map(Err);
         }
+        let groups = match self.all_groups().await {
+            Ok(groups) => groups,
+            Err(err) => return Ok(Err(err)),
+        };
         let found = match self
             .call(
                 "describing an instance",
@@ -454,10 +485,6 @@ impl Session {
             Ok(found) => found,
             Err(err) => return Ok(Err(err)),
         };
-        let groups = match self.all_groups().await {
-            Ok(groups) => groups,
-            Err(err) => return Ok(Err(err)),
-        };
         let Some(instance) = found else {
             let denial = Denial::OutOfScope {
                 target: id.to_owned(),
@@ -466,6 +493,9 @@ impl Session {
             return self.deny(OP, id, &denial).map(Err);
         };
         let group = instance.group.as_ref().and_then(|name| groups.get(name));
+        if let Err(denial) = self.setup.policy.check_reach(&instance, group) {
+            return self.deny(OP, id, &denial).map(Err);
+        }
         let healthy = match group {
             Some(group) => match self.healthy_in_service(&group.name).await {
                 Ok(count) => Some(count),
@@ -479,11 +509,13 @@ impl Session {
                 group,
                 healthy_in_service,
             });
-        let dry_run = match self
-            .setup
-            .policy
-            .check_terminate(&instance, view, &self.tally)
-        {
+        let decided = {
+            let run = self.run_tally();
+            self.setup
+                .policy
+                .check_terminate(&instance, view, &self.tally, &run)
+        };
+        let dry_run = match decided {
             Ok(dry_run) => dry_run,
             Err(denial) => return self.deny(OP, id, &denial).map(Err),
         };
@@ -517,25 +549,35 @@ impl Session {
         })?;
         // Counted before the call: a failed or uncertain call still spent budget.
         self.tally.record(&instance.id, instance.group.as_deref());
+        self.run_tally()
+            .record(&instance.id, instance.group.as_deref());
         let at_ms = self.setup.cloud.now_ms();
+        let mut confirmed_after = None;
         if !dry_run {
             let via = self.setup.terminate_via;
             if let Err(err) = self
                 .call("terminating", self.setup.cloud.terminate(&instance.id, via))
                 .await
             {
-                self.journal(Event::TerminateFailed {
-                    instance_id: instance.id.clone(),
-                    error: format!("{err:?}"),
-                })?;
-                return Ok(Err(err));
+                match self.settle_ambiguous(&instance.id, &err).await {
+                    Settled::Happened => confirmed_after = Some(err.to_string()),
+                    Settled::Failed { uncertain, seen } => {
+                        self.journal(Event::TerminateFailed {
+                            instance_id: instance.id.clone(),
+                            error: format!("{err}; {seen}"),
+                            uncertain,
+                        })?;
+                        return Ok(Err(err));
+                    }
+                }
             }
         }
         self.journal(Event::TerminateDone {
             instance_id: instance.id.clone(),
             dry_run,
+            confirmed_after,
         })?;
-        tracing::info!(plugin = %self.setup.plugin, instance = %instance.id, dry_run, "terminated: {reason}");
+        tracing::info!(plugin = %self.setup.plugin, instance = %instance.id, dry_run, "terminated");
         let termination = Termination {
             instance_id: instance.id.clone(),
             group: instance.group.clone(),
@@ -548,6 +590,53 @@ impl Session {
         }
         self.terminations.push(termination.clone());
         Ok(Ok(termination))
+    }
+
+    /// After a terminate call failed: did it happen anyway? A throttled or
+    /// not-found answer is a definite no. Any other failure (a timeout, a
+    /// lost answer, a 5xx) may have come after the backend acted, so the
+    /// instance is described again.
+    async fn settle_ambiguous(&self, id: &str, err: &PluginError) -> Settled {
+        if !matches!(err, PluginError::Backend(_)) {
+            return Settled::Failed {
+                uncertain: false,
+                seen: "the backend refused it".into(),
+            };
+        }
+        match self
+            .call(
+                "describing an instance again",
+                self.setup.cloud.describe_instance(id),
+            )
+            .await
+        {
+            Ok(Some(now)) if now.is_going_away() => {
+                tracing::warn!(plugin = %self.setup.plugin, instance = id, "the terminate call failed ({err}), but the instance is {:?}: counted as a victim", now.state);
+                Settled::Happened
+            }
+            Ok(Some(now)) => Settled::Failed {
+                uncertain: false,
+                seen: format!("described again, it is {:?}", now.state),
+            },
+            Ok(None) => Settled::Failed {
+                uncertain: true,
+                seen: "described again, the backend no longer knows it".into(),
+            },
+            Err(again) => Settled::Failed {
+                uncertain: true,
+                seen: format!("describing it again failed too ({again}): it may be gone"),
+            },
+        }
+    }
+
+    /// The run-wide tally, shared with the run's other experiments.
+    fn run_tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        // A poisoned lock still holds a correct count: every update is one
+        // insert.
+        self.setup
+            .run_tally
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Healthy in-service instances of a group, not counting this
@@ -571,8 +660,12 @@ impl Session {
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
-    /// `probe.targets`.
+    /// `probe.targets`: like `notify.channels`, empty without the grant,
+    /// so a plugin learns no name it could not use.
     pub fn targets(&self) -> Vec<String> {
+        if self.setup.policy.require(Grant::ProbeTargets).is_err() {
+            return Vec::new();
+        }
         self.setup.targets.keys().cloned().collect()
     }
 

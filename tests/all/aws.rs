@@ -379,6 +379,33 @@ async fn a_termination_that_keeps_failing_is_reported_truthfully() {
     assert!(!output.report.succeeded());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_that_keeps_failing_is_attempted_three_times_in_all() {
+    let lab = Lab::new().await;
+    let proxy = FaultProxy::start(
+        &lab.moto.endpoint,
+        vec![Rule {
+            needle: "Action=Publish",
+            fault: Fault::Unavailable,
+            times: 1000,
+        }],
+    )
+    .await;
+    let output = lab.run_classic(&proxy.endpoint, false, false).await;
+    // classic-monkey's message and the run's own: each journalled, each
+    // sent at most notify::ATTEMPTS times, with no SDK retries on top.
+    let notifications: Vec<_> = support::only_experiment(&output)
+        .notifications
+        .iter()
+        .chain(&output.report.notifications)
+        .collect();
+    assert_eq!(notifications.len(), 2, "{notifications:#?}");
+    for n in &notifications {
+        assert_eq!((n.status.as_str(), n.attempts), ("failed", 3), "{n:#?}");
+    }
+    assert_eq!(proxy.requests("Publish"), 2 * 3);
+}
+
 #[test]
 fn the_cli_runs_on_aws_with_the_default_credential_chain() {
     let runtime = tokio::runtime::Runtime::new().unwrap();

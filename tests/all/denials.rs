@@ -7,6 +7,7 @@ use wasmonkey::cloud::{Cloud, InstanceState};
 use wasmonkey::journal::Event;
 use wasmonkey::runner::RunOutput;
 
+use crate::rigged::{self, Faults};
 use crate::support::{self, FLEET, RULES};
 
 fn hostile(params: &str, grants: &str, rules: &str) -> String {
@@ -220,4 +221,155 @@ async fn a_dry_run_answers_dry_run_and_journals_before_and_after() {
         .expect("outcome journalled");
     assert!(intent < done);
     assert!(sim.timeline().is_empty(), "a dry run changed the fleet");
+}
+
+/// The `terminate` attack on `targets` on a rigged fleet; the summary's lines.
+async fn rigged_attack(
+    seed: u64,
+    targets: &[&str],
+    faults: Faults,
+) -> (
+    Vec<String>,
+    RunOutput,
+    std::sync::Arc<rigged::Rigged>,
+    support::Setup,
+) {
+    let setup = support::setup(
+        FLEET,
+        &support::test_plugin_dir(),
+        &hostile(
+            &format!(
+                "attack = \"terminate\", targets = \"{}\"",
+                targets.join(",")
+            ),
+            "[\"terminate\"]",
+            RULES,
+        ),
+    );
+    let (output, rigged) = rigged::run(&setup, seed, true, faults).await;
+    (answers(&output), output, rigged, setup)
+}
+
+#[tokio::test]
+async fn out_of_scope_answers_do_not_depend_on_what_lies_outside() {
+    let seed = 4;
+    let probe = support::setup(FLEET, &support::test_plugin_dir(), "");
+    let ids = fleet_ids(&probe, seed).await;
+    let nowhere = "i-0123456789abcdef0";
+    // Listing is throttled: a host that looked at an out-of-scope group
+    // before deciding scope would answer `throttled` for ids that exist.
+    let faults = Faults {
+        throttle_listing: true,
+        ..Faults::default()
+    };
+    let targets = [
+        ids.vault[0].as_str(),
+        &ids.other[0],
+        &ids.standalone[0],
+        nowhere,
+    ];
+    let (answers, _, rigged, _keep) = rigged_attack(seed, &targets, faults).await;
+    for (answer, id) in answers.iter().zip(targets) {
+        assert_eq!(
+            *answer,
+            format!("{id}: denied: {id} is outside this experiment's scope")
+        );
+    }
+    assert_eq!(answers.len(), 4);
+    // And the backend was asked the same for each: groups, then the id.
+    assert_eq!(rigged.count("list_instances"), 0);
+    assert_eq!(rigged.count("list_groups"), 4);
+    assert_eq!(rigged.count("describe_instance"), 4);
+}
+
+#[tokio::test]
+async fn an_instance_of_a_group_the_backend_does_not_list_is_never_touched() {
+    let seed = 5;
+    let probe = support::setup(FLEET, &support::test_plugin_dir(), "");
+    let web = fleet_ids(&probe, seed).await.web;
+    let faults = Faults {
+        hidden_group: Some("web".into()),
+        ..Faults::default()
+    };
+    let (answers, output, rigged, _keep) = rigged_attack(seed, &[&web[0]], faults).await;
+    assert_eq!(
+        answers,
+        [format!(
+            "{}: denied: {} is outside this experiment's scope",
+            web[0], web[0]
+        )]
+    );
+    assert_eq!(rigged.count("terminate "), 0);
+    let denial = &support::only_experiment(&output).denials[0];
+    assert_eq!(denial.rule, "scope");
+    assert!(
+        denial.message.contains("not among the groups"),
+        "{denial:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_terminate_answer_is_settled_by_describing_the_instance_again() {
+    let seed = 6;
+    let probe = support::setup(FLEET, &support::test_plugin_dir(), "");
+    let web = fleet_ids(&probe, seed).await.web;
+    let faults = Faults {
+        lose_terminate_answer: true,
+        ..Faults::default()
+    };
+    let (answers, output, _, _keep) = rigged_attack(seed, &[&web[0]], faults).await;
+    // It happened, so the plugin is told so, and the host watches it recover.
+    assert_eq!(answers, [format!("{}: ok dry-run=false", web[0])]);
+    let victim = &output.report.victims[0];
+    assert_eq!(victim.status, "terminated", "{victim:#?}");
+    assert_eq!(victim.host_verdict, "recovered", "{victim:#?}");
+    assert!(support::events(&output).iter().any(|e| matches!(
+        e,
+        Event::TerminateDone { confirmed_after: Some(why), .. } if why.contains("connection reset")
+    )));
+}
+
+#[tokio::test]
+async fn the_run_wide_blast_radius_counts_every_experiment() {
+    let seed = 7;
+    let probe = support::setup(FLEET, &support::test_plugin_dir(), "");
+    let FleetIds { web, api, .. } = fleet_ids(&probe, seed).await;
+    let experiment = |targets: &[&str]| {
+        format!(
+            "[[experiment]]\nplugin = \"hostile\"\ngrants = [\"terminate\"]\n\
+             params = {{ attack = \"terminate\", targets = \"{}\" }}\n",
+            targets.join(",")
+        )
+    };
+    let run = |per_run: u32, second: String| {
+        let rules = RULES.replace(
+            "max_terminations = 3",
+            &format!("max_terminations = 3\nmax_terminations_per_run = {per_run}"),
+        );
+        let body = format!("{rules}\n{}\n{second}", experiment(&[&web[0], &api[0]]));
+        async move {
+            let setup = support::setup(FLEET, &support::test_plugin_dir(), &body);
+            let output = support::run(&setup, seed, true).await.0;
+            let summaries: Vec<String> = output
+                .report
+                .experiments
+                .iter()
+                .map(|e| e.summary.clone().unwrap_or_default())
+                .collect();
+            summaries
+        }
+    };
+    // The first experiment spends the run's 2; the second may take none.
+    let spent = run(2, experiment(&[&web[1]])).await;
+    assert!(spent[0].lines().all(|l| l.contains(": ok ")), "{spent:?}");
+    assert!(
+        spent[1].contains("budget-exhausted") && spent[1].contains("over all its experiments"),
+        "{spent:?}"
+    );
+    // api (desired 3) may lose floor(0.5 × 3) = 1 per run, in whichever experiment.
+    let share = run(10, experiment(&[&api[1]])).await;
+    assert!(
+        share[1].contains("denied") && share[1].contains("per run"),
+        "{share:?}"
+    );
 }

@@ -100,14 +100,13 @@ async fn a_plugin_checks_targets_by_name_and_never_sees_where_they_are() {
 async fn checking_a_target_needs_the_grant() {
     let experiment = check_attack("[\"terminate\"]").await;
     let summary = experiment.summary.clone().unwrap_or_default();
-    for line in summary.lines() {
-        assert!(
-            line.contains(": denied: ") && line.contains("'probe-targets' grant"),
-            "{summary}"
-        );
-    }
-    assert_eq!(summary.lines().count(), 6, "{summary}");
-    assert_eq!(experiment.denials.len(), 6, "{:#?}", experiment.denials);
+    // Without the grant probe::targets names nothing (as notify::channels
+    // does), so only the plugin's own guess is checked, and denied.
+    assert_eq!(
+        summary,
+        "nowhere: denied: the plugin has no 'probe-targets' grant (its manifest must ask for it and the operator must allow it)"
+    );
+    assert_eq!(experiment.denials.len(), 1, "{:#?}", experiment.denials);
     assert!(experiment.denials.iter().all(|d| d.rule == "grant"));
 }
 

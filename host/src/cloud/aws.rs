@@ -5,7 +5,8 @@
 //! SSO, instance metadata, assume-role) and never leave this module. Every
 //! call has an attempt timeout and an overall timeout, and throttling, 5xx
 //! answers and dropped connections are retried by the SDK's standard retry
-//! strategy: bounded attempts, exponential backoff with full jitter.
+//! strategy: bounded attempts, exponential backoff with full jitter. SNS
+//! publishes are the exception: the host's notifier retries them itself.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -140,7 +141,13 @@ impl AwsCloud {
         AwsCloud {
             ec2: ec2::Client::new(sdk),
             autoscaling: autoscaling::Client::new(sdk),
-            sns: sns::Client::new(sdk),
+            // Publishing is retried by `notify::publish`, which journals
+            // every attempt; a second retry layer here would multiply them.
+            sns: sns::Client::from_conf(
+                sns::config::Builder::from(sdk)
+                    .retry_config(RetryConfig::disabled())
+                    .build(),
+            ),
             terminate_via,
             page_size: default_page_size(),
             started: Instant::now(),

@@ -40,7 +40,10 @@ pub fn add_to_linker<T: Send + 'static>(
 fn fatal(err: session::Fatal) -> wasmtime::Error {
     match err {
         session::Fatal::Breach(breach) => wasmtime::Error::new(breach),
-        other => wasmtime::Error::msg(other.to_string()),
+        journal @ session::Fatal::Journal(_) => {
+            wasmtime::Error::new(session::HostFault(journal.to_string()))
+        }
+        contract @ session::Fatal::Contract(_) => wasmtime::Error::msg(contract.to_string()),
     }
 }
 

@@ -1,0 +1,162 @@
+//! A fake backend for rules a healthy simulator cannot exercise: the
+//! simulated fleet underneath, with faults the test switches on, a record of
+//! every call, and a `terminate` that reads the journal file before it acts.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use wasmonkey::cloud::sim::SimCloud;
+use wasmonkey::cloud::{
+    Capacity, Cloud, CloudError, Group, Instance, InstanceQuery, Millis, TerminateVia,
+};
+use wasmonkey::config::Config;
+use wasmonkey::journal::{Entry, Event};
+use wasmonkey::runner::{self, RunOptions, RunOutput};
+
+use crate::support::Setup;
+
+/// What the fake does differently from the fleet underneath.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    /// `list_groups` leaves this group out (its instances still name it).
+    pub hidden_group: Option<String>,
+    /// Every `list_instances` is throttled.
+    pub throttle_listing: bool,
+    /// `terminate` acts, then answers as if the connection dropped.
+    pub lose_terminate_answer: bool,
+}
+
+/// The fake backend.
+pub struct Rigged {
+    pub sim: Arc<SimCloud>,
+    faults: Faults,
+    /// The journal `terminate` reads before it acts.
+    journal: PathBuf,
+    /// Every call, as `operation id-or-empty`, in order.
+    pub calls: Mutex<Vec<String>>,
+    /// For each `terminate`: the instance, and whether the journal's last
+    /// line on disk was that instance's intent when the call came.
+    pub intent_on_disk: Mutex<Vec<(String, bool)>>,
+}
+
+impl Rigged {
+    /// The fleet `sim` with `faults`; `terminate` reads `journal`.
+    pub fn new(sim: SimCloud, faults: Faults, journal: PathBuf) -> Rigged {
+        Rigged {
+            sim: Arc::new(sim),
+            faults,
+            journal,
+            calls: Mutex::default(),
+            intent_on_disk: Mutex::default(),
+        }
+    }
+
+    fn note(&self, call: String) {
+        self.calls.lock().expect("calls").push(call);
+    }
+
+    /// Calls made so far whose text starts with `prefix`.
+    pub fn count(&self, prefix: &str) -> usize {
+        self.calls
+            .lock()
+            .expect("calls")
+            .iter()
+            .filter(|c| c.starts_with(prefix))
+            .count()
+    }
+
+    fn last_entry_is_intent_for(&self, id: &str) -> bool {
+        let Ok(text) = std::fs::read_to_string(&self.journal) else {
+            return false;
+        };
+        let Some(last) = text.lines().last() else {
+            return false;
+        };
+        matches!(
+            serde_json::from_str::<Entry>(last).map(|e| e.event),
+            Ok(Event::TerminateIntent { instance_id, .. }) if instance_id == id
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl Cloud for Rigged {
+    fn kind(&self) -> &'static str {
+        "sim"
+    }
+    fn now_ms(&self) -> Millis {
+        self.sim.now_ms()
+    }
+    async fn sleep_ms(&self, ms: Millis) {
+        self.sim.sleep_ms(ms).await;
+    }
+    async fn list_groups(&self) -> Result<Vec<Group>, CloudError> {
+        self.note("list_groups".into());
+        let mut groups = self.sim.list_groups().await?;
+        groups.retain(|g| Some(&g.name) != self.faults.hidden_group.as_ref());
+        Ok(groups)
+    }
+    async fn list_instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, CloudError> {
+        self.note("list_instances".into());
+        if self.faults.throttle_listing {
+            return Err(CloudError::Throttled("Rate exceeded".into()));
+        }
+        self.sim.list_instances(query).await
+    }
+    async fn describe_instance(&self, id: &str) -> Result<Option<Instance>, CloudError> {
+        self.note(format!("describe_instance {id}"));
+        self.sim.describe_instance(id).await
+    }
+    async fn capacity(&self, groups: &[String]) -> Result<Vec<(String, Capacity)>, CloudError> {
+        self.sim.capacity(groups).await
+    }
+    async fn terminate(&self, id: &str, via: TerminateVia) -> Result<(), CloudError> {
+        self.note(format!("terminate {id}"));
+        let on_disk = self.last_entry_is_intent_for(id);
+        self.intent_on_disk
+            .lock()
+            .expect("intents")
+            .push((id.to_owned(), on_disk));
+        self.sim.terminate(id, via).await?;
+        if self.faults.lose_terminate_answer {
+            return Err(CloudError::Backend(
+                "dispatch failure: connection reset before the answer arrived".into(),
+            ));
+        }
+        Ok(())
+    }
+    async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError> {
+        self.sim.publish(topic, subject, body).await
+    }
+}
+
+/// Run a setup on a rigged simulated fleet; the journal goes to
+/// `run.jsonl` in the setup's directory, where the fake reads it.
+pub async fn run(
+    setup: &Setup,
+    seed: u64,
+    execute: bool,
+    faults: Faults,
+) -> (RunOutput, Arc<Rigged>) {
+    let config = Config::load(&setup.config).expect("config loads");
+    let sim =
+        SimCloud::from_fleet_file(&setup.dir.path().join("fleet.toml"), seed).expect("fleet loads");
+    let journal = setup.dir.path().join("run.jsonl");
+    let rigged = Arc::new(Rigged::new(sim, faults, journal.clone()));
+    let options = RunOptions {
+        config: setup.config.clone(),
+        execute,
+        journal: Some(journal),
+        ..RunOptions::default()
+    };
+    let output = runner::run_on(
+        &config,
+        rigged.clone(),
+        seed,
+        &options,
+        std::future::pending(),
+    )
+    .await
+    .expect("run completes");
+    (output, rigged)
+}
