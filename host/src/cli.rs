@@ -12,6 +12,7 @@ use crate::plugins::{Catalog, Plugin};
 use crate::report::Report;
 use crate::runner::{self, RunOptions};
 use crate::sandbox::Sandbox;
+use crate::text::{self, one_line};
 
 /// Exit code of a run that finished but where an experiment failed or a
 /// victim did not recover.
@@ -105,6 +106,11 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a terminal, and never under NO_COLOR (no-color.org).
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .with_target(false)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -158,6 +164,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Report { journal, json } => {
+            // A file with no whole entry is an error, not an empty report.
             let replay = journal::read(&journal)?;
             print_report(&Report::from_journal(&replay, &journal), json)?;
             Ok(ExitCode::SUCCESS)
@@ -172,7 +179,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
 
 fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        let json = serde_json::to_string_pretty(report)?;
+        println!("{}", text::json_safe(&json));
     } else {
         print!("{}", report.render_text());
     }
@@ -193,7 +201,9 @@ async fn plugins(command: PluginsCommand) -> anyhow::Result<ExitCode> {
             for plugin in &loaded {
                 println!(
                     "{:<20} {:<9} {}",
-                    plugin.metadata.name, plugin.metadata.version, plugin.metadata.description
+                    one_line(&plugin.metadata.name),
+                    one_line(&plugin.metadata.version),
+                    text::shown(&plugin.metadata.description, DESCRIPTION_BYTES)
                 );
             }
             for failure in &failed {
@@ -216,14 +226,28 @@ async fn plugins(command: PluginsCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Most bytes of a plugin's own description shown.
+const DESCRIPTION_BYTES: usize = 512;
+
 /// Everything an operator needs to know about a plugin before running it.
+/// All the metadata is the plugin's own text, shown neutralised.
 pub fn describe(plugin: &Plugin) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let meta = &plugin.metadata;
     let compiled = &plugin.prepared.compiled;
-    let _ = writeln!(out, "{}@{}: {}", meta.name, meta.version, meta.description);
-    let _ = writeln!(out, "file:    {}", plugin.path.display());
+    let _ = writeln!(
+        out,
+        "{}@{}: {}",
+        one_line(&meta.name),
+        one_line(&meta.version),
+        text::shown(&meta.description, DESCRIPTION_BYTES)
+    );
+    let _ = writeln!(
+        out,
+        "file:    {}",
+        one_line(&plugin.path.display().to_string())
+    );
     let _ = writeln!(out, "sha256:  {}", compiled.sha256);
     let _ = writeln!(
         out,
@@ -241,13 +265,15 @@ pub fn describe(plugin: &Plugin) -> String {
         let kind = crate::contract::latest::param_kind(&p.default);
         let _ = writeln!(
             out,
-            "  {:<24} {kind:<8} default {default:<10} {}",
-            p.name, p.description
+            "  {:<24} {kind:<8} default {:<10} {}",
+            one_line(&p.name),
+            text::shown(&default.to_string(), DESCRIPTION_BYTES),
+            text::shown(&p.description, DESCRIPTION_BYTES)
         );
     }
     let _ = writeln!(out, "imports:");
     for import in &compiled.imports {
-        let _ = writeln!(out, "  {import}");
+        let _ = writeln!(out, "  {}", one_line(import));
     }
     if compiled.imports_wasi() {
         let _ = writeln!(

@@ -1,6 +1,11 @@
 //! The run journal: one JSON object per line, appended *before* each action
-//! and again with its outcome, flushed and synced to disk at every entry, so
-//! a crash or Ctrl-C never hides what was done. Reports are rendered from it.
+//! and again with its outcome, so a crash or Ctrl-C never hides what was
+//! done. Reports are rendered from it.
+//!
+//! Every entry about an action (and every run and experiment boundary) is
+//! synced to disk before `append` returns. Plugin log lines and denials are
+//! written but not synced on their own: the next synced entry carries them
+//! to disk, so a plugin's chatter never costs an fsync.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -122,8 +127,22 @@ pub enum Event {
         outcome: Option<PluginOutcome>,
         error: Option<String>,
     },
+    /// Plugin text the journal did not take, over its per-run bounds.
+    Suppressed {
+        log_lines: u64,
+        log_bytes: u64,
+        denials: u64,
+    },
     /// The run ended normally (or was interrupted, when `interrupted`).
     RunFinished { interrupted: bool },
+}
+
+impl Event {
+    /// Whether the entry must be on disk before the host goes on: anything
+    /// but a plugin's own chatter.
+    pub fn must_sync(&self) -> bool {
+        !matches!(self, Event::PluginLog { .. } | Event::Denied { .. })
+    }
 }
 
 /// A plugin's own account of its run.
@@ -145,7 +164,25 @@ pub struct PluginVictim {
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
-    inner: Mutex<(File, u64)>,
+    inner: Mutex<Appender>,
+}
+
+/// The file and its counters, behind the journal's lock.
+#[derive(Debug)]
+struct Appender {
+    file: File,
+    seq: u64,
+    syncs: u64,
+}
+
+impl Appender {
+    fn new(file: File) -> Appender {
+        Appender {
+            file,
+            seq: 0,
+            syncs: 0,
+        }
+    }
 }
 
 impl Journal {
@@ -162,7 +199,7 @@ impl Journal {
             .with_context(|| format!("creating journal {}", path.display()))?;
         Ok(Journal {
             path: path.to_owned(),
-            inner: Mutex::new((file, 0)),
+            inner: Mutex::new(Appender::new(file)),
         })
     }
 
@@ -171,7 +208,7 @@ impl Journal {
     pub fn over(file: File, path: &Path) -> Journal {
         Journal {
             path: path.to_owned(),
-            inner: Mutex::new((file, 0)),
+            inner: Mutex::new(Appender::new(file)),
         }
     }
 
@@ -180,7 +217,13 @@ impl Journal {
         &self.path
     }
 
-    /// Append an entry and sync it to disk before returning.
+    /// Times the journal was synced to disk so far.
+    pub fn syncs(&self) -> u64 {
+        self.inner.lock().map_or(0, |appender| appender.syncs)
+    }
+
+    /// Append an entry; one that [`Event::must_sync`] is on disk, with every
+    /// entry before it, when this returns.
     pub fn append(
         &self,
         clock_ms: Millis,
@@ -191,20 +234,26 @@ impl Journal {
             .inner
             .lock()
             .map_err(|_| anyhow::anyhow!("journal {} is poisoned", self.path.display()))?;
-        let (file, seq) = &mut *guard;
+        let appender = &mut *guard;
+        let sync = event.must_sync();
         let entry = Entry {
-            seq: *seq,
+            seq: appender.seq,
             at: time::OffsetDateTime::now_utc(),
             clock_ms,
             experiment,
             event,
         };
-        let mut line = serde_json::to_vec(&entry)?;
+        // Plugin text stays JSON-escaped, down to the controls and invisible
+        // characters serde_json would leave raw: `cat` of a journal is safe.
+        let json = serde_json::to_string(&entry)?;
+        let mut line = crate::text::json_safe(&json).into_owned().into_bytes();
         line.push(b'\n');
+        let file = &mut appender.file;
         file.write_all(&line)
-            .and_then(|()| file.sync_data())
+            .and_then(|()| if sync { file.sync_data() } else { Ok(()) })
             .with_context(|| format!("writing journal {}", self.path.display()))?;
-        *seq += 1;
+        appender.seq += 1;
+        appender.syncs += u64::from(sync);
         Ok(entry)
     }
 }
@@ -218,7 +267,8 @@ pub struct Replay {
 }
 
 /// Read a journal. A torn last line (from a crash mid-write) is tolerated and
-/// reported; a bad line elsewhere is an error naming the file and line.
+/// reported; a bad line elsewhere is an error naming the file and line, and
+/// so is a file without one whole entry.
 pub fn read(path: &Path) -> anyhow::Result<Replay> {
     let file = File::open(path).with_context(|| format!("opening journal {}", path.display()))?;
     let lines: Vec<String> = BufReader::new(file)
@@ -237,6 +287,17 @@ pub fn read(path: &Path) -> anyhow::Result<Replay> {
             Err(_) if number == last => replay.torn_tail = Some(number),
             Err(err) => anyhow::bail!("{}:{number}: not a journal entry: {err}", path.display()),
         }
+    }
+    if replay.entries.is_empty() {
+        anyhow::bail!(
+            "{}: no journal entry in it{}",
+            path.display(),
+            if replay.torn_tail.is_some() {
+                " (only a line cut off mid-write: the run stopped as it began)"
+            } else {
+                " (is this a wasmonkey journal?)"
+            }
+        );
     }
     Ok(replay)
 }
@@ -284,6 +345,48 @@ mod tests {
         std::fs::write(&path, "garbage\n{}\n").unwrap();
         let err = read(&path).unwrap_err().to_string();
         assert!(err.contains("j.jsonl:1"), "{err}");
+    }
+
+    #[test]
+    fn a_file_without_an_entry_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("empty.jsonl", ""),
+            ("blank.jsonl", "\n\n"),
+            ("torn.jsonl", "{\"seq\":0,"),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let err = read(&path).unwrap_err().to_string();
+            assert!(
+                err.contains(name) && err.contains("no journal entry"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_actions_pay_an_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::create(&dir.path().join("j.jsonl")).unwrap();
+        for _ in 0..100 {
+            journal
+                .append(
+                    0,
+                    Some(0),
+                    Event::PluginLog {
+                        level: "info".into(),
+                        message: String::new(),
+                    },
+                )
+                .unwrap();
+        }
+        assert_eq!(journal.syncs(), 0);
+        journal
+            .append(0, None, Event::RunFinished { interrupted: false })
+            .unwrap();
+        assert_eq!(journal.syncs(), 1);
+        assert_eq!(read(journal.path()).unwrap().entries.len(), 101);
     }
 
     #[test]

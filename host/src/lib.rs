@@ -31,3 +31,4 @@ pub mod runner;
 pub mod sandbox;
 pub mod scaffold;
 pub mod session;
+pub mod text;

@@ -278,6 +278,8 @@ pub enum Denial {
     RunBudget { max: u32 },
     /// The group lost as many instances this run as it may.
     GroupRunBudget { group: String, max: u32 },
+    /// The plugin published as many notifications as a run may.
+    NotifyBudget { max: u32 },
     /// The group would drop below its healthy floor.
     HealthyFloor {
         group: String,
@@ -309,6 +311,7 @@ impl Denial {
             Denial::Budget { .. } => "max-terminations",
             Denial::RunBudget { .. } => "max-terminations-per-run",
             Denial::GroupRunBudget { .. } => "max-terminations-per-group-per-run",
+            Denial::NotifyBudget { .. } => "notifications-per-run",
             Denial::HealthyFloor { .. } => "min-healthy-per-group",
             Denial::GroupShare { .. } => "max-fraction-per-group",
             Denial::Permission { .. } => "iam-permission",
@@ -320,7 +323,10 @@ impl Denial {
     pub fn is_budget(&self) -> bool {
         matches!(
             self,
-            Denial::Budget { .. } | Denial::RunBudget { .. } | Denial::GroupRunBudget { .. }
+            Denial::Budget { .. }
+                | Denial::RunBudget { .. }
+                | Denial::GroupRunBudget { .. }
+                | Denial::NotifyBudget { .. }
         )
     }
 
@@ -351,6 +357,9 @@ impl fmt::Display for Denial {
             }
             Denial::RunBudget { max } => {
                 write!(f, "this run may terminate at most {max} instance(s) over all its experiments and has used them")
+            }
+            Denial::NotifyBudget { max } => {
+                write!(f, "a plugin may publish at most {max} notification(s) per run and has")
             }
             Denial::GroupRunBudget { group, max } => {
                 write!(f, "group {group} may lose at most {max} instance(s) per run and has lost them")

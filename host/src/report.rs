@@ -9,6 +9,13 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::journal::{Event, Replay};
+use crate::text;
+
+/// Text from the journal as a terminal may show it: much of it is the
+/// plugin's, and the journal itself may have been edited.
+fn safe(text: &str) -> std::borrow::Cow<'_, str> {
+    text::one_line(text)
+}
 
 /// A whole run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -269,6 +276,16 @@ impl Report {
                     }
                 }
                 Event::PluginLog { .. } => {}
+                Event::Suppressed {
+                    log_lines,
+                    log_bytes,
+                    denials,
+                } => {
+                    report.notes.push(format!(
+                        "experiment {}: {log_lines} log line(s) ({log_bytes} bytes) and {denials} denial(s) over the per-run bounds were counted, not journalled",
+                        index + 1
+                    ));
+                }
                 Event::ExperimentFinished {
                     plugin,
                     outcome,
@@ -365,10 +382,10 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{} ({}, {}) by {}: {fate}",
-                v.instance_id,
-                v.group.as_deref().unwrap_or("no group"),
-                v.zone,
-                v.plugin
+                safe(&v.instance_id),
+                safe(v.group.as_deref().unwrap_or("no group")),
+                safe(&v.zone),
+                safe(&v.plugin)
             );
         }
         if self.victims.is_empty() {
@@ -388,8 +405,8 @@ impl Report {
         let _ = writeln!(
             out,
             "wasmonkey run {} on {} — seed {} — {mode}",
-            self.run_id.as_deref().unwrap_or("?"),
-            self.backend.as_deref().unwrap_or("?"),
+            safe(self.run_id.as_deref().unwrap_or("?")),
+            safe(self.backend.as_deref().unwrap_or("?")),
             self.seed.map_or("?".to_string(), |s| s.to_string()),
         );
         for experiment in &self.experiments {
@@ -397,8 +414,8 @@ impl Report {
                 out,
                 "\nexperiment {} — {}@{}",
                 experiment.index + 1,
-                experiment.plugin,
-                experiment.version
+                safe(&experiment.plugin),
+                safe(&experiment.version)
             );
             let victims: Vec<&VictimReport> = self
                 .victims
@@ -421,47 +438,55 @@ impl Report {
                 let _ = writeln!(
                     out,
                     "  {:<21} {:<14} {:<12} {:<10} {:>10}  {:<14} {}",
-                    v.instance_id,
-                    v.group.as_deref().unwrap_or("-"),
-                    v.zone,
+                    safe(&v.instance_id),
+                    safe(v.group.as_deref().unwrap_or("-")),
+                    safe(&v.zone),
                     v.status,
                     recovery,
                     v.host_verdict,
-                    v.plugin_verdict.as_deref().unwrap_or("-"),
+                    safe(v.plugin_verdict.as_deref().unwrap_or("-")),
                 );
             }
             for d in &experiment.denials {
                 let _ = writeln!(
                     out,
                     "  denied {} {} [{}]: {}",
-                    d.operation, d.target, d.rule, d.message
+                    safe(&d.operation),
+                    safe(&d.target),
+                    safe(&d.rule),
+                    safe(&d.message)
                 );
             }
             for n in &experiment.notifications {
                 let _ = writeln!(
                     out,
                     "  notified {} \"{}\": {} after {} attempt(s)",
-                    n.channel, n.subject, n.status, n.attempts
+                    safe(&n.channel),
+                    safe(&n.subject),
+                    n.status,
+                    n.attempts
                 );
             }
             if let Some(summary) = &experiment.summary {
-                let _ = writeln!(out, "  summary: {summary}");
+                let _ = writeln!(out, "  summary: {}", safe(summary));
             }
             if let Some(error) = &experiment.error {
-                let _ = writeln!(out, "  error: {error}");
+                let _ = writeln!(out, "  error: {}", safe(error));
             }
         }
         for n in &self.notifications {
             let _ = writeln!(
                 out,
                 "\nrun notification to {}: {} after {} attempt(s)",
-                n.channel, n.status, n.attempts
+                safe(&n.channel),
+                n.status,
+                n.attempts
             );
         }
         for note in &self.notes {
-            let _ = writeln!(out, "\nnote: {note}");
+            let _ = writeln!(out, "\nnote: {}", safe(note));
         }
-        let _ = writeln!(out, "\njournal: {}", self.journal);
+        let _ = writeln!(out, "\njournal: {}", safe(&self.journal));
         out
     }
 }

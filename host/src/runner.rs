@@ -24,7 +24,13 @@ use crate::policy::{effective_grants, Policy, Tally};
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::sandbox::{RunFailure, Sandbox};
-use crate::session::{PluginLabel, Session, SessionSetup};
+use crate::session::{PluginLabel, Session, SessionSetup, BODY_BYTES};
+use crate::text;
+
+/// Most bytes kept of a plugin's summary.
+pub const MAX_SUMMARY_BYTES: usize = 16 * 1024;
+/// Most bytes kept of why an experiment failed (it may quote the plugin).
+pub const MAX_ERROR_BYTES: usize = 4 * 1024;
 
 /// What the operator asked for on the command line.
 #[derive(Debug, Clone, Default)]
@@ -214,7 +220,7 @@ async fn notify_run(
         report.run_id.as_deref().unwrap_or("?"),
         report.victims.len()
     );
-    let body = report.recovery_lines();
+    let body = text::bounded(&report.recovery_lines(), BODY_BYTES).into_owned();
     let sent = crate::notify::publish(
         cloud,
         config.default_limits().host_call_timeout(),
@@ -254,7 +260,7 @@ impl Context<'_> {
             Err(err) => (None, Some(format!("{err:#}"))),
         };
         if let Some(error) = &error {
-            tracing::error!(plugin = %experiment.plugin, "experiment {} failed: {error}", index + 1);
+            tracing::error!(plugin = %experiment.plugin, "experiment {} failed: {}", index + 1, text::one_line(error));
         }
         self.journal.append(
             self.cloud.now_ms(),
@@ -351,6 +357,9 @@ impl Context<'_> {
         let result = result.and_then(|answer| {
             check_outcome(answer, &session, config.blast_radius.max_terminations)
         });
+        session
+            .journal_suppressed()
+            .map_err(|err| anyhow::anyhow!("{where_}: {err}"))?;
         // Whatever the plugin did, its victims are watched to the end.
         session
             .finish_watching()
@@ -358,7 +367,13 @@ impl Context<'_> {
             .map_err(|err| anyhow::anyhow!("{where_}: {err}"))?;
         Ok(match result {
             Ok(outcome) => (Some(outcome), None),
-            Err(failure) => (None, Some(format!("plugin {label}: {failure}"))),
+            Err(failure) => (
+                None,
+                Some(format!(
+                    "plugin {label}: {}",
+                    text::bounded(&failure.to_string(), MAX_ERROR_BYTES)
+                )),
+            ),
         })
     }
 }
@@ -392,7 +407,7 @@ fn check_outcome(
         )));
     }
     Ok(PluginOutcome {
-        summary: outcome.summary,
+        summary: text::bounded(&outcome.summary, MAX_SUMMARY_BYTES).into_owned(),
         victims: outcome
             .victims
             .into_iter()

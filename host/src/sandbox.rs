@@ -583,7 +583,8 @@ fn hostcall_fuel_exhausted(err: &wasmtime::Error) -> bool {
 fn forward_stdio(plugin: &str, stream: &str, pipe: &MemoryOutputPipe) {
     let bytes = pipe.contents();
     for line in String::from_utf8_lossy(&bytes).lines() {
-        tracing::info!(%plugin, stream, "{line}");
+        let line = crate::text::shown(line, crate::session::MAX_LOG_LINE_BYTES);
+        tracing::info!(plugin = %crate::text::one_line(plugin), stream, "{line}");
     }
 }
 

@@ -23,10 +23,27 @@ use crate::limits::{Limit, LimitBreach, Limits};
 use crate::policy::{Denial, Grant, GroupPatterns, GroupView, Hidden, Policy, Tally};
 use crate::progress::Progress;
 use crate::recovery::Watch;
+use crate::text;
 
-/// Most plugin log bytes copied into the journal per run; the rest goes to
-/// the host log only.
-const JOURNAL_LOG_BYTES: usize = 1024 * 1024;
+/// Most bytes kept of an id, channel or target name a plugin passed.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Most bytes kept of a termination reason.
+pub const MAX_REASON_BYTES: usize = 1024;
+/// Most bytes kept of one plugin log line.
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
+/// Most plugin log bytes per run, in the journal and in the host log alike;
+/// the rest are counted.
+pub const LOG_BYTES_PER_RUN: usize = 1024 * 1024;
+/// Most denials journalled and logged per run; the rest are counted (the
+/// plugin still gets each typed error).
+pub const DENIALS_PER_RUN: u64 = 1000;
+/// Most notifications a plugin may publish per run.
+pub const NOTIFICATIONS_PER_RUN: u32 = 20;
+/// SNS's own limits: a subject of at most 100 characters (the host keeps
+/// 100 bytes) and a message of at most 256 KiB.
+pub const SUBJECT_BYTES: usize = 100;
+/// See [`SUBJECT_BYTES`].
+pub const BODY_BYTES: usize = 256 * 1024;
 
 /// A plugin's name and version, as every error and log line shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +54,13 @@ pub struct PluginLabel {
 
 impl fmt::Display for PluginLabel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.name, self.version)
+        // Both are the plugin's own text.
+        write!(
+            f,
+            "{}@{}",
+            text::shown(&self.name, MAX_NAME_BYTES),
+            text::shown(&self.version, MAX_NAME_BYTES)
+        )
     }
 }
 
@@ -126,7 +149,12 @@ pub struct Session {
     setup: SessionSetup,
     started_ms: Millis,
     host_calls: u64,
-    journal_log_bytes: usize,
+    /// What the plugin's text cost so far, against the per-run bounds.
+    log_bytes: usize,
+    suppressed_log_lines: u64,
+    suppressed_log_bytes: u64,
+    denials: u64,
+    notifications: u32,
     rng: ChaCha8Rng,
     tally: Tally,
     /// Terminations the host carried out (or allowed, in a dry run), in order.
@@ -209,7 +237,11 @@ impl Session {
         Session {
             started_ms: setup.cloud.now_ms(),
             host_calls: 0,
-            journal_log_bytes: 0,
+            log_bytes: 0,
+            suppressed_log_lines: 0,
+            suppressed_log_bytes: 0,
+            denials: 0,
+            notifications: 0,
             rng,
             tally: Tally::default(),
             terminations: Vec::new(),
@@ -321,18 +353,45 @@ impl Session {
             .map_err(Fatal::Journal)
     }
 
-    fn deny(&self, operation: &str, target: &str, denial: &Denial) -> Result<PluginError, Fatal> {
-        tracing::info!(plugin = %self.setup.plugin, operation, target, rule = denial.rule(), "denied: {denial}");
-        self.journal(Event::Denied {
-            operation: operation.to_owned(),
-            target: target.to_owned(),
-            rule: denial.rule().to_owned(),
-            message: denial.to_string(),
-        })?;
+    fn deny(
+        &mut self,
+        operation: &str,
+        target: &str,
+        denial: &Denial,
+    ) -> Result<PluginError, Fatal> {
+        self.denials += 1;
+        if self.denials <= DENIALS_PER_RUN {
+            let target = text::bounded(target, MAX_NAME_BYTES);
+            let message = text::bounded(&denial.to_string(), 2 * MAX_NAME_BYTES + 512).into_owned();
+            tracing::info!(plugin = %self.setup.plugin, operation, target = %text::one_line(&target), rule = denial.rule(), "denied: {}", text::one_line(&message));
+            self.journal(Event::Denied {
+                operation: operation.to_owned(),
+                target: target.into_owned(),
+                rule: denial.rule().to_owned(),
+                message,
+            })?;
+        }
+        let message =
+            text::bounded(&denial.plugin_message(), 2 * MAX_NAME_BYTES + 512).into_owned();
         Ok(if denial.is_budget() {
-            PluginError::BudgetExhausted(denial.plugin_message())
+            PluginError::BudgetExhausted(message)
         } else {
-            PluginError::Denied(denial.plugin_message())
+            PluginError::Denied(message)
+        })
+    }
+
+    /// Journal what the per-run bounds kept out, if anything. Called once,
+    /// after the plugin returned.
+    pub fn journal_suppressed(&self) -> Result<(), Fatal> {
+        let denials = self.denials.saturating_sub(DENIALS_PER_RUN);
+        if denials == 0 && self.suppressed_log_lines == 0 {
+            return Ok(());
+        }
+        tracing::warn!(plugin = %self.setup.plugin, denials, log_lines = self.suppressed_log_lines, "plugin text over the per-run bounds was counted, not kept");
+        self.journal(Event::Suppressed {
+            log_lines: self.suppressed_log_lines,
+            log_bytes: self.suppressed_log_bytes,
+            denials,
         })
     }
 
@@ -544,7 +603,7 @@ impl Session {
             instance_id: instance.id.clone(),
             group: instance.group.clone(),
             zone: instance.zone.clone(),
-            reason: reason.to_owned(),
+            reason: text::bounded(reason, MAX_REASON_BYTES).into_owned(),
             dry_run,
         })?;
         // Counted before the call: a failed or uncertain call still spent budget.
@@ -731,7 +790,8 @@ impl Session {
         self.setup.channels.keys().cloned().collect()
     }
 
-    /// `notify.publish`: journalled, retried, never silent.
+    /// `notify.publish`: journalled, retried, never silent; the subject and
+    /// body cut to SNS's limits, and at most [`NOTIFICATIONS_PER_RUN`].
     pub async fn publish(
         &mut self,
         channel: &str,
@@ -743,9 +803,17 @@ impl Session {
         }
         let Some(topic) = self.setup.channels.get(channel).map(|c| c.topic.clone()) else {
             return Ok(Err(PluginError::NotFound(format!(
-                "no channel named {channel}"
+                "no channel named {}",
+                text::bounded(channel, MAX_NAME_BYTES)
             ))));
         };
+        if self.notifications >= NOTIFICATIONS_PER_RUN {
+            let denial = Denial::NotifyBudget {
+                max: NOTIFICATIONS_PER_RUN,
+            };
+            return self.deny("publish", channel, &denial).map(Err);
+        }
+        self.notifications += 1;
         let timeout = self.setup.limits.host_call_timeout();
         let cloud = std::sync::Arc::clone(&self.setup.cloud);
         let sent = crate::notify::publish(
@@ -753,32 +821,39 @@ impl Session {
             timeout,
             channel,
             &topic,
-            subject,
-            body,
+            &text::bounded(subject, SUBJECT_BYTES),
+            &text::bounded(body, BODY_BYTES),
             |event| self.journal(event),
         )
         .await?;
         Ok(sent.map_err(PluginError::from))
     }
 
-    /// `runtime.log`.
+    /// `runtime.log`: each line cut to [`MAX_LOG_LINE_BYTES`], and at most
+    /// [`LOG_BYTES_PER_RUN`] per run, to the journal and the host log alike.
+    /// Never synced on its own.
     pub fn log(&mut self, level: tracing::Level, message: &str) -> Result<(), Fatal> {
+        let message = text::bounded(message, MAX_LOG_LINE_BYTES);
+        if self.log_bytes.saturating_add(message.len()) > LOG_BYTES_PER_RUN {
+            self.suppressed_log_lines += 1;
+            self.suppressed_log_bytes += message.len() as u64;
+            return Ok(());
+        }
+        // An empty line still costs a journal line.
+        self.log_bytes += message.len().max(1);
         let plugin = &self.setup.plugin;
+        let shown = text::one_line(&message);
         match level {
-            tracing::Level::ERROR => tracing::error!(%plugin, "{message}"),
-            tracing::Level::WARN => tracing::warn!(%plugin, "{message}"),
-            tracing::Level::INFO => tracing::info!(%plugin, "{message}"),
-            tracing::Level::DEBUG => tracing::debug!(%plugin, "{message}"),
-            tracing::Level::TRACE => tracing::trace!(%plugin, "{message}"),
+            tracing::Level::ERROR => tracing::error!(%plugin, "{shown}"),
+            tracing::Level::WARN => tracing::warn!(%plugin, "{shown}"),
+            tracing::Level::INFO => tracing::info!(%plugin, "{shown}"),
+            tracing::Level::DEBUG => tracing::debug!(%plugin, "{shown}"),
+            tracing::Level::TRACE => tracing::trace!(%plugin, "{shown}"),
         }
-        if self.journal_log_bytes < JOURNAL_LOG_BYTES {
-            self.journal_log_bytes += message.len();
-            self.journal(Event::PluginLog {
-                level: level.as_str().to_ascii_lowercase(),
-                message: message.to_owned(),
-            })?;
-        }
-        Ok(())
+        self.journal(Event::PluginLog {
+            level: level.as_str().to_ascii_lowercase(),
+            message: message.into_owned(),
+        })
     }
 
     /// `runtime.now-ms`: the run's clock as the plugin sees it.
@@ -865,5 +940,65 @@ impl Session {
         }
         self.setup.progress.finish();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session whose every import the policy would refuse, journalling
+    /// to `journal`.
+    fn session(journal: Arc<Journal>) -> Session {
+        let mut setup = Session::inert(&Limits::default()).setup;
+        setup.journal = Some(journal);
+        Session::new(setup)
+    }
+
+    fn journal() -> (tempfile::TempDir, Arc<Journal>) {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Journal::create(&dir.path().join("j.jsonl")).unwrap());
+        (dir, journal)
+    }
+
+    #[test]
+    fn plugin_log_lines_cost_no_fsync() {
+        let (_dir, journal) = journal();
+        let mut session = session(Arc::clone(&journal));
+        for _ in 0..10_000 {
+            session.log(tracing::Level::INFO, "").unwrap();
+        }
+        assert_eq!(journal.syncs(), 0);
+        assert_eq!(
+            crate::journal::read(journal.path()).unwrap().entries.len(),
+            10_000
+        );
+    }
+
+    #[test]
+    fn plugin_logs_are_bounded_per_line_and_per_run() {
+        let (_dir, journal) = journal();
+        let mut session = session(Arc::clone(&journal));
+        let line = "x".repeat(MAX_LOG_LINE_BYTES * 4);
+        let lines = 2 * LOG_BYTES_PER_RUN / MAX_LOG_LINE_BYTES;
+        for _ in 0..lines {
+            session.log(tracing::Level::INFO, &line).unwrap();
+        }
+        session.journal_suppressed().unwrap();
+        let entries = crate::journal::read(journal.path()).unwrap().entries;
+        let kept: Vec<usize> = entries
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::PluginLog { message, .. } => Some(message.len()),
+                _ => None,
+            })
+            .collect();
+        assert!(kept.iter().all(|&len| len <= MAX_LOG_LINE_BYTES));
+        assert!(kept.iter().sum::<usize>() <= LOG_BYTES_PER_RUN);
+        assert!(kept.len() >= lines / 2 - 1, "{}", kept.len());
+        let Some(Event::Suppressed { log_lines, .. }) = entries.last().map(|e| &e.event) else {
+            panic!("no suppressed entry: {:?}", entries.last());
+        };
+        assert_eq!(*log_lines as usize, lines - kept.len());
     }
 }

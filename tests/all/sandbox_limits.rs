@@ -36,6 +36,8 @@ pub struct Wat {
     fields: String,
     run: String,
     metadata: String,
+    version: Option<String>,
+    description: Option<String>,
 }
 
 impl Wat {
@@ -70,6 +72,18 @@ impl Wat {
         self
     }
 
+    /// The version `metadata` answers (default `0.1.0`).
+    pub fn version(mut self, version: &str) -> Wat {
+        self.version = Some(version.to_owned());
+        self
+    }
+
+    /// The description `metadata` answers.
+    pub fn description(mut self, description: &str) -> Wat {
+        self.description = Some(description.to_owned());
+        self
+    }
+
     /// The component's bytes.
     pub fn build(&self) -> Vec<u8> {
         let Wat {
@@ -78,11 +92,14 @@ impl Wat {
             fields,
             run,
             metadata,
+            version,
+            description,
         } = self;
         // plugin-metadata at 1024: name, version, description (ptr, len
         // each), params (ptr 0, len 0); the strings at 1100. An ok(outcome)
         // with no victims and an empty summary is all zeros, at 2048.
-        let (version, description) = ("0.1.0", "hand-written test plugin");
+        let version = version.as_deref().unwrap_or("0.1.0");
+        let description = description.as_deref().unwrap_or("hand-written test plugin");
         let (name_at, version_at, description_at) = (1100, 1200, 1300);
         let record = [
             name_at,
@@ -112,9 +129,11 @@ impl Wat {
   (func (export "{RUN}") (param i32 i32) (result i32) {run} (i32.const 2048))
   (data (i32.const 1024) "{record}")
   (data (i32.const {name_at}) "{name}")
-  (data (i32.const {version_at}) "{version}")
-  (data (i32.const {description_at}) "{description}")
-)"#
+  (data (i32.const {version_at}) "{}")
+  (data (i32.const {description_at}) "{}")
+)"#,
+            data(version),
+            data(description),
         );
         let mut module = wat::parse_str(&wat).expect("the test's WAT assembles");
         let mut resolve = wit_parser::Resolve::default();
@@ -138,6 +157,11 @@ impl Wat {
             .encode()
             .expect("a component")
     }
+}
+
+/// Bytes as a WAT data string, every byte escaped.
+fn data(text: &str) -> String {
+    text.bytes().map(|b| format!("\\{b:02x}")).collect()
 }
 
 /// A plugin directory holding each `(name, component)`.

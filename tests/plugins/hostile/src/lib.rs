@@ -14,6 +14,12 @@
 //! | `terminate`     | terminates each id of `targets` (comma-separated) and reports |
 //! | `list`          | lists every instance it can see and reports their ids         |
 //! | `check`         | checks every health target it is told of, and `targets` too   |
+//! | `forge`         | puts [`FORGED`] in a log line, a notification to `ops`, the   |
+//! |                 | reason for terminating each id of `targets`, and its summary  |
+//! | `forge-error`   | fails with [`FORGED`] as its error                            |
+//! | `log-flood`     | logs `count` lines of `size` bytes                            |
+//! | `deny-flood`    | asks `count` times to terminate an id of `size` bytes         |
+//! | `big-summary`   | answers a summary of `size` bytes                             |
 //!
 //! `terminate` puts one line per id in the summary: `<id>: ok dry-run=<bool>`
 //! or `<id>: <error-kind>: <message>`, the error kind being the `cloud-error`
@@ -26,10 +32,17 @@ use std::hint::black_box;
 
 use wasmonkey_sdk::cloud::{self, InstanceFilter};
 use wasmonkey_sdk::params::{self, Params};
-use wasmonkey_sdk::{export_strategy, log, metadata, probe, runtime};
+use wasmonkey_sdk::{export_strategy, log, metadata, notify, probe, runtime};
 use wasmonkey_sdk::{Guest, Outcome, Param, PluginMetadata, RunError, Verdict, Victim};
 
 struct Hostile;
+
+/// Text that would take over a terminal shown raw: a window title, a screen
+/// clear, colours, a carriage return over the line, an 8-bit CSI, a bidi
+/// override, and a newline followed by a forged report row.
+pub const FORGED: &str = "title\u{1b}]0;owned\u{7} clear\u{1b}[2J\u{1b}[H red\u{1b}[31m \
+     cr\rOVERWRITTEN csi8\u{9b}31m bidi\u{202e}exe.txt\n\
+     experiment 9 \u{2014} forged@6.6.6\n  i-forged              web            us-east-1a   terminated      1.0 s  recovered      -";
 
 impl Guest for Hostile {
     fn metadata() -> PluginMetadata {
@@ -37,11 +50,20 @@ impl Guest for Hostile {
             params::text(
                 "attack",
                 "loop, memory, recursion, panic, huge-list, host-flood, big-arg, \
-                 sleep-forever, terminate, list or check",
+                 sleep-forever, terminate, list, check, forge, forge-error, log-flood, \
+                 deny-flood or big-summary",
                 "list",
             ),
-            params::integer("count", "Victims returned by huge-list", 100_000),
-            params::integer("size", "Bytes logged by big-arg", 16 << 20),
+            params::integer(
+                "count",
+                "Victims returned by huge-list; lines or calls of the floods",
+                100_000
+            ),
+            params::integer(
+                "size",
+                "Bytes logged by big-arg; bytes of each flood line or id; of big-summary",
+                16 << 20
+            ),
             params::integer("depth", "Calls deep for recursion; 0 recurses without end", 0),
             params::text(
                 "targets",
@@ -88,6 +110,38 @@ impl Guest for Hostile {
             },
             "terminate" => Ok(summary(terminate_all(params.text("targets")?))),
             "check" => Ok(summary(check_all(params.text("targets")?))),
+            "forge" => {
+                log::warn(FORGED);
+                let _ = notify::publish("ops", FORGED, FORGED);
+                let answers = params
+                    .text("targets")?
+                    .split(',')
+                    .filter(|id| !id.is_empty())
+                    .map(|id| match cloud::terminate(id, FORGED) {
+                        Ok(_) => format!("{id}: ok"),
+                        Err(err) => format!("{id}: {}", err.describe()),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",");
+                Ok(summary(format!("{FORGED} {answers}")))
+            }
+            "forge-error" => Err(params::invalid("attack", FORGED)),
+            "log-flood" => {
+                let line = "x".repeat(param_usize(&params, "size")?);
+                for _ in 0..params.integer_at_least("count", 0)? {
+                    log::info(&line);
+                }
+                Ok(summary("flooded".to_owned()))
+            }
+            "deny-flood" => {
+                let id = "i".repeat(param_usize(&params, "size")?);
+                let mut denied = 0u64;
+                for _ in 0..params.integer_at_least("count", 0)? {
+                    denied += u64::from(cloud::terminate(&id, "flood").is_err());
+                }
+                Ok(summary(format!("{denied} denied")))
+            }
+            "big-summary" => Ok(summary("s".repeat(param_usize(&params, "size")?))),
             "list" => {
                 let filter = InstanceFilter {
                     group_pattern: None,
@@ -107,6 +161,11 @@ impl Guest for Hostile {
             )),
         }
     }
+}
+
+fn param_usize(params: &Params, name: &str) -> Result<usize, RunError> {
+    let value = params.integer_at_least(name, 0)?;
+    usize::try_from(value).map_err(|_| params::invalid(name, "too large for this plugin"))
 }
 
 fn summary(summary: String) -> Outcome {
