@@ -192,17 +192,18 @@ async fn plugins(command: PluginsCommand) -> anyhow::Result<ExitCode> {
         PluginsCommand::List { config } | PluginsCommand::Inspect { config, .. } => config.clone(),
     };
     let config = Config::load(&config_path)?;
-    let catalog = Catalog::scan(&config.plugin_dir())?;
-    let sandbox = Sandbox::new(&config.cache_dir())?;
+    let catalog = Catalog::scan(&config.plugin_dir())?.with_pins(config.pins());
+    let sandbox = Sandbox::new(&config.cache_dir()?)?;
     let rules = config.limit_rules();
     match command {
         PluginsCommand::List { .. } => {
             let (loaded, failed) = catalog.load_all(&sandbox, &rules).await;
             for plugin in &loaded {
                 println!(
-                    "{:<20} {:<9} {}",
+                    "{:<20} {:<9} {:<17} {}",
                     one_line(&plugin.metadata.name),
                     one_line(&plugin.metadata.version),
+                    pinning(&catalog, plugin),
                     text::shown(&plugin.metadata.description, DESCRIPTION_BYTES)
                 );
             }
@@ -223,6 +224,18 @@ async fn plugins(command: PluginsCommand) -> anyhow::Result<ExitCode> {
             print!("{}", describe(&plugin));
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Who pinned a loaded plugin: the operator (config), only its own manifest
+/// (which whoever can replace the component can rewrite), or nobody.
+fn pinning(catalog: &Catalog, plugin: &Plugin) -> &'static str {
+    if catalog.pin(&plugin.name).is_some() {
+        "pinned"
+    } else if plugin.manifest.as_ref().is_some_and(|m| m.sha256.is_some()) {
+        "manifest-pin-only"
+    } else {
+        "unpinned"
     }
 }
 

@@ -77,9 +77,17 @@ pub struct PluginsConfig {
     /// Directory of `.wasm` components (each with an optional manifest).
     pub dir: PathBuf,
     /// Compiled-code cache (default: `$XDG_CACHE_HOME/wasmonkey`, else
-    /// `~/.cache/wasmonkey`).
+    /// `~/.cache/wasmonkey`). It must be the user's own and writable by no
+    /// one else: its entries run as native code.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// The sha256 of each plugin's component, by plugin name. A plugin whose
+    /// file does not match is refused before any of its code runs.
+    #[serde(default)]
+    pub pins: BTreeMap<String, String>,
+    /// Refuse, under `--execute`, every plugin the operator has not pinned.
+    #[serde(default)]
+    pub require_pins: bool,
 }
 
 /// The part of the fleet experiments may touch.
@@ -277,6 +285,9 @@ pub struct ExperimentConfig {
     /// The operator's limits for this plugin, over its manifest's requests.
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// The sha256 the plugin's component must have (as `plugins.pins` does).
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 impl Config {
@@ -329,6 +340,7 @@ impl Config {
                 ));
             }
         }
+        self.merged_pins()?;
         let exceeding = self.default_limits().exceeding(&self.ceiling());
         if let Some((key, asked, max)) = exceeding.first() {
             return Err(format!("limits.{key} = {asked} is above the ceiling {max}"));
@@ -368,17 +380,61 @@ impl Config {
         self.resolve(&self.plugins.dir)
     }
 
-    /// The compiled-code cache directory.
-    pub fn cache_dir(&self) -> PathBuf {
-        if let Some(dir) = &self.plugins.cache_dir {
-            return self.resolve(dir);
+    /// The operator's pins: `plugins.pins` and each experiment's `sha256`,
+    /// by plugin name, in lower case.
+    pub fn pins(&self) -> BTreeMap<String, String> {
+        self.merged_pins().unwrap_or_default()
+    }
+
+    fn merged_pins(&self) -> Result<BTreeMap<String, String>, String> {
+        let mut pins = BTreeMap::new();
+        let given = self
+            .plugins
+            .pins
+            .iter()
+            .map(|(name, pin)| (name, pin, format!("plugins.pins.{name}")))
+            .chain(self.experiments.iter().enumerate().filter_map(|(i, e)| {
+                e.sha256
+                    .as_ref()
+                    .map(|pin| (&e.plugin, pin, format!("experiment {} sha256", i + 1)))
+            }));
+        for (name, pin, field) in given {
+            if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("{field} = {pin:?} is not a sha256 (64 hex digits)"));
+            }
+            let pin = pin.to_ascii_lowercase();
+            if let Some(earlier) = pins.insert(name.clone(), pin.clone()) {
+                if earlier != pin {
+                    return Err(format!(
+                        "{field} pins {name} to {pin}, but it is already pinned to {earlier}"
+                    ));
+                }
+            }
         }
-        let home_cache = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache"));
-        std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or(home_cache)
-            .unwrap_or_else(std::env::temp_dir)
-            .join("wasmonkey")
+        Ok(pins)
+    }
+
+    /// The compiled-code cache directory: `plugins.cache_dir`, else
+    /// `$XDG_CACHE_HOME/wasmonkey` (when absolute), else
+    /// `$HOME/.cache/wasmonkey`. Never a shared directory such as `/tmp`.
+    pub fn cache_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.plugins.cache_dir {
+            return Ok(self.resolve(dir));
+        }
+        let absolute = |var: &str| {
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+        };
+        absolute("XDG_CACHE_HOME")
+            .or_else(|| absolute("HOME").map(|home| home.join(".cache")))
+            .map(|dir| dir.join("wasmonkey"))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: no place for the compiled-code cache: set plugins.cache_dir, or XDG_CACHE_HOME or HOME (a shared directory such as /tmp is never used: its entries run as native code)",
+                    self.path.display()
+                )
+            })
     }
 
     /// The journal directory.

@@ -6,13 +6,14 @@
 //! (not a FIFO, a device, a directory or a huge sparse file), and each entry
 //! that cannot be a plugin is reported with the reason. Loading checks, in
 //! order: the file is still such a file when opened, its sha256 matches the
-//! manifest's pin, it compiles, it fits this host's world and version, and
+//! operator's pin and the manifest's, it compiles, it fits this host's world and version, and
 //! its `metadata()`, run under small limits of its own, agrees with the file
 //! name and manifest (the sandbox remembers that answer, so loading a known
 //! plugin again starts no instance). A plugin that fails is reported with its
 //! path and reason; the others still load, side by side, so a slow one
 //! delays no other.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
@@ -93,6 +94,8 @@ pub struct Catalog {
     dir: PathBuf,
     names: Vec<String>,
     rejected: Vec<LoadFailure>,
+    /// The operator's sha256 pins, by plugin name.
+    pins: BTreeMap<String, String>,
 }
 
 impl Catalog {
@@ -156,7 +159,22 @@ impl Catalog {
             dir: dir.to_owned(),
             names,
             rejected,
+            pins: BTreeMap::new(),
         })
+    }
+
+    /// The operator's pins (plugin name → sha256 of its component), checked
+    /// at every load before any of the plugin's code runs. Held by the host,
+    /// not beside the plugin, so whoever can replace a component cannot
+    /// rewrite its pin.
+    pub fn with_pins(mut self, pins: BTreeMap<String, String>) -> Catalog {
+        self.pins = pins;
+        self
+    }
+
+    /// The operator's pin of a plugin, if any.
+    pub fn pin(&self, name: &str) -> Option<&str> {
+        self.pins.get(name).map(String::as_str)
     }
 
     /// Plugin names, sorted.
@@ -222,10 +240,18 @@ impl Catalog {
                 "the experiment would run it with {key} = {value}, above the operator's ceiling {max}"
             )));
         }
-        // Compiling runs no plugin code; the pin is checked before anything runs.
+        // Compiling runs no plugin code; the pins are checked before anything runs.
         let compiled = sandbox
             .compile_file(&path, limits.stack_bytes())
             .map_err(|err| fail(err.to_string()))?;
+        if let Some(pin) = self.pin(name) {
+            if !pin.eq_ignore_ascii_case(&compiled.sha256) {
+                return Err(fail(format!(
+                    "sha256 {} does not match the operator's pin {pin} (plugins.pins or the experiment's sha256)",
+                    compiled.sha256
+                )));
+            }
+        }
         if let Some(pin) = manifest.as_ref().and_then(|m| m.sha256.as_deref()) {
             if !pin.eq_ignore_ascii_case(&compiled.sha256) {
                 return Err(fail(format!(

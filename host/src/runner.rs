@@ -117,13 +117,29 @@ pub async fn run_on(
                 .map_or(String::new(), |p| format!(" for plugin {p}"))
         );
     }
-    let catalog = Catalog::scan(&config.plugin_dir()).with_context(|| {
-        format!(
-            "{}: plugins.dir (build the plugins first: `cargo xtask plugins`)",
-            config.path.display()
-        )
-    })?;
-    let sandbox = Sandbox::new(&config.cache_dir())?;
+    let catalog = Catalog::scan(&config.plugin_dir())
+        .with_context(|| {
+            format!(
+                "{}: plugins.dir (build the plugins first: `cargo xtask plugins`)",
+                config.path.display()
+            )
+        })?
+        .with_pins(config.pins());
+    if options.execute && config.plugins.require_pins {
+        let unpinned: Vec<&str> = experiments
+            .iter()
+            .map(|(_, e)| e.plugin.as_str())
+            .filter(|name| catalog.pin(name).is_none())
+            .collect();
+        if !unpinned.is_empty() {
+            anyhow::bail!(
+                "{}: plugins.require_pins refuses to --execute unpinned plugins: {} (pin each in [plugins] pins with the sha256 `wasmonkey plugins inspect` shows); nothing was run",
+                config.path.display(),
+                unpinned.join(", ")
+            );
+        }
+    }
+    let sandbox = Sandbox::new(&config.cache_dir()?)?;
     let stamp = time::OffsetDateTime::now_utc()
         .format(time::macros::format_description!(
             "[year][month][day]T[hour][minute][second]Z"

@@ -179,7 +179,7 @@ impl Sandbox {
                 .context("starting the epoch ticker thread")?
         };
         Ok(Sandbox {
-            cache: CodeCache::new(cache_dir),
+            cache: CodeCache::open(cache_dir)?,
             engines,
             ticker: Some(ticker),
             stop,

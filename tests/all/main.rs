@@ -18,4 +18,5 @@ mod scaffold;
 mod strategies;
 mod support;
 mod targets;
+mod trust;
 mod wasi;

@@ -18,7 +18,9 @@
 //!   instance (a fresh Python instance takes about 1.5 ms to answer).
 //!
 //! The cache directory must be as trusted as the host binary: whoever can
-//! write to it can choose the machine code that runs.
+//! write to it can choose the machine code that runs. So it is created
+//! private (0700), and one that is not the user's own, or that others may
+//! write to (or whose parent others may rename it in), is refused.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,10 +39,19 @@ pub(crate) struct CodeCache {
 }
 
 impl CodeCache {
-    pub(crate) fn new(dir: &Path) -> CodeCache {
-        CodeCache {
+    /// The cache in `dir`, created private if it is missing, and refused if
+    /// anyone but this user could change what is in it.
+    pub(crate) fn open(dir: &Path) -> anyhow::Result<CodeCache> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating the compiled-code cache {}", dir.display()))?;
+        check_private(dir)?;
+        Ok(CodeCache {
             dir: dir.to_owned(),
-        }
+        })
     }
 
     /// Where the entry for a component and an engine lives.
@@ -158,9 +169,58 @@ fn last_change(_metadata: &std::fs::Metadata) -> Option<SystemTime> {
     None
 }
 
+/// Refuse a cache directory anyone but this user (or root) could change:
+/// one owned by someone else, one group- or world-writable, or one whose
+/// parent lets others rename it away and put theirs in its place.
+fn check_private(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "the compiled-code cache {} {why}; its entries run as native code with the host's credentials, so it must be private to this user (chmod 700 it, or set plugins.cache_dir)",
+            dir.display()
+        )
+    };
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("reading the compiled-code cache {}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(refuse("is not a directory".into()));
+    }
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "belongs to user {}, not to this user ({me})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(format!(
+            "may be written by others (mode {:o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    if let Some(parent) = std::fs::canonicalize(dir)?.parent() {
+        let up = std::fs::metadata(parent)?;
+        let others_may_rename = up.mode() & 0o022 != 0 && up.mode() & 0o1000 == 0;
+        if others_may_rename || (up.uid() != me && up.uid() != 0) {
+            return Err(refuse(format!(
+                "is in {}, which others may change (owner {}, mode {:o})",
+                parent.display(),
+                up.uid(),
+                up.mode() & 0o7777
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
     let dir = path.parent().context("cache path has no directory")?;
-    std::fs::create_dir_all(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     // Unique per writer: concurrent compiles of one plugin must not collide.
     static WRITES: AtomicU64 = AtomicU64::new(0);
     let n = WRITES.fetch_add(1, Ordering::Relaxed);
@@ -190,7 +250,7 @@ mod tests {
     impl Fixture {
         fn new(content: &[u8]) -> Fixture {
             let dir = tempfile::tempdir().unwrap();
-            let cache = CodeCache::new(&dir.path().join("cache"));
+            let cache = CodeCache::open(&dir.path().join("cache")).unwrap();
             let file = dir.path().join("plugin.wasm");
             std::fs::write(&file, content).unwrap();
             Fixture { dir, cache, file }
