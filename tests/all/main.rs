@@ -11,6 +11,7 @@ mod hostile;
 mod journal;
 mod loading;
 mod moto;
+mod parsers;
 mod plugin_text;
 mod rigged;
 mod sandbox_limits;

@@ -296,9 +296,24 @@ impl FleetSpec {
                 ));
             }
         }
+        let total = self
+            .groups
+            .iter()
+            .map(|g| u64::from(g.desired))
+            .sum::<u64>()
+            .saturating_add(self.instances.len() as u64);
+        if total > MAX_INSTANCES {
+            return Err(format!(
+                "the fleet starts with {total} instances; the simulator runs at most {MAX_INSTANCES}"
+            ));
+        }
         Ok(())
     }
 }
+
+/// Most instances a simulated fleet starts with: a fleet file cannot make
+/// the host allocate without end.
+pub const MAX_INSTANCES: u64 = 1_000_000;
 
 /// A zone of `region` is the region's name followed by something, like
 /// `us-east-1a` or the local zone `us-east-1-bos-1a`.
@@ -495,6 +510,15 @@ max = 6
         assert!(err.contains("unknown field `regoin`"), "{err}");
         let err = parse_err("[[instance]]\nzone = \"us-east-1a\"\nname = \"bastion\"\n");
         assert!(err.contains("instance #1: unknown field `name`"), "{err}");
+    }
+
+    #[test]
+    fn a_fleet_too_large_to_simulate_is_refused_before_it_is_built() {
+        let huge = WEB
+            .replace("desired = 4", "desired = 4000000000")
+            .replace("max = 6", "max = 4000000000");
+        let err = parse_err(&huge);
+        assert!(err.contains("at most 1000000"), "{err}");
     }
 
     #[test]
