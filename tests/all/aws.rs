@@ -512,3 +512,141 @@ fn ctrl_c_ends_the_run_cleanly_and_the_journal_says_so() {
         "{last}"
     );
 }
+
+/// Runs killed with SIGKILL at random moments in the crash test.
+const CRASH_RUNS: usize = 50;
+
+/// What SIGKILL at one moment left behind, checked against what moto shows.
+#[derive(Debug, Default)]
+struct Crashes {
+    no_journal: usize,
+    cut_short: usize,
+    unfinished_terminations: usize,
+    terminations: usize,
+}
+
+/// Instances moto shows going away or gone.
+fn gone(states: &BTreeMap<String, String>) -> std::collections::BTreeSet<String> {
+    states
+        .iter()
+        .filter(|(_, s)| matches!(s.as_str(), "shutting-down" | "terminated"))
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_at_any_moment_leaves_a_journal_that_tells_the_truth() {
+    use rand::{Rng as _, SeedableRng as _};
+    let lab = Lab::new().await;
+    // Each termination is held 300 ms on its way to moto, so that kills
+    // often land between an intent and its outcome.
+    let proxy = FaultProxy::start(
+        &lab.moto.endpoint,
+        vec![Rule {
+            needle: "Action=TerminateInstances",
+            fault: Fault::Delay(Duration::from_millis(300)),
+            times: usize::MAX,
+        }],
+    )
+    .await;
+    let config = lab.config(&support::plugin_dir(), &proxy.endpoint, CLASSIC);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(50);
+    let mut seen = Crashes::default();
+    for run in 0..CRASH_RUNS {
+        let before = gone(&lab.states().await);
+        let journal = lab.dir.path().join(format!("crash-{run}.jsonl"));
+        let mut child = tokio::process::Command::from(wasmonkey_run(&config))
+            .arg("--execute")
+            .arg("--journal")
+            .arg(&journal)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("wasmonkey starts");
+        let at = Duration::from_millis(rng.random_range(0..2500));
+        tokio::time::sleep(at).await;
+        child.start_kill().expect("SIGKILL");
+        let _ = child.wait().await;
+        // A termination the proxy still holds reaches moto after the kill.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let newly_gone: Vec<String> = gone(&lab.states().await)
+            .difference(&before)
+            .cloned()
+            .collect();
+        let why = format!("run {run}, killed after {at:?}");
+        let replay = match wasmonkey::journal::read(&journal) {
+            Ok(replay) => replay,
+            Err(err) => {
+                let err = format!("{err:#}");
+                assert!(
+                    err.contains("no journal entry") || err.contains("opening journal"),
+                    "{why}: {err}"
+                );
+                assert!(
+                    newly_gone.is_empty(),
+                    "{why}: {newly_gone:?} went without a journal"
+                );
+                seen.no_journal += 1;
+                continue;
+            }
+        };
+        let events: Vec<&Event> = replay.entries.iter().map(|e| &e.event).collect();
+        let intents: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::TerminateIntent { instance_id, .. } => Some(instance_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        for id in &newly_gone {
+            assert!(
+                intents.contains(&id.as_str()),
+                "{why}: moto shows {id} terminated, but the journal has no intent for it"
+            );
+        }
+        for e in &events {
+            if let Event::TerminateDone {
+                instance_id,
+                dry_run: false,
+                ..
+            } = e
+            {
+                assert!(
+                    newly_gone.contains(instance_id),
+                    "{why}: the journal says {instance_id} was terminated; moto does not"
+                );
+            }
+        }
+        // `wasmonkey report` renders what the journal holds and names every
+        // termination whose outcome it lacks.
+        let report = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+            .arg("report")
+            .arg(&journal)
+            .output()
+            .expect("report runs");
+        let text = String::from_utf8_lossy(&report.stdout);
+        assert!(report.status.success(), "{why}: report failed: {text}");
+        let rendered = wasmonkey::report::Report::from_journal(&replay, &journal);
+        for victim in rendered.victims.iter().filter(|v| v.status == "unknown") {
+            assert!(
+                text.contains(&format!(
+                    "{} was about to be terminated when the journal ends",
+                    victim.instance_id
+                )),
+                "{why}: {text}"
+            );
+            seen.unfinished_terminations += 1;
+        }
+        seen.cut_short += usize::from(!rendered.complete);
+        seen.terminations += newly_gone.len();
+    }
+    eprintln!("{CRASH_RUNS} runs killed: {seen:?}");
+    // The kills landed all along the runs: before the journal, mid-run, and
+    // between an intent and its outcome.
+    assert!(seen.cut_short >= CRASH_RUNS / 2, "{seen:?}");
+    assert!(seen.terminations > 0, "{seen:?}");
+    assert!(
+        seen.no_journal + seen.unfinished_terminations > 0,
+        "{seen:?}"
+    );
+}
