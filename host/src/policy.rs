@@ -925,6 +925,17 @@ mod tests {
         );
     }
 
+    /// A fresh experiment's decision on `id` of `group`, after `run`.
+    fn after_run(p: &Policy, id: &str, group: &Group, healthy: u32, run: &Tally) -> Denial {
+        p.check_terminate(
+            &instance(id, Some(&group.name), &[]),
+            view(group, healthy),
+            &Tally::default(),
+            run,
+        )
+        .unwrap_err()
+    }
+
     #[test]
     fn the_run_budget_counts_every_experiment() {
         let p = policy();
@@ -934,14 +945,7 @@ mod tests {
         run.record("i-2", Some("web-2"));
         run.record("i-3", Some("web-2"));
         // A fresh experiment has its own budget of 2 left, but the run's 3 are spent.
-        let denial = p
-            .check_terminate(
-                &instance("i-4", Some("web-1"), &[]),
-                view(&web, 10),
-                &Tally::default(),
-                &run,
-            )
-            .unwrap_err();
+        let denial = after_run(&p, "i-4", &web, 10, &run);
         assert_eq!(denial, Denial::RunBudget { max: 3 });
         assert!(denial.is_budget());
         // Unset, the run may break as much as one experiment.
@@ -960,25 +964,11 @@ mod tests {
         run.record("i-1", Some("web-1"));
         run.record("i-2", Some("web-1"));
         // Two earlier experiments took 0.5 × 4 = 2: a third may take none.
-        let share = p
-            .check_terminate(
-                &instance("i-3", Some("web-1"), &[]),
-                view(&web, 2),
-                &Tally::default(),
-                &run,
-            )
-            .unwrap_err();
+        let share = after_run(&p, "i-3", &web, 2, &run);
         assert_eq!(share.rule(), "max-fraction-per-group");
         p.blast_radius.max_fraction_per_group = 1.0;
         p.blast_radius.max_terminations_per_group_per_run = Some(2);
-        let cap = p
-            .check_terminate(
-                &instance("i-3", Some("web-1"), &[]),
-                view(&web, 2),
-                &Tally::default(),
-                &run,
-            )
-            .unwrap_err();
+        let cap = after_run(&p, "i-3", &web, 2, &run);
         assert_eq!(
             cap,
             Denial::GroupRunBudget {

@@ -2,23 +2,12 @@
 //! raw, and is bounded wherever it is kept. Driven through the `wasmonkey`
 //! binary, so what is checked is what a terminal would receive.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use wasmonkey::journal::{self, Event};
 use wasmonkey::text::is_unsafe;
 
-use crate::support::{self, FLEET, RULES};
-
-fn wasmonkey(args: &[&str], config: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("WASMONKEY_LOG", "info")
-        .output()
-        .expect("wasmonkey runs")
-}
+use crate::support::{self, wasmonkey, FLEET, RULES};
 
 /// Every raw control or invisible character in `bytes` (newlines are the
 /// output's own), and every line that starts like a forged report row.

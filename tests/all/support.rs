@@ -201,3 +201,30 @@ pub fn json_report(output: &std::process::Output) -> serde_json::Value {
     );
     serde_json::from_str(&stdout).expect("--json prints JSON")
 }
+
+/// `wasmonkey ARGS --config CONFIG`, with the host log at `info`.
+pub fn wasmonkey(args: &[&str], config: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("WASMONKEY_LOG", "info")
+        .output()
+        .expect("wasmonkey runs")
+}
+
+/// Load `name` from `catalog` under the built-in limits.
+pub async fn load(
+    catalog: &wasmonkey::plugins::Catalog,
+    sandbox: &wasmonkey::sandbox::Sandbox,
+    name: &str,
+) -> Result<wasmonkey::plugins::Plugin, wasmonkey::plugins::LoadFailure> {
+    catalog
+        .load(
+            sandbox,
+            name,
+            &wasmonkey::limits::LimitRules::default(),
+            &wasmonkey::limits::LimitOverrides::default(),
+        )
+        .await
+}

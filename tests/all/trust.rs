@@ -7,12 +7,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use sha2::{Digest as _, Sha256};
-use wasmonkey::limits::{LimitOverrides, LimitRules};
 use wasmonkey::plugins::Catalog;
 use wasmonkey::sandbox::Sandbox;
 
 use crate::sandbox_limits::{directory, Wat};
-use crate::support::{self, FLEET};
+use crate::support::{self, wasmonkey, FLEET};
 
 fn refusal(cache: &Path) -> String {
     match Sandbox::new(cache) {
@@ -141,13 +140,7 @@ async fn an_operator_pin_is_checked_before_any_plugin_code_runs() {
     let pins = [("loops".to_owned(), "0".repeat(64))].into();
     let catalog = Catalog::scan(plugins.path()).unwrap().with_pins(pins);
     let sandbox = Sandbox::new(&support::cache_dir()).unwrap();
-    let failure = catalog
-        .load(
-            &sandbox,
-            "loops",
-            &LimitRules::default(),
-            &LimitOverrides::default(),
-        )
+    let failure = support::load(&catalog, &sandbox, "loops")
         .await
         .err()
         .expect("a wrong pin must not load");
@@ -174,13 +167,7 @@ async fn the_operator_pin_wins_over_a_manifest_rewritten_beside_the_component() 
             .with_pins([("classic-monkey".to_owned(), pin)].into());
         let sandbox = &sandbox;
         async move {
-            catalog
-                .load(
-                    sandbox,
-                    "classic-monkey",
-                    &LimitRules::default(),
-                    &LimitOverrides::default(),
-                )
+            support::load(&catalog, sandbox, "classic-monkey")
                 .await
                 .map(|p| p.prepared.compiled.sha256.clone())
                 .map_err(|f| f.to_string())
@@ -197,16 +184,6 @@ fn pinned_setup(plugins_table: &str, experiment: &str) -> support::Setup {
     let text = text.replace("[plugins]\n", &format!("[plugins]\n{plugins_table}"));
     std::fs::write(&setup.config, format!("{text}{experiment}")).unwrap();
     setup
-}
-
-fn wasmonkey(args: &[&str], config: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("WASMONKEY_LOG", "warn")
-        .output()
-        .unwrap()
 }
 
 #[test]
