@@ -1,4 +1,5 @@
-//! The command line: `run`, `report`, `plugins list`, `plugins inspect`, `new`.
+//! The command line: `run`, `report`, `plugins list`, `plugins inspect`,
+//! `cache [prune]`, `config schema`, `new`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +69,18 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// What the compiled-code cache holds; `prune` removes what went unused.
+    Cache {
+        #[arg(long, default_value = "wasmonkey.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: Option<CacheCommand>,
+    },
+    /// The run config itself.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Create a plugin project that builds and loads as it is.
     New {
         /// The plugin's language.
@@ -79,6 +92,25 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// Compiled-code cache commands.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Remove compiled plugins not used for `--days` days (those of an
+    /// older wasmtime among them), and what was remembered of them.
+    Prune {
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+    },
+}
+
+/// Run config commands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the JSON Schema of `wasmonkey.toml`, for editors to validate
+    /// it (e.g. with taplo's `#:schema` directive).
+    Schema,
 }
 
 /// Plugin directory commands.
@@ -170,11 +202,56 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins { command } => plugins(command).await,
+        Command::Cache { config, command } => {
+            let config = Config::load(&config)?;
+            let dir = config.cache_dir()?;
+            match command {
+                None => {
+                    let usage = Sandbox::cache_usage(&dir)?;
+                    println!(
+                        "compiled-code cache {}",
+                        one_line(&dir.display().to_string())
+                    );
+                    println!(
+                        "  {} compiled plugin(s), {:.1} MiB; {} remembered metadata() answer(s); {} plugin file record(s)",
+                        usage.entries,
+                        mib(usage.entry_bytes),
+                        usage.answers,
+                        usage.records
+                    );
+                }
+                Some(CacheCommand::Prune { days }) => {
+                    let max_age = std::time::Duration::from_secs(days.saturating_mul(24 * 3600));
+                    let gone = Sandbox::prune_cache(&dir, max_age)?;
+                    let left = Sandbox::cache_usage(&dir)?;
+                    println!(
+                        "removed {} compiled plugin(s) ({:.1} MiB) unused for {days} day(s), {} answer(s) and {} file record(s); {} compiled plugin(s) ({:.1} MiB) remain",
+                        gone.entries,
+                        mib(gone.entry_bytes),
+                        gone.answers,
+                        gone.records,
+                        left.entries,
+                        mib(left.entry_bytes)
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            command: ConfigCommand::Schema,
+        } => {
+            println!("{}", serde_json::to_string_pretty(&Config::schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::New { lang, name, dir } => {
             crate::scaffold::run(lang, &name, dir.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {

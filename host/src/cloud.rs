@@ -5,7 +5,9 @@
 //! fleet. The host narrows what they return to a plugin's scope before the
 //! plugin sees it.
 
+#[cfg(feature = "aws")]
 pub mod aws;
+pub mod aws_settings;
 pub mod sim;
 
 use std::collections::BTreeMap;
@@ -136,7 +138,9 @@ impl InstanceQuery {
 }
 
 /// How to terminate an instance that belongs to a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum TerminateVia {
     /// EC2 TerminateInstances: the group notices at its next health check.

@@ -6,14 +6,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::cloud::aws::AwsSettings;
+use crate::cloud::aws_settings::AwsSettings;
 use crate::limits::{LimitOverrides, LimitRules, Limits};
 use crate::policy::{BlastRadius, Grant, GroupPatterns, Scope, TagSelector};
 
 /// The whole config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Seed for the run's randomness (and the simulated fleet), unless
@@ -58,7 +59,7 @@ pub struct Config {
 }
 
 /// Which cloud to run against.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum BackendConfig {
     /// The embedded simulated fleet.
@@ -71,7 +72,7 @@ pub enum BackendConfig {
 }
 
 /// Where plugins are and where their compiled code is cached.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginsConfig {
     /// Directory of `.wasm` components (each with an optional manifest).
@@ -91,7 +92,7 @@ pub struct PluginsConfig {
 }
 
 /// The part of the fleet experiments may touch.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeConfig {
     /// Group name globs.
@@ -148,7 +149,7 @@ impl ScopeConfig {
 }
 
 /// How the host decides a victim has recovered.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecoveryConfig {
     /// How long the host waits, after a plugin finishes, for its victims'
@@ -190,7 +191,7 @@ impl RecoveryConfig {
 
 /// A named health target: either a group with a floor of healthy
 /// instances, or an HTTP endpoint the host checks. Plugins only see the name.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     /// Healthy when this group has at least `min_healthy` healthy
@@ -254,7 +255,7 @@ impl TargetConfig {
 }
 
 /// The notification sent at the end of every run.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportConfig {
     /// Channel alias that gets every run's recovery times.
@@ -263,7 +264,7 @@ pub struct ReportConfig {
 }
 
 /// A notification channel alias.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
     /// The backend topic: an SNS topic ARN on AWS, any name on the simulator.
@@ -271,13 +272,14 @@ pub struct ChannelConfig {
 }
 
 /// One experiment: a plugin, its parameters, and what the operator allows it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentConfig {
     /// Plugin name (the `.wasm` file stem in the plugin directory).
     pub plugin: String,
     /// Parameter values; unknown names and wrong kinds are refused.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
     pub params: BTreeMap<String, toml::Value>,
     /// What the operator allows this plugin (intersected with its manifest).
     #[serde(default)]
@@ -435,6 +437,12 @@ impl Config {
                     self.path.display()
                 )
             })
+    }
+
+    /// The JSON Schema of the run config, for editors to validate
+    /// `wasmonkey.toml` against (`wasmonkey config schema`).
+    pub fn schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(Config)).unwrap_or_default()
     }
 
     /// The journal directory.

@@ -207,7 +207,9 @@ pub struct AboveCeiling {
 
 /// Some limits set, the rest left to whoever applies them: a manifest's
 /// requests, an operator's defaults or ceilings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
     pub fuel: Option<u64>,

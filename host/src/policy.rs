@@ -9,13 +9,16 @@ use std::fmt;
 use std::str::FromStr;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::cloud::{Group, Instance, InstanceState, Lifecycle};
 
 /// A capability a plugin may ask for in its manifest and the operator may
 /// allow. Reading the fleet in scope needs no grant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Grant {
     /// `cloud.terminate`.
@@ -57,7 +60,7 @@ pub fn effective_grants(requested: &[Grant], allowed: &[Grant]) -> BTreeSet<Gran
 }
 
 /// `key` (the tag is present, any value) or `key=value` (exact value).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "String", into = "String")]
 pub struct TagSelector {
     pub key: String,
@@ -181,7 +184,7 @@ pub struct Scope {
 }
 
 /// Limits on how much one experiment, and one run, may break.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct BlastRadius {
     /// Most terminations in one experiment (dry-run ones count too).

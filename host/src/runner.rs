@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::cloud::aws::AwsCloud;
 use crate::cloud::sim::SimCloud;
 use crate::cloud::{Cloud, TerminateVia};
 use crate::config::{BackendConfig, Config, ExperimentConfig};
@@ -73,7 +72,16 @@ pub async fn backend(config: &Config, seed: u64) -> anyhow::Result<Arc<dyn Cloud
         BackendConfig::Sim { fleet } => {
             Arc::new(SimCloud::from_fleet_file(&config.resolve(fleet), seed)?)
         }
-        BackendConfig::Aws(settings) => Arc::new(AwsCloud::connect(settings).await),
+        #[cfg(feature = "aws")]
+        BackendConfig::Aws(settings) => {
+            Arc::new(crate::cloud::aws::AwsCloud::connect(settings).await)
+        }
+        #[cfg(not(feature = "aws"))]
+        BackendConfig::Aws(_) => anyhow::bail!(
+            "{}: backend kind = \"aws\" needs the AWS backend, which this build of wasmonkey leaves out; \
+             build it with the default features (`cargo build -p wasmonkey`, or `cargo install --path host`)",
+            config.path.display()
+        ),
     })
 }
 
@@ -434,4 +442,30 @@ fn check_outcome(
             })
             .collect(),
     })
+}
+
+#[cfg(all(test, not(feature = "aws")))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_build_without_the_aws_backend_says_how_to_get_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wasmonkey.toml");
+        std::fs::write(
+            &path,
+            "[backend]\nkind = \"aws\"\nregion = \"eu-west-1\"\n[plugins]\ndir = \"p\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        let err = backend(&config, 1)
+            .await
+            .err()
+            .expect("no AWS here")
+            .to_string();
+        assert!(
+            err.contains("wasmonkey.toml") && err.contains("cargo build -p wasmonkey"),
+            "{err}"
+        );
+    }
 }

@@ -33,6 +33,7 @@ use crate::session::Session;
 pub mod budget;
 mod code_cache;
 use budget::Budget;
+pub use code_cache::CacheUsage;
 use code_cache::CodeCache;
 
 /// How often the epoch advances; the wall-clock deadline's resolution.
@@ -186,6 +187,17 @@ impl Sandbox {
         })
     }
 
+    /// What the compiled-code cache in `dir` holds.
+    pub fn cache_usage(dir: &Path) -> anyhow::Result<CacheUsage> {
+        Ok(CodeCache::open(dir)?.usage())
+    }
+
+    /// Prune the compiled-code cache in `dir` of what went unused for
+    /// `max_age`; answers what was removed.
+    pub fn prune_cache(dir: &Path, max_age: Duration) -> anyhow::Result<CacheUsage> {
+        Ok(CodeCache::open(dir)?.prune(max_age))
+    }
+
     /// The engine for a stack cap, created on first use.
     pub fn engine(&self, stack_bytes: usize) -> anyhow::Result<Engine> {
         let mut engines = self
@@ -255,15 +267,24 @@ impl Sandbox {
     ) -> Result<Compiled, CompileError> {
         let sha256 = hex(&Sha256::digest(bytes));
         let entry = self.cache.entry(&sha256, compatibility(&engine));
-        if let Some(component) = load_entry(&engine, &entry) {
-            return Ok(compiled(
-                engine,
-                stack_bytes,
-                component,
-                sha256,
-                true,
-                started,
-            ));
+        // Whoever else compiles this component now finishes first; then the
+        // entry is there to load.
+        let mut lock = None;
+        loop {
+            if let Some(component) = load_entry(&engine, &entry) {
+                return Ok(compiled(
+                    engine,
+                    stack_bytes,
+                    component,
+                    sha256,
+                    true,
+                    started,
+                ));
+            }
+            if lock.is_some() {
+                break;
+            }
+            lock = Some(self.cache.lock(&entry));
         }
         let machine_code = engine
             .precompile_component(bytes)
@@ -274,6 +295,7 @@ impl Sandbox {
                 entry.display()
             );
         }
+        drop(lock);
         // SAFETY: produced just above by this engine.
         let component = unsafe { Component::deserialize(&engine, &machine_code) }
             .map_err(|err| CompileError::Invalid(err.into()))?;
@@ -606,7 +628,10 @@ fn load_entry(engine: &Engine, entry: &Path) -> Option<Component> {
     // (wasmtime checks the header and the compatibility hash again). The
     // cache directory must be as trusted as the host binary.
     match unsafe { Component::deserialize_file(engine, entry) } {
-        Ok(component) => Some(component),
+        Ok(component) => {
+            CodeCache::touch(entry);
+            Some(component)
+        }
         Err(err) => {
             tracing::warn!("ignoring unusable cache entry {}: {err:#}", entry.display());
             None

@@ -398,3 +398,106 @@ async fn hostile_directory_entries_are_reported_while_the_good_plugin_loads() {
     assert!(wrong.is_empty(), "{wrong:#?}");
     assert_eq!(failed.len(), 7, "{failed:#?}");
 }
+
+#[test]
+fn two_processes_loading_one_new_component_compile_it_once() {
+    // JavaScript's 12 MB component takes seconds to compile: long enough
+    // for the second process to arrive while the first is at it.
+    let plugins = tempfile::tempdir().unwrap();
+    let built = crate::conformance::example_plugin_dir();
+    for file in ["classic-monkey-js.wasm", "classic-monkey-js.toml"] {
+        std::fs::copy(built.join(file), plugins.path().join(file)).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.toml"), support::FLEET).unwrap();
+    let config = dir.path().join("wasmonkey.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backend]\nkind = \"sim\"\nfleet = \"fleet.toml\"\n[plugins]\ndir = {:?}\ncache_dir = \"fresh-cache\"\n",
+            plugins.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let inspect = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+            .args(["plugins", "inspect", "classic-monkey-js", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (inspect(), inspect());
+    let how: Vec<String> = [first, second]
+        .into_iter()
+        .map(|child| {
+            let output = child.wait_with_output().unwrap();
+            assert!(output.status.success());
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            let loaded = text
+                .lines()
+                .find(|l| l.starts_with("loaded:"))
+                .unwrap_or_default();
+            loaded
+                .split('(')
+                .nth(1)
+                .unwrap_or_default()
+                .trim_end_matches(')')
+                .to_owned()
+        })
+        .collect();
+    let mut sorted = how.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["compiled cache", "compiled now"], "{how:?}");
+}
+
+#[test]
+fn cache_prune_removes_what_went_unused_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fleet.toml"), support::FLEET).unwrap();
+    let config = dir.path().join("wasmonkey.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backend]\nkind = \"sim\"\nfleet = \"fleet.toml\"\n[plugins]\ndir = {:?}\ncache_dir = \"cache\"\n",
+            support::plugin_dir().display().to_string()
+        ),
+    )
+    .unwrap();
+    let listed = support::wasmonkey(&["plugins", "list"], &config);
+    assert!(listed.status.success());
+    let cache = dir.path().join("cache");
+    let entries: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    let count = entries.len();
+    assert!(count >= 3, "{entries:?}");
+    // One of them last used 40 days ago.
+    let forty_days = std::time::Duration::from_secs(40 * 24 * 3600);
+    std::fs::File::options()
+        .append(true)
+        .open(&entries[0])
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - forty_days)
+        .unwrap();
+    let shown = support::wasmonkey(&["cache"], &config);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains(&format!("{count} compiled plugin(s)")),
+        "{shown}"
+    );
+    let pruned = support::wasmonkey(&["cache", "prune", "--days", "30"], &config);
+    let pruned = String::from_utf8_lossy(&pruned.stdout);
+    assert!(
+        pruned.starts_with("removed 1 compiled plugin(s)"),
+        "{pruned}"
+    );
+    assert!(
+        pruned.contains(&format!("{} compiled plugin(s)", count - 1)),
+        "{pruned}"
+    );
+    assert!(!entries[0].exists());
+    assert!(entries[1..].iter().all(|e| e.exists()));
+}

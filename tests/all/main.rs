@@ -2,20 +2,24 @@
 //! from source by `cargo xtask plugins` (which `cargo xtask test` runs
 //! first).
 
+#[cfg(feature = "aws")]
 mod aws;
 mod cli;
 mod conformance;
 mod denials;
+#[cfg(feature = "aws")]
 mod fault_proxy;
 mod hostile;
 mod journal;
 mod loading;
+#[cfg(feature = "aws")]
 mod moto;
 mod parsers;
 mod plugin_text;
 mod rigged;
 mod sandbox_limits;
 mod scaffold;
+mod schema;
 mod strategies;
 mod support;
 mod targets;

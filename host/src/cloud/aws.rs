@@ -11,6 +11,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::aws_settings::default_page_size;
+pub use super::aws_settings::AwsSettings;
+use super::{
+    Capacity, Cloud, CloudError, Group, Instance, InstanceQuery, InstanceState, Lifecycle, Millis,
+    TerminateVia,
+};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -18,12 +24,6 @@ use aws_sdk_autoscaling as autoscaling;
 use aws_sdk_ec2 as ec2;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sns as sns;
-use serde::Deserialize;
-
-use super::{
-    Capacity, Cloud, CloudError, Group, Instance, InstanceQuery, InstanceState, Lifecycle, Millis,
-    TerminateVia,
-};
 
 /// The tag Auto Scaling puts on the instances it launches.
 pub const GROUP_TAG: &str = "aws:autoscaling:groupName";
@@ -31,47 +31,6 @@ pub const GROUP_TAG: &str = "aws:autoscaling:groupName";
 const GROUPS_PER_CALL: usize = 100;
 /// Most values per DescribeInstances filter.
 const FILTER_VALUES: usize = 200;
-
-/// The `[backend] kind = "aws"` settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AwsSettings {
-    /// Region; default: the default chain's (`AWS_REGION`, profile…).
-    #[serde(default)]
-    pub region: Option<String>,
-    /// Named profile from `~/.aws/config`; default: the default chain's.
-    #[serde(default)]
-    pub profile: Option<String>,
-    /// Endpoint override, e.g. an emulator such as moto on loopback.
-    #[serde(default)]
-    pub endpoint_url: Option<String>,
-    /// `ec2` (TerminateInstances) or `auto-scaling`
-    /// (TerminateInstanceInAutoScalingGroup without decrementing desired
-    /// capacity, so lifecycle hooks fire).
-    #[serde(default)]
-    pub terminate_via: TerminateVia,
-    /// Attempts per call, retries included.
-    #[serde(default = "default_attempts")]
-    pub max_attempts: u32,
-    /// Timeout of one attempt, in seconds.
-    #[serde(default = "default_attempt_timeout")]
-    pub attempt_timeout_secs: u64,
-    /// Instances per DescribeInstances page (AWS allows 5 to 1000).
-    #[serde(default = "default_page_size")]
-    pub page_size: i32,
-}
-
-fn default_page_size() -> i32 {
-    1000
-}
-
-fn default_attempts() -> u32 {
-    5
-}
-
-fn default_attempt_timeout() -> u64 {
-    10
-}
 
 impl AwsSettings {
     /// Load the SDK config: the default credential chain, with this

@@ -60,6 +60,27 @@ impl CodeCache {
             .join(format!("{sha256}-{compatibility:016x}.cwasm"))
     }
 
+    /// Wait for, then hold, the lock of an entry while it is compiled, so
+    /// that processes (and threads) loading the same new component compile
+    /// it once: the others wait here, then find the entry. `None` when the
+    /// lock cannot be had; the compile then goes ahead unlocked.
+    pub(crate) fn lock(&self, entry: &Path) -> Option<EntryLock> {
+        let path = entry.with_extension("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .ok()?;
+        match file.lock() {
+            Ok(()) => Some(EntryLock { path, _file: file }),
+            Err(err) => {
+                tracing::debug!("cannot lock {}: {err}", path.display());
+                None
+            }
+        }
+    }
+
     /// Store an entry: written aside, then renamed into place, so a reader
     /// (and a mapping) only ever sees a whole entry.
     pub(crate) fn store(&self, entry: &Path, machine_code: &[u8]) -> anyhow::Result<()> {
@@ -129,6 +150,141 @@ impl CodeCache {
         let name = super::hex(&Sha256::digest(path.as_os_str().as_encoded_bytes()));
         Some(self.dir.join("files").join(name))
     }
+}
+
+/// The lock of one entry, held while it is compiled. Dropped once the entry
+/// is stored: the lock file is removed first, then the lock let go, so a
+/// process that waited finds the entry, and one that comes later finds no
+/// lock to wait on.
+pub(crate) struct EntryLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl Drop for EntryLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// What a cache directory holds, or what a prune removed from it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheUsage {
+    /// Compiled components (one per component and engine).
+    pub entries: u64,
+    pub entry_bytes: u64,
+    /// Remembered `metadata()` answers.
+    pub answers: u64,
+    /// Remembered hashes of plugin files.
+    pub records: u64,
+}
+
+/// How long an entry may go unused before a prune may remove it, and how
+/// often its last use is written down.
+const TOUCH_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+impl CodeCache {
+    /// Note that an entry was used, at most once a day: prunes go by it.
+    pub(crate) fn touch(entry: &Path) {
+        let stale = std::fs::metadata(entry)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age >= TOUCH_EVERY);
+        if stale {
+            let touched = std::fs::File::options()
+                .append(true)
+                .open(entry)
+                .and_then(|f| f.set_modified(SystemTime::now()));
+            if let Err(err) = touched {
+                tracing::debug!("cannot note the use of {}: {err}", entry.display());
+            }
+        }
+    }
+
+    /// What the cache holds now.
+    pub(crate) fn usage(&self) -> CacheUsage {
+        self.sweep(None)
+    }
+
+    /// Remove compiled entries unused for `max_age` (after a wasmtime
+    /// upgrade the old engine's entries are never used again, so they go
+    /// too), remembered answers of components no entry is left for, and
+    /// file records older than `max_age`. Answers what was removed.
+    pub(crate) fn prune(&self, max_age: Duration) -> CacheUsage {
+        self.sweep(Some(max_age))
+    }
+
+    fn sweep(&self, prune: Option<Duration>) -> CacheUsage {
+        let old = |path: &Path| {
+            prune.is_some_and(|max_age| {
+                std::fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|at| at.elapsed().ok())
+                    .is_some_and(|age| age > max_age)
+            })
+        };
+        let remove = |path: &Path| match std::fs::remove_file(path) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!("cannot remove {}: {err}", path.display());
+                false
+            }
+        };
+        let mut counted = CacheUsage::default();
+        let mut live = std::collections::BTreeSet::new();
+        for path in files_in(&self.dir) {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let Some(stem) = name.strip_suffix(".cwasm") else {
+                continue;
+            };
+            let sha256 = stem.split('-').next().unwrap_or_default().to_owned();
+            let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+            let counts = match prune {
+                None => true,
+                Some(_) if old(&path) && remove(&path) => true,
+                Some(_) => false,
+            };
+            if counts {
+                counted.entries += 1;
+                counted.entry_bytes += bytes;
+            } else {
+                live.insert(sha256);
+            }
+        }
+        for path in files_in(&self.dir.join("metadata")) {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let sha256 = name.split('-').next().unwrap_or_default();
+            if prune.is_none() || (!live.contains(sha256) && remove(&path)) {
+                counted.answers += 1;
+            }
+        }
+        for path in files_in(&self.dir.join("files")) {
+            if prune.is_none() || (old(&path) && remove(&path)) {
+                counted.records += 1;
+            }
+        }
+        counted
+    }
+}
+
+/// The regular files of a directory (none if it cannot be read).
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .collect()
 }
 
 /// Everything a write to the file changes.

@@ -64,7 +64,11 @@ impl Guest for Hostile {
                 "Bytes logged by big-arg; bytes of each flood line or id; of big-summary",
                 16 << 20
             ),
-            params::integer("depth", "Calls deep for recursion; 0 recurses without end", 0),
+            params::integer(
+                "depth",
+                "Calls deep for recursion; 0 recurses without end",
+                0
+            ),
             params::text(
                 "targets",
                 "Comma-separated instance ids for terminate, extra target names for check",
@@ -85,7 +89,9 @@ impl Guest for Hostile {
                     depth => depth,
                 };
                 let value = recurse(black_box(1), depth);
-                Ok(summary(format!("recursion {depth} calls deep returned {value}")))
+                Ok(summary(format!(
+                    "recursion {depth} calls deep returned {value}"
+                )))
             }
             "panic" => panic!("hostile plugin panics on purpose"),
             "huge-list" => {
