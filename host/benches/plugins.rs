@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmonkey::cloud::sim::{FleetSpec, SimCloud};
-use wasmonkey::cloud::{Cloud, InstanceState, Lifecycle, TerminateVia};
+use wasmonkey::cloud::{Cloud, InstanceState, Lifecycle};
 use wasmonkey::config::Config;
 use wasmonkey::limits::{LimitOverrides, LimitRules, Limits};
 use wasmonkey::plugins::Catalog;
@@ -56,38 +56,23 @@ fn row(what: &str, (median, min): (Duration, Duration)) {
 }
 
 fn session(cloud: Arc<dyn Cloud>, seed: u64) -> Session {
-    Session::new(SessionSetup {
-        plugin: PluginLabel {
-            name: "select".into(),
-            version: "0.1.0".into(),
+    let label = PluginLabel {
+        name: "select".into(),
+        version: "0.1.0".into(),
+    };
+    let policy = Policy {
+        scope: Scope {
+            groups: GroupPatterns::new(&["*"]).expect("glob"),
+            tags: Vec::new(),
+            opt_in: None,
+            opt_out: None,
+            standalone: false,
         },
-        experiment: 0,
-        cloud,
-        policy: Policy {
-            scope: Scope {
-                groups: GroupPatterns::new(&["*"]).expect("glob"),
-                tags: Vec::new(),
-                opt_in: None,
-                opt_out: None,
-                standalone: false,
-            },
-            blast_radius: BlastRadius::default(),
-            dry_run: true,
-            grants: Default::default(),
-        },
-        run_tally: Arc::default(),
-        journal: None,
-        limits: Limits::default(),
-        seed,
-        terminate_via: TerminateVia::default(),
-        targets: Arc::default(),
-        channels: Arc::default(),
-        poll_ms: 1000,
-        recovery_timeout_ms: 0,
-        recovery_targets: Vec::new(),
-        preflight: false,
-        progress: wasmonkey::progress::Progress::hidden(),
-    })
+        blast_radius: BlastRadius::default(),
+        dry_run: true,
+        grants: Default::default(),
+    };
+    Session::new(SessionSetup::new(label, 0, cloud, policy, Limits::default()).seed(seed))
 }
 
 /// The select plugin's algorithm, native, against the same session.

@@ -5,8 +5,9 @@
 //! `[a-z0-9-]` (no look-alike letters), it is a regular file of bounded size
 //! (not a FIFO, a device, a directory or a huge sparse file), and each entry
 //! that cannot be a plugin is reported with the reason. Loading checks, in
-//! order: the file is still such a file when opened, its sha256 matches the
-//! operator's pin and the manifest's, it compiles, it fits this host's world and version, and
+//! order: the file is still such a file when opened, it compiles (which runs
+//! none of its code), its sha256 matches the operator's pin and the
+//! manifest's, it fits this host's world and version, and
 //! its `metadata()`, run under small limits of its own, agrees with the file
 //! name and manifest (the sandbox remembers that answer, so loading a known
 //! plugin again starts no instance). A plugin that fails is reported with its

@@ -355,27 +355,28 @@ impl Context<'_> {
                 limits,
             },
         )?;
-        let session = Session::new(SessionSetup {
-            plugin: PluginLabel {
-                name: plugin.metadata.name.clone(),
-                version: plugin.metadata.version.clone(),
-            },
-            experiment: index,
-            cloud: Arc::clone(self.cloud),
-            policy,
-            run_tally: Arc::clone(&self.run_tally),
-            journal: Some(Arc::clone(self.journal)),
-            limits,
-            seed: self.seed,
-            terminate_via: self.terminate_via,
-            targets: Arc::new(config.targets.clone()),
-            channels: Arc::new(config.channels.clone()),
-            poll_ms: config.recovery.poll_ms(),
-            recovery_timeout_ms: config.recovery.timeout_secs.saturating_mul(1000),
-            recovery_targets: config.recovery.targets.clone(),
-            preflight: self.options.preflight,
-            progress: Progress::new(self.options.progress),
-        });
+        let plugin_label = PluginLabel {
+            name: plugin.metadata.name.clone(),
+            version: plugin.metadata.version.clone(),
+        };
+        let session = Session::new(
+            SessionSetup::new(plugin_label, index, Arc::clone(self.cloud), policy, limits)
+                .run_tally(Arc::clone(&self.run_tally))
+                .journal(Arc::clone(self.journal))
+                .seed(self.seed)
+                .terminate_via(self.terminate_via)
+                .targets_and_channels(
+                    Arc::new(config.targets.clone()),
+                    Arc::new(config.channels.clone()),
+                )
+                .recovery(
+                    config.recovery.poll_ms(),
+                    config.recovery.timeout_secs.saturating_mul(1000),
+                    config.recovery.targets.clone(),
+                )
+                .preflight(self.options.preflight)
+                .progress(Progress::new(self.options.progress)),
+        );
         tracing::info!(plugin = %label, dry_run = self.dry_run, "experiment {} starting", index + 1);
         let (mut session, result) = self.sandbox.run(&plugin.prepared, session, params).await;
         let result = result.and_then(|answer| {

@@ -37,6 +37,8 @@ pub const LOG_BYTES_PER_RUN: usize = 1024 * 1024;
 /// Most denials journalled and logged per run; the rest are counted (the
 /// plugin still gets each typed error).
 pub const DENIALS_PER_RUN: u64 = 1000;
+/// Most bytes kept of a denial's message (it quotes the target).
+const MAX_DENIAL_BYTES: usize = 2 * MAX_NAME_BYTES + 512;
 /// Most notifications a plugin may publish per run.
 pub const NOTIFICATIONS_PER_RUN: u32 = 20;
 /// SNS's own limits: a subject of at most 100 characters (the host keeps
@@ -119,29 +121,120 @@ pub struct CheckResult {
     pub latency_ms: u32,
 }
 
-/// Everything a session is configured with.
+/// Everything a session is configured with. Built with [`SessionSetup::new`]
+/// and its setters; what is not set keeps a safe default.
 pub struct SessionSetup {
-    pub plugin: PluginLabel,
-    pub experiment: usize,
-    pub cloud: Arc<dyn Cloud>,
-    pub policy: Policy,
+    plugin: PluginLabel,
+    experiment: usize,
+    cloud: Arc<dyn Cloud>,
+    policy: Policy,
     /// What the whole run terminated so far, shared by its experiments.
-    pub run_tally: Arc<std::sync::Mutex<Tally>>,
-    /// None only for an inert session (see [`Session::inert`]).
-    pub journal: Option<Arc<Journal>>,
-    pub limits: Limits,
-    pub seed: u64,
-    pub terminate_via: TerminateVia,
-    pub targets: Arc<BTreeMap<String, TargetConfig>>,
-    pub channels: Arc<BTreeMap<String, ChannelConfig>>,
+    run_tally: Arc<std::sync::Mutex<Tally>>,
+    /// None only for an inert session (see [`Session::inert`]) or a test.
+    journal: Option<Arc<Journal>>,
+    limits: Limits,
+    seed: u64,
+    terminate_via: TerminateVia,
+    targets: Arc<BTreeMap<String, TargetConfig>>,
+    channels: Arc<BTreeMap<String, ChannelConfig>>,
     /// Recovery: poll interval, how long to wait, targets that must be healthy.
-    pub poll_ms: Millis,
-    pub recovery_timeout_ms: Millis,
-    pub recovery_targets: Vec<String>,
+    poll_ms: Millis,
+    recovery_timeout_ms: Millis,
+    recovery_targets: Vec<String>,
     /// Check the cloud permission for each dry-run termination (EC2 DryRun).
-    pub preflight: bool,
+    preflight: bool,
     /// Live display while waiting for recovery.
-    pub progress: Progress,
+    progress: Progress,
+}
+
+impl SessionSetup {
+    /// Experiment `experiment` (its index in the config) of `plugin`, on
+    /// `cloud`, under `policy` and `limits`. Until set: no journal, a run
+    /// tally of its own, seed 0, EC2 terminations, no targets or channels,
+    /// recovery looked at every second and not waited for, no preflight, no
+    /// progress line.
+    pub fn new(
+        plugin: PluginLabel,
+        experiment: usize,
+        cloud: Arc<dyn Cloud>,
+        policy: Policy,
+        limits: Limits,
+    ) -> SessionSetup {
+        SessionSetup {
+            plugin,
+            experiment,
+            cloud,
+            policy,
+            run_tally: Arc::default(),
+            journal: None,
+            limits,
+            seed: 0,
+            terminate_via: TerminateVia::default(),
+            targets: Arc::default(),
+            channels: Arc::default(),
+            poll_ms: 1000,
+            recovery_timeout_ms: 0,
+            recovery_targets: Vec::new(),
+            preflight: false,
+            progress: Progress::hidden(),
+        }
+    }
+
+    /// Journal every operation here, before it acts.
+    pub fn journal(mut self, journal: Arc<Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Count terminations against this run-wide tally too.
+    pub fn run_tally(mut self, tally: Arc<std::sync::Mutex<Tally>>) -> Self {
+        self.run_tally = tally;
+        self
+    }
+
+    /// Seed of the plugin's randomness.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// How to terminate an instance of a group.
+    pub fn terminate_via(mut self, via: TerminateVia) -> Self {
+        self.terminate_via = via;
+        self
+    }
+
+    /// The health targets and notification channels plugins may name.
+    pub fn targets_and_channels(
+        mut self,
+        targets: Arc<BTreeMap<String, TargetConfig>>,
+        channels: Arc<BTreeMap<String, ChannelConfig>>,
+    ) -> Self {
+        self.targets = targets;
+        self.channels = channels;
+        self
+    }
+
+    /// Watch victims every `poll_ms`, for at most `timeout_ms`, until their
+    /// groups and these targets are healthy.
+    pub fn recovery(mut self, poll_ms: Millis, timeout_ms: Millis, targets: Vec<String>) -> Self {
+        self.poll_ms = poll_ms;
+        self.recovery_timeout_ms = timeout_ms;
+        self.recovery_targets = targets;
+        self
+    }
+
+    /// Check the cloud permission of each dry-run termination.
+    pub fn preflight(mut self, preflight: bool) -> Self {
+        self.preflight = preflight;
+        self
+    }
+
+    /// The live display while waiting for recovery.
+    pub fn progress(mut self, progress: Progress) -> Self {
+        self.progress = progress;
+        self
+    }
 }
 
 /// One plugin run's host state.
@@ -254,38 +347,29 @@ impl Session {
     /// A session for calls that must not touch anything, like `metadata()`:
     /// every import ends the call with an error.
     pub fn inert(limits: &Limits) -> Session {
-        let mut session = Session::new(SessionSetup {
-            plugin: PluginLabel {
-                name: "(loading)".into(),
-                version: String::new(),
+        let policy = Policy {
+            scope: crate::policy::Scope {
+                groups: GroupPatterns::none(),
+                tags: Vec::new(),
+                opt_in: None,
+                opt_out: None,
+                standalone: false,
             },
-            experiment: 0,
-            cloud: Arc::new(NoCloud),
-            policy: Policy {
-                scope: crate::policy::Scope {
-                    groups: GroupPatterns::none(),
-                    tags: Vec::new(),
-                    opt_in: None,
-                    opt_out: None,
-                    standalone: false,
-                },
-                blast_radius: crate::policy::BlastRadius::default(),
-                dry_run: true,
-                grants: Default::default(),
-            },
-            run_tally: Arc::default(),
-            journal: None,
-            limits: *limits,
-            seed: 0,
-            terminate_via: TerminateVia::default(),
-            targets: Arc::default(),
-            channels: Arc::default(),
-            poll_ms: 1000,
-            recovery_timeout_ms: 0,
-            recovery_targets: Vec::new(),
-            preflight: false,
-            progress: Progress::hidden(),
-        });
+            blast_radius: crate::policy::BlastRadius::default(),
+            dry_run: true,
+            grants: Default::default(),
+        };
+        let loading = PluginLabel {
+            name: "(loading)".into(),
+            version: String::new(),
+        };
+        let mut session = Session::new(SessionSetup::new(
+            loading,
+            0,
+            Arc::new(NoCloud),
+            policy,
+            *limits,
+        ));
         session.inert = true;
         session
     }
@@ -362,7 +446,7 @@ impl Session {
         self.denials += 1;
         if self.denials <= DENIALS_PER_RUN {
             let target = text::bounded(target, MAX_NAME_BYTES);
-            let message = text::bounded(&denial.to_string(), 2 * MAX_NAME_BYTES + 512).into_owned();
+            let message = text::bounded(&denial.to_string(), MAX_DENIAL_BYTES).into_owned();
             tracing::info!(plugin = %self.setup.plugin, operation, target = %text::one_line(&target), rule = denial.rule(), "denied: {}", text::one_line(&message));
             self.journal(Event::Denied {
                 operation: operation.to_owned(),
@@ -371,8 +455,7 @@ impl Session {
                 message,
             })?;
         }
-        let message =
-            text::bounded(&denial.plugin_message(), 2 * MAX_NAME_BYTES + 512).into_owned();
+        let message = text::bounded(&denial.plugin_message(), MAX_DENIAL_BYTES).into_owned();
         Ok(if denial.is_budget() {
             PluginError::BudgetExhausted(message)
         } else {
@@ -950,9 +1033,7 @@ mod tests {
     /// A session whose every import the policy would refuse, journalling
     /// to `journal`.
     fn session(journal: Arc<Journal>) -> Session {
-        let mut setup = Session::inert(&Limits::default()).setup;
-        setup.journal = Some(journal);
-        Session::new(setup)
+        Session::new(Session::inert(&Limits::default()).setup.journal(journal))
     }
 
     fn journal() -> (tempfile::TempDir, Arc<Journal>) {

@@ -7,14 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use wasmonkey::cloud::sim::SimCloud;
-use wasmonkey::cloud::{Cloud, InstanceState, TerminateVia};
+use wasmonkey::cloud::{Cloud, InstanceState};
 use wasmonkey::config::Config;
 use wasmonkey::contract::latest;
 use wasmonkey::journal::{self, Event, Journal};
 use wasmonkey::limits::LimitOverrides;
 use wasmonkey::plugins::Catalog;
 use wasmonkey::policy::{Grant, Policy};
-use wasmonkey::progress::Progress;
 use wasmonkey::report::Report;
 use wasmonkey::sandbox::{RunFailure, Sandbox};
 use wasmonkey::session::{PluginLabel, Session, SessionSetup};
@@ -82,32 +81,22 @@ async fn a_journal_that_cannot_be_written_stops_the_run_before_terminate() {
     ]
     .into();
     let params = latest::resolve_params(&plugin.metadata.params, &given).unwrap();
-    let session = Session::new(SessionSetup {
-        plugin: PluginLabel {
-            name: plugin.metadata.name.clone(),
-            version: plugin.metadata.version.clone(),
-        },
-        experiment: 0,
-        cloud: rigged.clone(),
-        policy: Policy {
-            scope: config.scope.compile().unwrap(),
-            blast_radius: config.blast_radius,
-            dry_run: false,
-            grants: [Grant::Terminate].into(),
-        },
-        run_tally: Arc::default(),
-        journal: Some(journal),
-        limits: plugin.limits,
-        seed: 3,
-        terminate_via: TerminateVia::Ec2,
-        targets: Arc::default(),
-        channels: Arc::default(),
-        poll_ms: 1000,
-        recovery_timeout_ms: 60_000,
-        recovery_targets: Vec::new(),
-        preflight: false,
-        progress: Progress::hidden(),
-    });
+    let label = PluginLabel {
+        name: plugin.metadata.name.clone(),
+        version: plugin.metadata.version.clone(),
+    };
+    let policy = Policy {
+        scope: config.scope.compile().unwrap(),
+        blast_radius: config.blast_radius,
+        dry_run: false,
+        grants: [Grant::Terminate].into(),
+    };
+    let session = Session::new(
+        SessionSetup::new(label, 0, rigged.clone(), policy, plugin.limits)
+            .journal(journal)
+            .seed(3)
+            .recovery(1000, 60_000, Vec::new()),
+    );
     let (_, result) = sandbox.run(&plugin.prepared, session, params).await;
     let failure = result.expect_err("the run must stop");
     assert!(
