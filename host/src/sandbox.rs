@@ -231,18 +231,11 @@ impl Sandbox {
         // Taken before the read: a write after it changes the fingerprint.
         let (file, metadata) =
             files::open(path, MAX_COMPONENT_BYTES).map_err(CompileError::File)?;
-        if let Some(sha256) = self.cache.known_sha256(path, &metadata) {
-            let entry = self.cache.entry(&sha256, compatibility(&engine));
-            if let Some(component) = load_entry(&engine, &entry) {
-                return Ok(compiled(
-                    engine,
-                    stack_bytes,
-                    component,
-                    sha256,
-                    true,
-                    started,
-                ));
-            }
+        let known = self.cache.known_sha256(path, &metadata);
+        if let Some(hit) =
+            known.and_then(|sha256| self.cached(&engine, stack_bytes, &sha256, started))
+        {
+            return Ok(hit);
         }
         let bytes = files::read(file, MAX_COMPONENT_BYTES).map_err(CompileError::File)?;
         let compiled = self.compile_with(engine, stack_bytes, &bytes, started)?;
@@ -258,6 +251,26 @@ impl Sandbox {
         self.compile_with(engine, stack_bytes, bytes, started)
     }
 
+    /// The component `sha256` for `engine`, from the cache, if it is there.
+    fn cached(
+        &self,
+        engine: &Engine,
+        stack_bytes: usize,
+        sha256: &str,
+        started: Instant,
+    ) -> Option<Compiled> {
+        let entry = self.cache.entry(sha256, compatibility(engine));
+        let component = load_entry(engine, &entry)?;
+        Some(compiled(
+            engine.clone(),
+            stack_bytes,
+            component,
+            sha256.to_owned(),
+            true,
+            started,
+        ))
+    }
+
     fn compile_with(
         &self,
         engine: Engine,
@@ -266,25 +279,15 @@ impl Sandbox {
         started: Instant,
     ) -> Result<Compiled, CompileError> {
         let sha256 = hex(&Sha256::digest(bytes));
-        let entry = self.cache.entry(&sha256, compatibility(&engine));
+        if let Some(hit) = self.cached(&engine, stack_bytes, &sha256, started) {
+            return Ok(hit);
+        }
         // Whoever else compiles this component now finishes first; then the
         // entry is there to load.
-        let mut lock = None;
-        loop {
-            if let Some(component) = load_entry(&engine, &entry) {
-                return Ok(compiled(
-                    engine,
-                    stack_bytes,
-                    component,
-                    sha256,
-                    true,
-                    started,
-                ));
-            }
-            if lock.is_some() {
-                break;
-            }
-            lock = Some(self.cache.lock(&entry));
+        let entry = self.cache.entry(&sha256, compatibility(&engine));
+        let lock = self.cache.lock(&entry);
+        if let Some(hit) = self.cached(&engine, stack_bytes, &sha256, started) {
+            return Ok(hit);
         }
         let machine_code = engine
             .precompile_component(bytes)

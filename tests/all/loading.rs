@@ -408,17 +408,7 @@ fn two_processes_loading_one_new_component_compile_it_once() {
     for file in ["classic-monkey-js.wasm", "classic-monkey-js.toml"] {
         std::fs::copy(built.join(file), plugins.path().join(file)).unwrap();
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.toml"), support::FLEET).unwrap();
-    let config = dir.path().join("wasmonkey.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[backend]\nkind = \"sim\"\nfleet = \"fleet.toml\"\n[plugins]\ndir = {:?}\ncache_dir = \"fresh-cache\"\n",
-            plugins.path().display().to_string()
-        ),
-    )
-    .unwrap();
+    let (_dir, config) = support::own_cache_config(plugins.path(), "fresh-cache");
     let inspect = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
             .args(["plugins", "inspect", "classic-monkey-js", "--config"])
@@ -453,17 +443,7 @@ fn two_processes_loading_one_new_component_compile_it_once() {
 
 #[test]
 fn cache_prune_removes_what_went_unused_and_keeps_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.toml"), support::FLEET).unwrap();
-    let config = dir.path().join("wasmonkey.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[backend]\nkind = \"sim\"\nfleet = \"fleet.toml\"\n[plugins]\ndir = {:?}\ncache_dir = \"cache\"\n",
-            support::plugin_dir().display().to_string()
-        ),
-    )
-    .unwrap();
+    let (dir, config) = support::own_cache_config(&support::plugin_dir(), "cache");
     let listed = support::wasmonkey(&["plugins", "list"], &config);
     assert!(listed.status.success());
     let cache = dir.path().join("cache");

@@ -134,6 +134,23 @@ pub fn setup(fleet: &str, plugins: &Path, body: &str) -> Setup {
     Setup { dir, config }
 }
 
+/// A sim config in a new directory with [`FLEET`], the plugins of
+/// `plugins` and a compiled-code cache of its own, `cache` in that directory.
+pub fn own_cache_config(plugins: &Path, cache: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("fleet.toml"), FLEET).expect("write fleet");
+    let config = dir.path().join("wasmonkey.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backend]\nkind = \"sim\"\nfleet = \"fleet.toml\"\n[plugins]\ndir = {:?}\ncache_dir = {cache:?}\n",
+            plugins.display().to_string()
+        ),
+    )
+    .expect("write config");
+    (dir, config)
+}
+
 /// Run a setup on a simulated fleet the caller can inspect afterwards.
 pub async fn run(setup: &Setup, seed: u64, execute: bool) -> (RunOutput, Arc<SimCloud>) {
     let config = Config::load(&setup.config).expect("config loads");
