@@ -1,5 +1,6 @@
-//! The command line: `run`, `report`, `plugins list`, `plugins inspect`,
-//! `cache [prune]`, `config schema`, `new`.
+//! The command line: `run`, `plan`, `report`, `pause`, `resume`, `status`,
+//! `plugins list`, `plugins inspect`, `cache [prune]`, `config schema`,
+//! `new`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,16 +9,13 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::journal;
+use crate::kill_switch::{FileSwitch, Switch as _};
 use crate::limits::LimitOverrides;
 use crate::plugins::{Catalog, Plugin};
 use crate::report::Report;
 use crate::runner::{self, RunOptions};
 use crate::sandbox::Sandbox;
 use crate::text::{self, one_line};
-
-/// Exit code of a run that finished but where an experiment failed or a
-/// victim did not recover.
-pub const EXIT_UNHEALTHY: u8 = 3;
 
 /// wasmonkey: chaos experiments on AWS fleets, with strategies as sandboxed
 /// WebAssembly components. Dry run unless --execute.
@@ -56,6 +54,15 @@ pub enum Command {
         #[arg(long, conflicts_with = "execute")]
         preflight: bool,
     },
+    /// What a run would be allowed to touch: scope, blast radius, stop
+    /// conditions, plugins with their grants and limits. Runs nothing.
+    Plan {
+        #[arg(long, default_value = "wasmonkey.toml")]
+        config: PathBuf,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Render the report of a journal again (also one cut short).
     Report {
         /// Journal file (JSONL).
@@ -63,6 +70,26 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Set the kill switch: no run starts, and running ones stop.
+    Pause {
+        /// Why, for the operators who find it set.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// A run config whose state_dir holds the switch (default: the
+        /// operator's state directory).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Clear the kill switch.
+    Resume {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Whether the kill switch is set, and the config's stop conditions.
+    Status {
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// List or inspect the plugins of a config's plugin directory.
     Plugins {
@@ -189,11 +216,59 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             };
             let output = runner::run(&options, shutdown).await?;
             print_report(&output.report, json)?;
-            Ok(if output.report.succeeded() {
-                ExitCode::SUCCESS
+            Ok(ExitCode::from(output.report.outcome.exit_code()))
+        }
+        Command::Plan { config, json } => {
+            let config = Config::load(&config)?;
+            let seed = config.seed.unwrap_or_else(runner::fresh_seed);
+            let cloud = runner::backend(&config, seed).await?;
+            let plan = crate::plan::plan(&config, cloud).await?;
+            if json {
+                println!("{}", text::json_safe(&serde_json::to_string_pretty(&plan)?));
             } else {
-                ExitCode::from(EXIT_UNHEALTHY)
-            })
+                print!("{}", plan.render_text());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pause { reason, config } => {
+            let switch = switch(config.as_deref())?;
+            let pause = switch.pause(&reason)?;
+            println!(
+                "{} ({})",
+                one_line(&pause.to_string()),
+                one_line(&switch.location())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume { config } => {
+            let switch = switch(config.as_deref())?;
+            match switch.resume()? {
+                Some(was) => println!("resumed; it was {}", one_line(&was.to_string())),
+                None => println!("not paused ({})", one_line(&switch.location())),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { config } => {
+            let switch = switch(config.as_deref())?;
+            match switch.paused() {
+                Some(pause) => println!("kill switch: SET, {}", one_line(&pause.to_string())),
+                None => println!("kill switch: clear"),
+            }
+            println!("  ({})", one_line(&switch.location()));
+            if let Some(path) = config {
+                let config = Config::load(&path)?;
+                if config.stop_conditions.is_empty() {
+                    println!("stop conditions: none");
+                }
+                for (name, condition) in &config.stop_conditions {
+                    println!(
+                        "stop condition {}: {}",
+                        one_line(name),
+                        one_line(&condition.to_string())
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Report { journal, json } => {
             // A file with no whole entry is an error, not an empty report.
@@ -248,6 +323,17 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The kill switch of a config's state directory, or of the operator's.
+fn switch(config: Option<&std::path::Path>) -> anyhow::Result<FileSwitch> {
+    let dir = match config {
+        Some(path) => Config::load(path)?.state_dir()?,
+        None => crate::config::default_state_dir().ok_or_else(|| {
+            anyhow::anyhow!("no state directory: set XDG_STATE_HOME or HOME, or pass --config")
+        })?,
+    };
+    Ok(FileSwitch::new(&dir))
 }
 
 fn mib(bytes: u64) -> f64 {

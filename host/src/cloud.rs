@@ -9,6 +9,7 @@
 pub mod aws;
 pub mod aws_settings;
 pub mod sim;
+pub mod view;
 
 use std::collections::BTreeMap;
 
@@ -78,6 +79,51 @@ pub struct Group {
     pub min: u32,
     pub max: u32,
     pub tags: BTreeMap<String, String>,
+}
+
+/// An instance as its group reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: String,
+    pub zone: String,
+    pub lifecycle: Lifecycle,
+    /// Whether the group's health check passes.
+    pub healthy: bool,
+}
+
+/// A group and its members as one read saw them: on AWS one
+/// DescribeAutoScalingGroups answer carries both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSnapshot {
+    pub group: Group,
+    pub members: Vec<Member>,
+}
+
+impl GroupSnapshot {
+    /// Its capacity, counted from its members.
+    pub fn capacity(&self) -> Capacity {
+        let mut capacity = Capacity {
+            desired: self.group.desired,
+            ..Capacity::default()
+        };
+        for member in &self.members {
+            match member.lifecycle {
+                Lifecycle::InService => {
+                    capacity.in_service += 1;
+                    capacity.unhealthy += u32::from(!member.healthy);
+                }
+                Lifecycle::Pending => capacity.pending += 1,
+                Lifecycle::Terminating => capacity.terminating += 1,
+                _ => {}
+            }
+        }
+        capacity
+    }
+
+    /// The member with this id, if it is one.
+    pub fn member(&self, id: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
 }
 
 /// Capacity of a group at one moment.
@@ -162,6 +208,23 @@ pub enum CloudError {
     Backend(String),
 }
 
+/// State of a (CloudWatch) alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlarmState {
+    Ok,
+    Alarm,
+    InsufficientData,
+}
+
+/// An alarm and why it is in its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alarm {
+    pub name: String,
+    pub state: AlarmState,
+    pub reason: String,
+}
+
 /// A message a backend delivered to a notification topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
@@ -184,18 +247,19 @@ pub trait Cloud: Send + Sync {
     /// plays the fleet's events; AWS really waits.
     async fn sleep_ms(&self, ms: Millis);
 
-    /// Every Auto Scaling group, sorted by name.
-    async fn list_groups(&self) -> Result<Vec<Group>, CloudError>;
+    /// Groups with their members, sorted by name: every group when `names`
+    /// is `None`, else the named ones (unknown names are left out).
+    async fn groups(&self, names: Option<&[String]>) -> Result<Vec<GroupSnapshot>, CloudError>;
 
-    /// Instances matching the query, sorted by id.
-    async fn list_instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, CloudError>;
+    /// Instances matching the query, sorted by id, as the instance API
+    /// knows them. A backend that reads groups elsewhere may fill the group
+    /// fields from the instance alone (AWS does, from the group tag);
+    /// [`view::FleetView`] completes them from group snapshots.
+    async fn instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, CloudError>;
 
-    /// One instance, including one that terminated a while ago.
-    async fn describe_instance(&self, id: &str) -> Result<Option<Instance>, CloudError>;
-
-    /// Capacity of the named groups, in the order asked; unknown names are
-    /// left out.
-    async fn capacity(&self, groups: &[String]) -> Result<Vec<(String, Capacity)>, CloudError>;
+    /// The instances with these ids, in one read where the API allows,
+    /// including ones that terminated a while ago; unknown ids are left out.
+    async fn instances_by_id(&self, ids: &[String]) -> Result<Vec<Instance>, CloudError>;
 
     /// Terminate an instance.
     async fn terminate(&self, id: &str, via: TerminateVia) -> Result<(), CloudError>;
@@ -204,6 +268,15 @@ pub trait Cloud: Send + Sync {
     /// (EC2's `DryRun`). Backends without permissions answer `Ok`.
     async fn check_terminate_permission(&self, _id: &str) -> Result<(), CloudError> {
         Ok(())
+    }
+
+    /// The named alarms' states; unknown names are left out. A backend
+    /// without alarms fails, so that a stop condition on one fails closed.
+    async fn alarms(&self, _names: &[String]) -> Result<Vec<Alarm>, CloudError> {
+        Err(CloudError::Backend(format!(
+            "the {} backend has no alarms",
+            self.kind()
+        )))
     }
 
     /// Publish a notification to a topic.

@@ -32,6 +32,9 @@ pub struct Config {
     pub blast_radius: BlastRadius,
     #[serde(default)]
     pub recovery: RecoveryConfig,
+    /// How old a read of the fleet may be when the host uses it.
+    #[serde(default)]
+    pub reads: ReadsConfig,
     /// Defaults for every plugin, over the built-in ones.
     #[serde(default)]
     pub limits: LimitOverrides,
@@ -47,6 +50,14 @@ pub struct Config {
     /// The end-of-run notification.
     #[serde(default)]
     pub report: ReportConfig,
+    /// Conditions that stop the run, checked by the host before it starts,
+    /// before every termination and on every poll.
+    #[serde(default)]
+    pub stop_conditions: BTreeMap<String, StopCondition>,
+    /// Where the kill switch lives (default `$XDG_STATE_HOME/wasmonkey`,
+    /// else `~/.local/state/wasmonkey`).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
     /// The experiments to run, in order.
     #[serde(rename = "experiment", default)]
     pub experiments: Vec<ExperimentConfig>,
@@ -189,6 +200,69 @@ impl RecoveryConfig {
     }
 }
 
+/// How the host reuses its reads of the fleet: every plugin read, policy
+/// decision and recovery look within the bound shares one read.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadsConfig {
+    /// A read of the fleet is reused, to answer a plugin or decide a
+    /// termination, while it is younger than this, counted from when it
+    /// was sent; older data is read again, and 0 reads everything afresh.
+    /// Default: the recovery poll interval.
+    #[serde(default)]
+    pub max_age_secs: Option<f64>,
+}
+
+impl Config {
+    /// The bound on a read's age, in ms.
+    pub fn max_read_age_ms(&self) -> u64 {
+        match self.reads.max_age_secs {
+            Some(secs) => (secs * 1000.0) as u64,
+            None => self.recovery.poll_ms(),
+        }
+    }
+}
+
+/// What stops a run.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StopCondition {
+    /// Any of these alarms in ALARM (CloudWatch on AWS; on the simulator,
+    /// the fleet file's `[[alarm]]` rules). An alarm that does not exist
+    /// stops the run too.
+    Alarm { alarms: Vec<String> },
+    /// A `[targets.NAME]` unhealthy for longer than `grace_secs`.
+    Target {
+        target: String,
+        #[serde(default)]
+        grace_secs: f64,
+    },
+    /// A victim not recovered within `within_secs` of its termination.
+    Recovery { within_secs: f64 },
+}
+
+impl std::fmt::Display for StopCondition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopCondition::Alarm { alarms } => {
+                write!(
+                    f,
+                    "stops when any alarm of {} is in ALARM",
+                    alarms.join(", ")
+                )
+            }
+            StopCondition::Target { target, grace_secs } => write!(
+                f,
+                "stops when target {target} is unhealthy for {grace_secs} s"
+            ),
+            StopCondition::Recovery { within_secs } => write!(
+                f,
+                "stops when a victim is not recovered within {within_secs} s"
+            ),
+        }
+    }
+}
+
 /// A named health target: either a group with a floor of healthy
 /// instances, or an HTTP endpoint the host checks. Plugins only see the name.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -317,6 +391,41 @@ impl Config {
                 "blast_radius.max_fraction_per_group must be within 0..=1, got {fraction}"
             ));
         }
+        for (name, condition) in &self.stop_conditions {
+            let at = format!("stop_conditions.{name}");
+            match condition {
+                StopCondition::Alarm { alarms } if alarms.is_empty() => {
+                    return Err(format!("{at}: alarms is empty"));
+                }
+                StopCondition::Target { target, .. } if !self.targets.contains_key(target) => {
+                    return Err(format!(
+                        "{at}: target {target:?} is not a [targets.{target}] entry"
+                    ));
+                }
+                StopCondition::Target { grace_secs, .. }
+                    if !(grace_secs.is_finite() && *grace_secs >= 0.0) =>
+                {
+                    return Err(format!(
+                        "{at}: grace_secs must be 0 or more, got {grace_secs}"
+                    ));
+                }
+                StopCondition::Recovery { within_secs }
+                    if !(within_secs.is_finite() && *within_secs > 0.0) =>
+                {
+                    return Err(format!(
+                        "{at}: within_secs must be above 0, got {within_secs}"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if let Some(secs) = self.reads.max_age_secs {
+            if !(0.0..=3600.0).contains(&secs) {
+                return Err(format!(
+                    "reads.max_age_secs must be within 0..=3600, got {secs}"
+                ));
+            }
+        }
         if self.recovery.poll_secs.is_nan() || self.recovery.poll_secs <= 0.0 {
             return Err(format!(
                 "recovery.poll_secs must be above 0, got {}",
@@ -439,6 +548,19 @@ impl Config {
             })
     }
 
+    /// The state directory: the kill switch (and, later, the history).
+    pub fn state_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.state_dir {
+            return Ok(self.resolve(dir));
+        }
+        default_state_dir().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no place for the state directory (the kill switch): set state_dir, or XDG_STATE_HOME or HOME",
+                self.path.display()
+            )
+        })
+    }
+
     /// The JSON Schema of the run config, for editors to validate
     /// `wasmonkey.toml` against (`wasmonkey config schema`).
     pub fn schema() -> serde_json::Value {
@@ -449,6 +571,19 @@ impl Config {
     pub fn journal_dir(&self) -> PathBuf {
         self.resolve(self.journal_dir.as_deref().unwrap_or(Path::new("journal")))
     }
+}
+
+/// `$XDG_STATE_HOME/wasmonkey`, else `~/.local/state/wasmonkey`; only
+/// absolute variables count.
+pub fn default_state_dir() -> Option<PathBuf> {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    absolute("XDG_STATE_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".local").join("state")))
+        .map(|dir| dir.join("wasmonkey"))
 }
 
 #[cfg(test)]

@@ -133,6 +133,13 @@ pub enum Event {
         log_bytes: u64,
         denials: u64,
     },
+    /// A stop condition tripped, or the kill switch was found set: the run
+    /// is stopped (`condition` is the condition's name or `kill-switch`).
+    StopTripped {
+        condition: String,
+        paused: bool,
+        saw: String,
+    },
     /// The run ended normally (or was interrupted, when `interrupted`).
     RunFinished { interrupted: bool },
 }

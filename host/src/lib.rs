@@ -1,8 +1,9 @@
 //! wasmonkey: a chaos engine for AWS whose strategies are sandboxed
 //! WebAssembly components.
 //!
-//! Data flows one way: [`config`] → [`policy`] → plugin ([`sandbox`],
-//! [`contract`], [`session`]) → [`cloud`] → [`journal`] → [`report`].
+//! Data flows one way: [`config`] → [`policy`] and [`guard`] → plugin
+//! ([`sandbox`], [`contract`], [`session`]) → [`cloud`] → [`journal`] →
+//! [`report`].
 //! [`runner`] drives it; [`cli`] is the command line.
 
 /// The allocator of everything built on this crate (binary, tests, benchmark):
@@ -17,10 +18,13 @@ pub mod cloud;
 pub mod config;
 pub mod contract;
 pub mod files;
+pub mod guard;
 pub mod journal;
+pub mod kill_switch;
 pub mod limits;
 pub mod manifest;
 pub mod notify;
+pub mod plan;
 pub mod plugins;
 pub mod policy;
 pub mod probe;

@@ -298,6 +298,12 @@ pub enum Denial {
     },
     /// The preflight found the host lacks the cloud permission to act.
     Permission { instance: String, detail: String },
+    /// A stop condition tripped, or the kill switch is set: the run is
+    /// stopped.
+    Stopped { condition: String },
+    /// A stop condition's state cannot be read: nothing is terminated until
+    /// it can.
+    StopUnknown { why: String },
 }
 
 impl Denial {
@@ -318,6 +324,8 @@ impl Denial {
             Denial::HealthyFloor { .. } => "min-healthy-per-group",
             Denial::GroupShare { .. } => "max-fraction-per-group",
             Denial::Permission { .. } => "iam-permission",
+            Denial::Stopped { .. } => "stop-condition",
+            Denial::StopUnknown { .. } => "stop-condition-unknown",
         }
     }
 
@@ -333,11 +341,16 @@ impl Denial {
         )
     }
 
-    /// What the plugin is told. Never reveals why something is out of scope.
+    /// What the plugin is told. Never reveals why something is out of
+    /// scope, nor what a backend answered.
     pub fn plugin_message(&self) -> String {
         match self {
             Denial::OutOfScope { target, .. } => {
                 format!("{target} is outside this experiment's scope")
+            }
+            // The backend's words may carry an account's ARNs.
+            Denial::StopUnknown { .. } => {
+                "a stop condition cannot be read, so nothing is terminated until it can".into()
             }
             other => other.to_string(),
         }
@@ -383,6 +396,13 @@ impl fmt::Display for Denial {
             Denial::Permission { instance, detail } => {
                 write!(f, "preflight: terminating {instance} would fail: {detail}")
             }
+            Denial::Stopped { condition } => {
+                write!(f, "the run is stopped by {condition}: no more terminations")
+            }
+            Denial::StopUnknown { why } => write!(
+                f,
+                "a stop condition cannot be read, so nothing is terminated until it can: {why}"
+            ),
         }
     }
 }

@@ -1,10 +1,66 @@
-//! Health checks the host performs for plugins: the plugin names a target,
-//! the host knows where it lives and checks it, with a timeout.
+//! Health checks the host performs for plugins and for its own stop
+//! conditions and recovery: a name stands for a target, the host knows
+//! where it lives and checks it, with a timeout.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Result of one HTTP check.
+use crate::cloud::view::FleetView;
+use crate::cloud::CloudError;
+use crate::config::{TargetCheck, TargetConfig};
+
+/// Why a target could not be checked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+}
+
+/// Check a target now: a group's healthy in-service count through the
+/// run's fleet view, or an HTTP GET bounded by `timeout`.
+pub async fn check(
+    view: &FleetView,
+    spec: &TargetConfig,
+    timeout: Duration,
+) -> Result<HttpCheck, CheckError> {
+    match spec.check().map_err(CheckError::Invalid)? {
+        TargetCheck::Group { group, min_healthy } => {
+            let names = [group.to_owned()];
+            let capacity = tokio::time::timeout(timeout, view.capacity(&names))
+                .await
+                .map_err(|_| {
+                    CloudError::Backend(format!(
+                        "reading group {group} timed out after {} s",
+                        timeout.as_secs()
+                    ))
+                })??
+                .into_iter()
+                .next()
+                .map(|(_, c)| c)
+                .unwrap_or_default();
+            let healthy = capacity.healthy_in_service();
+            Ok(HttpCheck {
+                healthy: healthy >= min_healthy,
+                detail: format!("{healthy} healthy in service in {group} (needs {min_healthy})"),
+                latency_ms: 0,
+            })
+        }
+        TargetCheck::Http {
+            url,
+            expect_status,
+            timeout_ms,
+        } => Ok(http(
+            url,
+            expect_status,
+            Duration::from_millis(timeout_ms).min(timeout),
+        )
+        .await),
+    }
+}
+
+/// Result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpCheck {
     pub healthy: bool,

@@ -3,12 +3,15 @@
 //! A victim has recovered when it is no longer counted in service, its group
 //! is back at desired capacity with every instance in service and healthy,
 //! and the operator's recovery targets are healthy. Recovery time runs from
-//! the termination call to the first observation of that state, so its
-//! precision is the poll interval.
+//! the termination call to the first observation of that state: the first
+//! look comes before the run's clock moves on, then one every poll
+//! interval, so its precision is the poll interval. All victims are looked
+//! at together, through the run's fleet view.
 
 use std::collections::BTreeMap;
 
-use crate::cloud::{Capacity, Cloud, Lifecycle, Millis};
+use crate::cloud::view::FleetView;
+use crate::cloud::{Capacity, Instance, Lifecycle, Millis};
 use crate::journal::Event;
 
 /// A victim whose recovery is not decided yet.
@@ -17,6 +20,8 @@ struct Pending {
     instance_id: String,
     group: String,
     terminated_at: Millis,
+    /// Looked at once at least.
+    seen: bool,
 }
 
 /// Victims being watched.
@@ -32,7 +37,21 @@ impl Watch {
             instance_id: instance_id.to_owned(),
             group: group.to_owned(),
             terminated_at,
+            seen: false,
         });
+    }
+
+    /// The victims not decided yet, with when they were terminated.
+    pub fn pending_since(&self) -> Vec<(String, Millis)> {
+        self.pending
+            .iter()
+            .map(|p| (p.instance_id.clone(), p.terminated_at))
+            .collect()
+    }
+
+    /// A victim has not been looked at yet.
+    pub fn has_unseen(&self) -> bool {
+        self.pending.iter().any(|p| !p.seen)
     }
 
     /// Nothing left to watch.
@@ -45,15 +64,24 @@ impl Watch {
     /// victims pending (only the timeout decides them).
     pub async fn observe(
         &mut self,
-        cloud: &dyn Cloud,
+        view: &FleetView,
         timeout_ms: Millis,
         targets_ok: bool,
     ) -> (Vec<Event>, Vec<(String, Capacity)>) {
-        let now = cloud.now_ms();
+        let now = view.cloud().now_ms();
         let mut groups: Vec<String> = self.pending.iter().map(|p| p.group.clone()).collect();
         groups.sort();
         groups.dedup();
-        let capacity: BTreeMap<String, Capacity> = match cloud.capacity(&groups).await {
+        let ids: Vec<String> = self.pending.iter().map(|p| p.instance_id.clone()).collect();
+        // Instances first: one read of them and of their stale groups.
+        let instances: Option<BTreeMap<String, Instance>> = match view.describe(&ids).await {
+            Ok(found) => Some(found.into_iter().map(|i| (i.id.clone(), i)).collect()),
+            Err(err) => {
+                tracing::warn!("recovery watch: describing the victims failed: {err}");
+                None
+            }
+        };
+        let capacity: BTreeMap<String, Capacity> = match view.capacity(&groups).await {
             Ok(found) => found.into_iter().collect(),
             Err(err) => {
                 tracing::warn!("recovery watch: reading group capacity failed: {err}");
@@ -62,15 +90,17 @@ impl Watch {
         };
         let mut events = Vec::new();
         let mut still = Vec::new();
-        for victim in std::mem::take(&mut self.pending) {
+        for mut victim in std::mem::take(&mut self.pending) {
+            victim.seen = true;
             let cap = capacity.get(&victim.group).copied();
-            let out_of_service = match cloud.describe_instance(&victim.instance_id).await {
-                Ok(Some(instance)) => instance.lifecycle != Some(Lifecycle::InService),
-                Ok(None) => true,
-                Err(_) => false,
-            };
+            let out_of_service = instances.as_ref().is_some_and(|found| {
+                found
+                    .get(&victim.instance_id)
+                    .is_none_or(|i| i.lifecycle != Some(Lifecycle::InService))
+            });
             let waited = now.saturating_sub(victim.terminated_at);
             if targets_ok && out_of_service && cap.is_some_and(|c| c.is_recovered()) {
+                view.settled(&victim.instance_id);
                 events.push(Event::Recovered {
                     instance_id: victim.instance_id,
                     group: victim.group,
@@ -78,6 +108,7 @@ impl Watch {
                     capacity: cap.unwrap_or_default(),
                 });
             } else if waited >= timeout_ms {
+                view.settled(&victim.instance_id);
                 events.push(Event::NotRecovered {
                     instance_id: victim.instance_id,
                     group: victim.group,

@@ -27,6 +27,10 @@ pub struct Report {
     /// False when the journal ends before the run finished.
     pub complete: bool,
     pub interrupted: bool,
+    /// What stopped the run, when a stop condition or the kill switch did.
+    pub stopped: Option<StopReport>,
+    /// The run's outcome as a whole, which decides the exit code.
+    pub outcome: RunOutcome,
     pub journal: String,
     pub experiments: Vec<ExperimentReport>,
     /// Every victim of every experiment.
@@ -35,6 +39,49 @@ pub struct Report {
     pub notifications: Vec<NotificationReport>,
     /// Things a reader must know, e.g. that the journal was cut short.
     pub notes: Vec<String>,
+}
+
+/// What stopped a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StopReport {
+    /// The stop condition's name, or `kill-switch`.
+    pub condition: String,
+    /// Whether it was the kill switch.
+    pub paused: bool,
+    /// What the host saw.
+    pub saw: String,
+    /// When, in seconds on the backend's clock.
+    pub at_seconds: f64,
+}
+
+/// A run's outcome as a whole, worst first when several apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunOutcome {
+    /// The kill switch was set: nothing ran, or the run stopped.
+    Paused,
+    /// A stop condition tripped.
+    Stopped,
+    /// An experiment failed, or the journal ends before the run did.
+    ExperimentFailed,
+    /// A victim did not recover, or a termination failed.
+    NotRecovered,
+    /// Everything went as intended.
+    Succeeded,
+}
+
+impl RunOutcome {
+    /// The process exit code `wasmonkey run` ends with (1 and 2 are taken by
+    /// errors before a run and by bad command lines).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            RunOutcome::Succeeded => 0,
+            RunOutcome::NotRecovered => 3,
+            RunOutcome::ExperimentFailed => 4,
+            RunOutcome::Stopped => 5,
+            RunOutcome::Paused => 6,
+        }
+    }
 }
 
 /// One experiment.
@@ -110,6 +157,8 @@ impl Report {
             dry_run: None,
             complete: false,
             interrupted: false,
+            stopped: None,
+            outcome: RunOutcome::Succeeded,
             journal: journal.display().to_string(),
             experiments: Vec::new(),
             victims: Vec::new(),
@@ -320,6 +369,18 @@ impl Report {
                         }
                     }
                 }
+                Event::StopTripped {
+                    condition,
+                    paused,
+                    saw,
+                } => {
+                    report.stopped.get_or_insert(StopReport {
+                        condition: condition.clone(),
+                        paused: *paused,
+                        saw: saw.clone(),
+                        at_seconds: seconds(entry.clock_ms),
+                    });
+                }
                 Event::RunFinished { interrupted } => {
                     report.complete = true;
                     report.interrupted = *interrupted;
@@ -353,7 +414,24 @@ impl Report {
         if report.interrupted {
             report.notes.push("the run was interrupted (Ctrl-C)".into());
         }
+        report.outcome = report.judge();
         report
+    }
+
+    fn judge(&self) -> RunOutcome {
+        match &self.stopped {
+            Some(stop) if stop.paused => return RunOutcome::Paused,
+            Some(_) => return RunOutcome::Stopped,
+            None => {}
+        }
+        if !self.complete || self.experiments.iter().any(|e| e.error.is_some()) {
+            return RunOutcome::ExperimentFailed;
+        }
+        if self.succeeded() {
+            RunOutcome::Succeeded
+        } else {
+            RunOutcome::NotRecovered
+        }
     }
 
     /// Whether the run went as intended: it finished, no experiment failed,
@@ -361,6 +439,7 @@ impl Report {
     /// victim recovered.
     pub fn succeeded(&self) -> bool {
         self.complete
+            && self.stopped.is_none()
             && self.experiments.iter().all(|e| e.error.is_none())
             && self.victims.iter().all(|v| match v.status.as_str() {
                 "terminated" => v.host_verdict == "recovered" || v.group.is_none(),
@@ -409,6 +488,15 @@ impl Report {
             safe(self.backend.as_deref().unwrap_or("?")),
             self.seed.map_or("?".to_string(), |s| s.to_string()),
         );
+        if let Some(stop) = &self.stopped {
+            let _ = writeln!(
+                out,
+                "STOPPED by {} at {:.1} s: {}",
+                safe(&stop.condition),
+                stop.at_seconds,
+                safe(&stop.saw)
+            );
+        }
         for experiment in &self.experiments {
             let _ = writeln!(
                 out,

@@ -13,10 +13,13 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::cloud::sim::SimCloud;
+use crate::cloud::view::FleetView;
 use crate::cloud::{Cloud, TerminateVia};
 use crate::config::{BackendConfig, Config, ExperimentConfig};
 use crate::contract::latest::{self, Outcome, RunError};
+use crate::guard::{Guard, Verdict};
 use crate::journal::{self, Event, Journal, PluginOutcome, PluginVictim};
+use crate::kill_switch::FileSwitch;
 use crate::limits::{Limit, LimitBreach};
 use crate::plugins::Catalog;
 use crate::policy::{effective_grants, Policy, Tally};
@@ -148,6 +151,12 @@ pub async fn run_on(
         }
     }
     let sandbox = Sandbox::new(&config.cache_dir()?)?;
+    let guard = Arc::new(Guard::new(
+        config.stop_conditions.clone(),
+        Arc::new(config.targets.clone()),
+        Arc::new(FileSwitch::new(&config.state_dir()?)),
+        config.default_limits().host_call_timeout(),
+    ));
     let stamp = time::OffsetDateTime::now_utc()
         .format(time::macros::format_description!(
             "[year][month][day]T[hour][minute][second]Z"
@@ -168,9 +177,13 @@ pub async fn run_on(
             host_version: env!("CARGO_PKG_VERSION").to_owned(),
         },
     )?;
+    let view = Arc::new(FleetView::new(Arc::clone(&cloud), config.max_read_age_ms()));
+    check_before_start(&guard, &view, &journal).await?;
     let ctx = Context {
         config,
         cloud: &cloud,
+        view: &view,
+        guard: &guard,
         sandbox: &sandbox,
         catalog: &catalog,
         journal: &journal,
@@ -186,6 +199,9 @@ pub async fn run_on(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut interrupted = false;
     for (index, experiment) in experiments {
+        if guard.tripped().is_some() {
+            break;
+        }
         tokio::select! {
             result = ctx.experiment(index, experiment) => result?,
             () = &mut shutdown => {
@@ -199,6 +215,9 @@ pub async fn run_on(
             }
         }
     }
+    if let Some(trip) = guard.unjournalled() {
+        journal_trip(&journal, cloud.now_ms(), trip)?;
+    }
     if let Some(channel) = &config.report.channel {
         notify_run(config, cloud.as_ref(), &journal, channel).await?;
     }
@@ -209,6 +228,41 @@ pub async fn run_on(
         journal: journal.path().to_owned(),
         seed,
     })
+}
+
+/// Before anything runs: a set kill switch, a tripped condition, or one
+/// whose state cannot be read stops the run (fail closed).
+async fn check_before_start(
+    guard: &Guard,
+    view: &FleetView,
+    journal: &Journal,
+) -> anyhow::Result<()> {
+    let now = view.cloud().now_ms();
+    if let Verdict::Unknown(why) = guard.check(view, &[]).await {
+        guard.stop(
+            "stop-conditions",
+            format!("cannot tell whether the run may start: {why}"),
+            now,
+        );
+    }
+    if let Some(trip) = guard.unjournalled() {
+        journal_trip(journal, now, trip)?;
+    }
+    Ok(())
+}
+
+fn journal_trip(journal: &Journal, at_ms: u64, trip: crate::guard::Trip) -> anyhow::Result<()> {
+    tracing::warn!(condition = %trip.condition, "the run is stopped: {}", text::one_line(&trip.saw));
+    journal.append(
+        at_ms,
+        None,
+        Event::StopTripped {
+            condition: trip.condition,
+            paused: trip.paused,
+            saw: trip.saw,
+        },
+    )?;
+    Ok(())
 }
 
 fn create_journal(options: &RunOptions, config: &Config, run_id: &str) -> anyhow::Result<Journal> {
@@ -239,12 +293,22 @@ async fn notify_run(
         return Ok(());
     };
     let report = Report::from_journal(&journal::read(journal.path())?, journal.path());
+    let stopped = report
+        .stopped
+        .as_ref()
+        .map(|stop| format!(" STOPPED by {}", stop.condition))
+        .unwrap_or_default();
     let subject = format!(
-        "wasmonkey run {}: {} victim(s)",
+        "wasmonkey run {}{stopped}: {} victim(s)",
         report.run_id.as_deref().unwrap_or("?"),
         report.victims.len()
     );
-    let body = text::bounded(&report.recovery_lines(), BODY_BYTES).into_owned();
+    let mut body = String::new();
+    if let Some(stop) = &report.stopped {
+        body.push_str(&format!("stopped by {}: {}\n", stop.condition, stop.saw));
+    }
+    body.push_str(&report.recovery_lines());
+    let body = text::bounded(&body, BODY_BYTES).into_owned();
     let sent = crate::notify::publish(
         cloud,
         config.default_limits().host_call_timeout(),
@@ -264,6 +328,10 @@ async fn notify_run(
 struct Context<'a> {
     config: &'a Config,
     cloud: &'a Arc<dyn Cloud>,
+    /// The run's stop conditions and kill switch.
+    guard: &'a Arc<Guard>,
+    /// One view of the fleet for the whole run.
+    view: &'a Arc<FleetView>,
     sandbox: &'a Sandbox,
     catalog: &'a Catalog,
     journal: &'a Arc<Journal>,
@@ -361,6 +429,8 @@ impl Context<'_> {
         };
         let session = Session::new(
             SessionSetup::new(plugin_label, index, Arc::clone(self.cloud), policy, limits)
+                .view(Arc::clone(self.view))
+                .guard(Arc::clone(self.guard))
                 .run_tally(Arc::clone(&self.run_tally))
                 .journal(Arc::clone(self.journal))
                 .seed(self.seed)

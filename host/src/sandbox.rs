@@ -138,6 +138,10 @@ pub enum RunFailure {
     /// a journal that could not be written).
     #[error("host fault: {0}")]
     Host(String),
+    /// The run was stopped (a stop condition or the kill switch) and the
+    /// plugin did not return within its grace.
+    #[error("stopped: {0}")]
+    Stopped(String),
 }
 
 /// What a store holds: the session and the sandbox's own bookkeeping.
@@ -565,6 +569,9 @@ fn classify(err: &wasmtime::Error, limits: &Limits) -> RunFailure {
     }
     if let Some(fault) = err.downcast_ref::<crate::session::HostFault>() {
         return RunFailure::Host(fault.0.clone());
+    }
+    if let Some(stopped) = err.downcast_ref::<crate::session::Stopped>() {
+        return RunFailure::Stopped(stopped.0.clone());
     }
     match err.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => RunFailure::Limit(LimitBreach::new(

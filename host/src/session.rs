@@ -13,11 +13,13 @@ use std::sync::Arc;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::cloud::view::FleetView;
 use crate::cloud::{
-    Capacity, Cloud, CloudError, Group, Instance, InstanceQuery, InstanceState, Lifecycle, Millis,
-    TerminateVia,
+    Capacity, Cloud, CloudError, Group, GroupSnapshot, Instance, InstanceQuery, InstanceState,
+    Lifecycle, Millis, TerminateVia,
 };
-use crate::config::{ChannelConfig, TargetCheck, TargetConfig};
+use crate::config::{ChannelConfig, TargetConfig};
+use crate::guard::{Guard, Verdict};
 use crate::journal::{Event, Journal};
 use crate::limits::{Limit, LimitBreach, Limits};
 use crate::policy::{Denial, Grant, GroupPatterns, GroupView, Hidden, Policy, Tally};
@@ -127,6 +129,10 @@ pub struct SessionSetup {
     plugin: PluginLabel,
     experiment: usize,
     cloud: Arc<dyn Cloud>,
+    /// Every read of the fleet goes through it; shared by the run.
+    view: Arc<FleetView>,
+    /// The run's stop conditions and kill switch.
+    guard: Arc<Guard>,
     policy: Policy,
     /// What the whole run terminated so far, shared by its experiments.
     run_tally: Arc<std::sync::Mutex<Tally>>,
@@ -149,8 +155,9 @@ pub struct SessionSetup {
 
 impl SessionSetup {
     /// Experiment `experiment` (its index in the config) of `plugin`, on
-    /// `cloud`, under `policy` and `limits`. Until set: no journal, a run
-    /// tally of its own, seed 0, EC2 terminations, no targets or channels,
+    /// `cloud`, under `policy` and `limits`. Until set: a view of the fleet
+    /// of its own whose reads are kept a second, no journal, a run tally of
+    /// its own, seed 0, EC2 terminations, no targets or channels,
     /// recovery looked at every second and not waited for, no preflight, no
     /// progress line.
     pub fn new(
@@ -163,6 +170,8 @@ impl SessionSetup {
         SessionSetup {
             plugin,
             experiment,
+            view: Arc::new(FleetView::new(Arc::clone(&cloud), 1000)),
+            guard: Arc::new(Guard::none()),
             cloud,
             policy,
             run_tally: Arc::default(),
@@ -178,6 +187,19 @@ impl SessionSetup {
             preflight: false,
             progress: Progress::hidden(),
         }
+    }
+
+    /// Read the fleet through the run's view (and act on its backend).
+    pub fn view(mut self, view: Arc<FleetView>) -> Self {
+        self.cloud = Arc::clone(view.cloud());
+        self.view = view;
+        self
+    }
+
+    /// Stop under the run's stop conditions and kill switch.
+    pub fn guard(mut self, guard: Arc<Guard>) -> Self {
+        self.guard = guard;
+        self
     }
 
     /// Journal every operation here, before it acts.
@@ -275,7 +297,16 @@ pub enum Fatal {
     Journal(anyhow::Error),
     #[error("{0}")]
     Contract(String),
+    /// The run was stopped (a stop condition, the kill switch) and the
+    /// plugin's grace is over.
+    #[error("{0}")]
+    Stopped(String),
 }
+
+/// The plugin's run ended because the run was stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Stopped(pub String);
 
 /// A failure of the host itself during a plugin call (its journal could not
 /// be written): the run stops, and the plugin is not blamed.
@@ -295,16 +326,13 @@ impl Cloud for NoCloud {
         0
     }
     async fn sleep_ms(&self, _ms: Millis) {}
-    async fn list_groups(&self) -> Result<Vec<Group>, CloudError> {
+    async fn groups(&self, _names: Option<&[String]>) -> Result<Vec<GroupSnapshot>, CloudError> {
         Err(NoCloud::refused())
     }
-    async fn list_instances(&self, _query: &InstanceQuery) -> Result<Vec<Instance>, CloudError> {
+    async fn instances(&self, _query: &InstanceQuery) -> Result<Vec<Instance>, CloudError> {
         Err(NoCloud::refused())
     }
-    async fn describe_instance(&self, _id: &str) -> Result<Option<Instance>, CloudError> {
-        Err(NoCloud::refused())
-    }
-    async fn capacity(&self, _groups: &[String]) -> Result<Vec<(String, Capacity)>, CloudError> {
+    async fn instances_by_id(&self, _ids: &[String]) -> Result<Vec<Instance>, CloudError> {
         Err(NoCloud::refused())
     }
     async fn terminate(&self, _id: &str, _via: TerminateVia) -> Result<(), CloudError> {
@@ -397,6 +425,7 @@ impl Session {
                 "{operation} was called outside run(); metadata() must not call imports"
             )));
         }
+        self.stopped_past_grace()?;
         self.host_calls += 1;
         let limits = &self.setup.limits;
         if self.host_calls > limits.host_calls {
@@ -420,6 +449,39 @@ impl Session {
             .into());
         }
         Ok(())
+    }
+
+    /// Once the run is stopped, the plugin has [`crate::guard::GRACE_MS`]
+    /// on the run's clock to return.
+    fn stopped_past_grace(&self) -> Result<(), Fatal> {
+        let Some(trip) = self.setup.guard.tripped() else {
+            return Ok(());
+        };
+        if self.setup.cloud.now_ms() < trip.at_ms.saturating_add(crate::guard::GRACE_MS) {
+            return Ok(());
+        }
+        Err(Fatal::Stopped(format!(
+            "the run was stopped by {} ({}) and the plugin did not return within {} s",
+            trip.condition,
+            text::one_line(&trip.saw),
+            crate::guard::GRACE_MS / 1000
+        )))
+    }
+
+    /// Look at the stop conditions and the kill switch now, journalling a
+    /// trip the first time it is seen.
+    pub async fn check_guard(&self) -> Result<Verdict, Fatal> {
+        let pending = self.watch.pending_since();
+        let verdict = self.setup.guard.check(&self.setup.view, &pending).await;
+        if let Some(trip) = self.setup.guard.unjournalled() {
+            tracing::warn!(condition = %trip.condition, "the run is stopped: {}", text::one_line(&trip.saw));
+            self.journal(Event::StopTripped {
+                condition: trip.condition,
+                paused: trip.paused,
+                saw: trip.saw,
+            })?;
+        }
+        Ok(verdict)
     }
 
     /// Write a journal entry stamped with this experiment.
@@ -496,10 +558,8 @@ impl Session {
 
     /// Every group, keyed by name, as the backend has them.
     async fn all_groups(&self) -> Result<BTreeMap<String, Group>, PluginError> {
-        let groups = self
-            .call("listing groups", self.setup.cloud.list_groups())
-            .await?;
-        Ok(groups.into_iter().map(|g| (g.name.clone(), g)).collect())
+        self.call("listing groups", self.setup.view.all_groups())
+            .await
     }
 
     fn visible(&self, instance: &Instance, groups: &BTreeMap<String, Group>) -> bool {
@@ -557,23 +617,27 @@ impl Session {
             states: filter.states,
             tags: filter.tags,
         };
+        // Only what the plugin may see is kept for later lookups.
+        let keep = |i: &Instance| self.visible(i, &groups);
         let mut instances = self
-            .call("listing instances", self.setup.cloud.list_instances(&query))
+            .call(
+                "listing instances",
+                self.setup.view.list_instances(&query, keep),
+            )
             .await?;
-        instances.retain(|i| query.matches(i) && self.visible(i, &groups));
         instances.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(instances)
     }
 
     /// `probe.instance`.
     pub async fn instance(&mut self, id: &str) -> Result<Instance, PluginError> {
+        let groups = self.all_groups().await?;
         let found = self
             .call(
                 "describing an instance",
-                self.setup.cloud.describe_instance(id),
+                self.setup.view.describe_instance(id),
             )
             .await?;
-        let groups = self.all_groups().await?;
         found.filter(|i| self.visible(i, &groups)).ok_or_else(|| {
             PluginError::NotFound(format!("no instance {id} in this experiment's view"))
         })
@@ -590,7 +654,7 @@ impl Session {
         }
         let names = [name.to_owned()];
         let capacity = self
-            .call("reading group health", self.setup.cloud.capacity(&names))
+            .call("reading group health", self.setup.view.capacity(&names))
             .await?;
         capacity
             .into_iter()
@@ -613,6 +677,18 @@ impl Session {
         if let Err(denial) = self.setup.policy.require(Grant::Terminate) {
             return self.deny(OP, id, &denial).map(Err);
         }
+        match self.check_guard().await? {
+            Verdict::Clear => {}
+            Verdict::Tripped(trip) => {
+                let denial = Denial::Stopped {
+                    condition: trip.condition,
+                };
+                return self.deny(OP, id, &denial).map(Err);
+            }
+            Verdict::Unknown(why) => {
+                return self.deny(OP, id, &Denial::StopUnknown { why }).map(Err);
+            }
+        }
         let groups = match self.all_groups().await {
             Ok(groups) => groups,
             Err(err) => return Ok(Err(err)),
@@ -620,7 +696,7 @@ impl Session {
         let found = match self
             .call(
                 "describing an instance",
-                self.setup.cloud.describe_instance(id),
+                self.setup.view.describe_instance(id),
             )
             .await
         {
@@ -697,6 +773,10 @@ impl Session {
         let mut confirmed_after = None;
         if !dry_run {
             let via = self.setup.terminate_via;
+            // Whatever the answer, the view's word on it and its group is old.
+            self.setup
+                .view
+                .terminated(&instance.id, instance.group.as_deref());
             if let Err(err) = self
                 .call("terminating", self.setup.cloud.terminate(&instance.id, via))
                 .await
@@ -704,6 +784,7 @@ impl Session {
                 match self.settle_ambiguous(&instance.id, &err).await {
                     Settled::Happened => confirmed_after = Some(err.to_string()),
                     Settled::Failed { uncertain, seen } => {
+                        self.setup.view.settled(&instance.id);
                         self.journal(Event::TerminateFailed {
                             instance_id: instance.id.clone(),
                             error: format!("{err}; {seen}"),
@@ -745,10 +826,11 @@ impl Session {
                 seen: "the backend refused it".into(),
             };
         }
+        // The view forgot the instance when the call was made: this reads.
         match self
             .call(
                 "describing an instance again",
-                self.setup.cloud.describe_instance(id),
+                self.setup.view.describe_instance(id),
             )
             .await
         {
@@ -782,21 +864,18 @@ impl Session {
     }
 
     /// Healthy in-service instances of a group, not counting this
-    /// experiment's victims.
+    /// experiment's victims, from a read of the group no older than the
+    /// view's bound.
     async fn healthy_in_service(&self, group: &str) -> Result<u32, PluginError> {
-        let query = InstanceQuery {
-            groups: Some(vec![group.to_owned()]),
-            ..InstanceQuery::default()
-        };
-        let members = self
-            .call("listing a group", self.setup.cloud.list_instances(&query))
+        let names = [group.to_owned()];
+        let snapshot = self
+            .call("reading a group", self.setup.view.groups(&names))
             .await?;
-        let count = members
+        let count = snapshot
             .iter()
-            .filter(|i| {
-                i.lifecycle == Some(Lifecycle::InService)
-                    && i.healthy
-                    && !self.tally.contains(&i.id)
+            .flat_map(|g| &g.members)
+            .filter(|m| {
+                m.lifecycle == Lifecycle::InService && m.healthy && !self.tally.contains(&m.id)
             })
             .count();
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
@@ -825,44 +904,22 @@ impl Session {
             .targets
             .get(target)
             .ok_or_else(|| PluginError::NotFound(format!("no target named {target}")))?;
-        let check = spec.check().map_err(PluginError::Invalid)?;
-        match check {
-            TargetCheck::Group { group, min_healthy } => {
-                let names = [group.to_owned()];
-                let capacity = self
-                    .call("checking a target", self.setup.cloud.capacity(&names))
-                    .await?;
-                let capacity = capacity
-                    .into_iter()
-                    .next()
-                    .map(|(_, c)| c)
-                    .unwrap_or_default();
-                let healthy = capacity.healthy_in_service();
-                Ok(CheckResult {
-                    target: target.to_owned(),
-                    healthy: healthy >= min_healthy,
-                    detail: format!(
-                        "{healthy} healthy in service in {group} (needs {min_healthy})"
-                    ),
-                    latency_ms: 0,
-                })
-            }
-            TargetCheck::Http {
-                url,
-                expect_status,
-                timeout_ms,
-            } => {
-                let timeout = std::time::Duration::from_millis(timeout_ms)
-                    .min(self.setup.limits.host_call_timeout());
-                let check = crate::probe::http(url, expect_status, timeout).await;
-                Ok(CheckResult {
-                    target: target.to_owned(),
-                    healthy: check.healthy,
-                    detail: check.detail,
-                    latency_ms: check.latency_ms,
-                })
-            }
-        }
+        let check = crate::probe::check(
+            &self.setup.view,
+            spec,
+            self.setup.limits.host_call_timeout(),
+        )
+        .await
+        .map_err(|err| match err {
+            crate::probe::CheckError::Invalid(why) => PluginError::Invalid(why),
+            crate::probe::CheckError::Cloud(err) => PluginError::from(err),
+        })?;
+        Ok(CheckResult {
+            target: target.to_owned(),
+            healthy: check.healthy,
+            detail: check.detail,
+            latency_ms: check.latency_ms,
+        })
     }
 
     /// `notify.channels`.
@@ -972,22 +1029,27 @@ impl Session {
     /// Let `ms` pass on the backend's clock, looking at pending victims every
     /// poll interval.
     pub async fn pass_time(&mut self, ms: Millis) -> Result<(), Fatal> {
+        // New victims are looked at before the clock moves on: a fleet that
+        // recovers at once is seen to.
+        if self.watch.has_unseen() {
+            self.observe().await?;
+        }
         let mut left = ms;
         while left > 0 {
-            let step = if self.watch.is_empty() {
-                left
-            } else {
-                left.min(self.setup.poll_ms)
-            };
+            // Every poll interval: the victims, the stop conditions and the
+            // kill switch.
+            let step = left.min(self.setup.poll_ms);
             self.setup.cloud.sleep_ms(step).await;
             left -= step;
             self.observe().await?;
+            self.stopped_past_grace()?;
         }
         Ok(())
     }
 
-    /// Look at every pending victim once.
+    /// Look at every pending victim once, and at the stop conditions.
     pub async fn observe(&mut self) -> Result<(), Fatal> {
+        self.check_guard().await?;
         if self.watch.is_empty() {
             return Ok(());
         }
@@ -1000,11 +1062,7 @@ impl Session {
         }
         let (events, capacity) = self
             .watch
-            .observe(
-                self.setup.cloud.as_ref(),
-                self.setup.recovery_timeout_ms,
-                targets_ok,
-            )
+            .observe(&self.setup.view, self.setup.recovery_timeout_ms, targets_ok)
             .await;
         self.setup.progress.waiting(self.now_ms(), &capacity);
         for event in events {

@@ -60,7 +60,7 @@ impl Lab {
     fn config(&self, plugins: &Path, endpoint: &str, experiments: &str) -> Config {
         let path = self.dir.path().join("wasmonkey.toml");
         let text = format!(
-            "journal_dir = \"journal\"\n\
+            "journal_dir = \"journal\"\nstate_dir = \"state\"\n\
              [backend]\nkind = \"aws\"\nendpoint_url = {endpoint:?}\nregion = \"us-east-1\"\n\
              [plugins]\ndir = {:?}\ncache_dir = {:?}\n\
              [scope]\ngroups = [\"web\", \"api\", \"vault\", \"big\"]\n\
@@ -495,8 +495,8 @@ fn ctrl_c_ends_the_run_cleanly_and_the_journal_says_so() {
     );
     assert_eq!(
         output.status.code(),
-        Some(3),
-        "an interrupted run is not a success"
+        Some(4),
+        "an interrupted run is an experiment that did not finish"
     );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["interrupted"], true);
@@ -649,4 +649,137 @@ async fn a_run_killed_at_any_moment_leaves_a_journal_that_tells_the_truth() {
         seen.no_journal + seen.unfinished_terminations > 0,
         "{seen:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_experiment_costs_no_more_api_calls_than_the_floor_and_three() {
+    let moto = Moto::start();
+    let admin = moto::admin_config(&moto.endpoint).await;
+    let topic = moto::seed_fleet(&admin, moto::SEED_OPTED_IN + 1).await;
+    let proxy = FaultProxy::start(&moto.endpoint, Vec::new()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("wasmonkey.toml");
+    std::fs::write(
+        &path,
+        moto::seed_config(
+            &proxy.endpoint,
+            &topic,
+            &support::plugin_dir().display().to_string(),
+            &support::cache_dir().display().to_string(),
+        ),
+    )
+    .expect("config");
+    let config = Config::load(&path).expect("config loads");
+    let settings: AwsSettings = toml::from_str("").expect("settings");
+    let cloud = AwsCloud::new(
+        &moto::sdk_config(&proxy.endpoint, &settings).await,
+        TerminateVia::Ec2,
+    );
+    let output = run(&config, cloud, true, false).await;
+
+    assert_eq!(support::only_experiment(&output).error, None);
+    let victims = &output.report.victims;
+    assert_eq!(victims.len(), moto::SEED_OPTED_IN, "{victims:#?}");
+    for victim in victims {
+        assert_eq!(victim.host_verdict, "recovered", "{victim:#?}");
+    }
+    // The floor is 13: one read of the groups, ten terminations, one look
+    // at the victims, one publish. The view adds one read of the instances'
+    // states (listing) and one of the victims' (recovery).
+    let actions = proxy.tally.lock().expect("tally").actions.clone();
+    eprintln!("the seed experiment's calls: {actions:?}");
+    let count = |action: &str| actions.get(action).copied().unwrap_or(0);
+    assert_eq!(
+        count("TerminateInstances"),
+        moto::SEED_OPTED_IN,
+        "{actions:?}"
+    );
+    assert_eq!(count("Publish"), 1, "{actions:?}");
+    assert!(count("DescribeAutoScalingGroups") <= 2, "{actions:?}");
+    assert!(count("DescribeInstances") <= 2, "{actions:?}");
+    assert!(actions.values().sum::<usize>() <= 16, "{actions:?}");
+}
+
+/// A CloudWatch alarm in moto, in `state`.
+async fn alarm(sdk: &SdkConfig, name: &str, state: aws_sdk_cloudwatch::types::StateValue) {
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(sdk);
+    cloudwatch
+        .put_metric_alarm()
+        .alarm_name(name)
+        .namespace("Checkout")
+        .metric_name("5xx")
+        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(10.0)
+        .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold)
+        .send()
+        .await
+        .expect("put alarm");
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name(name)
+        .state_value(state)
+        .state_reason("set by the test")
+        .send()
+        .await
+        .expect("set alarm state");
+}
+
+const CHECKOUT_ALARM: &str =
+    "[stop_conditions.checkout]\nkind = \"alarm\"\nalarms = [\"checkout-5xx\"]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloudwatch_alarm_in_alarm_stops_the_run_and_one_in_ok_does_not() {
+    use aws_sdk_cloudwatch::types::StateValue;
+    let lab = Lab::new().await;
+    let web = moto::members(&lab.admin, "web").await;
+    let body = format!("{CHECKOUT_ALARM}{}", hostile_terminate(&[&web[0]]));
+    let config = lab.config(&support::test_plugin_dir(), &lab.moto.endpoint, &body);
+
+    alarm(&lab.admin, "checkout-5xx", StateValue::Alarm).await;
+    let cloud = lab.cloud(&lab.moto.endpoint, TerminateVia::Ec2).await;
+    let output = run(&config, cloud, true, false).await;
+    let stop = output.report.stopped.as_ref().expect("stopped");
+    assert_eq!(stop.condition, "checkout");
+    assert!(
+        stop.saw
+            .contains("checkout-5xx is in ALARM: set by the test"),
+        "{stop:?}"
+    );
+    assert!(output.report.experiments.is_empty());
+    assert!(lab.changed().await.is_empty(), "an instance changed");
+
+    alarm(&lab.admin, "checkout-5xx", StateValue::Ok).await;
+    let cloud = lab.cloud(&lab.moto.endpoint, TerminateVia::Ec2).await;
+    let output = run(&config, cloud, true, false).await;
+    assert_eq!(output.report.stopped, None);
+    assert_eq!(lab.changed().await, [web[0].clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_describe_alarms_fails_closed() {
+    use aws_sdk_cloudwatch::types::StateValue;
+    let lab = Lab::new().await;
+    alarm(&lab.admin, "checkout-5xx", StateValue::Ok).await;
+    let web = moto::members(&lab.admin, "web").await;
+    let proxy = FaultProxy::start(
+        &lab.moto.endpoint,
+        vec![Rule {
+            needle: "DescribeAlarms",
+            fault: Fault::Unavailable,
+            times: 1000,
+        }],
+    )
+    .await;
+    let body = format!("{CHECKOUT_ALARM}{}", hostile_terminate(&[&web[0]]));
+    let config = lab.config(&support::test_plugin_dir(), &proxy.endpoint, &body);
+    let cloud = lab.cloud(&proxy.endpoint, TerminateVia::Ec2).await;
+    let output = run(&config, cloud, true, false).await;
+    // The alarm's state is unknown: nothing runs, and the report says why.
+    assert!(proxy.requests("DescribeAlarms") >= 1);
+    assert_eq!(proxy.requests("TerminateInstances"), 0);
+    let stop = output.report.stopped.as_ref().expect("stopped");
+    assert!(stop.saw.contains("cannot tell"), "{stop:?}");
+    assert!(lab.changed().await.is_empty());
 }

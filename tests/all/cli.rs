@@ -28,9 +28,82 @@ fn example_config(dir: &std::path::Path) -> std::path::PathBuf {
             "\"../target/journal\"",
             &format!("{:?}", dir.join("journal").display().to_string()),
         );
+    // A kill switch of its own, not the machine's.
+    let text = format!(
+        "state_dir = {:?}\n{text}",
+        dir.join("state").display().to_string()
+    );
     let path = dir.join("wasmonkey.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+#[test]
+fn plan_shows_the_scope_a_dry_run_then_keeps_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(dir.path());
+    let output = wasmonkey()
+        .args(["plan", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let groups = plan["groups"].as_array().expect("groups");
+    let names: Vec<&str> = groups.iter().filter_map(|g| g["name"].as_str()).collect();
+    assert_eq!(names, ["api-prod", "web-prod"], "{plan:#}");
+    let excluded = |kind: &str, rule: &str| {
+        plan["out_of_scope"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == kind && e["rule"] == rule)
+            .count()
+    };
+    assert_eq!(excluded("group", "opt-out"), 1, "batch-prod: {plan:#}");
+    assert_eq!(
+        excluded("instance", "standalone"),
+        1,
+        "the bastion: {plan:#}"
+    );
+    for condition in plan["stop_conditions"].as_array().unwrap() {
+        assert_eq!(condition["state"], "clear", "{condition}");
+    }
+    assert_eq!(plan["stop_conditions"].as_array().unwrap().len(), 2);
+    for experiment in plan["experiments"].as_array().unwrap() {
+        assert_eq!(experiment["error"], serde_json::Value::Null, "{experiment}");
+        assert!(experiment["grants"]
+            .as_array()
+            .unwrap()
+            .contains(&"terminate".into()));
+    }
+
+    // What the dry run then does stays inside what the plan showed.
+    let output = wasmonkey()
+        .args(["run", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let report = support::json_report(&output);
+    let victims = report["victims"].as_array().expect("victims");
+    assert!(!victims.is_empty(), "{report:#}");
+    for group in groups {
+        let ids = group["instances"].as_array().unwrap();
+        let lost: Vec<&serde_json::Value> = victims
+            .iter()
+            .filter(|v| v["group"] == group["name"])
+            .collect();
+        assert!(lost.len() as u64 <= group["may_lose"].as_u64().unwrap());
+        for victim in lost {
+            assert!(
+                ids.contains(&victim["instance_id"]),
+                "{victim} not in {group}"
+            );
+        }
+    }
+    assert!(victims
+        .iter()
+        .all(|v| names.contains(&v["group"].as_str().unwrap_or_default())));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! `terminate` and `list` attacks.
 
 use wasmonkey::cloud::sim::SimCloud;
-use wasmonkey::cloud::{Cloud, InstanceState};
+use wasmonkey::cloud::InstanceState;
 use wasmonkey::journal::Event;
 use wasmonkey::runner::RunOutput;
 
@@ -276,10 +276,57 @@ async fn out_of_scope_answers_do_not_depend_on_what_lies_outside() {
         );
     }
     assert_eq!(answers.len(), 4);
-    // And the backend was asked the same for each: groups, then the id.
+    // And the backend was asked the same for each: the groups (one read,
+    // shared), then the id alone.
     assert_eq!(rigged.count("list_instances"), 0);
-    assert_eq!(rigged.count("list_groups"), 4);
-    assert_eq!(rigged.count("describe_instance"), 4);
+    assert_eq!(rigged.count("groups"), 1);
+    for id in targets {
+        assert_eq!(rigged.count(&format!("instances_by_id {id}")), 1, "{id}");
+    }
+    assert_eq!(rigged.count("instances_by_id"), 4);
+}
+
+/// Dry-run terminations of `web[0]`, then `api[0]` three seconds later on
+/// the fleet's clock, with group reads throttled from two seconds on.
+async fn terminate_after_the_reads_aged(reads: &str) -> (Vec<String>, RunOutput, support::Setup) {
+    let seed = 7;
+    let probe = support::setup(FLEET, &support::test_plugin_dir(), "");
+    let ids = fleet_ids(&probe, seed).await;
+    let targets = format!("{},sleep:3000,{}", ids.web[0], ids.api[0]);
+    let setup = support::setup(
+        FLEET,
+        &support::test_plugin_dir(),
+        &hostile(
+            &format!("attack = \"terminate\", targets = \"{targets}\""),
+            "[\"terminate\"]",
+            &format!("{RULES}\n{reads}"),
+        ),
+    );
+    let faults = Faults {
+        throttle_groups_from_ms: Some(2000),
+        ..Faults::default()
+    };
+    let (output, _) = rigged::run(&setup, seed, false, faults).await;
+    let answers = answers(&output);
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert_eq!(answers[0], format!("{}: ok dry-run=true", ids.web[0]));
+    (answers, output, setup)
+}
+
+#[tokio::test]
+async fn a_decision_is_refused_rather_than_made_on_a_read_older_than_the_bound() {
+    // The groups were read at 0 s; at 3 s they are older than the 1 s
+    // bound, and reading them again is throttled: no decision.
+    let (answers, output, _keep) = terminate_after_the_reads_aged("").await;
+    assert!(answers[2].contains(": throttled:"), "{answers:?}");
+    let intents = support::events(&output)
+        .iter()
+        .filter(|e| matches!(e, Event::TerminateIntent { .. }))
+        .count();
+    assert_eq!(intents, 1);
+    // Within a bound that covers the sleep, the first read serves both.
+    let (answers, ..) = terminate_after_the_reads_aged("[reads]\nmax_age_secs = 10\n").await;
+    assert!(answers[2].ends_with(": ok dry-run=true"), "{answers:?}");
 }
 
 #[tokio::test]

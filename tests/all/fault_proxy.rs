@@ -1,7 +1,9 @@
 //! A fault-injecting HTTP proxy on loopback, in front of moto: it answers
 //! some requests with 503s or throttling errors, delays or drops others, and
-//! forwards the rest. Requests are matched on their body (`Action=…`), as the
-//! EC2, Auto Scaling and SNS query protocols carry the action there.
+//! forwards the rest. Requests are matched on their text: the EC2, Auto
+//! Scaling and SNS query protocols carry the action in the body
+//! (`Action=…`), CloudWatch's RPC v2 protocol in the path
+//! (`/operation/…`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -131,14 +133,21 @@ fn throttle_body(request: &str) -> String {
     }
 }
 
+/// The API action of a request: `Action=` in a query-protocol body, or
+/// the `/operation/NAME` path of the RPC v2 CBOR protocol (CloudWatch's).
+fn action_of(request: &str) -> String {
+    let query = request.split('&').find_map(|p| p.split("Action=").nth(1));
+    let rpc = || {
+        let path = request.lines().next()?.split_whitespace().nth(1)?;
+        path.rsplit_once("/operation/").map(|(_, name)| name)
+    };
+    query.or_else(rpc).unwrap_or("?").to_owned()
+}
+
 async fn serve(mut client: TcpStream, plan: Arc<Plan>) {
     while let Some(request) = read_request(&mut client).await {
         let text = String::from_utf8_lossy(&request).to_string();
-        let action = text
-            .split('&')
-            .find_map(|p| p.split("Action=").nth(1))
-            .unwrap_or("?")
-            .to_owned();
+        let action = action_of(&text);
         *plan
             .tally
             .lock()

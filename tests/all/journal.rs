@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use wasmonkey::cloud::sim::SimCloud;
-use wasmonkey::cloud::{Cloud, InstanceState};
+use wasmonkey::cloud::InstanceState;
 use wasmonkey::config::Config;
 use wasmonkey::contract::latest;
 use wasmonkey::journal::{self, Event, Journal};

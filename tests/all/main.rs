@@ -9,6 +9,7 @@ mod conformance;
 mod denials;
 #[cfg(feature = "aws")]
 mod fault_proxy;
+mod guardrails;
 mod hostile;
 mod journal;
 mod loading;

@@ -313,3 +313,59 @@ pub async fn messages(sdk: &SdkConfig, queue_url: &str) -> Vec<String> {
         );
     }
 }
+
+/// The seed project's fleet: `groups` Auto Scaling groups of 3, `g0001`
+/// on; the first ten tagged `chaos=opt-in`, the others `chaos=opt-out`.
+/// With an SNS topic; its ARN is returned.
+pub async fn seed_fleet(sdk: &SdkConfig, groups: usize) -> String {
+    aws_sdk_ec2::Client::new(sdk)
+        .create_launch_template()
+        .launch_template_name("wasmonkey-test")
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id("ami-12c6146b")
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("launch template");
+    for n in 1..=groups {
+        let chaos = if n <= SEED_OPTED_IN {
+            "opt-in"
+        } else {
+            "opt-out"
+        };
+        add_group(sdk, &format!("g{n:04}"), 3, &[("chaos", chaos)]).await;
+    }
+    aws_sdk_sns::Client::new(sdk)
+        .create_topic()
+        .name("chaos")
+        .send()
+        .await
+        .expect("topic")
+        .topic_arn()
+        .expect("arn")
+        .to_owned()
+}
+
+/// How many groups of [`seed_fleet`] are opted in.
+pub const SEED_OPTED_IN: usize = 10;
+
+/// The seed experiment's run config for a [`seed_fleet`] behind `endpoint`:
+/// classic-monkey, one victim in every opted-in group, the run's recovery
+/// times in one notification.
+pub fn seed_config(endpoint: &str, topic_arn: &str, plugins: &str, cache: &str) -> String {
+    format!(
+        "journal_dir = \"journal\"\nstate_dir = \"state\"\n\
+         [backend]\nkind = \"aws\"\nendpoint_url = {endpoint:?}\nregion = \"us-east-1\"\n\
+         attempt_timeout_secs = 60\n\
+         [plugins]\ndir = {plugins:?}\ncache_dir = {cache:?}\n\
+         [scope]\nopt_in = \"chaos=opt-in\"\n\
+         [blast_radius]\nmax_terminations = {SEED_OPTED_IN}\nmin_healthy_per_group = 1\n\
+         [channels.ops]\ntopic = {topic_arn:?}\n\
+         [report]\nchannel = \"ops\"\n\
+         [[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\n\
+         params = {{ probability = 1.0, poll-secs = 1, recovery-timeout-secs = 60 }}\n"
+    )
+}

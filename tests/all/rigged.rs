@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use wasmonkey::cloud::sim::SimCloud;
 use wasmonkey::cloud::{
-    Capacity, Cloud, CloudError, Group, Instance, InstanceQuery, Millis, TerminateVia,
+    Cloud, CloudError, GroupSnapshot, Instance, InstanceQuery, Millis, TerminateVia,
 };
 use wasmonkey::config::Config;
 use wasmonkey::journal::{Entry, Event};
+use wasmonkey::kill_switch::{FileSwitch, Switch as _};
 use wasmonkey::runner::{self, RunOptions, RunOutput};
 
 use crate::support::Setup;
@@ -24,6 +25,11 @@ pub struct Faults {
     pub throttle_listing: bool,
     /// `terminate` acts, then answers as if the connection dropped.
     pub lose_terminate_answer: bool,
+    /// Every group read from this time on (the fleet's clock) is throttled.
+    pub throttle_groups_from_ms: Option<Millis>,
+    /// The kill switch of this state directory is set once the fleet's
+    /// clock passes this time, as an operator's `wasmonkey pause` would.
+    pub pause_at: Option<(Millis, PathBuf)>,
 }
 
 /// The fake backend.
@@ -89,26 +95,38 @@ impl Cloud for Rigged {
     }
     async fn sleep_ms(&self, ms: Millis) {
         self.sim.sleep_ms(ms).await;
+        if let Some((at, dir)) = &self.faults.pause_at {
+            if self.sim.now_ms() >= *at {
+                let switch = FileSwitch::new(dir);
+                if switch.paused().is_none() {
+                    switch.pause("an operator paused mid-run").expect("pause");
+                }
+            }
+        }
     }
-    async fn list_groups(&self) -> Result<Vec<Group>, CloudError> {
-        self.note("list_groups".into());
-        let mut groups = self.sim.list_groups().await?;
-        groups.retain(|g| Some(&g.name) != self.faults.hidden_group.as_ref());
+    async fn groups(&self, names: Option<&[String]>) -> Result<Vec<GroupSnapshot>, CloudError> {
+        self.note("groups".into());
+        if self
+            .faults
+            .throttle_groups_from_ms
+            .is_some_and(|from| self.sim.now_ms() >= from)
+        {
+            return Err(CloudError::Throttled("Rate exceeded".into()));
+        }
+        let mut groups = self.sim.groups(names).await?;
+        groups.retain(|g| Some(&g.group.name) != self.faults.hidden_group.as_ref());
         Ok(groups)
     }
-    async fn list_instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, CloudError> {
+    async fn instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, CloudError> {
         self.note("list_instances".into());
         if self.faults.throttle_listing {
             return Err(CloudError::Throttled("Rate exceeded".into()));
         }
-        self.sim.list_instances(query).await
+        self.sim.instances(query).await
     }
-    async fn describe_instance(&self, id: &str) -> Result<Option<Instance>, CloudError> {
-        self.note(format!("describe_instance {id}"));
-        self.sim.describe_instance(id).await
-    }
-    async fn capacity(&self, groups: &[String]) -> Result<Vec<(String, Capacity)>, CloudError> {
-        self.sim.capacity(groups).await
+    async fn instances_by_id(&self, ids: &[String]) -> Result<Vec<Instance>, CloudError> {
+        self.note(format!("instances_by_id {}", ids.join(",")));
+        self.sim.instances_by_id(ids).await
     }
     async fn terminate(&self, id: &str, via: TerminateVia) -> Result<(), CloudError> {
         self.note(format!("terminate {id}"));

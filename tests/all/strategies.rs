@@ -1,7 +1,7 @@
 //! The shipped strategies on the simulated fleet: victims, recovery times,
 //! determinism, dry runs.
 
-use wasmonkey::cloud::{Cloud, InstanceState};
+use wasmonkey::cloud::InstanceState;
 use wasmonkey::journal::Event;
 
 use crate::support::{self, FLEET, FLEET_RECOVERY_SECS, RULES};

@@ -126,7 +126,7 @@ pub fn setup(fleet: &str, plugins: &Path, body: &str) -> Setup {
     std::fs::write(dir.path().join("fleet.toml"), fleet).expect("write fleet");
     let config = dir.path().join("wasmonkey.toml");
     let text = format!(
-        "journal_dir = \"journal\"\n[backend]\nkind = \"sim\"\nfleet = \"fleet.toml\"\n[plugins]\ndir = {:?}\ncache_dir = {:?}\n{body}",
+        "journal_dir = \"journal\"\nstate_dir = \"state\"\n[backend]\nkind = \"sim\"\nfleet = \"fleet.toml\"\n[plugins]\ndir = {:?}\ncache_dir = {:?}\n{body}",
         plugins.display().to_string(),
         cache_dir().display().to_string(),
     );
@@ -143,7 +143,7 @@ pub fn own_cache_config(plugins: &Path, cache: &str) -> (tempfile::TempDir, Path
     std::fs::write(
         &config,
         format!(
-            "[backend]\nkind = \"sim\"\nfleet = \"fleet.toml\"\n[plugins]\ndir = {:?}\ncache_dir = {cache:?}\n",
+            "state_dir = \"state\"\n[backend]\nkind = \"sim\"\nfleet = \"fleet.toml\"\n[plugins]\ndir = {:?}\ncache_dir = {cache:?}\n",
             plugins.display().to_string()
         ),
     )
@@ -196,7 +196,7 @@ pub fn events(output: &RunOutput) -> Vec<Event> {
 
 /// The instance ids of a group in the fleet, sorted.
 pub async fn ids_of(sim: &SimCloud, group: Option<&str>) -> Vec<String> {
-    use wasmonkey::cloud::{Cloud, InstanceQuery};
+    use wasmonkey::cloud::InstanceQuery;
     let all = sim
         .list_instances(&InstanceQuery::default())
         .await

@@ -1,5 +1,6 @@
 //! The real AWS backend, through the official SDK: EC2 for instances, Auto
-//! Scaling for groups, SNS for notifications.
+//! Scaling for groups, SNS for notifications, CloudWatch for the alarms of
+//! stop conditions.
 //!
 //! Credentials come from aws-config's default chain (environment, profile,
 //! SSO, instance metadata, assume-role) and never leave this module. Every
@@ -14,23 +15,26 @@ use std::time::{Duration, Instant};
 use super::aws_settings::default_page_size;
 pub use super::aws_settings::AwsSettings;
 use super::{
-    Capacity, Cloud, CloudError, Group, Instance, InstanceQuery, InstanceState, Lifecycle, Millis,
-    TerminateVia,
+    Alarm, AlarmState, Cloud, CloudError, Group, GroupSnapshot, Instance, InstanceQuery,
+    InstanceState, Lifecycle, Member, Millis, TerminateVia,
 };
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_autoscaling as autoscaling;
+use aws_sdk_cloudwatch as cloudwatch;
 use aws_sdk_ec2 as ec2;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sns as sns;
 
 /// The tag Auto Scaling puts on the instances it launches.
 pub const GROUP_TAG: &str = "aws:autoscaling:groupName";
-/// Most group names per DescribeAutoScalingGroups call.
+/// Most groups per DescribeAutoScalingGroups call, by name or per page.
 const GROUPS_PER_CALL: usize = 100;
 /// Most values per DescribeInstances filter.
 const FILTER_VALUES: usize = 200;
+/// Most alarm names per DescribeAlarms call.
+const ALARMS_PER_CALL: usize = 100;
 
 impl AwsSettings {
     /// Load the SDK config: the default credential chain, with this
@@ -76,6 +80,7 @@ impl AwsSettings {
 pub struct AwsCloud {
     ec2: ec2::Client,
     autoscaling: autoscaling::Client,
+    cloudwatch: cloudwatch::Client,
     sns: sns::Client,
     terminate_via: TerminateVia,
     page_size: i32,
@@ -100,6 +105,7 @@ impl AwsCloud {
         AwsCloud {
             ec2: ec2::Client::new(sdk),
             autoscaling: autoscaling::Client::new(sdk),
+            cloudwatch: cloudwatch::Client::new(sdk),
             // Publishing is retried by `notify::publish`, which journals
             // every attempt; a second retry layer here would multiply them.
             sns: sns::Client::from_conf(
@@ -119,7 +125,7 @@ impl AwsCloud {
     }
 
     /// Auto Scaling groups by name (all of them when `names` is `None`).
-    async fn groups(
+    async fn describe_groups(
         &self,
         names: Option<&[String]>,
     ) -> Result<Vec<autoscaling::types::AutoScalingGroup>, CloudError> {
@@ -136,6 +142,7 @@ impl AwsCloud {
             let mut pages = self
                 .autoscaling
                 .describe_auto_scaling_groups()
+                .set_max_records(batch.is_none().then_some(GROUPS_PER_CALL as i32))
                 .set_auto_scaling_group_names(batch)
                 .into_paginator()
                 .send();
@@ -152,7 +159,6 @@ impl AwsCloud {
     async fn ec2_instances(
         &self,
         filters: Vec<ec2::types::Filter>,
-        ids: Option<Vec<String>>,
     ) -> Result<Vec<ec2::types::Instance>, CloudError> {
         let mut pages = self
             .ec2
@@ -162,8 +168,7 @@ impl AwsCloud {
             } else {
                 Some(filters)
             })
-            .set_max_results(ids.is_none().then_some(self.page_size))
-            .set_instance_ids(ids)
+            .set_max_results(Some(self.page_size))
             .into_paginator()
             .send();
         let mut instances = Vec::new();
@@ -177,25 +182,32 @@ impl AwsCloud {
     }
 }
 
-/// Per instance: its group, lifecycle and health, from the groups' view.
-type Membership = BTreeMap<String, (String, Lifecycle, bool)>;
-
-fn membership(groups: &[autoscaling::types::AutoScalingGroup]) -> Membership {
-    let mut members = Membership::new();
-    for group in groups {
-        let name = group
-            .auto_scaling_group_name()
-            .unwrap_or_default()
-            .to_owned();
-        for instance in group.instances() {
-            let Some(id) = instance.instance_id() else {
-                continue;
-            };
-            let (lifecycle, healthy) = member_state(instance);
-            members.insert(id.to_owned(), (name.clone(), lifecycle, healthy));
-        }
+/// A group and its members from one DescribeAutoScalingGroups answer.
+fn snapshot(raw: &autoscaling::types::AutoScalingGroup) -> GroupSnapshot {
+    let count = |n: Option<i32>| u32::try_from(n.unwrap_or(0)).unwrap_or(0);
+    GroupSnapshot {
+        group: Group {
+            name: raw.auto_scaling_group_name().unwrap_or_default().to_owned(),
+            zones: raw.availability_zones().to_vec(),
+            desired: count(raw.desired_capacity()),
+            min: count(raw.min_size()),
+            max: count(raw.max_size()),
+            tags: tag_map(raw.tags().iter().map(|t| (t.key(), t.value()))),
+        },
+        members: raw
+            .instances()
+            .iter()
+            .filter_map(|instance| {
+                let (lifecycle, healthy) = member_state(instance);
+                Some(Member {
+                    id: instance.instance_id()?.to_owned(),
+                    zone: instance.availability_zone().unwrap_or_default().to_owned(),
+                    lifecycle,
+                    healthy,
+                })
+            })
+            .collect(),
     }
-    members
 }
 
 /// A group member's lifecycle and health, as its group reports them.
@@ -242,42 +254,41 @@ fn tag_map<'a>(
         .collect()
 }
 
-fn instance(raw: &ec2::types::Instance, members: &Membership) -> Option<Instance> {
+/// An instance as EC2 alone knows it: its group from the group tag, its
+/// lifecycle guessed from its state, healthy only if standalone and
+/// running. The fleet view puts its group's answer in place of the guess.
+fn instance(raw: &ec2::types::Instance) -> Option<Instance> {
     let id = raw.instance_id()?.to_owned();
     let tags = tag_map(raw.tags().iter().map(|t| (t.key(), t.value())));
     let state = state(raw);
-    let (group, lifecycle, healthy) = match members.get(&id) {
-        Some((group, lifecycle, healthy)) => (Some(group.clone()), Some(*lifecycle), *healthy),
-        None => {
-            // Not (or no longer) in a group's list: a terminated member still
-            // carries the group tag; a standalone instance is healthy when running.
-            let group = tags.get(GROUP_TAG).cloned();
-            let lifecycle = group.as_ref().map(|_| match state {
-                InstanceState::ShuttingDown => Lifecycle::Terminating,
-                InstanceState::Pending => Lifecycle::Pending,
-                InstanceState::Running => Lifecycle::Detached,
-                _ => Lifecycle::Terminated,
-            });
-            (
-                group,
-                lifecycle,
-                state == InstanceState::Running && lifecycle.is_none(),
-            )
-        }
-    };
+    let group = tags.get(GROUP_TAG).cloned();
+    let lifecycle = group.as_ref().map(|_| match state {
+        InstanceState::ShuttingDown => Lifecycle::Terminating,
+        InstanceState::Pending => Lifecycle::Pending,
+        InstanceState::Running => Lifecycle::Detached,
+        _ => Lifecycle::Terminated,
+    });
     Some(Instance {
         id,
-        group,
         zone: raw
             .placement()
             .and_then(|p| p.availability_zone())
             .unwrap_or_default()
             .to_owned(),
+        healthy: state == InstanceState::Running && lifecycle.is_none(),
+        group,
         state,
         lifecycle,
-        healthy,
         tags,
     })
+}
+
+/// Sorted by id, each once.
+fn sorted(raw: &[ec2::types::Instance]) -> Vec<Instance> {
+    let mut instances: Vec<Instance> = raw.iter().filter_map(instance).collect();
+    instances.sort_by(|a, b| a.id.cmp(&b.id));
+    instances.dedup_by(|a, b| a.id == b.id);
+    instances
 }
 
 fn filter(name: &str, values: Vec<String>) -> ec2::types::Filter {
@@ -379,27 +390,18 @@ impl Cloud for AwsCloud {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
-    async fn list_groups(&self) -> Result<Vec<Group>, CloudError> {
-        let mut groups: Vec<Group> = self
-            .groups(None)
+    async fn groups(&self, names: Option<&[String]>) -> Result<Vec<GroupSnapshot>, CloudError> {
+        let mut groups: Vec<GroupSnapshot> = self
+            .describe_groups(names)
             .await?
-            .into_iter()
-            .map(|g| Group {
-                name: g.auto_scaling_group_name().unwrap_or_default().to_owned(),
-                zones: g.availability_zones().to_vec(),
-                desired: u32::try_from(g.desired_capacity().unwrap_or(0)).unwrap_or(0),
-                min: u32::try_from(g.min_size().unwrap_or(0)).unwrap_or(0),
-                max: u32::try_from(g.max_size().unwrap_or(0)).unwrap_or(0),
-                tags: tag_map(g.tags().iter().map(|t| (t.key(), t.value()))),
-            })
+            .iter()
+            .map(snapshot)
             .collect();
-        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        groups.sort_by(|a, b| a.group.name.cmp(&b.group.name));
         Ok(groups)
     }
 
-    async fn list_instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, CloudError> {
-        let groups = self.groups(query.groups.as_deref()).await?;
-        let members = membership(&groups);
+    async fn instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, CloudError> {
         let mut base = Vec::new();
         if let Some(zone) = &query.zone {
             base.push(filter("availability-zone", vec![zone.clone()]));
@@ -419,82 +421,31 @@ impl Cloud for AwsCloud {
         }
         let mut raw = Vec::new();
         match &query.groups {
-            None => raw = self.ec2_instances(base, None).await?,
+            None => raw = self.ec2_instances(base).await?,
             Some(names) => {
                 for chunk in names.chunks(FILTER_VALUES) {
                     let mut filters = base.clone();
                     filters.push(filter(&format!("tag:{GROUP_TAG}"), chunk.to_vec()));
-                    raw.extend(self.ec2_instances(filters, None).await?);
+                    raw.extend(self.ec2_instances(filters).await?);
                 }
             }
         }
-        let mut instances: Vec<Instance> = raw
-            .iter()
-            .filter_map(|r| instance(r, &members))
-            .filter(|i| query.matches(i))
-            .collect();
-        instances.sort_by(|a, b| a.id.cmp(&b.id));
-        instances.dedup_by(|a, b| a.id == b.id);
+        let mut instances = sorted(&raw);
+        instances.retain(|i| query.matches(i));
         Ok(instances)
     }
 
-    async fn describe_instance(&self, id: &str) -> Result<Option<Instance>, CloudError> {
-        let raw = match self
-            .ec2_instances(Vec::new(), Some(vec![id.to_owned()]))
-            .await
-        {
-            Ok(raw) => raw,
-            Err(CloudError::NotFound(_)) => return Ok(None),
-            Err(err) => return Err(err),
-        };
-        let Some(first) = raw.first() else {
-            return Ok(None);
-        };
-        let group = first
-            .tags()
-            .iter()
-            .find(|t| t.key() == Some(GROUP_TAG))
-            .and_then(|t| t.value())
-            .map(str::to_owned);
-        let members = match group {
-            Some(group) => membership(&self.groups(Some(&[group])).await?),
-            None => Membership::new(),
-        };
-        Ok(instance(first, &members))
-    }
-
-    async fn capacity(&self, groups: &[String]) -> Result<Vec<(String, Capacity)>, CloudError> {
-        let found = self.groups(Some(groups)).await?;
-        let mut by_name: BTreeMap<String, Capacity> = BTreeMap::new();
-        for group in &found {
-            let mut capacity = Capacity {
-                desired: u32::try_from(group.desired_capacity().unwrap_or(0)).unwrap_or(0),
-                ..Capacity::default()
-            };
-            for instance in group.instances() {
-                let (lifecycle, healthy) = member_state(instance);
-                match lifecycle {
-                    Lifecycle::InService => {
-                        capacity.in_service += 1;
-                        capacity.unhealthy += u32::from(!healthy);
-                    }
-                    Lifecycle::Pending => capacity.pending += 1,
-                    Lifecycle::Terminating => capacity.terminating += 1,
-                    _ => {}
-                }
-            }
-            by_name.insert(
-                group
-                    .auto_scaling_group_name()
-                    .unwrap_or_default()
-                    .to_owned(),
-                capacity,
+    /// By an `instance-id` filter rather than `InstanceIds`, which fails
+    /// the whole call when one id is unknown.
+    async fn instances_by_id(&self, ids: &[String]) -> Result<Vec<Instance>, CloudError> {
+        let mut raw = Vec::new();
+        for chunk in ids.chunks(FILTER_VALUES) {
+            raw.extend(
+                self.ec2_instances(vec![filter("instance-id", chunk.to_vec())])
+                    .await?,
             );
         }
-        Ok(groups
-            .iter()
-            .filter_map(|name| by_name.get(name).map(|c| (name.clone(), *c)))
-            .collect())
+        Ok(sorted(&raw))
     }
 
     async fn terminate(&self, id: &str, via: TerminateVia) -> Result<(), CloudError> {
@@ -517,6 +468,45 @@ impl Cloud for AwsCloud {
                 .map(drop)
                 .map_err(|err| classify("autoscaling:TerminateInstanceInAutoScalingGroup", err)),
         }
+    }
+
+    async fn alarms(&self, names: &[String]) -> Result<Vec<Alarm>, CloudError> {
+        use cloudwatch::types::{AlarmType, StateValue};
+        let state = |value: Option<&StateValue>| match value {
+            Some(StateValue::Alarm) => AlarmState::Alarm,
+            Some(StateValue::Ok) => AlarmState::Ok,
+            _ => AlarmState::InsufficientData,
+        };
+        let mut found = Vec::new();
+        for chunk in names.chunks(ALARMS_PER_CALL) {
+            let mut pages = self
+                .cloudwatch
+                .describe_alarms()
+                .set_alarm_names(Some(chunk.to_vec()))
+                .alarm_types(AlarmType::MetricAlarm)
+                .alarm_types(AlarmType::CompositeAlarm)
+                .max_records(ALARMS_PER_CALL as i32)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|err| classify("cloudwatch:DescribeAlarms", err))?;
+                for alarm in page.metric_alarms() {
+                    found.push(Alarm {
+                        name: alarm.alarm_name().unwrap_or_default().to_owned(),
+                        state: state(alarm.state_value()),
+                        reason: alarm.state_reason().unwrap_or_default().to_owned(),
+                    });
+                }
+                for alarm in page.composite_alarms() {
+                    found.push(Alarm {
+                        name: alarm.alarm_name().unwrap_or_default().to_owned(),
+                        state: state(alarm.state_value()),
+                        reason: alarm.state_reason().unwrap_or_default().to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn check_terminate_permission(&self, id: &str) -> Result<(), CloudError> {

@@ -28,7 +28,7 @@
 
 mod fleet;
 
-pub use fleet::{FleetSpec, GroupSpec, InstanceSpec, OutageSpec, DEFAULT_REGION};
+pub use fleet::{AlarmSpec, FleetSpec, GroupSpec, InstanceSpec, OutageSpec, DEFAULT_REGION};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -40,8 +40,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::{
-    Capacity, Cloud, CloudError, Group, Instance, InstanceQuery, InstanceState, Lifecycle, Millis,
-    Published, TerminateVia,
+    Alarm, AlarmState, Capacity, Cloud, CloudError, Group, GroupSnapshot, Instance, InstanceQuery,
+    InstanceState, Lifecycle, Member, Millis, Published, TerminateVia,
 };
 
 /// Tag AWS puts on every instance an Auto Scaling group launches.
@@ -182,6 +182,7 @@ struct State {
     instances: BTreeMap<Key, Instance>,
     groups: BTreeMap<String, GroupState>,
     outages: Vec<Outage>,
+    alarms: Vec<AlarmSpec>,
     throttle_every: Option<u64>,
     calls: u64,
     outbox: Vec<Published>,
@@ -223,6 +224,7 @@ impl SimCloud {
                     until_ms: secs_to_ms(outage.until_secs),
                 })
                 .collect(),
+            alarms: spec.alarms.clone(),
             throttle_every: spec.throttle_every,
             calls: 0,
             outbox: Vec::new(),
@@ -351,6 +353,47 @@ impl SimCloud {
     /// ones included.
     pub fn api_calls(&self) -> u64 {
         self.lock().calls
+    }
+
+    /// Every group, sorted by name.
+    pub async fn list_groups(&self) -> Result<Vec<Group>, CloudError> {
+        let state = self.call("DescribeAutoScalingGroups")?;
+        Ok(state
+            .groups
+            .values()
+            .map(|group| group.group.clone())
+            .collect())
+    }
+
+    /// Instances matching the query, sorted by id.
+    pub async fn list_instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, CloudError> {
+        let state = self.call("DescribeInstances")?;
+        Ok(state
+            .instances
+            .values()
+            .filter(|instance| query.matches(instance))
+            .cloned()
+            .collect())
+    }
+
+    /// One instance, including one that terminated a while ago.
+    pub async fn describe_instance(&self, id: &str) -> Result<Option<Instance>, CloudError> {
+        let state = self.call("DescribeInstances")?;
+        Ok(key_of(id)
+            .and_then(|key| state.instances.get(&key))
+            .cloned())
+    }
+
+    /// Capacity of the named groups, in the order asked.
+    pub async fn capacity(&self, groups: &[String]) -> Result<Vec<(String, Capacity)>, CloudError> {
+        let state = self.call("DescribeAutoScalingGroups")?;
+        Ok(groups
+            .iter()
+            .filter_map(|name| {
+                let group = state.groups.get(name)?;
+                Some((name.clone(), state.capacity(group)))
+            })
+            .collect())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -539,6 +582,41 @@ impl State {
         self.schedule(at, Event::ShutdownEnd { id });
     }
 
+    /// An alarm's state now, from its rule.
+    fn alarm(&self, spec: &AlarmSpec) -> Alarm {
+        let (alarm, reason) = if let (Some(group), Some(below)) = (&spec.group, spec.below_healthy)
+        {
+            let healthy = self
+                .groups
+                .get(group)
+                .map_or(0, |g| self.capacity(g).healthy_in_service());
+            (
+                healthy < below,
+                format!("{group} has {healthy} healthy in service (alarm below {below})"),
+            )
+        } else if let Some(zone) = &spec.zone_outage {
+            let down = self.zone_is_down(zone);
+            (
+                down,
+                format!("{zone} is {}", if down { "down" } else { "up" }),
+            )
+        } else {
+            let from = spec.from_secs.map_or(Millis::MAX, secs_to_ms);
+            let until = spec.until_secs.map_or(Millis::MAX, secs_to_ms);
+            let on = from <= self.now && self.now < until;
+            (on, format!("scheduled in ALARM from {} s", from / 1000))
+        };
+        Alarm {
+            name: spec.name.clone(),
+            state: if alarm {
+                AlarmState::Alarm
+            } else {
+                AlarmState::Ok
+            },
+            reason,
+        }
+    }
+
     fn zone_is_down(&self, zone: &str) -> bool {
         self.outages.iter().any(|outage| {
             outage.zone == zone && outage.from_ms <= self.now && self.now < outage.until_ms
@@ -632,28 +710,27 @@ impl State {
         self.schedule(at, Event::LaunchEnd { id, fails });
     }
 
-    fn capacity(&self, group: &GroupState) -> Capacity {
-        let mut capacity = Capacity {
-            desired: group.group.desired,
-            ..Capacity::default()
-        };
-        for id in &group.members {
-            let Some(instance) = self.instances.get(id) else {
-                continue;
-            };
-            match instance.lifecycle {
-                Some(Lifecycle::Pending) => capacity.pending += 1,
-                Some(Lifecycle::InService) => {
-                    capacity.in_service += 1;
-                    if !instance.healthy {
-                        capacity.unhealthy += 1;
-                    }
-                }
-                Some(Lifecycle::Terminating) => capacity.terminating += 1,
-                _ => {}
-            }
+    fn snapshot(&self, group: &GroupState) -> GroupSnapshot {
+        GroupSnapshot {
+            group: group.group.clone(),
+            members: group
+                .members
+                .iter()
+                .filter_map(|id| {
+                    let instance = self.instances.get(id)?;
+                    Some(Member {
+                        id: instance.id.clone(),
+                        zone: instance.zone.clone(),
+                        lifecycle: instance.lifecycle?,
+                        healthy: instance.healthy,
+                    })
+                })
+                .collect(),
         }
-        capacity
+    }
+
+    fn capacity(&self, group: &GroupState) -> Capacity {
+        self.snapshot(group).capacity()
     }
 }
 
@@ -673,41 +750,39 @@ impl Cloud for SimCloud {
         state.advance(until);
     }
 
-    async fn list_groups(&self) -> Result<Vec<Group>, CloudError> {
+    async fn groups(&self, names: Option<&[String]>) -> Result<Vec<GroupSnapshot>, CloudError> {
         let state = self.call("DescribeAutoScalingGroups")?;
         Ok(state
             .groups
             .values()
-            .map(|group| group.group.clone())
+            .filter(|g| names.is_none_or(|names| names.contains(&g.group.name)))
+            .map(|g| state.snapshot(g))
             .collect())
     }
 
-    async fn list_instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, CloudError> {
-        let state = self.call("DescribeInstances")?;
+    async fn instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, CloudError> {
+        self.list_instances(query).await
+    }
+
+    async fn alarms(&self, names: &[String]) -> Result<Vec<Alarm>, CloudError> {
+        let state = self.call("DescribeAlarms")?;
         Ok(state
-            .instances
-            .values()
-            .filter(|instance| query.matches(instance))
-            .cloned()
-            .collect())
-    }
-
-    async fn describe_instance(&self, id: &str) -> Result<Option<Instance>, CloudError> {
-        let state = self.call("DescribeInstances")?;
-        Ok(key_of(id)
-            .and_then(|key| state.instances.get(&key))
-            .cloned())
-    }
-
-    async fn capacity(&self, groups: &[String]) -> Result<Vec<(String, Capacity)>, CloudError> {
-        let state = self.call("DescribeAutoScalingGroups")?;
-        Ok(groups
+            .alarms
             .iter()
-            .filter_map(|name| {
-                let group = state.groups.get(name)?;
-                Some((name.clone(), state.capacity(group)))
-            })
+            .filter(|spec| names.contains(&spec.name))
+            .map(|spec| state.alarm(spec))
             .collect())
+    }
+
+    async fn instances_by_id(&self, ids: &[String]) -> Result<Vec<Instance>, CloudError> {
+        let state = self.call("DescribeInstances")?;
+        let mut found: Vec<Instance> = ids
+            .iter()
+            .filter_map(|id| state.instances.get(&key_of(id)?).cloned())
+            .collect();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found.dedup_by(|a, b| a.id == b.id);
+        Ok(found)
     }
 
     /// Terminating an instance that is already shutting down or terminated

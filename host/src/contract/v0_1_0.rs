@@ -44,6 +44,7 @@ fn fatal(err: session::Fatal) -> wasmtime::Error {
             wasmtime::Error::new(session::HostFault(journal.to_string()))
         }
         contract @ session::Fatal::Contract(_) => wasmtime::Error::msg(contract.to_string()),
+        session::Fatal::Stopped(why) => wasmtime::Error::new(session::Stopped(why)),
     }
 }
 

@@ -33,6 +33,33 @@ pub struct FleetSpec {
     /// Availability-zone outages (`[[outage]]`).
     #[serde(default, rename = "outage")]
     pub outages: Vec<OutageSpec>,
+    /// Alarms, for `alarm` stop conditions offline (`[[alarm]]`).
+    #[serde(default, rename = "alarm", skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<AlarmSpec>,
+}
+
+/// A CloudWatch alarm as the simulator plays it: in ALARM while its one
+/// rule holds, else OK.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmSpec {
+    /// Alarm name, unique in the fleet.
+    pub name: String,
+    /// With `below_healthy`: ALARM while this group has fewer healthy
+    /// in-service instances than that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below_healthy: Option<u32>,
+    /// ALARM while an outage of this zone is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_outage: Option<String>,
+    /// ALARM from this time on the virtual clock (seconds), until
+    /// `until_secs` if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_secs: Option<u64>,
 }
 
 /// One Auto Scaling group.
@@ -136,6 +163,7 @@ impl Default for FleetSpec {
             groups: Vec::new(),
             instances: Vec::new(),
             outages: Vec::new(),
+            alarms: Vec::new(),
         }
     }
 }
@@ -294,6 +322,52 @@ impl FleetSpec {
                     "{at}: until_secs {} is not after from_secs {}",
                     outage.until_secs, outage.from_secs
                 ));
+            }
+        }
+        let mut alarm_names = BTreeSet::new();
+        for (index, alarm) in self.alarms.iter().enumerate() {
+            let at = format!("alarm #{} ({:?})", index + 1, alarm.name);
+            if alarm.name.is_empty() {
+                return Err(format!("alarm #{}: name is empty", index + 1));
+            }
+            if !alarm_names.insert(alarm.name.as_str()) {
+                return Err(format!("{at}: name is used by an earlier alarm too"));
+            }
+            let rules = [
+                alarm.group.is_some() || alarm.below_healthy.is_some(),
+                alarm.zone_outage.is_some(),
+                alarm.from_secs.is_some() || alarm.until_secs.is_some(),
+            ];
+            if rules.iter().filter(|&&r| r).count() != 1 {
+                return Err(format!(
+                    "{at}: give exactly one rule: group and below_healthy, zone_outage, or from_secs (and until_secs)"
+                ));
+            }
+            match (&alarm.group, alarm.below_healthy) {
+                (Some(group), Some(_)) if !names.contains(group.as_str()) => {
+                    return Err(format!("{at}: group {group:?} is not a group of the fleet"));
+                }
+                (Some(_), None) | (None, Some(_)) => {
+                    return Err(format!("{at}: group and below_healthy go together"));
+                }
+                _ => {}
+            }
+            if let Some(zone) = &alarm.zone_outage {
+                if !known_zones.contains(zone.as_str()) {
+                    return Err(format!(
+                        "{at}: zone_outage: {zone:?} is not a zone of any group or instance"
+                    ));
+                }
+            }
+            if alarm.until_secs.is_some() && alarm.from_secs.is_none() {
+                return Err(format!("{at}: until_secs needs from_secs"));
+            }
+            if let (Some(from), Some(until)) = (alarm.from_secs, alarm.until_secs) {
+                if until <= from {
+                    return Err(format!(
+                        "{at}: until_secs {until} is not after from_secs {from}"
+                    ));
+                }
             }
         }
         let total = self

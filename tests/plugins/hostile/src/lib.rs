@@ -23,7 +23,8 @@
 //!
 //! `terminate` puts one line per id in the summary: `<id>: ok dry-run=<bool>`
 //! or `<id>: <error-kind>: <message>`, the error kind being the `cloud-error`
-//! case in kebab-case. `list` reports the ids comma-separated. `check` puts
+//! case in kebab-case; a `sleep:<ms>` in `targets` sleeps that long instead,
+//! and answers `slept <ms> ms`. `list` reports the ids comma-separated. `check` puts
 //! one line per target in the summary: `<name>: healthy=<bool> <detail>` or
 //! `<name>: <error-kind>: <message>`; it checks the names of `targets` (comma-
 //! separated) after those `probe::targets` gives.
@@ -236,9 +237,16 @@ fn terminate_all(targets: &str) -> String {
         .split(',')
         .map(str::trim)
         .filter(|id| !id.is_empty())
-        .map(|id| match cloud::terminate(id, "hostile test") {
-            Ok(t) => format!("{id}: ok dry-run={}", t.dry_run),
-            Err(err) => format!("{id}: {}", err.describe()),
+        .map(|id| {
+            // `sleep:MS` between ids lets the run's clock move on.
+            if let Some(ms) = id.strip_prefix("sleep:").and_then(|ms| ms.parse().ok()) {
+                runtime::sleep_ms(ms);
+                return format!("slept {ms} ms");
+            }
+            match cloud::terminate(id, "hostile test") {
+                Ok(t) => format!("{id}: ok dry-run={}", t.dry_run),
+                Err(err) => format!("{id}: {}", err.describe()),
+            }
         })
         .collect::<Vec<_>>()
         .join("\n")

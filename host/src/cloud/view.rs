@@ -1,0 +1,471 @@
+//! One view of the fleet per run, in front of the backend: every plugin
+//! read, every policy decision and the recovery watch go through it, so a
+//! run costs as few API calls as the APIs allow.
+//!
+//! - A read is reused while it is younger than `max_age_ms` on the
+//!   backend's clock, counted from when it was *sent*; older data is read
+//!   again, never served (0 reads everything afresh). A read made for a
+//!   caller is what that caller gets.
+//! - Groups are read with their members (one DescribeAutoScalingGroups
+//!   answer carries both), stale groups together in one batched read.
+//! - Instances are read for what only the instance API knows (state, tags),
+//!   by id in one batched read with every watched victim, and completed
+//!   from their group's snapshot.
+//! - The host's own terminations make the victim and its group stale.
+//! - Only instances a caller chose to keep (what the plugin may see) and
+//!   the host's victims are kept, so whether a read is needed never tells a
+//!   plugin anything about what lies outside its scope.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::{
+    Capacity, Cloud, CloudError, Group, GroupSnapshot, Instance, InstanceQuery, Lifecycle, Millis,
+};
+
+/// Most instance ids one read asks for: one DescribeInstances filter.
+const IDS_PER_READ: usize = 200;
+
+/// A value and when the read that brought it was sent.
+#[derive(Debug, Clone)]
+struct Read<T> {
+    at: Millis,
+    value: T,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    /// When every group was last listed, and what it found. The host's
+    /// terminations change members, not groups: the listing stays.
+    listing: Option<Read<BTreeMap<String, Group>>>,
+    /// Groups with members; a stale group is absent.
+    groups: BTreeMap<String, Read<GroupSnapshot>>,
+    /// Instances as the instance API answered, before completion.
+    instances: BTreeMap<String, Read<Instance>>,
+    /// Victims being watched, with their group: read with every lookup.
+    watched: BTreeMap<String, Option<String>>,
+}
+
+/// The run's view of the fleet.
+pub struct FleetView {
+    cloud: Arc<dyn Cloud>,
+    max_age_ms: Millis,
+    cache: Mutex<Cache>,
+}
+
+impl std::fmt::Debug for FleetView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetView")
+            .field("backend", &self.cloud.kind())
+            .field("max_age_ms", &self.max_age_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FleetView {
+    /// A view of `cloud` whose reads are kept at most `max_age_ms`.
+    pub fn new(cloud: Arc<dyn Cloud>, max_age_ms: Millis) -> FleetView {
+        FleetView {
+            cloud,
+            max_age_ms,
+            cache: Mutex::default(),
+        }
+    }
+
+    /// The backend, for what is not a read (terminate, publish, the clock).
+    pub fn cloud(&self) -> &Arc<dyn Cloud> {
+        &self.cloud
+    }
+
+    /// How old a kept read may be.
+    pub fn max_age_ms(&self) -> Millis {
+        self.max_age_ms
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        // Every update is a whole insert or remove: a poisoned cache is
+        // still a consistent one.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Strictly younger than the bound: with the bound at the poll
+    /// interval, a read from the last poll is not reused at this one.
+    fn is_fresh(&self, at: Millis, now: Millis) -> bool {
+        now.saturating_sub(at) < self.max_age_ms
+    }
+
+    /// Every group, by name (without members: see [`FleetView::groups`]).
+    pub async fn all_groups(&self) -> Result<BTreeMap<String, Group>, CloudError> {
+        let now = self.cloud.now_ms();
+        if let Some(listing) = self
+            .cache()
+            .listing
+            .as_ref()
+            .filter(|listing| self.is_fresh(listing.at, now))
+        {
+            return Ok(listing.value.clone());
+        }
+        let found = self.cloud.groups(None).await?;
+        let mut cache = self.cache();
+        cache.groups.clear();
+        for group in &found {
+            cache.groups.insert(
+                group.group.name.clone(),
+                Read {
+                    at: now,
+                    value: group.clone(),
+                },
+            );
+        }
+        let listing: BTreeMap<String, Group> = found
+            .into_iter()
+            .map(|g| (g.group.name.clone(), g.group))
+            .collect();
+        cache.listing = Some(Read {
+            at: now,
+            value: listing.clone(),
+        });
+        Ok(listing)
+    }
+
+    /// The named groups, in the order asked; unknown names are left out.
+    /// Stale ones are read in one batch with the watched victims' groups.
+    pub async fn groups(&self, names: &[String]) -> Result<Vec<GroupSnapshot>, CloudError> {
+        let now = self.cloud.now_ms();
+        let (mut known, stale) = {
+            let cache = self.cache();
+            let mut known = BTreeMap::new();
+            let mut stale = BTreeSet::new();
+            for name in names {
+                match cache.groups.get(name) {
+                    Some(read) if self.is_fresh(read.at, now) => {
+                        known.insert(name.clone(), read.value.clone());
+                    }
+                    _ => {
+                        stale.insert(name.clone());
+                    }
+                }
+            }
+            if !stale.is_empty() {
+                for group in cache.watched.values().flatten() {
+                    if !cache
+                        .groups
+                        .get(group)
+                        .is_some_and(|read| self.is_fresh(read.at, now))
+                    {
+                        stale.insert(group.clone());
+                    }
+                }
+            }
+            (known, stale)
+        };
+        if !stale.is_empty() {
+            let stale: Vec<String> = stale.into_iter().collect();
+            let found = self.cloud.groups(Some(&stale)).await?;
+            let mut cache = self.cache();
+            for name in &stale {
+                cache.groups.remove(name);
+            }
+            for group in found {
+                let name = group.group.name.clone();
+                cache.groups.insert(
+                    name.clone(),
+                    Read {
+                        at: now,
+                        value: group.clone(),
+                    },
+                );
+                known.insert(name, group);
+            }
+        }
+        Ok(names
+            .iter()
+            .filter_map(|name| known.get(name).cloned())
+            .collect())
+    }
+
+    /// Capacity of the named groups, in the order asked.
+    pub async fn capacity(&self, names: &[String]) -> Result<Vec<(String, Capacity)>, CloudError> {
+        Ok(self
+            .groups(names)
+            .await?
+            .into_iter()
+            .map(|g| (g.group.name.clone(), g.capacity()))
+            .collect())
+    }
+
+    /// Instances matching the query, sorted by id; those `keep` accepts
+    /// are kept for later lookups, and only those are returned.
+    pub async fn list_instances(
+        &self,
+        query: &InstanceQuery,
+        keep: impl Fn(&Instance) -> bool,
+    ) -> Result<Vec<Instance>, CloudError> {
+        let now = self.cloud.now_ms();
+        let raw = self.cloud.instances(query).await?;
+        let completed = self.complete(&raw).await?;
+        let mut kept = Vec::new();
+        let mut cache = self.cache();
+        for (raw, instance) in raw.into_iter().zip(completed) {
+            if query.matches(&instance) && keep(&instance) {
+                cache.instances.insert(
+                    raw.id.clone(),
+                    Read {
+                        at: now,
+                        value: raw,
+                    },
+                );
+                kept.push(instance);
+            }
+        }
+        Ok(kept)
+    }
+
+    /// One instance, including one that terminated a while ago.
+    pub async fn describe_instance(&self, id: &str) -> Result<Option<Instance>, CloudError> {
+        Ok(self.describe(&[id.to_owned()]).await?.into_iter().next())
+    }
+
+    /// These instances, sorted by id; unknown ids are left out. What is not
+    /// fresh is read in one batch with every stale watched victim.
+    pub async fn describe(&self, ids: &[String]) -> Result<Vec<Instance>, CloudError> {
+        let now = self.cloud.now_ms();
+        let (mut raw, missing, kept_before) = {
+            let cache = self.cache();
+            let mut raw = BTreeMap::new();
+            let mut missing = BTreeSet::new();
+            let mut kept_before = BTreeSet::new();
+            for id in ids {
+                match cache.instances.get(id) {
+                    Some(read) if self.is_fresh(read.at, now) => {
+                        raw.insert(id.clone(), read.value.clone());
+                    }
+                    Some(_) => {
+                        kept_before.insert(id.clone());
+                        missing.insert(id.clone());
+                    }
+                    None => {
+                        missing.insert(id.clone());
+                    }
+                }
+            }
+            if !missing.is_empty() {
+                for id in cache.watched.keys() {
+                    if !cache
+                        .instances
+                        .get(id)
+                        .is_some_and(|read| self.is_fresh(read.at, now))
+                    {
+                        missing.insert(id.clone());
+                    }
+                }
+                // Fill the read up to one call with other kept instances
+                // gone stale: the next lookups are likely among them.
+                for (id, read) in &cache.instances {
+                    if missing.len() >= IDS_PER_READ {
+                        break;
+                    }
+                    if !self.is_fresh(read.at, now) && missing.insert(id.clone()) {
+                        kept_before.insert(id.clone());
+                    }
+                }
+            }
+            (raw, missing, kept_before)
+        };
+        if !missing.is_empty() {
+            let missing: Vec<String> = missing.into_iter().collect();
+            let found = self.cloud.instances_by_id(&missing).await?;
+            let mut cache = self.cache();
+            for id in &missing {
+                // Gone from the backend: forget it.
+                cache.instances.remove(id);
+            }
+            for instance in found {
+                let id = instance.id.clone();
+                if cache.watched.contains_key(&id) || ids.contains(&id) {
+                    raw.insert(id.clone(), instance.clone());
+                }
+                // Kept only if the host watches it or kept it before: a
+                // plugin's lookup of an id it was never shown must cost the
+                // same next time.
+                if cache.watched.contains_key(&id) || kept_before.contains(&id) {
+                    cache.instances.insert(
+                        id,
+                        Read {
+                            at: now,
+                            value: instance,
+                        },
+                    );
+                }
+            }
+        }
+        let raw: Vec<Instance> = ids.iter().filter_map(|id| raw.remove(id)).collect();
+        let mut completed = self.complete(&raw).await?;
+        completed.sort_by(|a, b| a.id.cmp(&b.id));
+        completed.dedup_by(|a, b| a.id == b.id);
+        Ok(completed)
+    }
+
+    /// Put each instance's group answer (lifecycle, health) in place of
+    /// what the instance API alone could tell.
+    async fn complete(&self, raw: &[Instance]) -> Result<Vec<Instance>, CloudError> {
+        let names: BTreeSet<String> = raw.iter().filter_map(|i| i.group.clone()).collect();
+        let names: Vec<String> = names.into_iter().collect();
+        let groups: BTreeMap<String, GroupSnapshot> = self
+            .groups(&names)
+            .await?
+            .into_iter()
+            .map(|g| (g.group.name.clone(), g))
+            .collect();
+        Ok(raw
+            .iter()
+            .map(|instance| complete(instance, &groups))
+            .collect())
+    }
+
+    /// The host terminated `id`: it and its group are stale, and it is
+    /// watched until [`FleetView::settled`].
+    pub fn terminated(&self, id: &str, group: Option<&str>) {
+        let mut cache = self.cache();
+        cache.instances.remove(id);
+        if let Some(group) = group {
+            cache.groups.remove(group);
+        }
+        cache
+            .watched
+            .insert(id.to_owned(), group.map(str::to_owned));
+    }
+
+    /// The host is done watching `id`.
+    pub fn settled(&self, id: &str) {
+        self.cache().watched.remove(id);
+    }
+}
+
+/// An instance with its group's answer about it: a member has the group's
+/// lifecycle and health; an instance of a group that no longer lists it is
+/// on its way out (or detached), whatever its state.
+fn complete(raw: &Instance, groups: &BTreeMap<String, GroupSnapshot>) -> Instance {
+    let mut instance = raw.clone();
+    let Some(snapshot) = raw.group.as_ref().and_then(|g| groups.get(g)) else {
+        return instance;
+    };
+    if let Some(member) = snapshot.member(&raw.id) {
+        instance.lifecycle = Some(member.lifecycle);
+        instance.healthy = member.healthy;
+    } else if matches!(
+        instance.lifecycle,
+        Some(Lifecycle::InService | Lifecycle::Pending | Lifecycle::Standby)
+    ) {
+        // The group's read is the fresher word on membership.
+        instance.lifecycle = Some(Lifecycle::Detached);
+        instance.healthy = false;
+    }
+    instance
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::sim::{FleetSpec, SimCloud};
+    use crate::cloud::TerminateVia;
+
+    /// Ten groups of three on the simulator, viewed with a one-second bound.
+    fn view() -> (Arc<SimCloud>, FleetView, Vec<String>) {
+        let sim = Arc::new(SimCloud::new(FleetSpec::uniform(10, 3), 1).unwrap());
+        let names = (0..10).map(|i| format!("group-{i:04}")).collect();
+        let view = FleetView::new(Arc::clone(&sim) as Arc<dyn Cloud>, 1000);
+        (sim, view, names)
+    }
+
+    #[tokio::test]
+    async fn reads_within_the_bound_are_shared_and_older_ones_are_read_again() {
+        let (sim, view, names) = view();
+        view.all_groups().await.unwrap();
+        for name in &names {
+            view.capacity(std::slice::from_ref(name)).await.unwrap();
+        }
+        assert_eq!(sim.api_calls(), 1, "one listing serves every group");
+        sim.sleep_ms(999).await;
+        view.capacity(&names[..1]).await.unwrap();
+        assert_eq!(sim.api_calls(), 1);
+        sim.sleep_ms(1).await;
+        view.capacity(&names[..1]).await.unwrap();
+        assert_eq!(sim.api_calls(), 2, "a read as old as the bound is not used");
+    }
+
+    #[tokio::test]
+    async fn a_termination_makes_its_group_stale_and_victims_are_read_together() {
+        let (sim, view, names) = view();
+        let instances = view
+            .list_instances(&InstanceQuery::default(), |_| true)
+            .await
+            .unwrap();
+        let calls = sim.api_calls();
+        // One victim in each of the first three groups.
+        let victims: Vec<&Instance> = names[..3]
+            .iter()
+            .map(|g| {
+                instances
+                    .iter()
+                    .find(|i| i.group.as_ref() == Some(g))
+                    .unwrap()
+            })
+            .collect();
+        for victim in &victims {
+            sim.terminate(&victim.id, TerminateVia::Ec2).await.unwrap();
+            view.terminated(&victim.id, victim.group.as_deref());
+        }
+        let calls = sim.api_calls() - calls;
+        assert_eq!(calls, 3, "the terminations alone");
+        let before = sim.api_calls();
+        // An untouched group is still fresh.
+        view.capacity(&names[5..6]).await.unwrap();
+        assert_eq!(sim.api_calls(), before);
+        // The first victim's lookup reads all three, and all three groups.
+        let seen = view
+            .describe_instance(&victims[0].id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(seen.is_going_away(), "{seen:?}");
+        assert_eq!(sim.api_calls(), before + 2);
+        for victim in &victims[1..] {
+            let seen = view.describe_instance(&victim.id).await.unwrap().unwrap();
+            assert!(seen.is_going_away(), "{seen:?}");
+        }
+        view.capacity(&names[..3]).await.unwrap();
+        assert_eq!(sim.api_calls(), before + 2);
+    }
+
+    #[tokio::test]
+    async fn only_what_the_caller_keeps_is_reused() {
+        let (sim, view, names) = view();
+        let kept = view
+            .list_instances(&InstanceQuery::default(), |i| {
+                i.group.as_deref() == Some(names[0].as_str())
+            })
+            .await
+            .unwrap();
+        assert_eq!(kept.len(), 3);
+        let all = sim.list_instances(&InstanceQuery::default()).await.unwrap();
+        let hidden = all
+            .iter()
+            .find(|i| i.group.as_deref() == Some(names[1].as_str()))
+            .unwrap();
+        let before = sim.api_calls();
+        view.describe_instance(&kept[0].id).await.unwrap().unwrap();
+        assert_eq!(sim.api_calls(), before, "a kept instance costs no call");
+        // An instance the caller did not keep costs a read each time, as
+        // one that does not exist does.
+        for id in [
+            hidden.id.as_str(),
+            hidden.id.as_str(),
+            "i-0000000000000dead",
+        ] {
+            let calls = sim.api_calls();
+            view.describe_instance(id).await.unwrap();
+            assert_eq!(sim.api_calls(), calls + 1, "{id}");
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The host's brakes: the run's stop conditions and the kill switch,
+//! checked before the run starts, before every termination and on every
+//! poll while the run goes on.
+//!
+//! Once one trips, it stays tripped for the rest of the run: every later
+//! terminate is denied with its name, the plugin's run ends after a short
+//! grace, no later experiment starts, and victims already terminated are
+//! still watched. A condition whose state cannot be read does not trip the
+//! run, but no termination is allowed while it is unknown.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cloud::view::FleetView;
+use crate::cloud::{AlarmState, Millis};
+use crate::config::{StopCondition, TargetConfig};
+use crate::kill_switch::Switch;
+
+/// How long a plugin may go on, on the run's clock, once the run is
+/// stopped: enough to log and return what it did.
+pub const GRACE_MS: Millis = 5_000;
+
+/// The name a trip of the kill switch goes by.
+pub const KILL_SWITCH: &str = "kill-switch";
+
+/// What stopped the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trip {
+    /// The stop condition's name, or [`KILL_SWITCH`].
+    pub condition: String,
+    /// Whether it was the kill switch.
+    pub paused: bool,
+    /// What the host saw.
+    pub saw: String,
+    /// When, on the backend's clock.
+    pub at_ms: Millis,
+}
+
+/// What a check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every condition holds.
+    Clear,
+    /// The run is stopped.
+    Tripped(Trip),
+    /// A condition's state could not be read: no termination until it is.
+    Unknown(String),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tripped: Option<Trip>,
+    /// Whether the trip has been handed out to be journalled.
+    journalled: bool,
+    /// Since when each target condition saw its target unhealthy.
+    unhealthy_since: BTreeMap<String, Millis>,
+}
+
+/// The run's brakes.
+pub struct Guard {
+    conditions: BTreeMap<String, StopCondition>,
+    targets: Arc<BTreeMap<String, TargetConfig>>,
+    switch: Arc<dyn Switch>,
+    call_timeout: Duration,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("conditions", &self.conditions.keys().collect::<Vec<_>>())
+            .field("switch", &self.switch.location())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A switch that is never set, for guards outside a run.
+struct NeverPaused;
+
+impl Switch for NeverPaused {
+    fn paused(&self) -> Option<crate::kill_switch::Pause> {
+        None
+    }
+    fn pause(&self, _reason: &str) -> anyhow::Result<crate::kill_switch::Pause> {
+        anyhow::bail!("this switch cannot be set")
+    }
+    fn resume(&self) -> anyhow::Result<Option<crate::kill_switch::Pause>> {
+        Ok(None)
+    }
+    fn location(&self) -> String {
+        "nowhere".into()
+    }
+}
+
+impl Guard {
+    /// The brakes of a run: its conditions, the health targets they may
+    /// name, and the kill switch; backend calls bounded by `call_timeout`.
+    pub fn new(
+        conditions: BTreeMap<String, StopCondition>,
+        targets: Arc<BTreeMap<String, TargetConfig>>,
+        switch: Arc<dyn Switch>,
+        call_timeout: Duration,
+    ) -> Guard {
+        Guard {
+            conditions,
+            targets,
+            switch,
+            call_timeout,
+            state: Mutex::default(),
+        }
+    }
+
+    /// No condition and a switch that is never set.
+    pub fn none() -> Guard {
+        Guard::new(
+            BTreeMap::new(),
+            Arc::default(),
+            Arc::new(NeverPaused),
+            Duration::from_secs(10),
+        )
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The trip, once the run is stopped.
+    pub fn tripped(&self) -> Option<Trip> {
+        self.state().tripped.clone()
+    }
+
+    /// The trip, the first time it is asked for after it happened: whoever
+    /// gets it journals it.
+    pub fn unjournalled(&self) -> Option<Trip> {
+        let mut state = self.state();
+        if state.journalled {
+            return None;
+        }
+        let trip = state.tripped.clone()?;
+        state.journalled = true;
+        Some(trip)
+    }
+
+    /// Stop the run for a reason found outside a check.
+    pub fn stop(&self, condition: &str, saw: String, at_ms: Millis) {
+        self.trip(condition, false, saw, at_ms);
+    }
+
+    fn trip(&self, condition: &str, paused: bool, saw: String, at_ms: Millis) -> Verdict {
+        let mut state = self.state();
+        let trip = state
+            .tripped
+            .get_or_insert_with(|| Trip {
+                condition: condition.to_owned(),
+                paused,
+                saw,
+                at_ms,
+            })
+            .clone();
+        Verdict::Tripped(trip)
+    }
+
+    /// Look at the kill switch and every condition now. `pending` are the
+    /// victims not yet recovered, with when they were terminated.
+    pub async fn check(&self, view: &FleetView, pending: &[(String, Millis)]) -> Verdict {
+        if let Some(trip) = self.tripped() {
+            return Verdict::Tripped(trip);
+        }
+        let now = view.cloud().now_ms();
+        if let Some(pause) = self.switch.paused() {
+            return self.trip(KILL_SWITCH, true, pause.to_string(), now);
+        }
+        let mut unknown = Vec::new();
+        for (name, condition) in &self.conditions {
+            match self.look(name, condition, view, pending, now).await {
+                Ok(None) => {}
+                Ok(Some(saw)) => return self.trip(name, false, saw, now),
+                Err(why) => unknown.push(format!("stop condition {name}: {why}")),
+            }
+        }
+        if unknown.is_empty() {
+            Verdict::Clear
+        } else {
+            Verdict::Unknown(unknown.join("; "))
+        }
+    }
+
+    /// Each condition's state now, tripping nothing: for `wasmonkey plan`.
+    pub async fn survey(&self, view: &FleetView) -> Vec<(String, Result<Option<String>, String>)> {
+        let now = view.cloud().now_ms();
+        let mut out = Vec::new();
+        for (name, condition) in &self.conditions {
+            out.push((
+                name.clone(),
+                self.look(name, condition, view, &[], now).await,
+            ));
+        }
+        out
+    }
+
+    /// What trips `condition` now, if anything; an error when its state
+    /// cannot be read.
+    async fn look(
+        &self,
+        name: &str,
+        condition: &StopCondition,
+        view: &FleetView,
+        pending: &[(String, Millis)],
+        now: Millis,
+    ) -> Result<Option<String>, String> {
+        match condition {
+            StopCondition::Alarm { alarms } => {
+                let found = tokio::time::timeout(self.call_timeout, view.cloud().alarms(alarms))
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "reading the alarms timed out after {} s",
+                            self.call_timeout.as_secs()
+                        )
+                    })?
+                    .map_err(|err| format!("reading the alarms failed: {err}"))?;
+                for wanted in alarms {
+                    match found.iter().find(|a| &a.name == wanted) {
+                        None => {
+                            return Ok(Some(format!(
+                                "alarm {wanted} does not exist (a missing alarm cannot say the service is fine)"
+                            )))
+                        }
+                        Some(alarm) if alarm.state == AlarmState::Alarm => {
+                            return Ok(Some(format!(
+                                "alarm {wanted} is in ALARM: {}",
+                                alarm.reason
+                            )))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                Ok(None)
+            }
+            StopCondition::Target { target, grace_secs } => {
+                let Some(spec) = self.targets.get(target) else {
+                    return Err(format!("no target named {target}"));
+                };
+                let health = crate::probe::check(view, spec, self.call_timeout)
+                    .await
+                    .map_err(|err| format!("checking target {target} failed: {err}"))?;
+                let mut state = self.state();
+                if health.healthy {
+                    state.unhealthy_since.remove(name);
+                    return Ok(None);
+                }
+                let since = *state.unhealthy_since.entry(name.to_owned()).or_insert(now);
+                let grace_ms = (grace_secs * 1000.0) as Millis;
+                let unhealthy_ms = now.saturating_sub(since);
+                Ok((unhealthy_ms >= grace_ms).then(|| {
+                    format!(
+                        "target {target} unhealthy for {:.1} s (grace {grace_secs} s): {}",
+                        unhealthy_ms as f64 / 1000.0,
+                        health.detail
+                    )
+                }))
+            }
+            StopCondition::Recovery { within_secs } => {
+                let budget_ms = (within_secs * 1000.0) as Millis;
+                Ok(pending.iter().find_map(|(id, terminated_at)| {
+                    let waited = now.saturating_sub(*terminated_at);
+                    (waited > budget_ms).then(|| {
+                        format!(
+                            "{id} not recovered within {within_secs} s (waited {:.1} s)",
+                            waited as f64 / 1000.0
+                        )
+                    })
+                }))
+            }
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! `wasmonkey plan`: what a run would be allowed to touch, before it runs.
+//!
+//! For the config's scope: the groups and instances in it, and what is out
+//! of it and by which rule; the blast radius; the stop conditions and their
+//! state now; the kill switch; and each experiment's plugin with its grants
+//! and limits. Plugins are only loaded (their `metadata()` runs in an inert
+//! session that refuses every import), so nothing can be terminated.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::cloud::view::FleetView;
+use crate::cloud::{Cloud, InstanceQuery, Lifecycle};
+use crate::config::Config;
+use crate::guard::Guard;
+use crate::kill_switch::{FileSwitch, Switch as _};
+use crate::limits::Limits;
+use crate::plugins::Catalog;
+use crate::policy::{effective_grants, BlastRadius, Hidden, Policy};
+use crate::sandbox::Sandbox;
+use crate::text::one_line;
+
+/// The whole preview.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub config: String,
+    pub backend: String,
+    /// Set when the kill switch is: then no run starts.
+    pub paused: Option<String>,
+    pub stop_conditions: Vec<ConditionPlan>,
+    pub blast_radius: BlastRadius,
+    /// Groups in scope, by name.
+    pub groups: Vec<GroupPlan>,
+    /// Standalone instances in scope (only with `scope.standalone`).
+    pub standalone: Vec<String>,
+    /// What is out of scope, and by which rule.
+    pub out_of_scope: Vec<Excluded>,
+    pub experiments: Vec<ExperimentPlan>,
+}
+
+/// A stop condition and its state now.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConditionPlan {
+    pub name: String,
+    pub rule: String,
+    /// `clear`, `tripped` or `unknown`.
+    pub state: String,
+    pub detail: Option<String>,
+}
+
+/// A group in scope.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupPlan {
+    pub name: String,
+    pub desired: u32,
+    pub healthy_in_service: u32,
+    /// Its instances in scope, by id.
+    pub instances: Vec<String>,
+    /// The most it may lose in one run: its share, and no deeper than its
+    /// healthy floor.
+    pub may_lose: u32,
+}
+
+/// Something out of scope.
+#[derive(Debug, Clone, Serialize)]
+pub struct Excluded {
+    /// `group` or `instance`.
+    pub kind: String,
+    pub name: String,
+    /// The rule: `pattern`, `opt-out`, `opt-in`, `tag`, `standalone`,
+    /// `unknown-group`.
+    pub rule: String,
+    pub why: String,
+}
+
+/// One experiment's plugin, as it would run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExperimentPlan {
+    pub index: usize,
+    pub plugin: String,
+    pub version: Option<String>,
+    pub sha256: Option<String>,
+    pub grants: Vec<String>,
+    pub limits: Option<Limits>,
+    /// Why it would not run, if it would not.
+    pub error: Option<String>,
+}
+
+fn rule(why: &Hidden) -> &'static str {
+    match why {
+        Hidden::GroupOutOfScope { .. } => "pattern",
+        Hidden::Standalone => "standalone",
+        Hidden::MissingTag(_) => "tag",
+        Hidden::NotOptedIn(_) => "opt-in",
+        Hidden::OptedOut(_) => "opt-out",
+        Hidden::Unknown => "unknown",
+        Hidden::UnknownGroup { .. } => "unknown-group",
+    }
+}
+
+/// Build the preview of `config` on `cloud`.
+pub async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Result<Plan> {
+    let view = FleetView::new(Arc::clone(&cloud), config.max_read_age_ms());
+    let scope = config
+        .scope
+        .compile()
+        .map_err(|err| anyhow::anyhow!("{}: scope: {err}", config.path.display()))?;
+    let policy = Policy {
+        scope,
+        blast_radius: config.blast_radius,
+        dry_run: true,
+        grants: Default::default(),
+    };
+    let groups = view.all_groups().await?;
+    let instances = view
+        .list_instances(&InstanceQuery::default(), |_| true)
+        .await?;
+    let mut out_of_scope = Vec::new();
+    let mut in_scope = Vec::new();
+    for group in groups.values() {
+        match policy.group_visibility(group) {
+            Ok(()) => in_scope.push(group.name.clone()),
+            Err(why) => out_of_scope.push(Excluded {
+                kind: "group".into(),
+                name: group.name.clone(),
+                rule: rule(&why).into(),
+                why: why.to_string(),
+            }),
+        }
+    }
+    let snapshots = view.groups(&in_scope).await?;
+    let radius = config.blast_radius;
+    let mut plans: Vec<GroupPlan> = snapshots
+        .iter()
+        .map(|s| {
+            let healthy = s.capacity().healthy_in_service();
+            let share = (radius.max_fraction_per_group * f64::from(s.group.desired)).floor() as u32;
+            let mut may_lose = share.min(healthy.saturating_sub(radius.min_healthy_per_group));
+            if let Some(cap) = radius.max_terminations_per_group_per_run {
+                may_lose = may_lose.min(cap);
+            }
+            GroupPlan {
+                name: s.group.name.clone(),
+                desired: s.group.desired,
+                healthy_in_service: healthy,
+                instances: Vec::new(),
+                may_lose,
+            }
+        })
+        .collect();
+    let mut standalone = Vec::new();
+    for instance in &instances {
+        if instance.is_going_away() || instance.lifecycle == Some(Lifecycle::Terminated) {
+            continue;
+        }
+        let group = instance.group.as_ref().and_then(|g| groups.get(g));
+        match policy.instance_visibility(instance, group) {
+            Ok(()) => match &instance.group {
+                Some(name) => {
+                    if let Some(plan) = plans.iter_mut().find(|p| &p.name == name) {
+                        plan.instances.push(instance.id.clone());
+                    }
+                }
+                None => standalone.push(instance.id.clone()),
+            },
+            // A whole group out of scope is listed once, above.
+            Err(Hidden::GroupOutOfScope { .. } | Hidden::OptedOut(_))
+                if group.is_some_and(|g| policy.group_visibility(g).is_err()) => {}
+            Err(why) => out_of_scope.push(Excluded {
+                kind: "instance".into(),
+                name: instance.id.clone(),
+                rule: rule(&why).into(),
+                why: why.to_string(),
+            }),
+        }
+    }
+
+    let guard = Guard::new(
+        config.stop_conditions.clone(),
+        Arc::new(config.targets.clone()),
+        Arc::new(FileSwitch::new(&config.state_dir()?)),
+        config.default_limits().host_call_timeout(),
+    );
+    let stop_conditions = guard
+        .survey(&view)
+        .await
+        .into_iter()
+        .map(|(name, state)| {
+            let rule = config
+                .stop_conditions
+                .get(&name)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let (state, detail) = match state {
+                Ok(None) => ("clear", None),
+                Ok(Some(saw)) => ("tripped", Some(saw)),
+                Err(why) => ("unknown", Some(why)),
+            };
+            ConditionPlan {
+                name,
+                rule,
+                state: state.into(),
+                detail,
+            }
+        })
+        .collect();
+    let paused = FileSwitch::new(&config.state_dir()?)
+        .paused()
+        .map(|p| p.to_string());
+
+    let experiments = preview_plugins(config).await?;
+    Ok(Plan {
+        config: config.path.display().to_string(),
+        backend: cloud.kind().to_owned(),
+        paused,
+        stop_conditions,
+        blast_radius: radius,
+        groups: plans,
+        standalone,
+        out_of_scope,
+        experiments,
+    })
+}
+
+/// Load each experiment's plugin (metadata only) for its grants and limits.
+async fn preview_plugins(config: &Config) -> anyhow::Result<Vec<ExperimentPlan>> {
+    let catalog = Catalog::scan(&config.plugin_dir())?.with_pins(config.pins());
+    let sandbox = Sandbox::new(&config.cache_dir()?)?;
+    let mut out = Vec::new();
+    for (index, experiment) in config.experiments.iter().enumerate() {
+        let loaded = catalog
+            .load(
+                &sandbox,
+                &experiment.plugin,
+                &config.limit_rules(),
+                &experiment.limits,
+            )
+            .await;
+        out.push(match loaded {
+            Ok(plugin) => {
+                let requested = plugin
+                    .manifest
+                    .as_ref()
+                    .map(|m| m.grants.clone())
+                    .unwrap_or_default();
+                ExperimentPlan {
+                    index,
+                    plugin: experiment.plugin.clone(),
+                    version: Some(plugin.metadata.version.clone()),
+                    sha256: Some(plugin.prepared.compiled.sha256.clone()),
+                    grants: effective_grants(&requested, &experiment.grants)
+                        .iter()
+                        .map(|g| g.name().to_owned())
+                        .collect(),
+                    limits: Some(plugin.limits),
+                    error: None,
+                }
+            }
+            Err(failure) => ExperimentPlan {
+                index,
+                plugin: experiment.plugin.clone(),
+                version: None,
+                sha256: None,
+                grants: Vec::new(),
+                limits: None,
+                error: Some(failure.to_string()),
+            },
+        });
+    }
+    Ok(out)
+}
+
+impl Plan {
+    /// The preview as text. Plugin text is shown neutralised.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "plan for {} on {} (nothing is run)",
+            one_line(&self.config),
+            self.backend
+        );
+        if let Some(paused) = &self.paused {
+            let _ = writeln!(
+                out,
+                "KILL SWITCH SET: {}: no run would start",
+                one_line(paused)
+            );
+        }
+        let r = &self.blast_radius;
+        let _ = writeln!(
+            out,
+            "\nblast radius: {} per experiment, {} per run, groups keep {} healthy and lose at most {} of desired",
+            r.max_terminations,
+            r.per_run(),
+            r.min_healthy_per_group,
+            r.max_fraction_per_group
+        );
+        let _ = writeln!(out, "\nin scope:");
+        for g in &self.groups {
+            let _ = writeln!(
+                out,
+                "  {:<20} desired {:>3}, healthy {:>3}, may lose {:>2}: {}",
+                one_line(&g.name),
+                g.desired,
+                g.healthy_in_service,
+                g.may_lose,
+                g.instances.join(", ")
+            );
+        }
+        if !self.standalone.is_empty() {
+            let _ = writeln!(out, "  standalone: {}", self.standalone.join(", "));
+        }
+        let _ = writeln!(out, "\nout of scope:");
+        for e in &self.out_of_scope {
+            let _ = writeln!(
+                out,
+                "  {} {} [{}]: {}",
+                e.kind,
+                one_line(&e.name),
+                e.rule,
+                one_line(&e.why)
+            );
+        }
+        let _ = writeln!(out, "\nstop conditions:");
+        if self.stop_conditions.is_empty() {
+            let _ = writeln!(out, "  none");
+        }
+        for c in &self.stop_conditions {
+            let _ = writeln!(
+                out,
+                "  {}: {} — {}{}",
+                one_line(&c.name),
+                one_line(&c.rule),
+                c.state,
+                c.detail
+                    .as_ref()
+                    .map_or(String::new(), |d| format!(": {}", one_line(d)))
+            );
+        }
+        let _ = writeln!(out, "\nexperiments:");
+        for e in &self.experiments {
+            match (&e.error, &e.limits) {
+                (Some(error), _) => {
+                    let _ = writeln!(
+                        out,
+                        "  {} {}: would not run: {}",
+                        e.index + 1,
+                        one_line(&e.plugin),
+                        one_line(error)
+                    );
+                }
+                (None, Some(l)) => {
+                    let _ = writeln!(
+                        out,
+                        "  {} {}@{}: grants [{}]; fuel {}, memory {} MiB, timeout {} s",
+                        e.index + 1,
+                        one_line(&e.plugin),
+                        one_line(e.version.as_deref().unwrap_or("?")),
+                        e.grants.join(", "),
+                        l.fuel,
+                        l.memory_mib,
+                        l.timeout_secs
+                    );
+                }
+                (None, None) => {}
+            }
+        }
+        out
+    }
+}
