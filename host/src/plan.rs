@@ -177,10 +177,11 @@ pub async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Result<Plan
         }
     }
 
+    let switch = Arc::new(FileSwitch::new(&config.state_dir()?));
     let guard = Guard::new(
         config.stop_conditions.clone(),
         Arc::new(config.targets.clone()),
-        Arc::new(FileSwitch::new(&config.state_dir()?)),
+        Arc::clone(&switch) as Arc<dyn crate::kill_switch::Switch>,
         config.default_limits().host_call_timeout(),
     );
     let stop_conditions = guard
@@ -206,9 +207,7 @@ pub async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Result<Plan
             }
         })
         .collect();
-    let paused = FileSwitch::new(&config.state_dir()?)
-        .paused()
-        .map(|p| p.to_string());
+    let paused = switch.paused().map(|p| p.to_string());
 
     let experiments = preview_plugins(config).await?;
     Ok(Plan {

@@ -83,9 +83,10 @@ async fn an_alarm_that_trips_mid_run_stops_later_terminations() {
     let web = ids(&fleet, "web", seed).await;
     let api = ids(&fleet, "api", seed).await;
     let targets = [web[0].clone(), web[1].clone(), api[0].clone()];
-    let body = format!("{}{}", rules(WEB_ALARM), attack(&targets));
+    let report_to_ops = format!("{WEB_ALARM}[report]\nchannel = \"ops\"\n");
+    let body = format!("{}{}", rules(&report_to_ops), attack(&targets));
     let setup = support::setup(&fleet, &support::test_plugin_dir(), &body);
-    let (output, _) = support::run(&setup, seed, true).await;
+    let (output, sim) = support::run(&setup, seed, true).await;
 
     let answers = answers(&output);
     assert_eq!(answers[0], format!("{}: ok dry-run=false", web[0]));
@@ -106,6 +107,11 @@ async fn an_alarm_that_trips_mid_run_stops_later_terminations() {
     // The victim terminated before the trip is still watched to the end.
     assert_eq!(report.victims.len(), 1);
     assert_eq!(report.victims[0].host_verdict, "recovered");
+    // And the report channel is told.
+    let sent = sim.outbox();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert!(sent[0].subject.contains("STOPPED by web"), "{sent:#?}");
+    assert!(sent[0].body.contains("web-thin is in ALARM"), "{sent:#?}");
 }
 
 #[tokio::test]

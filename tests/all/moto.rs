@@ -124,13 +124,10 @@ pub struct Fleet {
     pub standalone: String,
 }
 
-/// Groups `web` (4) and `api` (3) opted in, `vault` (2) opted out, one
-/// standalone instance, an SNS topic with an SQS subscription.
-pub async fn build_fleet(sdk: &SdkConfig) -> Fleet {
-    let ec2 = aws_sdk_ec2::Client::new(sdk);
-    let sns = aws_sdk_sns::Client::new(sdk);
-    let sqs = aws_sdk_sqs::Client::new(sdk);
-    ec2.create_launch_template()
+/// The launch template every test group launches from.
+async fn launch_template(sdk: &SdkConfig) {
+    aws_sdk_ec2::Client::new(sdk)
+        .create_launch_template()
         .launch_template_name("wasmonkey-test")
         .launch_template_data(
             RequestLaunchTemplateData::builder()
@@ -141,6 +138,15 @@ pub async fn build_fleet(sdk: &SdkConfig) -> Fleet {
         .send()
         .await
         .expect("launch template");
+}
+
+/// Groups `web` (4) and `api` (3) opted in, `vault` (2) opted out, one
+/// standalone instance, an SNS topic with an SQS subscription.
+pub async fn build_fleet(sdk: &SdkConfig) -> Fleet {
+    let ec2 = aws_sdk_ec2::Client::new(sdk);
+    let sns = aws_sdk_sns::Client::new(sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    launch_template(sdk).await;
     for (name, size, tags) in [
         ("web", 4, OPTED_IN),
         ("api", 3, OPTED_IN),
@@ -318,18 +324,7 @@ pub async fn messages(sdk: &SdkConfig, queue_url: &str) -> Vec<String> {
 /// on; the first ten tagged `chaos=opt-in`, the others `chaos=opt-out`.
 /// With an SNS topic; its ARN is returned.
 pub async fn seed_fleet(sdk: &SdkConfig, groups: usize) -> String {
-    aws_sdk_ec2::Client::new(sdk)
-        .create_launch_template()
-        .launch_template_name("wasmonkey-test")
-        .launch_template_data(
-            RequestLaunchTemplateData::builder()
-                .image_id("ami-12c6146b")
-                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("launch template");
+    launch_template(sdk).await;
     for n in 1..=groups {
         let chaos = if n <= SEED_OPTED_IN {
             "opt-in"
