@@ -39,6 +39,17 @@ pub struct Trip {
     pub at_ms: Millis,
 }
 
+impl Trip {
+    /// The journal entry that records it.
+    pub fn into_event(self) -> crate::journal::Event {
+        crate::journal::Event::StopTripped {
+            condition: self.condition,
+            paused: self.paused,
+            saw: self.saw,
+        }
+    }
+}
+
 /// What a check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -111,6 +122,22 @@ impl Guard {
             call_timeout,
             state: Mutex::default(),
         }
+    }
+
+    /// The brakes a run config sets: its stop conditions and targets, and
+    /// the kill switch of its state directory.
+    pub fn for_config(config: &crate::config::Config) -> anyhow::Result<Guard> {
+        Ok(Guard::new(
+            config.stop_conditions.clone(),
+            Arc::new(config.targets.clone()),
+            Arc::new(crate::kill_switch::FileSwitch::new(&config.state_dir()?)),
+            config.default_limits().host_call_timeout(),
+        ))
+    }
+
+    /// The pause in force, if the kill switch is set.
+    pub fn paused(&self) -> Option<crate::kill_switch::Pause> {
+        self.switch.paused()
     }
 
     /// No condition and a switch that is never set.

@@ -91,24 +91,20 @@ fn uid() -> String {
 
 impl Switch for FileSwitch {
     fn paused(&self) -> Option<Pause> {
+        let unreadable = |err: &dyn std::fmt::Display| Pause {
+            reason: format!(
+                "the kill switch {} cannot be read ({err}); counted as set",
+                self.path.display()
+            ),
+            since: now_rfc3339(),
+            by: "wasmonkey".into(),
+        };
         match std::fs::read(&self.path) {
-            Ok(bytes) => Some(serde_json::from_slice(&bytes).unwrap_or_else(|err| Pause {
-                reason: format!(
-                    "the kill switch {} cannot be read ({err}); counted as set",
-                    self.path.display()
-                ),
-                since: now_rfc3339(),
-                by: "wasmonkey".into(),
-            })),
+            Ok(bytes) => {
+                Some(serde_json::from_slice(&bytes).unwrap_or_else(|err| unreadable(&err)))
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-            Err(err) => Some(Pause {
-                reason: format!(
-                    "the kill switch {} cannot be read ({err}); counted as set",
-                    self.path.display()
-                ),
-                since: now_rfc3339(),
-                by: "wasmonkey".into(),
-            }),
+            Err(err) => Some(unreadable(&err)),
         }
     }
 

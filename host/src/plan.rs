@@ -15,7 +15,6 @@ use crate::cloud::view::FleetView;
 use crate::cloud::{Cloud, InstanceQuery, Lifecycle};
 use crate::config::Config;
 use crate::guard::Guard;
-use crate::kill_switch::{FileSwitch, Switch as _};
 use crate::limits::Limits;
 use crate::plugins::Catalog;
 use crate::policy::{effective_grants, BlastRadius, Hidden, Policy};
@@ -177,13 +176,7 @@ pub async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Result<Plan
         }
     }
 
-    let switch = Arc::new(FileSwitch::new(&config.state_dir()?));
-    let guard = Guard::new(
-        config.stop_conditions.clone(),
-        Arc::new(config.targets.clone()),
-        Arc::clone(&switch) as Arc<dyn crate::kill_switch::Switch>,
-        config.default_limits().host_call_timeout(),
-    );
+    let guard = Guard::for_config(config)?;
     let stop_conditions = guard
         .survey(&view)
         .await
@@ -207,7 +200,7 @@ pub async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Result<Plan
             }
         })
         .collect();
-    let paused = switch.paused().map(|p| p.to_string());
+    let paused = guard.paused().map(|p| p.to_string());
 
     let experiments = preview_plugins(config).await?;
     Ok(Plan {

@@ -19,7 +19,6 @@ use crate::config::{BackendConfig, Config, ExperimentConfig};
 use crate::contract::latest::{self, Outcome, RunError};
 use crate::guard::{Guard, Verdict};
 use crate::journal::{self, Event, Journal, PluginOutcome, PluginVictim};
-use crate::kill_switch::FileSwitch;
 use crate::limits::{Limit, LimitBreach};
 use crate::plugins::Catalog;
 use crate::policy::{effective_grants, Policy, Tally};
@@ -151,12 +150,7 @@ pub async fn run_on(
         }
     }
     let sandbox = Sandbox::new(&config.cache_dir()?)?;
-    let guard = Arc::new(Guard::new(
-        config.stop_conditions.clone(),
-        Arc::new(config.targets.clone()),
-        Arc::new(FileSwitch::new(&config.state_dir()?)),
-        config.default_limits().host_call_timeout(),
-    ));
+    let guard = Arc::new(Guard::for_config(config)?);
     let stamp = time::OffsetDateTime::now_utc()
         .format(time::macros::format_description!(
             "[year][month][day]T[hour][minute][second]Z"
@@ -253,15 +247,7 @@ async fn check_before_start(
 
 fn journal_trip(journal: &Journal, at_ms: u64, trip: crate::guard::Trip) -> anyhow::Result<()> {
     tracing::warn!(condition = %trip.condition, "the run is stopped: {}", text::one_line(&trip.saw));
-    journal.append(
-        at_ms,
-        None,
-        Event::StopTripped {
-            condition: trip.condition,
-            paused: trip.paused,
-            saw: trip.saw,
-        },
-    )?;
+    journal.append(at_ms, None, trip.into_event())?;
     Ok(())
 }
 

@@ -475,11 +475,7 @@ impl Session {
         let verdict = self.setup.guard.check(&self.setup.view, &pending).await;
         if let Some(trip) = self.setup.guard.unjournalled() {
             tracing::warn!(condition = %trip.condition, "the run is stopped: {}", text::one_line(&trip.saw));
-            self.journal(Event::StopTripped {
-                condition: trip.condition,
-                paused: trip.paused,
-                saw: trip.saw,
-            })?;
+            self.journal(trip.into_event())?;
         }
         Ok(verdict)
     }

@@ -177,15 +177,7 @@ pub async fn build_fleet(sdk: &SdkConfig) -> Fleet {
         .instance_id()
         .expect("id")
         .to_owned();
-    let topic_arn = sns
-        .create_topic()
-        .name("chaos")
-        .send()
-        .await
-        .expect("topic")
-        .topic_arn()
-        .expect("arn")
-        .to_owned();
+    let topic_arn = chaos_topic(sdk).await;
     let queue_url = sqs
         .create_queue()
         .queue_name("chaos-inbox")
@@ -333,6 +325,11 @@ pub async fn seed_fleet(sdk: &SdkConfig, groups: usize) -> String {
         };
         add_group(sdk, &format!("g{n:04}"), 3, &[("chaos", chaos)]).await;
     }
+    chaos_topic(sdk).await
+}
+
+/// The SNS topic `chaos`; its ARN.
+async fn chaos_topic(sdk: &SdkConfig) -> String {
     aws_sdk_sns::Client::new(sdk)
         .create_topic()
         .name("chaos")
