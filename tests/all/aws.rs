@@ -550,6 +550,20 @@ async fn a_run_killed_at_any_moment_leaves_a_journal_that_tells_the_truth() {
     )
     .await;
     let config = lab.config(&support::plugin_dir(), &proxy.endpoint, CLASSIC);
+    // One whole run first: the kills are spread over its length, so they
+    // land all along a run however fast the host gets.
+    let started = std::time::Instant::now();
+    let whole = tokio::process::Command::from(wasmonkey_run(&config))
+        .arg("--execute")
+        .arg("--journal")
+        .arg(lab.dir.path().join("whole.jsonl"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .expect("wasmonkey runs");
+    assert!(whole.success(), "the uninterrupted run failed: {whole:?}");
+    let span = started.elapsed();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(50);
     let mut seen = Crashes::default();
     for run in 0..CRASH_RUNS {
@@ -563,7 +577,7 @@ async fn a_run_killed_at_any_moment_leaves_a_journal_that_tells_the_truth() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("wasmonkey starts");
-        let at = Duration::from_millis(rng.random_range(0..2500));
+        let at = span.mul_f64(rng.random_range(0.0..1.0));
         tokio::time::sleep(at).await;
         child.start_kill().expect("SIGKILL");
         let _ = child.wait().await;
@@ -640,7 +654,7 @@ async fn a_run_killed_at_any_moment_leaves_a_journal_that_tells_the_truth() {
         seen.cut_short += usize::from(!rendered.complete);
         seen.terminations += newly_gone.len();
     }
-    eprintln!("{CRASH_RUNS} runs killed: {seen:?}");
+    eprintln!("{CRASH_RUNS} runs killed within {span:?}: {seen:?}");
     // The kills landed all along the runs: before the journal, mid-run, and
     // between an intent and its outcome.
     assert!(seen.cut_short >= CRASH_RUNS / 2, "{seen:?}");
