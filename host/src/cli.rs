@@ -1,6 +1,8 @@
 //! The command line: `run`, `plan`, `report`, `pause`, `resume`, `status`,
-//! `plugins list`, `plugins inspect`, `cache [prune]`, `config schema`,
-//! `new`.
+//! `daemon`, `simulate`, `history`, `plugins list`, `plugins inspect`,
+//! `cache [prune]`, `config schema`, `new`.
+
+mod unattended;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,10 +88,63 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Whether the kill switch is set, and the config's stop conditions.
+    /// Whether the kill switch is set; with --config, the stop
+    /// conditions, the schedule's next slots and the last runs.
     Status {
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Run the config's scheduled experiments (those with a `when`) until
+    /// SIGTERM or SIGINT. Dry run unless --execute.
+    Daemon {
+        #[arg(long, default_value = "wasmonkey.toml")]
+        config: PathBuf,
+        /// Really terminate instances. Without it, nothing is changed.
+        #[arg(long)]
+        execute: bool,
+        /// Seed of the slots' times and runs (default: the config's, else a
+        /// fresh one, logged).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Run the daemon's own loop over N days on the simulated fleet and its
+    /// virtual clock, with a throw-away history; nothing real is touched.
+    Simulate {
+        #[arg(long, default_value = "wasmonkey.toml")]
+        config: PathBuf,
+        /// Days to simulate.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// First day (YYYY-MM-DD, in the schedule's time zone; default today).
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Print the simulation as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The kill history: kills (default), `stats` per group, or `import`
+    /// of a journal.
+    History {
+        /// A run config whose state_dir holds the history (and whose
+        /// [schedule] counts working days); default: the operator's state
+        /// directory.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Only this group.
+        #[arg(long, global = true)]
+        group: Option<String>,
+        /// Only kills since a date (2026-11-01) or a span back (30d, 12h).
+        #[arg(long, global = true)]
+        since: Option<String>,
+        /// Count dry-run kills too.
+        #[arg(long, global = true)]
+        dry_runs: bool,
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: Option<unattended::HistoryCommand>,
     },
     /// List or inspect the plugins of a config's plugin directory.
     Plugins {
@@ -159,10 +214,15 @@ pub enum PluginsCommand {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A simulation runs hundreds of runs: only what went wrong is logged.
+    let level = match cli.command {
+        Command::Simulate { .. } => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WASMONKEY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         // Colour only for a terminal, and never under NO_COLOR (no-color.org).
@@ -207,6 +267,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 journal,
                 preflight,
                 progress: !json,
+                ..RunOptions::default()
             };
             let shutdown = async {
                 if tokio::signal::ctrl_c().await.is_err() {
@@ -267,9 +328,39 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                         one_line(&condition.to_string())
                     );
                 }
+                unattended::status(&config)?;
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Daemon {
+            config,
+            execute,
+            seed,
+        } => unattended::daemon(&config, execute, seed).await,
+        Command::Simulate {
+            config,
+            days,
+            start,
+            seed,
+            json,
+        } => unattended::simulate(&config, days, start.as_deref(), seed, json).await,
+        Command::History {
+            config,
+            group,
+            since,
+            dry_runs,
+            json,
+            command,
+        } => unattended::history(
+            &unattended::HistoryArgs {
+                config,
+                group,
+                since,
+                dry_runs,
+                json,
+            },
+            command,
+        ),
         Command::Report { journal, json } => {
             // A file with no whole entry is an error, not an empty report.
             let replay = journal::read(&journal)?;

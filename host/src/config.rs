@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::cloud::aws_settings::AwsSettings;
 use crate::limits::{LimitOverrides, LimitRules, Limits};
 use crate::policy::{BlastRadius, Grant, GroupPatterns, Scope, TagSelector};
+use crate::schedule::{Calendar, KillGap, Schedule, ScheduleConfig, When};
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -54,10 +55,14 @@ pub struct Config {
     /// before every termination and on every poll.
     #[serde(default)]
     pub stop_conditions: BTreeMap<String, StopCondition>,
-    /// Where the kill switch lives (default `$XDG_STATE_HOME/wasmonkey`,
-    /// else `~/.local/state/wasmonkey`).
+    /// Where the kill switch and the kill history live (default
+    /// `$XDG_STATE_HOME/wasmonkey`, else `~/.local/state/wasmonkey`).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// When `wasmonkey daemon` runs the experiments that have a `when`:
+    /// working days and hours in a time zone.
+    #[serde(default)]
+    pub schedule: Option<ScheduleConfig>,
     /// The experiments to run, in order.
     #[serde(rename = "experiment", default)]
     pub experiments: Vec<ExperimentConfig>,
@@ -364,6 +369,11 @@ pub struct ExperimentConfig {
     /// The sha256 the plugin's component must have (as `plugins.pins` does).
     #[serde(default)]
     pub sha256: Option<String>,
+    /// When `wasmonkey daemon` runs it: `"daily"` (once per working day at
+    /// a random time in the working hours) or `{ cron = "0 10 * * *" }`.
+    /// Without it the daemon leaves the experiment to `wasmonkey run`.
+    #[serde(default)]
+    pub when: Option<When>,
 }
 
 impl Config {
@@ -419,6 +429,22 @@ impl Config {
                 _ => {}
             }
         }
+        let calendar = self.calendar()?;
+        if calendar.is_none() {
+            if let Some(i) = self.experiments.iter().position(|e| e.when.is_some()) {
+                return Err(format!(
+                    "experiment {} has a when, but there is no [schedule] to read it in",
+                    i + 1
+                ));
+            }
+            if let Some(KillGap::Workdays(_)) = self.blast_radius.min_time_between_kills {
+                return Err(
+                    "blast_radius.min_time_between_kills counts workdays, which need a [schedule]"
+                        .into(),
+                );
+            }
+        }
+        self.schedule(0)?;
         if let Some(secs) = self.reads.max_age_secs {
             if !(0.0..=3600.0).contains(&secs) {
                 return Err(format!(
@@ -548,17 +574,40 @@ impl Config {
             })
     }
 
-    /// The state directory: the kill switch (and, later, the history).
+    /// The state directory: the kill switch and the kill history.
     pub fn state_dir(&self) -> anyhow::Result<PathBuf> {
         if let Some(dir) = &self.state_dir {
             return Ok(self.resolve(dir));
         }
         default_state_dir().ok_or_else(|| {
             anyhow::anyhow!(
-                "{}: no place for the state directory (the kill switch): set state_dir, or XDG_STATE_HOME or HOME",
+                "{}: no place for the state directory (the kill switch and the kill history): set state_dir, or XDG_STATE_HOME or HOME",
                 self.path.display()
             )
         })
+    }
+
+    /// The working calendar of `[schedule]`, if there is one.
+    pub fn calendar(&self) -> Result<Option<Calendar>, String> {
+        self.schedule
+            .as_ref()
+            .map(|s| Calendar::new(s).map_err(|err| format!("schedule.{err}")))
+            .transpose()
+    }
+
+    /// The daemon's schedule: every experiment with a `when`, if there is a
+    /// `[schedule]`.
+    pub fn schedule(&self, seed: u64) -> Result<Option<Schedule>, String> {
+        let Some(calendar) = self.calendar()? else {
+            return Ok(None);
+        };
+        let whens: Vec<(usize, &When)> = self
+            .experiments
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.when.as_ref().map(|w| (i, w)))
+            .collect();
+        Schedule::new(calendar, &whens, seed).map(Some)
     }
 
     /// The JSON Schema of the run config, for editors to validate

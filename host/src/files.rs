@@ -94,6 +94,16 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, FileProblem> {
     read(file, max)
 }
 
+/// Create a directory (and its parents) that only the user may enter, as
+/// the state directory must be: it holds the kill switch and the history.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,9 +111,7 @@ impl Switch for FileSwitch {
     fn pause(&self, reason: &str) -> anyhow::Result<Pause> {
         use anyhow::Context as _;
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .create(dir)
+        crate::files::create_private_dir(dir)
             .with_context(|| format!("creating the state directory {}", dir.display()))?;
         let pause = Pause {
             reason: reason.to_owned(),

@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::cloud::{Group, Instance, InstanceState, Lifecycle};
+use crate::schedule::KillGap;
 
 /// A capability a plugin may ask for in its manifest and the operator may
 /// allow. Reading the fleet in scope needs no grant.
@@ -200,6 +201,10 @@ pub struct BlastRadius {
     pub min_healthy_per_group: u32,
     /// At most `floor(fraction × desired)` instances of a group per run.
     pub max_fraction_per_group: f64,
+    /// A group is not killed again sooner than this after its last kill,
+    /// across runs (from the kill history): `"1 workday"` (the next working
+    /// day of `[schedule]`), or a duration such as `"36h"`.
+    pub min_time_between_kills: Option<KillGap>,
 }
 
 impl Default for BlastRadius {
@@ -210,6 +215,7 @@ impl Default for BlastRadius {
             max_terminations_per_group_per_run: None,
             min_healthy_per_group: 1,
             max_fraction_per_group: 0.5,
+            min_time_between_kills: None,
         }
     }
 }
@@ -298,6 +304,15 @@ pub enum Denial {
     },
     /// The preflight found the host lacks the cloud permission to act.
     Permission { instance: String, detail: String },
+    /// The group was killed too recently (the kill history and this run).
+    TooSoon {
+        group: String,
+        last: String,
+        next: String,
+        gap: KillGap,
+    },
+    /// A scheduled run's working hours are over.
+    OutsideHours { end: String },
     /// A stop condition tripped, or the kill switch is set: the run is
     /// stopped.
     Stopped { condition: String },
@@ -324,6 +339,8 @@ impl Denial {
             Denial::HealthyFloor { .. } => "min-healthy-per-group",
             Denial::GroupShare { .. } => "max-fraction-per-group",
             Denial::Permission { .. } => "iam-permission",
+            Denial::TooSoon { .. } => "min-time-between-kills",
+            Denial::OutsideHours { .. } => "outside-hours",
             Denial::Stopped { .. } => "stop-condition",
             Denial::StopUnknown { .. } => "stop-condition-unknown",
         }
@@ -396,6 +413,19 @@ impl fmt::Display for Denial {
             Denial::Permission { instance, detail } => {
                 write!(f, "preflight: terminating {instance} would fail: {detail}")
             }
+            Denial::TooSoon {
+                group,
+                last,
+                next,
+                gap,
+            } => write!(
+                f,
+                "group {group} was last killed at {last}; min_time_between_kills = {gap} allows its next kill from {next}"
+            ),
+            Denial::OutsideHours { end } => write!(
+                f,
+                "the schedule's working hours ended at {end}: no more terminations in this run"
+            ),
             Denial::Stopped { condition } => {
                 write!(f, "the run is stopped by {condition}: no more terminations")
             }
@@ -674,6 +704,7 @@ mod tests {
                 max_terminations_per_group_per_run: None,
                 min_healthy_per_group: 2,
                 max_fraction_per_group: 0.5,
+                min_time_between_kills: None,
             },
             dry_run: false,
             grants: [Grant::Terminate].into(),

@@ -24,6 +24,9 @@ pub struct Report {
     pub backend: Option<String>,
     pub seed: Option<u64>,
     pub dry_run: Option<bool>,
+    /// Epoch ms of the run clock's 0 (for journals that lack it, the first
+    /// entry's wall time less its clock).
+    pub clock_origin_ms: Option<i64>,
     /// False when the journal ends before the run finished.
     pub complete: bool,
     pub interrupted: bool,
@@ -131,8 +134,11 @@ pub struct VictimReport {
     /// the host could not tell whether it took effect), or `unknown`
     /// (requested, outcome not recorded).
     pub status: String,
-    /// Run clock at the termination request, ms.
+    /// Plugin clock (from its experiment's start) at the termination
+    /// request, ms.
     pub terminated_at_ms: u64,
+    /// Run clock at the termination request, ms.
+    pub run_clock_ms: u64,
     /// The host's measure: termination to recovered group.
     pub recovery_seconds: Option<f64>,
     /// `recovered`, `not-recovered`, `unchecked` (dry run, failed, no group),
@@ -155,6 +161,7 @@ impl Report {
             backend: None,
             seed: None,
             dry_run: None,
+            clock_origin_ms: None,
             complete: false,
             interrupted: false,
             stopped: None,
@@ -182,8 +189,14 @@ impl Report {
                     backend,
                     seed,
                     dry_run,
+                    clock_origin_ms,
                     ..
                 } => {
+                    let written_ms =
+                        i64::try_from(entry.at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+                    report.clock_origin_ms = clock_origin_ms.or(Some(
+                        written_ms.saturating_sub(i64::try_from(entry.clock_ms).unwrap_or(0)),
+                    ));
                     report.run_id = Some(run_id.clone());
                     report.backend = Some(backend.clone());
                     report.seed = Some(*seed);
@@ -233,6 +246,7 @@ impl Report {
                         dry_run: *dry_run,
                         status: "unknown".into(),
                         terminated_at_ms: entry.clock_ms.saturating_sub(start),
+                        run_clock_ms: entry.clock_ms,
                         recovery_seconds: None,
                         host_verdict: "pending".into(),
                         plugin_verdict: None,

@@ -18,6 +18,7 @@ use crate::cloud::{Cloud, TerminateVia};
 use crate::config::{BackendConfig, Config, ExperimentConfig};
 use crate::contract::latest::{self, Outcome, RunError};
 use crate::guard::{Guard, Verdict};
+use crate::history::{History, SqliteHistory};
 use crate::journal::{self, Event, Journal, PluginOutcome, PluginVictim};
 use crate::limits::{Limit, LimitBreach};
 use crate::plugins::Catalog;
@@ -26,6 +27,7 @@ use crate::progress::Progress;
 use crate::report::Report;
 use crate::sandbox::{RunFailure, Sandbox};
 use crate::session::{PluginLabel, Session, SessionSetup, BODY_BYTES};
+use crate::spacing::KillSpacing;
 use crate::text;
 
 /// Most bytes kept of a plugin's summary.
@@ -51,7 +53,25 @@ pub struct RunOptions {
     pub preflight: bool,
     /// Show a live progress line while waiting (on a terminal only).
     pub progress: bool,
+    /// Run only the experiment at this index of the config (the daemon's
+    /// slots).
+    pub only: Option<usize>,
+    /// Epoch ms the run's clock 0 stands for (default: now less the
+    /// backend's clock). `simulate` sets its simulated calendar here.
+    pub clock_origin_ms: Option<i64>,
+    /// The kill history to read and write (default: the one in the
+    /// config's state directory).
+    pub history: Option<SharedHistory>,
+    /// A scheduled run: terminate nothing at or after this instant (epoch
+    /// ms), the end of its working window.
+    pub kill_deadline_ms: Option<i64>,
+    /// Leave the journal's syncs to the system: for throw-away runs on the
+    /// simulated fleet only, where nothing real can be lost.
+    pub unsynced_journal: bool,
 }
+
+/// A history several runs (and the daemon) share.
+pub type SharedHistory = Arc<std::sync::Mutex<dyn History>>;
 
 /// A finished (or interrupted) run.
 pub struct RunOutput {
@@ -111,6 +131,7 @@ pub async fn run_on(
         .iter()
         .enumerate()
         .filter(|(_, e)| options.plugin.as_ref().is_none_or(|p| *p == e.plugin))
+        .filter(|(i, _)| options.only.is_none_or(|only| only == *i))
         .collect();
     if experiments.is_empty() {
         let listed: Vec<&str> = config
@@ -151,14 +172,47 @@ pub async fn run_on(
     }
     let sandbox = Sandbox::new(&config.cache_dir()?)?;
     let guard = Arc::new(Guard::for_config(config)?);
-    let stamp = time::OffsetDateTime::now_utc()
-        .format(time::macros::format_description!(
+    let clock_ms = i64::try_from(cloud.now_ms()).unwrap_or(i64::MAX);
+    let origin_ms = options
+        .clock_origin_ms
+        .unwrap_or_else(|| epoch_ms_now().saturating_sub(clock_ms));
+    let stamp = time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(origin_ms.saturating_add(clock_ms)) * 1_000_000,
+    )
+    .ok()
+    .and_then(|at| {
+        at.format(time::macros::format_description!(
             "[year][month][day]T[hour][minute][second]Z"
         ))
-        .unwrap_or_default();
+        .ok()
+    })
+    .unwrap_or_default();
     let run_id = format!("{stamp}-{seed}");
-    let journal = Arc::new(create_journal(options, config, &run_id)?);
     let dry_run = !options.execute;
+    let history = open_history(config, options)?;
+    let gap = config.blast_radius.min_time_between_kills;
+    let spacing = if gap.is_some() || options.kill_deadline_ms.is_some() {
+        let last = match (&history, gap) {
+            (Some(history), Some(_)) => lock(history).last_kills(dry_run).with_context(|| {
+                format!(
+                    "{}: blast_radius.min_time_between_kills needs the kill history",
+                    config.path.display()
+                )
+            })?,
+            _ => BTreeMap::new(),
+        };
+        let calendar = config
+            .calendar()
+            .map_err(|err| anyhow::anyhow!("{}: {err}", config.path.display()))?;
+        let spacing = KillSpacing::new(gap, calendar, origin_ms, last);
+        Some(Arc::new(match options.kill_deadline_ms {
+            Some(end) => spacing.until(end),
+            None => spacing,
+        }))
+    } else {
+        None
+    };
+    let journal = Arc::new(create_journal(options, config, &run_id)?);
     journal.append(
         cloud.now_ms(),
         None,
@@ -169,6 +223,7 @@ pub async fn run_on(
             dry_run,
             config: config.path.display().to_string(),
             host_version: env!("CARGO_PKG_VERSION").to_owned(),
+            clock_origin_ms: Some(origin_ms),
         },
     )?;
     let view = Arc::new(FleetView::new(Arc::clone(&cloud), config.max_read_age_ms()));
@@ -185,6 +240,8 @@ pub async fn run_on(
         dry_run,
         options,
         run_tally: Arc::default(),
+        spacing,
+        history: history.as_ref(),
         terminate_via: match &config.backend {
             BackendConfig::Aws(settings) => settings.terminate_via,
             BackendConfig::Sim { .. } => TerminateVia::default(),
@@ -197,7 +254,10 @@ pub async fn run_on(
             break;
         }
         tokio::select! {
-            result = ctx.experiment(index, experiment) => result?,
+            result = ctx.experiment(index, experiment) => {
+                result?;
+                record_history(ctx.history, &journal)?;
+            }
             () = &mut shutdown => {
                 interrupted = true;
                 journal.append(cloud.now_ms(), Some(index), Event::ExperimentFinished {
@@ -216,12 +276,67 @@ pub async fn run_on(
         notify_run(config, cloud.as_ref(), &journal, channel).await?;
     }
     journal.append(cloud.now_ms(), None, Event::RunFinished { interrupted })?;
+    record_history(history.as_ref(), &journal)?;
     let replay = journal::read(journal.path())?;
     Ok(RunOutput {
         report: Report::from_journal(&replay, journal.path()),
         journal: journal.path().to_owned(),
         seed,
     })
+}
+
+fn epoch_ms_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn lock(history: &SharedHistory) -> std::sync::MutexGuard<'_, dyn History + 'static> {
+    history
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The history the run writes: the one given, else the state directory's.
+/// Without `min_time_between_kills` a history that cannot be opened costs
+/// only a warning (the journal keeps everything; `wasmonkey history import`
+/// brings it in); with the rule, the run cannot decide and does not start.
+fn open_history(config: &Config, options: &RunOptions) -> anyhow::Result<Option<SharedHistory>> {
+    if let Some(history) = &options.history {
+        return Ok(Some(Arc::clone(history)));
+    }
+    let opened = config
+        .state_dir()
+        .and_then(|dir| SqliteHistory::in_state_dir(&dir));
+    match opened {
+        Ok(history) => Ok(Some(Arc::new(std::sync::Mutex::new(history)))),
+        Err(err) if config.blast_radius.min_time_between_kills.is_some() => {
+            Err(err.context(format!(
+                "{}: blast_radius.min_time_between_kills needs the kill history; nothing was run",
+                config.path.display()
+            )))
+        }
+        Err(err) => {
+            tracing::warn!("the kill history is not written: {err:#}");
+            Ok(None)
+        }
+    }
+}
+
+/// Bring the history up to what the journal says so far.
+fn record_history(history: Option<&SharedHistory>, journal: &Journal) -> anyhow::Result<()> {
+    let Some(history) = history else {
+        return Ok(());
+    };
+    let replay = journal::read(journal.path())?;
+    lock(history)
+        .record(&Report::from_journal(&replay, journal.path()))
+        .with_context(|| {
+            format!(
+                "writing the kill history (`wasmonkey history import {}` brings the run in later)",
+                journal.path().display()
+            )
+        })
 }
 
 /// Before anything runs: a set kill switch, a tripped condition, or one
@@ -252,8 +367,13 @@ fn journal_trip(journal: &Journal, at_ms: u64, trip: crate::guard::Trip) -> anyh
 }
 
 fn create_journal(options: &RunOptions, config: &Config, run_id: &str) -> anyhow::Result<Journal> {
+    let create = if options.unsynced_journal {
+        Journal::create_unsynced
+    } else {
+        Journal::create
+    };
     if let Some(path) = &options.journal {
-        return Journal::create(path);
+        return create(path);
     }
     let dir = config.journal_dir();
     let mut path = dir.join(format!("run-{run_id}.jsonl"));
@@ -263,7 +383,7 @@ fn create_journal(options: &RunOptions, config: &Config, run_id: &str) -> anyhow
         }
         path = dir.join(format!("run-{run_id}-{n}.jsonl"));
     }
-    Journal::create(&path)
+    create(&path)
 }
 
 /// The seed project's feature: every run ends with one notification giving
@@ -326,6 +446,10 @@ struct Context<'a> {
     options: &'a RunOptions,
     /// What every experiment of the run terminated so far.
     run_tally: Arc<std::sync::Mutex<Tally>>,
+    /// `min_time_between_kills`, shared by the run's experiments.
+    spacing: Option<Arc<KillSpacing>>,
+    /// Written when each experiment starts and ends.
+    history: Option<&'a SharedHistory>,
     terminate_via: TerminateVia,
 }
 
@@ -409,6 +533,7 @@ impl Context<'_> {
                 limits,
             },
         )?;
+        record_history(self.history, self.journal)?;
         let plugin_label = PluginLabel {
             name: plugin.metadata.name.clone(),
             version: plugin.metadata.version.clone(),
@@ -418,6 +543,7 @@ impl Context<'_> {
                 .view(Arc::clone(self.view))
                 .guard(Arc::clone(self.guard))
                 .run_tally(Arc::clone(&self.run_tally))
+                .spacing(self.spacing.clone())
                 .journal(Arc::clone(self.journal))
                 .seed(self.seed)
                 .terminate_via(self.terminate_via)

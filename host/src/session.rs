@@ -25,6 +25,7 @@ use crate::limits::{Limit, LimitBreach, Limits};
 use crate::policy::{Denial, Grant, GroupPatterns, GroupView, Hidden, Policy, Tally};
 use crate::progress::Progress;
 use crate::recovery::Watch;
+use crate::spacing::KillSpacing;
 use crate::text;
 
 /// Most bytes kept of an id, channel or target name a plugin passed.
@@ -151,6 +152,8 @@ pub struct SessionSetup {
     preflight: bool,
     /// Live display while waiting for recovery.
     progress: Progress,
+    /// `min_time_between_kills`, over the history and the run.
+    spacing: Option<Arc<KillSpacing>>,
 }
 
 impl SessionSetup {
@@ -186,7 +189,14 @@ impl SessionSetup {
             recovery_targets: Vec::new(),
             preflight: false,
             progress: Progress::hidden(),
+            spacing: None,
         }
+    }
+
+    /// Keep kills of a group apart by the run's spacing rule.
+    pub fn spacing(mut self, spacing: Option<Arc<KillSpacing>>) -> Self {
+        self.spacing = spacing;
+        self
     }
 
     /// Read the fleet through the run's view (and act on its backend).
@@ -553,7 +563,7 @@ impl Session {
     }
 
     /// Every group, keyed by name, as the backend has them.
-    async fn all_groups(&self) -> Result<BTreeMap<String, Group>, PluginError> {
+    async fn all_groups(&self) -> Result<Arc<BTreeMap<String, Group>>, PluginError> {
         self.call("listing groups", self.setup.view.all_groups())
             .await
     }
@@ -576,9 +586,10 @@ impl Session {
             .transpose()?;
         let groups = self.all_groups().await?;
         Ok(groups
-            .into_values()
+            .values()
             .filter(|g| self.setup.policy.group_visibility(g).is_ok())
             .filter(|g| pattern.as_ref().is_none_or(|p| p.matches(&g.name)))
+            .cloned()
             .collect())
     }
 
@@ -733,6 +744,14 @@ impl Session {
             Ok(dry_run) => dry_run,
             Err(denial) => return self.deny(OP, id, &denial).map(Err),
         };
+        let spaced = self
+            .setup
+            .spacing
+            .as_ref()
+            .map(|spacing| spacing.check(instance.group.as_deref(), self.setup.cloud.now_ms()));
+        if let Some(Err(denial)) = spaced {
+            return self.deny(OP, id, &denial).map(Err);
+        }
         if dry_run && self.setup.preflight {
             let permitted = self
                 .call(
@@ -763,6 +782,9 @@ impl Session {
         })?;
         // Counted before the call: a failed or uncertain call still spent budget.
         self.tally.record(&instance.id, instance.group.as_deref());
+        if let (Some(spacing), Some(group)) = (&self.setup.spacing, &instance.group) {
+            spacing.record(group, self.setup.cloud.now_ms());
+        }
         self.run_tally()
             .record(&instance.id, instance.group.as_deref());
         let at_ms = self.setup.cloud.now_ms();

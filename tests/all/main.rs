@@ -25,4 +25,5 @@ mod strategies;
 mod support;
 mod targets;
 mod trust;
+mod unattended;
 mod wasi;

@@ -22,6 +22,7 @@ fn every_shipped_config_validates_against_the_schema_and_typos_do_not() {
     let shipped = [
         "examples/wasmonkey.toml",
         "examples/aws/wasmonkey.toml",
+        "examples/unattended.toml",
         "templates/common/try.toml",
     ];
     for file in shipped {
@@ -33,6 +34,13 @@ fn every_shipped_config_validates_against_the_schema_and_typos_do_not() {
             .collect();
         assert!(errors.is_empty(), "{file}: {errors:#?}");
     }
+    // The unattended example also loads, with a schedule to run.
+    let unattended = Config::load(&root.join("examples/unattended.toml")).expect("loads");
+    let schedule = unattended
+        .schedule(0)
+        .expect("schedule")
+        .expect("a [schedule]");
+    assert!(!schedule.is_empty());
     // What the loader refuses, the schema refuses too: a typo, a wrong type,
     // an unknown grant, a backend that does not exist.
     let good = std::fs::read_to_string(root.join("examples/wasmonkey.toml")).unwrap();

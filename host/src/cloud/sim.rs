@@ -187,6 +187,22 @@ struct State {
     calls: u64,
     outbox: Vec<Published>,
     timeline: Vec<SimEvent>,
+    /// Off for long simulations, whose timeline would only grow.
+    keep_timeline: bool,
+    /// The healthy floor watched for dips, if any.
+    floor: Option<u32>,
+    dips: BTreeMap<String, Dips>,
+}
+
+/// How a group fared against a healthy floor (see [`SimCloud::watch_floor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Dips {
+    /// Times its healthy in-service count fell below the floor.
+    pub below_floor: u32,
+    /// The fewest healthy in-service instances it had.
+    pub lowest_healthy: u32,
+    #[serde(skip)]
+    below: bool,
 }
 
 fn secs_to_ms(secs: u64) -> Millis {
@@ -229,6 +245,9 @@ impl SimCloud {
             calls: 0,
             outbox: Vec::new(),
             timeline: Vec::new(),
+            keep_timeline: true,
+            floor: None,
+            dips: BTreeMap::new(),
         };
         // Keys are drawn in spec order (groups, then standalone instances),
         // so ids follow the file. Then everything is built in key order:
@@ -343,6 +362,23 @@ impl SimCloud {
         self.lock().timeline.clone()
     }
 
+    /// Keep the timeline (the default) or not: a simulation of months
+    /// would only grow it.
+    pub fn keep_timeline(&self, keep: bool) {
+        self.lock().keep_timeline = keep;
+    }
+
+    /// Count, per group, the times its healthy in-service count falls below
+    /// `floor`, from now on.
+    pub fn watch_floor(&self, floor: u32) {
+        self.lock().floor = Some(floor);
+    }
+
+    /// What [`SimCloud::watch_floor`] saw, by group (groups that changed).
+    pub fn dips(&self) -> BTreeMap<String, Dips> {
+        self.lock().dips.clone()
+    }
+
     /// When the next scheduled event is due, if any. It may turn out to
     /// change nothing (e.g. the warm-up end of an instance since terminated).
     pub fn next_event_ms(&self) -> Option<Millis> {
@@ -447,15 +483,39 @@ impl State {
     }
 
     fn record(&mut self, id: Key, change: Change) {
-        if let Some(instance) = self.instances.get(&id) {
+        let Some(instance) = self.instances.get(&id) else {
+            return;
+        };
+        let group = instance.group.clone();
+        if self.keep_timeline {
             self.timeline.push(SimEvent {
                 at_ms: self.now,
                 instance: instance.id.clone(),
-                group: instance.group.clone(),
+                group: group.clone(),
                 zone: instance.zone.clone(),
                 change,
             });
         }
+        if let (Some(floor), Some(group)) = (self.floor, group) {
+            self.watch(&group, floor);
+        }
+    }
+
+    /// Every change of a member passes here, after the change: a dip below
+    /// the floor cannot happen unseen.
+    fn watch(&mut self, group: &str, floor: u32) {
+        let Some(state) = self.groups.get(group) else {
+            return;
+        };
+        let healthy = self.capacity(state).healthy_in_service();
+        let dips = self.dips.entry(group.to_owned()).or_insert(Dips {
+            lowest_healthy: healthy,
+            ..Dips::default()
+        });
+        let below = healthy < floor;
+        dips.below_floor += u32::from(below && !dips.below);
+        dips.below = below;
+        dips.lowest_healthy = dips.lowest_healthy.min(healthy);
     }
 
     /// Play every event due up to `until`, then set the clock to it.

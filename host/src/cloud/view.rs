@@ -37,7 +37,7 @@ struct Read<T> {
 struct Cache {
     /// When every group was last listed, and what it found. The host's
     /// terminations change members, not groups: the listing stays.
-    listing: Option<Read<BTreeMap<String, Group>>>,
+    listing: Option<Read<Arc<BTreeMap<String, Group>>>>,
     /// Groups with members; a stale group is absent.
     groups: BTreeMap<String, Read<GroupSnapshot>>,
     /// Instances as the instance API answered, before completion.
@@ -95,7 +95,7 @@ impl FleetView {
     }
 
     /// Every group, by name (without members: see [`FleetView::groups`]).
-    pub async fn all_groups(&self) -> Result<BTreeMap<String, Group>, CloudError> {
+    pub async fn all_groups(&self) -> Result<Arc<BTreeMap<String, Group>>, CloudError> {
         let now = self.cloud.now_ms();
         if let Some(listing) = self
             .cache()
@@ -103,7 +103,9 @@ impl FleetView {
             .as_ref()
             .filter(|listing| self.is_fresh(listing.at, now))
         {
-            return Ok(listing.value.clone());
+            // Shared, not copied: a plugin polling one group's health in a
+            // fleet of thousands must not copy the fleet's listing each time.
+            return Ok(Arc::clone(&listing.value));
         }
         let found = self.cloud.groups(None).await?;
         let mut cache = self.cache();
@@ -117,13 +119,15 @@ impl FleetView {
                 },
             );
         }
-        let listing: BTreeMap<String, Group> = found
-            .into_iter()
-            .map(|g| (g.group.name.clone(), g.group))
-            .collect();
+        let listing: Arc<BTreeMap<String, Group>> = Arc::new(
+            found
+                .into_iter()
+                .map(|g| (g.group.name.clone(), g.group))
+                .collect(),
+        );
         cache.listing = Some(Read {
             at: now,
-            value: listing.clone(),
+            value: Arc::clone(&listing),
         });
         Ok(listing)
     }

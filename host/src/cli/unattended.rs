@@ -1,0 +1,338 @@
+//! The unattended commands: `daemon`, `simulate`, `history`, and what
+//! `status` says of the schedule and the last runs.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr as _;
+
+use clap::Subcommand;
+
+use crate::config::Config;
+use crate::daemon::{self, Clock, Daemon};
+use crate::history::{self, Filter, History as _, SqliteHistory};
+use crate::report::Report;
+use crate::schedule::{self, EpochMs};
+use crate::text::{self, one_line};
+
+/// Kill history commands.
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// Per group: kills, mean and shortest time between kills, recovery
+    /// p50 / p95 / max, not recovered.
+    Stats,
+    /// Bring a journal's run into the history (also one cut short by a
+    /// crash; importing it again changes nothing).
+    Import {
+        /// Journal file (JSONL).
+        journal: PathBuf,
+    },
+}
+
+/// What `wasmonkey history` is asked.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryArgs {
+    pub config: Option<PathBuf>,
+    pub group: Option<String>,
+    pub since: Option<String>,
+    pub dry_runs: bool,
+    pub json: bool,
+}
+
+fn now_ms() -> EpochMs {
+    Clock::Wall.now_ms()
+}
+
+/// `--since`: a date (`2026-11-01`) or a span back from now (`30d`,
+/// `12h`, `2 weeks`).
+pub fn parse_since(text: &str, now: EpochMs) -> anyhow::Result<EpochMs> {
+    if let Ok(date) = jiff::civil::Date::from_str(text) {
+        let zoned = date.to_zoned(jiff::tz::TimeZone::UTC)?;
+        return Ok(zoned.timestamp().as_millisecond());
+    }
+    let span = jiff::Span::from_str(text).map_err(|_| {
+        anyhow::anyhow!("--since {text:?}: give a date (2026-11-01) or a span such as 30d or 12h")
+    })?;
+    let back = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|err| anyhow::anyhow!("--since {text:?}: {err}"))?;
+    Ok(now.saturating_sub(i64::try_from(back.as_millis()).unwrap_or(i64::MAX)))
+}
+
+/// The history of a config's state directory, or of the operator's.
+fn history_of(config: Option<&Config>) -> anyhow::Result<SqliteHistory> {
+    let dir = match config {
+        Some(config) => config.state_dir()?,
+        None => crate::config::default_state_dir().ok_or_else(|| {
+            anyhow::anyhow!("no state directory: set XDG_STATE_HOME or HOME, or pass --config")
+        })?,
+    };
+    SqliteHistory::in_state_dir(&dir)
+}
+
+fn load(config: Option<&Path>) -> anyhow::Result<Option<Config>> {
+    config.map(Config::load).transpose()
+}
+
+/// `wasmonkey history [stats | import JOURNAL]`.
+pub fn history(args: &HistoryArgs, command: Option<HistoryCommand>) -> anyhow::Result<ExitCode> {
+    let config = load(args.config.as_deref())?;
+    let mut store = history_of(config.as_ref())?;
+    let calendar = config
+        .as_ref()
+        .map(Config::calendar)
+        .transpose()
+        .map_err(|err| anyhow::anyhow!("{err}"))?
+        .flatten();
+    let filter = Filter {
+        group: args.group.clone(),
+        since_ms: args
+            .since
+            .as_deref()
+            .map(|s| parse_since(s, now_ms()))
+            .transpose()?,
+        dry_runs: args.dry_runs,
+    };
+    let tz = calendar
+        .as_ref()
+        .map_or(jiff::tz::TimeZone::UTC, |c| c.time_zone().clone());
+    match command {
+        Some(HistoryCommand::Import { journal }) => {
+            let replay = crate::journal::read(&journal)?;
+            let report = Report::from_journal(&replay, &journal);
+            store.record(&report)?;
+            println!(
+                "imported run {} ({} victim(s){}) into {}",
+                one_line(report.run_id.as_deref().unwrap_or("?")),
+                report.victims.len(),
+                if report.complete {
+                    ""
+                } else {
+                    ", journal cut short"
+                },
+                one_line(&store.path().display().to_string())
+            );
+        }
+        Some(HistoryCommand::Stats) => {
+            let kills = store.kills(&filter)?;
+            let stats = history::stats(&kills, calendar.as_ref());
+            if args.json {
+                println!(
+                    "{}",
+                    text::json_safe(&serde_json::to_string_pretty(&stats)?)
+                );
+            } else {
+                println!(
+                    "{:<24} {:>5} {:>11} {:>11} {:>8} {:>8} {:>8} {:>6}",
+                    "group",
+                    "kills",
+                    "mean gap h",
+                    "shortest h",
+                    "p50 s",
+                    "p95 s",
+                    "max s",
+                    "not ok"
+                );
+                let num = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+                for s in &stats {
+                    println!(
+                        "{:<24} {:>5} {:>11} {:>11} {:>8} {:>8} {:>8} {:>6}",
+                        one_line(&s.group),
+                        s.kills,
+                        num(s.mean_gap_hours),
+                        num(s.shortest_gap_hours),
+                        num(s.recovery_p50_seconds),
+                        num(s.recovery_p95_seconds),
+                        num(s.recovery_max_seconds),
+                        s.not_recovered
+                    );
+                }
+            }
+        }
+        None => {
+            let kills = store.kills(&filter)?;
+            if args.json {
+                println!(
+                    "{}",
+                    text::json_safe(&serde_json::to_string_pretty(&kills)?)
+                );
+            } else {
+                for k in &kills {
+                    println!(
+                        "{}  {:<20} {:<21} {:<11} {:<14} {:>8}  {}@{}{}",
+                        schedule::show(k.killed_ms, &tz),
+                        one_line(k.group.as_deref().unwrap_or("-")),
+                        one_line(&k.instance_id),
+                        one_line(&k.status),
+                        one_line(&k.host_verdict),
+                        k.recovery_ms
+                            .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+                        one_line(&k.plugin),
+                        one_line(&k.version),
+                        if k.dry_run { " (dry run)" } else { "" }
+                    );
+                }
+                println!("{} kill(s)", kills.len());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A watch that turns true on SIGTERM or SIGINT.
+fn stop_on_signals() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::warn!("{name}: finishing the current run's journal, then stopping");
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+/// `wasmonkey daemon`.
+pub async fn daemon(config: &Path, execute: bool, seed: Option<u64>) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
+    let seed = seed
+        .or(config.seed)
+        .unwrap_or_else(crate::runner::fresh_seed);
+    let (shared, path) = daemon::open_history(&config)?;
+    let daemon = Daemon::new(config, shared, Clock::Wall, execute, seed)?;
+    let stop = stop_on_signals()?;
+    tracing::info!(
+        seed,
+        history = %path.display(),
+        "daemon started ({})",
+        if execute { "executing" } else { "dry run: nothing is changed" }
+    );
+    daemon
+        .run(None, stop, |slot| {
+            println!(
+                "{} {}: {}{}{}",
+                one_line(&slot.slot.key),
+                schedule::show(slot.slot.at, daemon.schedule().calendar.time_zone()),
+                slot.status,
+                slot.run_id.as_deref().map_or(String::new(), |id| format!(
+                    " (run {}, {} victim(s))",
+                    one_line(id),
+                    slot.victims
+                )),
+                slot.error.as_deref().map_or(String::new(), |e| format!(
+                    ": {}",
+                    text::bounded(&one_line(e), 1024)
+                ))
+            );
+        })
+        .await?;
+    tracing::info!("daemon stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wasmonkey simulate`.
+pub async fn simulate(
+    config: &Path,
+    days: u32,
+    start: Option<&str>,
+    seed: Option<u64>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
+    let seed = seed
+        .or(config.seed)
+        .unwrap_or_else(crate::runner::fresh_seed);
+    let calendar = config
+        .calendar()
+        .map_err(|err| anyhow::anyhow!("{}: {err}", config.path.display()))?
+        .ok_or_else(|| anyhow::anyhow!("{}: simulate needs a [schedule]", config.path.display()))?;
+    let tz = calendar.time_zone().clone();
+    let date = match start {
+        Some(text) => jiff::civil::Date::from_str(text)
+            .map_err(|_| anyhow::anyhow!("--start {text:?} is not a date (YYYY-MM-DD)"))?,
+        None => jiff::Timestamp::now().to_zoned(tz.clone()).date(),
+    };
+    let start_ms = date.to_zoned(tz)?.timestamp().as_millisecond();
+    let simulation = daemon::simulate(&config, seed, start_ms, days).await?;
+    if json {
+        println!(
+            "{}",
+            text::json_safe(&serde_json::to_string_pretty(&simulation)?)
+        );
+    } else {
+        print!("{}", simulation.render_text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `status --config` adds: the next slots and the last runs.
+pub fn status(config: &Config) -> anyhow::Result<()> {
+    let seed = config.seed.unwrap_or(0);
+    let schedule = config
+        .schedule(seed)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", config.path.display()))?;
+    match schedule {
+        Some(schedule) if !schedule.is_empty() => {
+            let tz = schedule.calendar.time_zone().clone();
+            println!("next slots:");
+            for slot in schedule.next(now_ms(), 5) {
+                let when = if config.seed.is_some() {
+                    schedule::show(slot.at, &tz)
+                } else {
+                    // Without a seed in the config the daemon draws its own,
+                    // so only the day is known.
+                    slot.key.clone()
+                };
+                println!(
+                    "  {} experiment {} ({})",
+                    one_line(&when),
+                    slot.experiment + 1,
+                    one_line(&config.experiments[slot.experiment].plugin)
+                );
+            }
+        }
+        _ => println!("schedule: none (no [schedule], or no experiment with a when)"),
+    }
+    let store = history_of(Some(config))?;
+    let runs = store.runs(5)?;
+    if runs.is_empty() {
+        println!(
+            "last runs: none in {}",
+            one_line(&store.path().display().to_string())
+        );
+    } else {
+        println!("last runs:");
+        for run in runs {
+            println!(
+                "  {} {} {}{} {} victim(s){}",
+                schedule::show(run.origin_ms, &jiff::tz::TimeZone::UTC),
+                one_line(&run.run_id),
+                one_line(&run.outcome),
+                if run.dry_run { " (dry run)" } else { "" },
+                run.victims,
+                run.stopped_by
+                    .as_deref()
+                    .map_or(String::new(), |by| format!(", stopped by {}", one_line(by)))
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_is_a_date_or_a_span_back() {
+        let now = 10 * 86_400_000;
+        assert_eq!(parse_since("30d", 40 * 86_400_000).unwrap(), now);
+        assert_eq!(parse_since("12h", now).unwrap(), now - 12 * 3_600_000);
+        assert_eq!(parse_since("1970-01-02", now).unwrap(), 86_400_000);
+        let err = parse_since("last tuesday", now).unwrap_err().to_string();
+        assert!(err.contains("--since"), "{err}");
+    }
+}

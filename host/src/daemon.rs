@@ -1,0 +1,623 @@
+//! Unattended chaos: the loop that runs the schedule's slots, on the wall
+//! clock (`wasmonkey daemon`) or on the simulated fleet's virtual clock
+//! (`wasmonkey simulate`). Both are this one loop; only the clock, the
+//! backend and the history differ.
+//!
+//! A slot is marked in the history before its run starts, so a restart never
+//! runs it twice; a slot missed while the daemon was down still runs if its
+//! working window is still open, and is marked missed otherwise. Every run
+//! goes through the runner: the kill switch, stop conditions and blast
+//! radius (with `min_time_between_kills`) hold as for `wasmonkey run`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::Digest as _;
+use tokio::sync::watch;
+
+use crate::cloud::sim::SimCloud;
+use crate::cloud::Cloud;
+use crate::config::Config;
+use crate::history::{self, Filter, GroupStats, History as _, SlotMark};
+use crate::report::RunOutcome;
+use crate::runner::{self, RunOptions, SharedHistory};
+use crate::schedule::{self, EpochMs, Schedule, Skip, Slot};
+
+/// The longest the wall clock sleeps at once: a suspended machine or a
+/// changed system clock is noticed within it.
+const WALL_NAP_MS: EpochMs = 60_000;
+
+/// Whose time the daemon keeps.
+#[derive(Clone)]
+pub enum Clock {
+    /// The system's: each slot's run builds its backend as `wasmonkey run`
+    /// does.
+    Wall,
+    /// The simulated fleet's: every run acts on this one fleet, and
+    /// `origin_ms` is the calendar instant of its clock's 0.
+    Sim {
+        cloud: Arc<SimCloud>,
+        origin_ms: EpochMs,
+    },
+}
+
+impl Clock {
+    /// Now, epoch ms.
+    pub fn now_ms(&self) -> EpochMs {
+        match self {
+            Clock::Wall => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            Clock::Sim { cloud, origin_ms } => {
+                origin_ms.saturating_add(i64::try_from(cloud.now_ms()).unwrap_or(i64::MAX))
+            }
+        }
+    }
+
+    /// Wait until `at`; false when shut down first.
+    async fn sleep_until(&self, at: EpochMs, stop: &mut watch::Receiver<bool>) -> bool {
+        loop {
+            if *stop.borrow() {
+                return false;
+            }
+            let left = at.saturating_sub(self.now_ms());
+            if left <= 0 {
+                return true;
+            }
+            match self {
+                Clock::Sim { cloud, .. } => cloud.sleep_ms(left.unsigned_abs()).await,
+                Clock::Wall => {
+                    let nap =
+                        std::time::Duration::from_millis(left.min(WALL_NAP_MS).unsigned_abs());
+                    tokio::select! {
+                        () = tokio::time::sleep(nap) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What became of one slot.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotRun {
+    pub slot: Slot,
+    /// `succeeded`, `not-recovered`, `experiment-failed`, `stopped`,
+    /// `paused`, `failed` (the run could not start), `missed` or `done`
+    /// (the history already had it).
+    pub status: String,
+    pub run_id: Option<String>,
+    pub victims: usize,
+    /// Why the run could not start, for `failed`.
+    pub error: Option<String>,
+}
+
+/// The daemon.
+pub struct Daemon {
+    config: Config,
+    schedule: Schedule,
+    history: SharedHistory,
+    clock: Clock,
+    execute: bool,
+    seed: u64,
+    /// Throw-away runs (`simulate`): journals unsynced.
+    throwaway: bool,
+}
+
+/// A slot's own seed: the same slot always runs with the same seed.
+pub fn slot_seed(seed: u64, slot: &Slot) -> u64 {
+    let mut hash = sha2::Sha256::new();
+    hash.update(seed.to_le_bytes());
+    hash.update(slot.key.as_bytes());
+    let digest = hash.finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(bytes)
+}
+
+fn outcome_status(outcome: RunOutcome) -> &'static str {
+    match outcome {
+        RunOutcome::Paused => "paused",
+        RunOutcome::Stopped => "stopped",
+        RunOutcome::ExperimentFailed => "experiment-failed",
+        RunOutcome::NotRecovered => "not-recovered",
+        RunOutcome::Succeeded => "succeeded",
+    }
+}
+
+impl Daemon {
+    /// A daemon over the config's schedule. Errors name the config file.
+    pub fn new(
+        config: Config,
+        history: SharedHistory,
+        clock: Clock,
+        execute: bool,
+        seed: u64,
+    ) -> anyhow::Result<Daemon> {
+        let at = config.path.display().to_string();
+        let schedule = config
+            .schedule(seed)
+            .map_err(|err| anyhow::anyhow!("{at}: {err}"))?
+            .ok_or_else(|| {
+                anyhow::anyhow!("{at}: the daemon needs a [schedule] (see docs/config.md)")
+            })?;
+        if schedule.is_empty() {
+            anyhow::bail!(
+                "{at}: no experiment has a when (e.g. when = \"daily\"), so the daemon has nothing to run"
+            );
+        }
+        Ok(Daemon {
+            config,
+            schedule,
+            history,
+            clock,
+            execute,
+            seed,
+            throwaway: false,
+        })
+    }
+
+    /// Throw-away runs: journals are not synced (`simulate`).
+    pub fn throwaway(mut self) -> Daemon {
+        self.throwaway = true;
+        self
+    }
+
+    /// The schedule it keeps.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, dyn crate::history::History + 'static> {
+        self.history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Run slots until `until` (epoch ms, exclusive; none: forever) or until
+    /// `stop` turns true. A stop during a run interrupts it as Ctrl-C does
+    /// `wasmonkey run`: its journal is finished, then the loop ends.
+    /// `each` hears of every slot as it ends.
+    pub async fn run(
+        &self,
+        until: Option<EpochMs>,
+        mut stop: watch::Receiver<bool>,
+        mut each: impl FnMut(&SlotRun),
+    ) -> anyhow::Result<Vec<SlotRun>> {
+        self.recover_unfinished()?;
+        let calendar = &self.schedule.calendar;
+        let started = self.clock.now_ms();
+        // Slots of today's window the daemon may have missed are looked at
+        // too; the history says which already ran.
+        let today = calendar.window_of(calendar.date_of(started));
+        let mut cursor = today.start.min(started);
+        let mut ran = Vec::new();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let Some(slot) = self.schedule.next(cursor, 1).into_iter().next() else {
+                tracing::warn!("no slot within a year: the daemon stops");
+                break;
+            };
+            if until.is_some_and(|until| slot.at >= until) {
+                break;
+            }
+            cursor = slot.at.saturating_add(1);
+            if self.history().slot_done(&slot.key)? {
+                tracing::info!(slot = %slot.key, "already run");
+                continue;
+            }
+            let now = self.clock.now_ms();
+            if slot.at < now {
+                let open =
+                    calendar.in_window(now) && calendar.date_of(now) == calendar.date_of(slot.at);
+                if !open {
+                    self.mark(&slot, None, "missed", None)?;
+                    let missed = self.slot_run(slot, "missed", None, 0, None);
+                    each(&missed);
+                    ran.push(missed);
+                    continue;
+                }
+                tracing::warn!(slot = %slot.key, "missed while the daemon was down; its window is open, so it runs now");
+            } else {
+                tracing::info!(
+                    slot = %slot.key,
+                    experiment = slot.experiment + 1,
+                    "next slot at {}",
+                    schedule::show(slot.at, calendar.time_zone())
+                );
+                if !self.clock.sleep_until(slot.at, &mut stop).await {
+                    break;
+                }
+            }
+            // Marked, with its journal, before the run: a crash mid-run
+            // never reruns the slot, and the next start brings its journal
+            // into the history.
+            let journal = self.journal_of(&slot);
+            self.mark(&slot, None, "started", Some(&journal))?;
+            let done = self.run_slot(slot, journal, &stop).await?;
+            self.mark(&done.slot, done.run_id.as_deref(), &done.status, None)?;
+            each(&done);
+            ran.push(done);
+        }
+        Ok(ran)
+    }
+
+    fn mark(
+        &self,
+        slot: &Slot,
+        run_id: Option<&str>,
+        status: &str,
+        journal: Option<&std::path::Path>,
+    ) -> anyhow::Result<()> {
+        let journal = journal.map(|p| p.display().to_string());
+        self.history().mark_slot(&SlotMark {
+            slot: &slot.key,
+            experiment: slot.experiment,
+            due_ms: slot.at,
+            run_id,
+            status,
+            journal: journal.as_deref(),
+        })
+    }
+
+    /// The journal of a slot's run: named after the slot, so an operator
+    /// finds it, and new (a slot never runs twice).
+    fn journal_of(&self, slot: &Slot) -> PathBuf {
+        let name: String = slot
+            .key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.config.journal_dir().join(format!("slot-{name}.jsonl"))
+    }
+
+    /// Slots a previous daemon started and never ended (it died during the
+    /// run): their journals go into the history, so that the spacing rule
+    /// knows their kills, and the slots are marked interrupted.
+    fn recover_unfinished(&self) -> anyhow::Result<()> {
+        let unfinished = self.history().unfinished_slots()?;
+        for (key, journal) in unfinished {
+            let mut run_id = None;
+            if let Some(path) = journal.as_deref().map(std::path::Path::new) {
+                match crate::journal::read(path) {
+                    Ok(replay) => {
+                        let report = crate::report::Report::from_journal(&replay, path);
+                        run_id = report.run_id.clone();
+                        self.history().record(&report)?;
+                    }
+                    // No journal entry: the run never started acting.
+                    Err(err) => tracing::warn!(slot = %key, "{err:#}"),
+                }
+            }
+            tracing::warn!(slot = %key, "its run was cut short (the daemon stopped during it); its journal is in the history");
+            self.history().mark_slot(&SlotMark {
+                slot: &key,
+                experiment: 0,
+                due_ms: 0,
+                run_id: run_id.as_deref(),
+                status: "interrupted",
+                journal: None,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn slot_run(
+        &self,
+        slot: Slot,
+        status: &str,
+        run_id: Option<String>,
+        victims: usize,
+        error: Option<String>,
+    ) -> SlotRun {
+        SlotRun {
+            slot,
+            status: status.to_owned(),
+            run_id,
+            victims,
+            error,
+        }
+    }
+
+    async fn run_slot(
+        &self,
+        slot: Slot,
+        journal: PathBuf,
+        stop: &watch::Receiver<bool>,
+    ) -> anyhow::Result<SlotRun> {
+        let seed = slot_seed(self.seed, &slot);
+        let calendar = &self.schedule.calendar;
+        let window = calendar.window_of(calendar.date_of(slot.at));
+        let mut options = RunOptions {
+            kill_deadline_ms: Some(window.end),
+            config: self.config.path.clone(),
+            seed: Some(seed),
+            execute: self.execute,
+            only: Some(slot.experiment),
+            journal: Some(journal),
+            history: Some(Arc::clone(&self.history)),
+            unsynced_journal: self.throwaway,
+            ..RunOptions::default()
+        };
+        let cloud: anyhow::Result<Arc<dyn Cloud>> = match &self.clock {
+            Clock::Sim { cloud, origin_ms } => {
+                options.clock_origin_ms = Some(*origin_ms);
+                Ok(Arc::clone(cloud) as Arc<dyn Cloud>)
+            }
+            Clock::Wall => runner::backend(&self.config, seed).await,
+        };
+        let mut stopped = stop.clone();
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let output = match cloud {
+            Ok(cloud) => runner::run_on(&self.config, cloud, seed, &options, shutdown).await,
+            Err(err) => Err(err),
+        };
+        Ok(match output {
+            Ok(output) => {
+                let report = output.report;
+                let status = outcome_status(report.outcome);
+                tracing::info!(slot = %slot.key, run = report.run_id.as_deref().unwrap_or("?"), victims = report.victims.len(), "slot ran: {status}");
+                let victims = report.victims.len();
+                self.slot_run(slot, status, report.run_id, victims, None)
+            }
+            // One failing run is recorded; the next slot still runs.
+            Err(err) => {
+                let error = format!("{err:#}");
+                tracing::error!(slot = %slot.key, "slot failed: {}", crate::text::one_line(&error));
+                self.slot_run(slot, "failed", None, 0, Some(error))
+            }
+        })
+    }
+}
+
+/// `wasmonkey simulate`: what N days of the schedule did to the fleet.
+#[derive(Debug, Clone, Serialize)]
+pub struct Simulation {
+    pub seed: u64,
+    pub days: u32,
+    pub start: String,
+    pub end: String,
+    pub time_zone: String,
+    /// The operator's aim, from `[schedule] mean_time_between_kills`.
+    pub configured_mean_time_between_kills: Option<String>,
+    /// `min_time_between_kills` of the blast radius.
+    pub min_time_between_kills: Option<String>,
+    pub runs: u32,
+    /// Slots that did not run, by why: `outside-hours`, `holiday`,
+    /// `paused`, `stopped`, `failed`, `missed`.
+    pub skipped: BTreeMap<String, u32>,
+    pub kills: u32,
+    pub groups: Vec<SimulatedGroup>,
+}
+
+/// One group over the simulation.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimulatedGroup {
+    #[serde(flatten)]
+    pub stats: GroupStats,
+    /// Most of its victims down at once (terminated and not yet recovered).
+    pub most_victims_at_once: u32,
+    /// Times its healthy in-service count fell below
+    /// `min_healthy_per_group`.
+    pub below_healthy_floor: u32,
+}
+
+/// Most intervals open at once; ties of an end and a start count the end
+/// first (a group that recovered as the next kill came held one at a time).
+fn most_at_once(mut intervals: Vec<(EpochMs, EpochMs)>) -> u32 {
+    let mut edges: Vec<(EpochMs, i32)> = Vec::with_capacity(intervals.len() * 2);
+    for (start, end) in intervals.drain(..) {
+        edges.push((start, 1));
+        edges.push((end.max(start), -1));
+    }
+    edges.sort();
+    let (mut open, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        open += step;
+        most = most.max(open);
+    }
+    u32::try_from(most).unwrap_or(0)
+}
+
+/// Run the daemon's loop over `days` from `start` (epoch ms) on the config's
+/// simulated fleet, with a history in memory and the kill switch and
+/// journals in a throw-away directory. Everything follows from the seed.
+pub async fn simulate(
+    config: &Config,
+    seed: u64,
+    start_ms: EpochMs,
+    days: u32,
+) -> anyhow::Result<Simulation> {
+    let crate::config::BackendConfig::Sim { fleet } = &config.backend else {
+        anyhow::bail!(
+            "{}: simulate runs on the simulated fleet only (backend kind = \"sim\")",
+            config.path.display()
+        );
+    };
+    let scratch = tempfile::tempdir()?;
+    let mut config = config.clone();
+    config.state_dir = Some(scratch.path().join("state"));
+    config.journal_dir = Some(scratch.path().join("journal"));
+    let cloud = Arc::new(SimCloud::from_fleet_file(&config.resolve(fleet), seed)?);
+    cloud.keep_timeline(false);
+    cloud.watch_floor(config.blast_radius.min_healthy_per_group);
+    let history = Arc::new(std::sync::Mutex::new(history::SqliteHistory::in_memory()?));
+    let shared: SharedHistory = history.clone();
+    let clock = Clock::Sim {
+        cloud: Arc::clone(&cloud),
+        origin_ms: start_ms,
+    };
+    let daemon = Daemon::new(config.clone(), shared, clock, true, seed)?.throwaway();
+    // Calendar days: a day with a DST change is 23 or 25 hours long.
+    let calendar = &daemon.schedule().calendar;
+    let end_ms = calendar
+        .date_of(start_ms)
+        .checked_add(jiff::Span::new().days(i64::from(days)))
+        .ok()
+        .and_then(|date| date.to_zoned(calendar.time_zone().clone()).ok())
+        .map_or(i64::MAX, |end| end.timestamp().as_millisecond());
+    let (_keep, stop) = watch::channel(false);
+    let slots = daemon.run(Some(end_ms), stop, |_| {}).await?;
+    let mut skipped: BTreeMap<String, u32> = BTreeMap::new();
+    for (_, why) in daemon.schedule().between(start_ms, end_ms).1 {
+        let name = match why {
+            Skip::OutsideHours => "outside-hours",
+            Skip::Holiday => "holiday",
+        };
+        *skipped.entry(name.to_owned()).or_default() += 1;
+    }
+    let mut runs = 0;
+    for slot in &slots {
+        match slot.status.as_str() {
+            "paused" | "stopped" | "failed" | "missed" if slot.victims == 0 => {
+                *skipped.entry(slot.status.clone()).or_default() += 1;
+            }
+            _ => runs += 1,
+        }
+    }
+    let kills = history
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .kills(&Filter::default())?;
+    let timeout_ms =
+        i64::try_from(config.recovery.timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let dips = cloud.dips();
+    let groups = history::stats(&kills, Some(calendar))
+        .into_iter()
+        .map(|stats| {
+            let intervals = kills
+                .iter()
+                .filter(|k| k.group.as_deref() == Some(stats.group.as_str()))
+                .map(|k| {
+                    (
+                        k.killed_ms,
+                        k.killed_ms + k.recovery_ms.unwrap_or(timeout_ms),
+                    )
+                })
+                .collect();
+            SimulatedGroup {
+                most_victims_at_once: most_at_once(intervals),
+                below_healthy_floor: dips.get(&stats.group).map_or(0, |d| d.below_floor),
+                stats,
+            }
+        })
+        .collect();
+    let tz = calendar.time_zone();
+    Ok(Simulation {
+        seed,
+        days,
+        start: schedule::show(start_ms, tz),
+        end: schedule::show(end_ms, tz),
+        time_zone: tz.iana_name().unwrap_or("UTC").to_owned(),
+        configured_mean_time_between_kills: config
+            .schedule
+            .as_ref()
+            .and_then(|s| s.mean_time_between_kills)
+            .map(|g| g.to_string()),
+        min_time_between_kills: config
+            .blast_radius
+            .min_time_between_kills
+            .map(|g| g.to_string()),
+        runs,
+        skipped,
+        kills: u32::try_from(kills.len()).unwrap_or(u32::MAX),
+        groups,
+    })
+}
+
+impl Simulation {
+    /// The text `wasmonkey simulate` prints.
+    pub fn render_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "simulated {} days from {} to {} ({}), seed {}",
+            self.days, self.start, self.end, self.time_zone, self.seed
+        );
+        let skipped: Vec<String> = self
+            .skipped
+            .iter()
+            .map(|(why, n)| format!("{n} {why}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{} run(s), {} kill(s); skipped: {}",
+            self.runs,
+            self.kills,
+            if skipped.is_empty() {
+                "none".to_owned()
+            } else {
+                skipped.join(", ")
+            }
+        );
+        let _ = writeln!(
+            out,
+            "mean time between kills: aimed {}, min {}",
+            self.configured_mean_time_between_kills
+                .as_deref()
+                .unwrap_or("(not set)"),
+            self.min_time_between_kills
+                .as_deref()
+                .unwrap_or("(not set)")
+        );
+        let _ = writeln!(
+            out,
+            "{:<24} {:>5} {:>10} {:>9} {:>7} {:>8} {:>8} {:>6}",
+            "group", "kills", "mean gap", "shortest", "at once", "p50 s", "p95 s", "floor"
+        );
+        let num =
+            |v: Option<f64>, unit: &str| v.map_or("-".to_owned(), |v| format!("{v:.1}{unit}"));
+        for g in &self.groups {
+            let s = &g.stats;
+            let _ = writeln!(
+                out,
+                "{:<24} {:>5} {:>10} {:>9} {:>7} {:>8} {:>8} {:>6}",
+                crate::text::one_line(&s.group),
+                s.kills,
+                num(s.mean_gap_workdays, " wd"),
+                s.shortest_gap_workdays
+                    .map_or("-".to_owned(), |d| format!("{d} wd")),
+                g.most_victims_at_once,
+                num(s.recovery_p50_seconds, ""),
+                num(s.recovery_p95_seconds, ""),
+                g.below_healthy_floor
+            );
+        }
+        out
+    }
+}
+
+/// The state directory's history, shared.
+pub fn open_history(config: &Config) -> anyhow::Result<(SharedHistory, PathBuf)> {
+    let dir = config.state_dir()?;
+    let history = history::SqliteHistory::in_state_dir(&dir)?;
+    let path = history.path().to_owned();
+    Ok((Arc::new(std::sync::Mutex::new(history)), path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn most_at_once_counts_overlaps_only() {
+        assert_eq!(most_at_once(vec![]), 0);
+        assert_eq!(most_at_once(vec![(0, 10), (10, 20)]), 1, "end before start");
+        assert_eq!(most_at_once(vec![(0, 10), (5, 20), (6, 7)]), 3);
+        assert_eq!(most_at_once(vec![(0, 10), (11, 20)]), 1);
+    }
+}

@@ -1,0 +1,628 @@
+//! The kill history: every run, experiment, victim, denial count and stop
+//! trip, in an embedded SQLite database in the state directory.
+//!
+//! Rows are written from the journal (through [`Report::from_journal`], the
+//! one reader of journals), replacing whatever the history held for that
+//! run: writing the same journal twice, or a journal cut short and later the
+//! whole one, leaves the rows the last journal says. The SQL is portable
+//! (no SQLite-only types or functions) so another store can serve the
+//! [`History`] trait later; migrations are numbered from the first schema.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use rusqlite::{params, Connection, OptionalExtension as _};
+use serde::Serialize;
+
+use crate::report::{Report, RunOutcome};
+use crate::schedule::{Calendar, EpochMs};
+
+/// The history's file in the state directory.
+pub const FILE: &str = "history.sqlite";
+
+/// Statuses of a victim that count as a kill: it went, or nobody can say it
+/// did not (fail closed for the spacing rule).
+const KILLED: &str = "('terminated', 'unknown', 'uncertain')";
+
+/// Each migration takes the schema from its index to the next version.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    origin_ms INTEGER NOT NULL,
+    backend TEXT NOT NULL,
+    seed TEXT NOT NULL,
+    dry_run INTEGER NOT NULL,
+    complete INTEGER NOT NULL,
+    interrupted INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    stopped_by TEXT,
+    journal TEXT NOT NULL
+);
+CREATE TABLE experiments (
+    run_id TEXT NOT NULL,
+    experiment INTEGER NOT NULL,
+    plugin TEXT NOT NULL,
+    version TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    finished INTEGER NOT NULL,
+    error TEXT,
+    PRIMARY KEY (run_id, experiment)
+);
+CREATE TABLE victims (
+    run_id TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    experiment INTEGER NOT NULL,
+    group_name TEXT,
+    zone TEXT NOT NULL,
+    killed_ms INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    dry_run INTEGER NOT NULL,
+    recovery_ms INTEGER,
+    host_verdict TEXT NOT NULL,
+    plugin_verdict TEXT,
+    PRIMARY KEY (run_id, instance_id)
+);
+CREATE INDEX victims_by_group ON victims (group_name, killed_ms);
+CREATE INDEX victims_by_time ON victims (killed_ms);
+CREATE TABLE denials (
+    run_id TEXT NOT NULL,
+    experiment INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (run_id, experiment, rule)
+);
+CREATE TABLE trips (
+    run_id TEXT NOT NULL,
+    condition_name TEXT NOT NULL,
+    paused INTEGER NOT NULL,
+    saw TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (run_id, condition_name)
+);
+CREATE TABLE slots (
+    slot TEXT PRIMARY KEY,
+    experiment INTEGER NOT NULL,
+    due_ms INTEGER NOT NULL,
+    run_id TEXT,
+    status TEXT NOT NULL,
+    journal TEXT
+);
+"];
+
+/// One kill (or dry-run kill) as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KillRow {
+    pub run_id: String,
+    pub instance_id: String,
+    pub group: Option<String>,
+    pub zone: String,
+    /// Epoch ms of the termination request.
+    pub killed_ms: EpochMs,
+    pub status: String,
+    pub dry_run: bool,
+    pub recovery_ms: Option<i64>,
+    pub host_verdict: String,
+    pub plugin_verdict: Option<String>,
+    pub plugin: String,
+    pub version: String,
+    pub sha256: String,
+    pub seed: String,
+}
+
+/// One run as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRow {
+    pub run_id: String,
+    pub origin_ms: EpochMs,
+    pub backend: String,
+    pub dry_run: bool,
+    pub complete: bool,
+    pub outcome: String,
+    pub stopped_by: Option<String>,
+    pub victims: u32,
+    pub journal: String,
+}
+
+/// What the history says of one group.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupStats {
+    pub group: String,
+    pub kills: u32,
+    /// Mean of the gaps between consecutive kills, hours.
+    pub mean_gap_hours: Option<f64>,
+    /// The same in working days of the schedule, when there is one.
+    pub mean_gap_workdays: Option<f64>,
+    pub shortest_gap_hours: Option<f64>,
+    pub shortest_gap_workdays: Option<u32>,
+    pub recovery_p50_seconds: Option<f64>,
+    pub recovery_p95_seconds: Option<f64>,
+    pub recovery_max_seconds: Option<f64>,
+    pub not_recovered: u32,
+}
+
+/// Which kills a query looks at.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub group: Option<String>,
+    /// Only kills at or after this, epoch ms.
+    pub since_ms: Option<EpochMs>,
+    /// Count dry-run kills too.
+    pub dry_runs: bool,
+}
+
+/// The history, whatever stores it.
+pub trait History: Send + std::fmt::Debug {
+    /// Replace the rows of the report's run with what the report says.
+    fn record(&mut self, report: &Report) -> anyhow::Result<()>;
+    /// The last kill of each group, epoch ms (dry-run kills too when asked).
+    fn last_kills(&self, dry_runs: bool) -> anyhow::Result<BTreeMap<String, EpochMs>>;
+    /// Kills in time order.
+    fn kills(&self, filter: &Filter) -> anyhow::Result<Vec<KillRow>>;
+    /// The latest runs, newest first.
+    fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunRow>>;
+    /// Whether a schedule slot has been run.
+    fn slot_done(&self, slot: &str) -> anyhow::Result<bool>;
+    /// Record what became of a schedule slot, and the journal of its run.
+    fn mark_slot(&mut self, mark: &SlotMark<'_>) -> anyhow::Result<()>;
+    /// Slots whose run started but was never marked ended (the daemon
+    /// died during it), with their journals.
+    fn unfinished_slots(&self) -> anyhow::Result<Vec<(String, Option<String>)>>;
+}
+
+/// What became of a schedule slot.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotMark<'a> {
+    pub slot: &'a str,
+    pub experiment: usize,
+    pub due_ms: EpochMs,
+    pub run_id: Option<&'a str>,
+    /// `started` until the run ends, then its outcome (or `missed`,
+    /// `failed`, `interrupted`).
+    pub status: &'a str,
+    pub journal: Option<&'a str>,
+}
+
+/// The SQLite store.
+pub struct SqliteHistory {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteHistory")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl SqliteHistory {
+    /// Open (or create) the history in a state directory.
+    pub fn in_state_dir(dir: &Path) -> anyhow::Result<SqliteHistory> {
+        crate::files::create_private_dir(dir)
+            .with_context(|| format!("{}: creating the state directory", dir.display()))?;
+        SqliteHistory::open(&dir.join(FILE))
+    }
+
+    /// Open (or create) a history file and bring its schema up to date.
+    pub fn open(path: &Path) -> anyhow::Result<SqliteHistory> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("{}: opening the kill history", path.display()))?;
+        let mut history = SqliteHistory {
+            conn,
+            path: path.to_owned(),
+        };
+        history
+            .migrate()
+            .with_context(|| format!("{}: the kill history", path.display()))?;
+        Ok(history)
+    }
+
+    /// A history in memory, gone with the process (`simulate`).
+    pub fn in_memory() -> anyhow::Result<SqliteHistory> {
+        let mut history = SqliteHistory {
+            conn: Connection::open_in_memory()?,
+            path: PathBuf::from(":memory:"),
+        };
+        history.migrate()?;
+        Ok(history)
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> anyhow::Result<()> {
+        // Several processes may share the file: wait for a writer rather
+        // than fail at once.
+        self.conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            anyhow::bail!(
+                "schema version {version} is newer than this wasmonkey knows ({known}): it was written by a newer release; nothing was changed"
+            );
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)
+                .with_context(|| format!("migration {}", index + 1))?;
+            tx.pragma_update(None, "user_version", index as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The rows of one run as plain values, table by table, in key order:
+    /// what tests compare.
+    pub fn dump(&self, run_id: &str) -> anyhow::Result<Vec<String>> {
+        let mut rows = Vec::new();
+        for (table, key) in [
+            ("runs", "run_id"),
+            ("experiments", "experiment"),
+            ("victims", "instance_id"),
+            ("denials", "experiment, rule"),
+            ("trips", "condition_name"),
+        ] {
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT * FROM {table} WHERE run_id = ?1 ORDER BY {key}"
+            ))?;
+            let columns = stmt.column_count();
+            let mut query = stmt.query([run_id])?;
+            while let Some(row) = query.next()? {
+                let mut line = format!("{table}:");
+                for i in 0..columns {
+                    let value: rusqlite::types::Value = row.get(i)?;
+                    line.push_str(&format!(" {value:?}"));
+                }
+                rows.push(line);
+            }
+        }
+        Ok(rows)
+    }
+}
+
+fn outcome_name(outcome: RunOutcome) -> &'static str {
+    match outcome {
+        RunOutcome::Paused => "paused",
+        RunOutcome::Stopped => "stopped",
+        RunOutcome::ExperimentFailed => "experiment-failed",
+        RunOutcome::NotRecovered => "not-recovered",
+        RunOutcome::Succeeded => "succeeded",
+    }
+}
+
+impl History for SqliteHistory {
+    fn record(&mut self, report: &Report) -> anyhow::Result<()> {
+        let Some(run_id) = report.run_id.as_deref() else {
+            anyhow::bail!("{}: the journal has no run-started entry", report.journal);
+        };
+        let origin = report.clock_origin_ms.unwrap_or(0);
+        let tx = self.conn.transaction()?;
+        for table in ["runs", "experiments", "victims", "denials", "trips"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE run_id = ?1"), [run_id])?;
+        }
+        tx.execute(
+            "INSERT INTO runs (run_id, origin_ms, backend, seed, dry_run, complete, interrupted, outcome, stopped_by, journal)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                run_id,
+                origin,
+                report.backend.as_deref().unwrap_or(""),
+                report.seed.map(|s| s.to_string()).unwrap_or_default(),
+                report.dry_run.unwrap_or(true),
+                report.complete,
+                report.interrupted,
+                outcome_name(report.outcome),
+                report.stopped.as_ref().map(|s| s.condition.as_str()),
+                report.journal,
+            ],
+        )?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO experiments (run_id, experiment, plugin, version, sha256, finished, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut denials = tx.prepare(
+                "INSERT INTO denials (run_id, experiment, rule, count) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for e in &report.experiments {
+                insert.execute(params![
+                    run_id,
+                    to_i64(e.index as u64),
+                    e.plugin,
+                    e.version,
+                    e.sha256,
+                    e.finished,
+                    e.error
+                ])?;
+                let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+                for d in &e.denials {
+                    *counts.entry(d.rule.as_str()).or_default() += 1;
+                }
+                for (rule, count) in counts {
+                    denials.execute(params![run_id, to_i64(e.index as u64), rule, count])?;
+                }
+            }
+            let mut insert = tx.prepare(
+                "INSERT INTO victims (run_id, instance_id, experiment, group_name, zone, killed_ms, status, dry_run, recovery_ms, host_verdict, plugin_verdict)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            for v in &report.victims {
+                insert.execute(params![
+                    run_id,
+                    v.instance_id,
+                    to_i64(v.experiment as u64),
+                    v.group,
+                    v.zone,
+                    origin.saturating_add(to_i64(v.run_clock_ms)),
+                    v.status,
+                    v.dry_run,
+                    v.recovery_seconds.map(|s| (s * 1000.0).round() as i64),
+                    v.host_verdict,
+                    v.plugin_verdict,
+                ])?;
+            }
+            if let Some(stop) = &report.stopped {
+                tx.execute(
+                    "INSERT INTO trips (run_id, condition_name, paused, saw, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        run_id,
+                        stop.condition,
+                        stop.paused,
+                        stop.saw,
+                        origin.saturating_add((stop.at_seconds * 1000.0) as i64)
+                    ],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn last_kills(&self, dry_runs: bool) -> anyhow::Result<BTreeMap<String, EpochMs>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT group_name, MAX(killed_ms) FROM victims
+             WHERE group_name IS NOT NULL AND status IN {KILLED} AND (dry_run = 0 OR ?1)
+             GROUP BY group_name"
+        ))?;
+        let rows = stmt.query_map([dry_runs], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn kills(&self, filter: &Filter) -> anyhow::Result<Vec<KillRow>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT v.run_id, v.instance_id, v.group_name, v.zone, v.killed_ms, v.status, v.dry_run,
+                    v.recovery_ms, v.host_verdict, v.plugin_verdict,
+                    COALESCE(e.plugin, ''), COALESCE(e.version, ''), COALESCE(e.sha256, ''), r.seed
+             FROM victims v
+             JOIN runs r ON r.run_id = v.run_id
+             LEFT JOIN experiments e ON e.run_id = v.run_id AND e.experiment = v.experiment
+             WHERE v.status IN {KILLED} AND (v.dry_run = 0 OR ?1)
+               AND (?2 IS NULL OR v.group_name = ?2) AND v.killed_ms >= ?3
+             ORDER BY v.killed_ms, v.instance_id"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                filter.dry_runs,
+                filter.group,
+                filter.since_ms.unwrap_or(i64::MIN)
+            ],
+            |row| {
+                Ok(KillRow {
+                    run_id: row.get(0)?,
+                    instance_id: row.get(1)?,
+                    group: row.get(2)?,
+                    zone: row.get(3)?,
+                    killed_ms: row.get(4)?,
+                    status: row.get(5)?,
+                    dry_run: row.get(6)?,
+                    recovery_ms: row.get(7)?,
+                    host_verdict: row.get(8)?,
+                    plugin_verdict: row.get(9)?,
+                    plugin: row.get(10)?,
+                    version: row.get(11)?,
+                    sha256: row.get(12)?,
+                    seed: row.get(13)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT r.run_id, r.origin_ms, r.backend, r.dry_run, r.complete, r.outcome, r.stopped_by, r.journal,
+                    (SELECT COUNT(*) FROM victims v WHERE v.run_id = r.run_id)
+             FROM runs r ORDER BY r.origin_ms DESC, r.run_id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([to_i64(limit as u64)], |row| {
+            Ok(RunRow {
+                run_id: row.get(0)?,
+                origin_ms: row.get(1)?,
+                backend: row.get(2)?,
+                dry_run: row.get(3)?,
+                complete: row.get(4)?,
+                outcome: row.get(5)?,
+                stopped_by: row.get(6)?,
+                journal: row.get(7)?,
+                victims: row.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn slot_done(&self, slot: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM slots WHERE slot = ?1", [slot], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    fn mark_slot(&mut self, mark: &SlotMark<'_>) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO slots (slot, experiment, due_ms, run_id, status, journal) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (slot) DO UPDATE SET
+                 run_id = COALESCE(excluded.run_id, slots.run_id),
+                 status = excluded.status,
+                 journal = COALESCE(excluded.journal, slots.journal)",
+            params![
+                mark.slot,
+                to_i64(mark.experiment as u64),
+                mark.due_ms,
+                mark.run_id,
+                mark.status,
+                mark.journal
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn unfinished_slots(&self) -> anyhow::Result<Vec<(String, Option<String>)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT slot, journal FROM slots WHERE status = 'started' ORDER BY due_ms")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// The `q`-quantile of sorted values (nearest rank).
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+/// Per-group statistics of kills (in time order, as [`History::kills`]
+/// gives them).
+pub fn stats(kills: &[KillRow], calendar: Option<&Calendar>) -> Vec<GroupStats> {
+    let mut by_group: BTreeMap<&str, Vec<&KillRow>> = BTreeMap::new();
+    for kill in kills {
+        if let Some(group) = &kill.group {
+            by_group.entry(group).or_default().push(kill);
+        }
+    }
+    by_group
+        .into_iter()
+        .map(|(group, kills)| {
+            let hours: Vec<f64> = kills
+                .windows(2)
+                .map(|w| (w[1].killed_ms - w[0].killed_ms) as f64 / 3_600_000.0)
+                .collect();
+            let workdays: Option<Vec<u32>> = calendar.map(|c| {
+                kills
+                    .windows(2)
+                    .map(|w| c.workdays_between(w[0].killed_ms, w[1].killed_ms))
+                    .collect()
+            });
+            let mut recovery: Vec<f64> = kills
+                .iter()
+                .filter(|k| k.host_verdict == "recovered")
+                .filter_map(|k| k.recovery_ms.map(|ms| ms as f64 / 1000.0))
+                .collect();
+            recovery.sort_by(f64::total_cmp);
+            let mean = |values: &[f64]| {
+                (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+            };
+            GroupStats {
+                group: group.to_owned(),
+                kills: u32::try_from(kills.len()).unwrap_or(u32::MAX),
+                mean_gap_hours: mean(&hours),
+                mean_gap_workdays: workdays
+                    .as_ref()
+                    .and_then(|w| mean(&w.iter().map(|&d| f64::from(d)).collect::<Vec<_>>())),
+                shortest_gap_hours: hours.iter().copied().min_by(f64::total_cmp),
+                shortest_gap_workdays: workdays.as_ref().and_then(|w| w.iter().copied().min()),
+                recovery_p50_seconds: quantile(&recovery, 0.5),
+                recovery_p95_seconds: quantile(&recovery, 0.95),
+                recovery_max_seconds: recovery.last().copied(),
+                not_recovered: u32::try_from(
+                    kills
+                        .iter()
+                        .filter(|k| k.host_verdict == "not-recovered")
+                        .count(),
+                )
+                .unwrap_or(u32::MAX),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let values: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(quantile(&values, 0.5), Some(10.0));
+        assert_eq!(quantile(&values, 0.95), Some(19.0));
+        assert_eq!(quantile(&values, 1.0), Some(20.0));
+        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile(&[3.0], 0.95), Some(3.0));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        SqliteHistory::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = format!("{:#}", SqliteHistory::open(&path).unwrap_err());
+        assert!(
+            err.contains("history.sqlite") && err.contains("newer"),
+            "{err}"
+        );
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 99);
+    }
+
+    #[test]
+    fn slots_are_marked_once_and_updated() {
+        let mut history = SqliteHistory::in_memory().unwrap();
+        assert!(!history.slot_done("1@2026-12-07").unwrap());
+        let mut mark = SlotMark {
+            slot: "1@2026-12-07",
+            experiment: 0,
+            due_ms: 5,
+            run_id: None,
+            status: "started",
+            journal: Some("j.jsonl"),
+        };
+        history.mark_slot(&mark).unwrap();
+        assert!(history.slot_done("1@2026-12-07").unwrap());
+        assert_eq!(
+            history.unfinished_slots().unwrap(),
+            [("1@2026-12-07".to_owned(), Some("j.jsonl".to_owned()))]
+        );
+        mark.run_id = Some("r");
+        mark.status = "succeeded";
+        mark.journal = None;
+        history.mark_slot(&mark).unwrap();
+        let row: (String, String, String) = history
+            .conn
+            .query_row("SELECT status, run_id, journal FROM slots", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(row, ("succeeded".into(), "r".into(), "j.jsonl".into()));
+        assert!(history.unfinished_slots().unwrap().is_empty());
+    }
+}

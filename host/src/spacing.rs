@@ -1,0 +1,176 @@
+//! The blast radius in time: `min_time_between_kills`, and for a scheduled
+//! run the end of its working window.
+//!
+//! The last kill of each group comes from the kill history when a run
+//! starts and from the run's own terminations after that, so a group is
+//! never killed twice within the gap, whichever run or experiment asks. A
+//! run the daemon started inside working hours terminates nothing once they
+//! are over, however long its strategy goes on.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+
+use crate::cloud::Millis;
+use crate::policy::Denial;
+use crate::schedule::{self, Calendar, EpochMs, KillGap};
+
+/// The rules and what they know of past kills.
+#[derive(Debug)]
+pub struct KillSpacing {
+    gap: Option<KillGap>,
+    /// No termination at or after this (epoch ms).
+    deadline: Option<EpochMs>,
+    calendar: Option<Calendar>,
+    /// Epoch ms of the run clock's 0.
+    origin_ms: EpochMs,
+    last: Mutex<BTreeMap<String, EpochMs>>,
+}
+
+impl KillSpacing {
+    /// A gap (if any) over the given last kills (group → epoch ms).
+    pub fn new(
+        gap: Option<KillGap>,
+        calendar: Option<Calendar>,
+        origin_ms: EpochMs,
+        last: BTreeMap<String, EpochMs>,
+    ) -> KillSpacing {
+        KillSpacing {
+            gap,
+            deadline: None,
+            calendar,
+            origin_ms,
+            last: Mutex::new(last),
+        }
+    }
+
+    /// Terminate nothing at or after `end` (epoch ms).
+    pub fn until(mut self, end: EpochMs) -> KillSpacing {
+        self.deadline = Some(end);
+        self
+    }
+
+    fn at(&self, clock_ms: Millis) -> EpochMs {
+        self.origin_ms
+            .saturating_add(i64::try_from(clock_ms).unwrap_or(i64::MAX))
+    }
+
+    fn show(&self, at: EpochMs) -> String {
+        let tz = self
+            .calendar
+            .as_ref()
+            .map_or(jiff::tz::TimeZone::UTC, |c| c.time_zone().clone());
+        schedule::show(at, &tz)
+    }
+
+    /// Whether an instance of the group (or a standalone one) may be
+    /// killed at this point of the run's clock.
+    pub fn check(&self, group: Option<&str>, clock_ms: Millis) -> Result<(), Denial> {
+        let now = self.at(clock_ms);
+        if let Some(end) = self.deadline.filter(|&end| now >= end) {
+            return Err(Denial::OutsideHours {
+                end: self.show(end),
+            });
+        }
+        let (Some(gap), Some(group)) = (self.gap, group) else {
+            return Ok(());
+        };
+        let last = self
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(group)
+            .copied();
+        let Some(last) = last else { return Ok(()) };
+        let next = gap.next_allowed(last, self.calendar.as_ref());
+        if now >= next {
+            return Ok(());
+        }
+        Err(Denial::TooSoon {
+            group: group.to_owned(),
+            last: self.show(last),
+            next: self.show(next),
+            gap,
+        })
+    }
+
+    /// A kill of the group at this point of the run's clock (recorded
+    /// before the call, as the budgets are).
+    pub fn record(&self, group: &str, clock_ms: Millis) {
+        let at = self.at(clock_ms);
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = last.entry(group.to_owned()).or_insert(at);
+        *entry = (*entry).max(at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::ScheduleConfig;
+
+    fn at(text: &str) -> EpochMs {
+        text.parse::<jiff::Zoned>()
+            .unwrap()
+            .timestamp()
+            .as_millisecond()
+    }
+
+    fn calendar() -> Calendar {
+        let config: ScheduleConfig = toml::from_str("time_zone = \"Europe/Berlin\"").unwrap();
+        Calendar::new(&config).unwrap()
+    }
+
+    #[test]
+    fn a_group_killed_today_waits_for_the_next_working_day() {
+        let monday = at("2026-12-07T10:00:00+01:00[Europe/Berlin]");
+        let last = BTreeMap::from([("web".to_owned(), monday)]);
+        // The run's clock starts at Monday 14:00.
+        let origin = at("2026-12-07T14:00:00+01:00[Europe/Berlin]");
+        let rule = KillSpacing::new(Some(KillGap::Workdays(1)), Some(calendar()), origin, last);
+        let denial = rule.check(Some("web"), 0).unwrap_err();
+        assert_eq!(denial.rule(), "min-time-between-kills");
+        let text = denial.to_string();
+        assert!(
+            text.contains("2026-12-07T10:00:00+01:00")
+                && text.contains("2026-12-08T09:00:00+01:00"),
+            "{text}"
+        );
+        assert_eq!(rule.check(Some("api"), 0), Ok(()), "never killed");
+        assert_eq!(rule.check(None, 0), Ok(()), "standalone");
+        // Tuesday 09:00 is 19 hours after the clock's 0.
+        assert!(rule.check(Some("web"), 19 * 3_600_000 - 1).is_err());
+        assert_eq!(rule.check(Some("web"), 19 * 3_600_000), Ok(()));
+    }
+
+    #[test]
+    fn a_kill_in_this_run_counts_at_once() {
+        let origin = at("2026-12-07T10:00:00+01:00[Europe/Berlin]");
+        let rule = KillSpacing::new(
+            Some(KillGap::parse("2h").unwrap()),
+            None,
+            origin,
+            BTreeMap::new(),
+        );
+        assert_eq!(rule.check(Some("web"), 5_000), Ok(()));
+        rule.record("web", 5_000);
+        assert!(rule.check(Some("web"), 6_000).is_err());
+        assert_eq!(rule.check(Some("web"), 5_000 + 7_200_000), Ok(()));
+        // An older kill never moves the last one back.
+        rule.record("web", 1_000);
+        assert!(rule.check(Some("web"), 6_000).is_err());
+    }
+
+    #[test]
+    fn a_scheduled_run_terminates_nothing_after_its_window() {
+        let origin = at("2026-12-07T14:59:00+01:00[Europe/Berlin]");
+        let end = at("2026-12-07T15:00:00+01:00[Europe/Berlin]");
+        let rule = KillSpacing::new(None, Some(calendar()), origin, BTreeMap::new()).until(end);
+        assert_eq!(rule.check(Some("web"), 59_999), Ok(()));
+        let denial = rule.check(None, 60_000).unwrap_err();
+        assert_eq!(denial.rule(), "outside-hours");
+        assert!(
+            denial.to_string().contains("2026-12-07T15:00:00+01:00"),
+            "{denial}"
+        );
+    }
+}

@@ -1,0 +1,516 @@
+//! Unattended chaos: the daemon's loop on the simulated fleet's virtual
+//! clock, its restarts, `simulate`, and the kill history it keeps.
+
+use std::sync::{Arc, Mutex};
+
+use wasmonkey::cloud::sim::SimCloud;
+use wasmonkey::config::Config;
+use wasmonkey::daemon::{Clock, Daemon, SlotRun};
+use wasmonkey::history::{Filter, History as _, SlotMark, SqliteHistory};
+use wasmonkey::runner::SharedHistory;
+use wasmonkey::schedule::EpochMs;
+
+use crate::support::{self, FLEET};
+
+/// Monday 2026-12-07 00:00 in Berlin.
+const MONDAY: &str = "2026-12-07T00:00:00+01:00[Europe/Berlin]";
+
+fn at(text: &str) -> EpochMs {
+    text.parse::<jiff::Zoned>()
+        .expect("a zoned time")
+        .timestamp()
+        .as_millisecond()
+}
+
+const DAY_MS: EpochMs = 86_400_000;
+
+/// Scope, blast radius and schedule of these tests; `extra` adds to the
+/// blast radius, `experiments` the experiments.
+fn config(extra: &str, experiments: &str) -> String {
+    format!(
+        r#"
+[scope]
+groups = ["web", "api"]
+
+[blast_radius]
+max_terminations = 5
+min_healthy_per_group = 1
+max_fraction_per_group = 1.0
+{extra}
+
+[recovery]
+timeout_secs = 600
+poll_secs = 1
+
+[schedule]
+time_zone = "Europe/Berlin"
+hours = "09:00-15:00"
+mean_time_between_kills = "2 workdays"
+
+{experiments}
+"#
+    )
+}
+
+const MONKEY_TWICE_A_DAY: &str = r#"
+[[experiment]]
+plugin = "classic-monkey"
+grants = ["terminate"]
+params = { probability = 0.5, poll-secs = 1 }
+when = "daily"
+
+[[experiment]]
+plugin = "classic-monkey"
+grants = ["terminate"]
+params = { probability = 0.5, poll-secs = 1 }
+when = { cron = "30 12 * * *" }
+"#;
+
+/// A daemon on a simulated fleet of its own, keeping its history in the
+/// setup's state directory.
+struct Lab {
+    setup: support::Setup,
+    config: Config,
+    cloud: Arc<SimCloud>,
+    history: Arc<Mutex<SqliteHistory>>,
+}
+
+impl Lab {
+    fn new(body: &str, seed: u64) -> Lab {
+        let setup = support::setup(FLEET, &support::plugin_dir(), body);
+        let config = Config::load(&setup.config).expect("config loads");
+        let cloud = Arc::new(
+            SimCloud::from_fleet_file(&setup.dir.path().join("fleet.toml"), seed)
+                .expect("fleet loads"),
+        );
+        let history = Arc::new(Mutex::new(
+            SqliteHistory::in_state_dir(&setup.dir.path().join("state")).expect("history"),
+        ));
+        Lab {
+            setup,
+            config,
+            cloud,
+            history,
+        }
+    }
+
+    /// A daemon (a new process, as far as it knows) on the lab's clock.
+    fn daemon(&self, origin_ms: EpochMs, seed: u64) -> Daemon {
+        let shared: SharedHistory = self.history.clone();
+        let clock = Clock::Sim {
+            cloud: Arc::clone(&self.cloud),
+            origin_ms,
+        };
+        Daemon::new(self.config.clone(), shared, clock, true, seed).expect("daemon")
+    }
+
+    async fn run(&self, daemon: &Daemon, until: EpochMs) -> Vec<SlotRun> {
+        let (_keep, stop) = tokio::sync::watch::channel(false);
+        daemon
+            .run(Some(until), stop, |_| {})
+            .await
+            .expect("the daemon runs")
+    }
+
+    fn kills(&self) -> Vec<wasmonkey::history::KillRow> {
+        self.history
+            .lock()
+            .unwrap()
+            .kills(&Filter::default())
+            .expect("kills")
+    }
+
+    fn denials(&self, rule: &str) -> i64 {
+        let conn = rusqlite::Connection::open(self.setup.dir.path().join("state/history.sqlite"))
+            .expect("open");
+        conn.query_row(
+            "SELECT COALESCE(SUM(count), 0) FROM denials WHERE rule = ?1",
+            [rule],
+            |row| row.get(0),
+        )
+        .expect("denials")
+    }
+}
+
+#[tokio::test]
+async fn over_twenty_working_days_no_group_is_killed_twice_a_working_day_nor_outside_the_window() {
+    let lab = Lab::new(
+        &config("min_time_between_kills = \"1 workday\"", MONKEY_TWICE_A_DAY),
+        11,
+    );
+    let start = at(MONDAY);
+    let daemon = lab.daemon(start, 11);
+    let slots = lab.run(&daemon, start + 28 * DAY_MS).await;
+    // Four weeks: 20 working days, two slots each.
+    assert_eq!(slots.len(), 40, "{slots:#?}");
+    assert!(slots.iter().all(|s| s.status == "succeeded"), "{slots:#?}");
+    let calendar = &daemon.schedule().calendar;
+    let kills = lab.kills();
+    assert!(kills.len() >= 20, "too few kills to tell: {}", kills.len());
+    for kill in &kills {
+        assert!(calendar.in_window(kill.killed_ms), "{kill:?}");
+    }
+    for group in ["web", "api"] {
+        let times: Vec<EpochMs> = kills
+            .iter()
+            .filter(|k| k.group.as_deref() == Some(group))
+            .map(|k| k.killed_ms)
+            .collect();
+        for pair in times.windows(2) {
+            assert!(
+                calendar.workdays_between(pair[0], pair[1]) >= 1,
+                "{group} killed twice on {}",
+                calendar.date_of(pair[1])
+            );
+        }
+    }
+    // The rule had work to do: the second slot of a day asked again.
+    assert!(lab.denials("min-time-between-kills") > 0);
+}
+
+#[tokio::test]
+async fn a_scheduled_run_terminates_nothing_once_the_working_hours_are_over() {
+    // Rolling, one victim at a time with a 40 s recovery each, starting
+    // three minutes before the window ends.
+    let lab = Lab::new(
+        &config(
+            "",
+            "[[experiment]]\nplugin = \"rolling\"\ngrants = [\"terminate\"]\nparams = { count = 5, poll-secs = 1 }\nwhen = { cron = \"58 14 * * *\" }\n",
+        ),
+        3,
+    );
+    let start = at(MONDAY);
+    let daemon = lab.daemon(start, 3);
+    let slots = lab.run(&daemon, start + DAY_MS).await;
+    assert_eq!(slots.len(), 1, "{slots:#?}");
+    let kills = lab.kills();
+    let end = at("2026-12-07T15:00:00+01:00[Europe/Berlin]");
+    assert!(!kills.is_empty());
+    for kill in &kills {
+        assert!(kill.killed_ms < end, "killed after hours: {kill:?}");
+    }
+    assert!(kills.len() < 5, "{kills:#?}");
+    assert!(lab.denials("outside-hours") > 0);
+}
+
+#[tokio::test]
+async fn a_daemon_restarted_mid_day_does_not_run_the_days_slot_again() {
+    let body = config(
+        "",
+        "[[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\nparams = { probability = 1.0, poll-secs = 1 }\nwhen = \"daily\"\n",
+    );
+    let lab = Lab::new(&body, 5);
+    let start = at(MONDAY);
+    let first = lab.daemon(start, 5);
+    let monday = first.schedule().next(start, 1).remove(0);
+    let ran = lab.run(&first, monday.at + 1).await;
+    assert_eq!(ran.len(), 1);
+    assert_eq!(ran[0].slot.key, "1@2026-12-07");
+    assert!(ran[0].victims > 0, "{ran:?}");
+    // Started again (with a seed of its own, as a restart without a seed in
+    // the config has) while Monday's window is still open.
+    let restarted = lab.daemon(start, 6);
+    let now = Clock::Sim {
+        cloud: Arc::clone(&lab.cloud),
+        origin_ms: start,
+    }
+    .now_ms();
+    let calendar = &restarted.schedule().calendar;
+    assert!(
+        calendar.in_window(now) && calendar.date_of(now) == calendar.date_of(monday.at),
+        "the restart must come inside Monday's window for this test to tell"
+    );
+    let ran = lab.run(&restarted, start + 2 * DAY_MS).await;
+    let keys: Vec<&str> = ran.iter().map(|s| s.slot.key.as_str()).collect();
+    assert_eq!(keys, ["1@2026-12-08"], "{ran:#?}");
+    let runs = lab.history.lock().unwrap().runs(10).expect("runs");
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+}
+
+#[tokio::test]
+async fn a_daemon_that_died_mid_run_brings_that_runs_journal_into_the_history_on_start() {
+    let body = config(
+        "min_time_between_kills = \"1 workday\"",
+        "[[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\nparams = { probability = 1.0, poll-secs = 1 }\nwhen = \"daily\"\n",
+    );
+    let lab = Lab::new(&body, 8);
+    let start = at(MONDAY);
+    let first = lab.daemon(start, 8);
+    let monday = first.schedule().next(start, 1).remove(0);
+    let ran = lab.run(&first, monday.at + 1).await;
+    let journal = lab
+        .config
+        .journal_dir()
+        .join(format!("slot-{}.jsonl", monday.key));
+    assert!(journal.exists(), "{journal:?}");
+    // What a daemon killed mid-run leaves: the slot started, its journal on
+    // disk, nothing of the run in the history.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fresh = Arc::new(Mutex::new(
+        SqliteHistory::in_state_dir(dir.path()).expect("history"),
+    ));
+    fresh
+        .lock()
+        .unwrap()
+        .mark_slot(&SlotMark {
+            slot: &monday.key,
+            experiment: 0,
+            due_ms: monday.at,
+            run_id: None,
+            status: "started",
+            journal: Some(&journal.display().to_string()),
+        })
+        .expect("mark");
+    let shared: SharedHistory = fresh.clone();
+    let clock = Clock::Sim {
+        cloud: Arc::clone(&lab.cloud),
+        origin_ms: start,
+    };
+    let restarted = Daemon::new(lab.config.clone(), shared, clock, true, 8).expect("daemon");
+    let (_keep, stop) = tokio::sync::watch::channel(false);
+    restarted
+        .run(Some(start + 2 * DAY_MS), stop, |_| {})
+        .await
+        .expect("runs");
+    let fresh = fresh.lock().unwrap();
+    assert!(fresh.unfinished_slots().expect("slots").is_empty());
+    let kills = fresh.kills(&Filter::default()).expect("kills");
+    let monday_kills = kills
+        .iter()
+        .filter(|k| k.run_id == ran[0].run_id.clone().unwrap_or_default())
+        .count();
+    assert!(monday_kills > 0);
+    assert_eq!(monday_kills, ran[0].victims, "{kills:#?}");
+    // Monday's slot stays done; Tuesday's ran.
+    assert!(kills.len() > monday_kills, "{kills:#?}");
+}
+
+fn simulate(setup: &support::Setup, seed: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args([
+            "simulate",
+            "--days",
+            "200",
+            "--start",
+            "2026-12-07",
+            "--json",
+        ])
+        .args(["--seed", seed])
+        .arg("--config")
+        .arg(&setup.config)
+        .output()
+        .expect("simulate runs")
+}
+
+#[test]
+fn simulate_is_seeded_and_achieves_the_mean_time_between_kills_it_aims_for() {
+    let body = config(
+        "min_time_between_kills = \"1 workday\"",
+        "[[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\nparams = { probability = 0.5, poll-secs = 1 }\nwhen = \"daily\"\n",
+    );
+    let setup = support::setup(FLEET, &support::plugin_dir(), &body);
+    let first = simulate(&setup, "21");
+    let report = support::json_report(&first);
+    assert_eq!(
+        first.stdout,
+        simulate(&setup, "21").stdout,
+        "same seed, same simulation"
+    );
+    assert_ne!(first.stdout, simulate(&setup, "22").stdout);
+    // 200 days from a Monday: 28 weeks and Monday to Thursday, 144
+    // working days, one slot each.
+    assert_eq!(report["runs"], 144, "{report:#}");
+    assert_eq!(report["configured_mean_time_between_kills"], "2 workdays");
+    let groups = report["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 2, "{report:#}");
+    for group in groups {
+        // About 70 kills a group: the mean of their gaps is within 0.5
+        // workday of 2 (a geometric gap of p = 0.5 has a standard deviation
+        // of 1.4, so its mean over 70 has one of 0.17).
+        let mean = group["mean_gap_workdays"].as_f64().expect("mean");
+        assert!((mean - 2.0).abs() <= 0.5, "{group:#}");
+        assert_eq!(group["shortest_gap_workdays"], 1, "{group:#}");
+        assert_eq!(group["below_healthy_floor"], 0, "{group:#}");
+    }
+}
+
+#[test]
+fn history_import_of_a_journal_cut_short_gives_the_rows_the_run_wrote() {
+    let fleet_seed = 4u64;
+    let setup = support::setup(FLEET, &support::test_plugin_dir(), "");
+    let fleet = setup.dir.path().join("fleet.toml");
+    let sim = SimCloud::from_fleet_file(&fleet, fleet_seed).expect("fleet");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let web = runtime.block_on(support::ids_of(&sim, Some("web")));
+    // One termination, then a plugin that spins until it is killed.
+    let body = format!(
+        "[scope]\ngroups = [\"web\"]\n[blast_radius]\nmax_terminations = 1\n\
+         [[experiment]]\nplugin = \"hostile\"\ngrants = [\"terminate\"]\nparams = {{ attack = \"terminate\", targets = \"{}\" }}\n\
+         [[experiment]]\nplugin = \"hostile\"\nparams = {{ attack = \"loop\" }}\nlimits = {{ timeout_secs = 120 }}\n",
+        web[0]
+    );
+    let text = std::fs::read_to_string(&setup.config).expect("config");
+    std::fs::write(&setup.config, format!("{text}{body}")).expect("config");
+    let journal = setup.dir.path().join("cut.jsonl");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args(["run", "--execute", "--seed", &fleet_seed.to_string()])
+        .arg("--config")
+        .arg(&setup.config)
+        .arg("--journal")
+        .arg(&journal)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("wasmonkey starts");
+    // Wait until the history has the second experiment's start: the run is
+    // spinning in it. Then kill it.
+    let own = setup.dir.path().join("state/history.sqlite");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let run_id = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never got to its second experiment"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let Ok(conn) = rusqlite::Connection::open(&own) else {
+            continue;
+        };
+        let found: Option<String> = conn
+            .query_row(
+                "SELECT run_id FROM experiments WHERE experiment = 1",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        if let Some(run_id) = found {
+            break run_id;
+        }
+    };
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    let replay = wasmonkey::journal::read(&journal).expect("journal");
+    let report = wasmonkey::report::Report::from_journal(&replay, &journal);
+    assert!(!report.complete, "the journal is cut short");
+    assert_eq!(report.victims.len(), 1);
+
+    let written = SqliteHistory::open(&own)
+        .expect("open")
+        .dump(&run_id)
+        .expect("dump");
+    let other = tempfile::tempdir().expect("temp dir");
+    let mut imported = SqliteHistory::in_state_dir(other.path()).expect("history");
+    imported.record(&report).expect("import");
+    assert_eq!(imported.dump(&run_id).expect("dump"), written);
+    // Again: nothing changes.
+    imported.record(&report).expect("import");
+    assert_eq!(imported.dump(&run_id).expect("dump"), written);
+    assert!(
+        written.iter().any(|row| row.starts_with("victims:")),
+        "{written:#?}"
+    );
+
+    // The command does the same, and says the journal was cut short.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args(["history", "import"])
+        .arg(&journal)
+        .arg("--config")
+        .arg(&setup.config)
+        .output()
+        .expect("history import");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("cut short"),
+        "{stdout}"
+    );
+    assert_eq!(
+        SqliteHistory::open(&own)
+            .expect("open")
+            .dump(&run_id)
+            .expect("dump"),
+        written
+    );
+}
+
+#[test]
+fn sigterm_ends_the_daemon_after_its_current_runs_journal_is_finished() {
+    let body = "[scope]\ngroups = [\"web\"]\n\
+        [schedule]\ntime_zone = \"UTC\"\nhours = \"00:00-24:00\"\n\
+        days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
+        [[experiment]]\nplugin = \"hostile\"\nparams = { attack = \"loop\" }\n\
+        limits = { timeout_secs = 300 }\nwhen = { cron = \"* * * * * *\" }\n";
+    let setup = support::setup(FLEET, &support::test_plugin_dir(), body);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args(["daemon", "--seed", "1", "--config"])
+        .arg(&setup.config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the daemon starts");
+    // Wait for the first slot's run to be spinning in its plugin.
+    let journals = setup.dir.path().join("journal");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let journal = loop {
+        assert!(std::time::Instant::now() < deadline, "no run started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let started = std::fs::read_dir(&journals)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                std::fs::read_to_string(p).is_ok_and(|t| t.contains("\"experiment-started\""))
+            });
+        if let Some(path) = started {
+            break path;
+        }
+    };
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: a plain kill(2) of the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let stopped_by = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < stopped_by,
+            "the daemon did not stop within 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    let last = text.lines().last().expect("a line");
+    assert!(
+        last.contains("\"run-finished\"") && last.contains("\"interrupted\":true"),
+        "{last}"
+    );
+    // One slot, recorded with its run; no later slot started.
+    let history = SqliteHistory::in_state_dir(&setup.dir.path().join("state")).expect("history");
+    let runs = history.runs(10).expect("runs");
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert!(runs[0].complete, "{runs:#?}");
+    assert!(history.unfinished_slots().expect("slots").is_empty());
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout)
+        .expect("stdout");
+    assert!(stdout.contains("experiment-failed"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_paused_daemon_runs_nothing_and_records_each_slot_as_paused() {
+    use wasmonkey::kill_switch::{FileSwitch, Switch as _};
+    let body = config(
+        "",
+        "[[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\nparams = { probability = 1.0, poll-secs = 1 }\nwhen = \"daily\"\n",
+    );
+    let lab = Lab::new(&body, 2);
+    FileSwitch::new(&lab.setup.dir.path().join("state"))
+        .pause("change freeze")
+        .expect("pause");
+    let start = at(MONDAY);
+    let slots = lab.run(&lab.daemon(start, 2), start + 7 * DAY_MS).await;
+    let statuses: Vec<&str> = slots.iter().map(|s| s.status.as_str()).collect();
+    assert_eq!(statuses, ["paused"; 5], "{slots:#?}");
+    assert!(lab.kills().is_empty());
+}
