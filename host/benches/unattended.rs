@@ -144,7 +144,7 @@ async fn main() {
             for _ in 0..5 {
                 let began = Instant::now();
                 let history = SqliteHistory::open(&file).expect("history");
-                let kills = history.kills(&Filter::default()).expect("kills");
+                let kills = history.kill_points(&Filter::default()).expect("kills");
                 let stats = history::stats(&kills, calendar.as_ref());
                 assert!(!stats.is_empty(), "a history without kills");
                 best = best.min(began.elapsed().as_secs_f64() * 1000.0);

@@ -495,7 +495,8 @@ pub async fn simulate(
     let timeout_ms =
         i64::try_from(config.recovery.timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let dips = cloud.dips();
-    let groups = history::stats(&kills, Some(calendar))
+    let points: Vec<history::KillPoint> = kills.iter().map(Into::into).collect();
+    let groups = history::stats(&points, Some(calendar))
         .into_iter()
         .map(|stats| {
             let intervals = kills

@@ -21,12 +21,14 @@ use crate::schedule::{Calendar, EpochMs};
 /// The history's file in the state directory.
 pub const FILE: &str = "history.sqlite";
 
-/// Statuses of a victim that count as a kill: it went, or nobody can say it
-/// did not (fail closed for the spacing rule).
-const KILLED: &str = "('terminated', 'unknown', 'uncertain')";
+/// Statuses of a victim that count as a kill: it went (for real or in a dry
+/// run), or nobody can say it did not (fail closed for the spacing rule).
+/// Queries choose whether dry-run ones count by `dry_run`.
+const KILLED: &str = "('terminated', 'unknown', 'uncertain', 'dry-run')";
 
 /// Each migration takes the schema from its index to the next version.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY,
     origin_ms INTEGER NOT NULL,
@@ -88,7 +90,22 @@ CREATE TABLE slots (
     status TEXT NOT NULL,
     journal TEXT
 );
-"];
+",
+    "
+CREATE TABLE last_kills (
+    group_name TEXT PRIMARY KEY,
+    executed_ms INTEGER,
+    any_ms INTEGER
+);
+INSERT INTO last_kills (group_name, executed_ms, any_ms)
+SELECT group_name,
+       MAX(CASE WHEN dry_run = 0 THEN killed_ms END),
+       MAX(killed_ms)
+FROM victims
+WHERE group_name IS NOT NULL AND status IN ('terminated', 'unknown', 'uncertain', 'dry-run')
+GROUP BY group_name;
+",
+];
 
 /// One kill (or dry-run kill) as the history keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -108,6 +125,26 @@ pub struct KillRow {
     pub version: String,
     pub sha256: String,
     pub seed: String,
+}
+
+/// What the statistics need of a kill.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KillPoint {
+    pub group: Option<String>,
+    pub killed_ms: EpochMs,
+    pub recovery_ms: Option<i64>,
+    pub host_verdict: String,
+}
+
+impl From<&KillRow> for KillPoint {
+    fn from(row: &KillRow) -> KillPoint {
+        KillPoint {
+            group: row.group.clone(),
+            killed_ms: row.killed_ms,
+            recovery_ms: row.recovery_ms,
+            host_verdict: row.host_verdict.clone(),
+        }
+    }
 }
 
 /// One run as the history keeps it.
@@ -159,6 +196,9 @@ pub trait History: Send + std::fmt::Debug {
     fn last_kills(&self, dry_runs: bool) -> anyhow::Result<BTreeMap<String, EpochMs>>;
     /// Kills in time order.
     fn kills(&self, filter: &Filter) -> anyhow::Result<Vec<KillRow>>;
+    /// Kills in time order, with only what [`stats`] needs: a year of a
+    /// large fleet is read without its text.
+    fn kill_points(&self, filter: &Filter) -> anyhow::Result<Vec<KillPoint>>;
     /// The latest runs, newest first.
     fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunRow>>;
     /// Whether a schedule slot has been run.
@@ -307,6 +347,21 @@ impl History for SqliteHistory {
         };
         let origin = report.clock_origin_ms.unwrap_or(0);
         let tx = self.conn.transaction()?;
+        // Groups whose last kill this write may move: those of the run's
+        // rows before and after it.
+        let mut touched: std::collections::BTreeSet<String> = report
+            .victims
+            .iter()
+            .filter_map(|v| v.group.clone())
+            .collect();
+        {
+            let mut old = tx.prepare(
+                "SELECT DISTINCT group_name FROM victims WHERE run_id = ?1 AND group_name IS NOT NULL",
+            )?;
+            for group in old.query_map([run_id], |row| row.get::<_, String>(0))? {
+                touched.insert(group?);
+            }
+        }
         for table in ["runs", "experiments", "victims", "denials", "trips"] {
             tx.execute(&format!("DELETE FROM {table} WHERE run_id = ?1"), [run_id])?;
         }
@@ -383,18 +438,38 @@ impl History for SqliteHistory {
                     ],
                 )?;
             }
+            // Each group's last kill, kept in a table of its own so a run's
+            // start reads one row per group, not a year of victims. The
+            // latest matching row comes first off the (group, time) index.
+            let mut latest = tx.prepare(&format!(
+                "SELECT killed_ms FROM victims
+                 WHERE group_name = ?1 AND status IN {KILLED} AND (dry_run = 0 OR ?2)
+                 ORDER BY killed_ms DESC LIMIT 1"
+            ))?;
+            let mut upsert = tx.prepare(
+                "INSERT INTO last_kills (group_name, executed_ms, any_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (group_name) DO UPDATE SET executed_ms = excluded.executed_ms, any_ms = excluded.any_ms",
+            )?;
+            for group in &touched {
+                let executed: Option<i64> = latest
+                    .query_row(params![group, false], |row| row.get(0))
+                    .optional()?;
+                let any: Option<i64> = latest
+                    .query_row(params![group, true], |row| row.get(0))
+                    .optional()?;
+                upsert.execute(params![group, executed, any])?;
+            }
         }
         tx.commit()?;
         Ok(())
     }
 
     fn last_kills(&self, dry_runs: bool) -> anyhow::Result<BTreeMap<String, EpochMs>> {
+        let column = if dry_runs { "any_ms" } else { "executed_ms" };
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT group_name, MAX(killed_ms) FROM victims
-             WHERE group_name IS NOT NULL AND status IN {KILLED} AND (dry_run = 0 OR ?1)
-             GROUP BY group_name"
+            "SELECT group_name, {column} FROM last_kills WHERE {column} IS NOT NULL"
         ))?;
-        let rows = stmt.query_map([dry_runs], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -432,6 +507,31 @@ impl History for SqliteHistory {
                     version: row.get(11)?,
                     sha256: row.get(12)?,
                     seed: row.get(13)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn kill_points(&self, filter: &Filter) -> anyhow::Result<Vec<KillPoint>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT group_name, killed_ms, recovery_ms, host_verdict FROM victims
+             WHERE status IN {KILLED} AND (dry_run = 0 OR ?1)
+               AND (?2 IS NULL OR group_name = ?2) AND killed_ms >= ?3
+             ORDER BY killed_ms, instance_id"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                filter.dry_runs,
+                filter.group,
+                filter.since_ms.unwrap_or(i64::MIN)
+            ],
+            |row| {
+                Ok(KillPoint {
+                    group: row.get(0)?,
+                    killed_ms: row.get(1)?,
+                    recovery_ms: row.get(2)?,
+                    host_verdict: row.get(3)?,
                 })
             },
         )?;
@@ -507,8 +607,8 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
 
 /// Per-group statistics of kills (in time order, as [`History::kills`]
 /// gives them).
-pub fn stats(kills: &[KillRow], calendar: Option<&Calendar>) -> Vec<GroupStats> {
-    let mut by_group: BTreeMap<&str, Vec<&KillRow>> = BTreeMap::new();
+pub fn stats(kills: &[KillPoint], calendar: Option<&Calendar>) -> Vec<GroupStats> {
+    let mut by_group: BTreeMap<&str, Vec<&KillPoint>> = BTreeMap::new();
     for kill in kills {
         if let Some(group) = &kill.group {
             by_group.entry(group).or_default().push(kill);
@@ -563,6 +663,103 @@ pub fn stats(kills: &[KillRow], calendar: Option<&Calendar>) -> Vec<GroupStats> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn report(run: &str, kills: &[(&str, u64, &str, bool)]) -> Report {
+        Report {
+            run_id: Some(run.into()),
+            backend: Some("sim".into()),
+            seed: Some(1),
+            dry_run: Some(false),
+            clock_origin_ms: Some(1_000_000),
+            complete: true,
+            interrupted: false,
+            stopped: None,
+            outcome: RunOutcome::Succeeded,
+            journal: format!("{run}.jsonl"),
+            experiments: Vec::new(),
+            victims: kills
+                .iter()
+                .enumerate()
+                .map(
+                    |(i, (group, at, status, dry_run))| crate::report::VictimReport {
+                        experiment: 0,
+                        plugin: "p".into(),
+                        instance_id: format!("i-{i}"),
+                        group: Some((*group).into()),
+                        zone: "z".into(),
+                        reason: String::new(),
+                        dry_run: *dry_run,
+                        status: (*status).into(),
+                        terminated_at_ms: *at,
+                        run_clock_ms: *at,
+                        recovery_seconds: None,
+                        host_verdict: "pending".into(),
+                        plugin_verdict: None,
+                        plugin_recovery_seconds: None,
+                    },
+                )
+                .collect(),
+            notifications: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_last_kill_of_each_group_follows_every_write_of_a_run() {
+        let mut history = SqliteHistory::in_memory().unwrap();
+        history
+            .record(&report(
+                "a",
+                &[
+                    ("web", 10, "terminated", false),
+                    ("api", 20, "failed", false),
+                ],
+            ))
+            .unwrap();
+        history
+            .record(&report(
+                "b",
+                &[("web", 50, "unknown", false), ("db", 30, "dry-run", true)],
+            ))
+            .unwrap();
+        let last = history.last_kills(false).unwrap();
+        assert_eq!(
+            last,
+            BTreeMap::from([("web".into(), 1_000_050)]),
+            "failed and dry runs do not count"
+        );
+        let with_dry = history.last_kills(true).unwrap();
+        assert_eq!(with_dry.get("db"), Some(&1_000_030));
+        // Run b written again with less in it (a journal cut shorter): the
+        // last kill of web goes back to run a's.
+        history.record(&report("b", &[])).unwrap();
+        assert_eq!(
+            history.last_kills(false).unwrap(),
+            BTreeMap::from([("web".into(), 1_000_010)])
+        );
+        assert!(!history.last_kills(true).unwrap().contains_key("db"));
+    }
+
+    #[test]
+    fn a_history_of_the_first_schema_is_brought_up_to_date_with_its_last_kills() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO victims VALUES ('r', 'i-1', 0, 'web', 'z', 42, 'terminated', 0, NULL, 'recovered', NULL);
+             INSERT INTO victims VALUES ('r', 'i-2', 0, 'api', 'z', 43, 'dry-run', 1, NULL, 'unchecked', NULL);",
+        )
+        .unwrap();
+        drop(conn);
+        let history = SqliteHistory::open(&path).unwrap();
+        assert_eq!(
+            history.last_kills(false).unwrap(),
+            BTreeMap::from([("web".into(), 42)])
+        );
+        assert_eq!(history.last_kills(true).unwrap().get("api"), Some(&43));
+    }
 
     #[test]
     fn quantiles_are_nearest_rank() {

@@ -175,14 +175,13 @@ impl Report {
         let mut experiments: BTreeMap<usize, ExperimentReport> = BTreeMap::new();
         // Clock of each experiment's start, to express times on the plugin's clock.
         let mut started_at: BTreeMap<usize, u64> = BTreeMap::new();
+        // The latest victim of each (experiment, instance): a journal of
+        // hundreds of victims is read in one pass, not one per outcome.
+        let mut latest: BTreeMap<(usize, String), usize> = BTreeMap::new();
         for entry in &replay.entries {
             let index = entry.experiment.unwrap_or(0);
-            let victim = |report: &mut Report, id: &str| -> Option<usize> {
-                report
-                    .victims
-                    .iter()
-                    .rposition(|v| v.experiment == index && v.instance_id == id)
-            };
+            let victim =
+                |id: &str| -> Option<usize> { latest.get(&(index, id.to_owned())).copied() };
             match &entry.event {
                 Event::RunStarted {
                     run_id,
@@ -236,6 +235,7 @@ impl Report {
                         .map(|e| e.plugin.clone())
                         .unwrap_or_default();
                     let start = started_at.get(&index).copied().unwrap_or(0);
+                    latest.insert((index, instance_id.clone()), report.victims.len());
                     report.victims.push(VictimReport {
                         experiment: index,
                         plugin,
@@ -258,7 +258,7 @@ impl Report {
                     dry_run,
                     ..
                 } => {
-                    if let Some(i) = victim(&mut report, instance_id) {
+                    if let Some(i) = victim(instance_id) {
                         let v = &mut report.victims[i];
                         v.status = if *dry_run { "dry-run" } else { "terminated" }.into();
                         if *dry_run || v.group.is_none() {
@@ -271,7 +271,7 @@ impl Report {
                     uncertain,
                     ..
                 } => {
-                    if let Some(i) = victim(&mut report, instance_id) {
+                    if let Some(i) = victim(instance_id) {
                         let v = &mut report.victims[i];
                         v.status = if *uncertain { "uncertain" } else { "failed" }.into();
                         v.host_verdict = "unchecked".into();
@@ -282,13 +282,13 @@ impl Report {
                     recovery_ms,
                     ..
                 } => {
-                    if let Some(i) = victim(&mut report, instance_id) {
+                    if let Some(i) = victim(instance_id) {
                         report.victims[i].recovery_seconds = Some(seconds(*recovery_ms));
                         report.victims[i].host_verdict = "recovered".into();
                     }
                 }
                 Event::NotRecovered { instance_id, .. } => {
-                    if let Some(i) = victim(&mut report, instance_id) {
+                    if let Some(i) = victim(instance_id) {
                         report.victims[i].host_verdict = "not-recovered".into();
                     }
                 }
@@ -374,7 +374,7 @@ impl Report {
                     experiment.error = error.clone();
                     experiment.summary = outcome.as_ref().map(|o| o.summary.clone());
                     for claimed in outcome.iter().flat_map(|o| &o.victims) {
-                        if let Some(i) = victim(&mut report, &claimed.instance_id) {
+                        if let Some(i) = victim(&claimed.instance_id) {
                             let v = &mut report.victims[i];
                             v.plugin_verdict = Some(claimed.verdict.clone());
                             v.plugin_recovery_seconds = claimed

@@ -249,6 +249,7 @@ pub async fn run_on(
     };
     let mut shutdown = std::pin::pin!(shutdown);
     let mut interrupted = false;
+    let last = experiments.last().map(|(index, _)| *index);
     for (index, experiment) in experiments {
         if guard.tripped().is_some() {
             break;
@@ -256,7 +257,10 @@ pub async fn run_on(
         tokio::select! {
             result = ctx.experiment(index, experiment) => {
                 result?;
-                record_history(ctx.history, &journal)?;
+                // The run's end writes the last one's.
+                if Some(index) != last && ctx.history.is_some() {
+                    record_history(ctx.history, &journal)?;
+                }
             }
             () = &mut shutdown => {
                 interrupted = true;
@@ -276,10 +280,9 @@ pub async fn run_on(
         notify_run(config, cloud.as_ref(), &journal, channel).await?;
     }
     journal.append(cloud.now_ms(), None, Event::RunFinished { interrupted })?;
-    record_history(history.as_ref(), &journal)?;
-    let replay = journal::read(journal.path())?;
+    let report = record_history(history.as_ref(), &journal)?;
     Ok(RunOutput {
-        report: Report::from_journal(&replay, journal.path()),
+        report,
         journal: journal.path().to_owned(),
         seed,
     })
@@ -323,20 +326,20 @@ fn open_history(config: &Config, options: &RunOptions) -> anyhow::Result<Option<
     }
 }
 
-/// Bring the history up to what the journal says so far.
-fn record_history(history: Option<&SharedHistory>, journal: &Journal) -> anyhow::Result<()> {
-    let Some(history) = history else {
-        return Ok(());
-    };
+/// Bring the history up to what the journal says so far; the report of
+/// the journal as it is.
+fn record_history(history: Option<&SharedHistory>, journal: &Journal) -> anyhow::Result<Report> {
     let replay = journal::read(journal.path())?;
-    lock(history)
-        .record(&Report::from_journal(&replay, journal.path()))
-        .with_context(|| {
+    let report = Report::from_journal(&replay, journal.path());
+    if let Some(history) = history {
+        lock(history).record(&report).with_context(|| {
             format!(
                 "writing the kill history (`wasmonkey history import {}` brings the run in later)",
                 journal.path().display()
             )
-        })
+        })?;
+    }
+    Ok(report)
 }
 
 /// Before anything runs: a set kill switch, a tripped condition, or one
@@ -533,7 +536,9 @@ impl Context<'_> {
                 limits,
             },
         )?;
-        record_history(self.history, self.journal)?;
+        if self.history.is_some() {
+            record_history(self.history, self.journal)?;
+        }
         let plugin_label = PluginLabel {
             name: plugin.metadata.name.clone(),
             version: plugin.metadata.version.clone(),

@@ -12,7 +12,7 @@ use std::str::FromStr as _;
 
 use jiff::civil::{Date, Time, Weekday};
 use jiff::tz::TimeZone;
-use jiff::{Timestamp, ToSpan as _};
+use jiff::Timestamp;
 use rand::{Rng as _, SeedableRng as _};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -544,20 +544,19 @@ impl Schedule {
 
     /// The next `n` slots at or after `from`, looking up to a year ahead.
     pub fn next(&self, from: EpochMs, n: usize) -> Vec<Slot> {
+        const HOUR_MS: EpochMs = 3_600_000;
+        const YEAR_MS: EpochMs = 366 * 24 * HOUR_MS;
         let mut found = Vec::new();
         let mut start = from;
-        // A week at a time, so that a frequent cron is not expanded for a year.
-        for _ in 0..53 {
-            let end = Timestamp::from_millisecond(start)
-                .ok()
-                .and_then(|ts| ts.checked_add(168.hours()).ok())
-                .map_or(i64::MAX, ms);
-            let (slots, _) = self.between(start, end);
-            found.extend(slots);
-            if found.len() >= n {
-                break;
-            }
+        // An hour ahead first, then twice as far each time: a cron firing
+        // every second is not expanded for a week to find its next second,
+        // and a daily slot is found in a few steps.
+        let mut span = HOUR_MS;
+        while found.len() < n && start < from.saturating_add(YEAR_MS) {
+            let end = start.saturating_add(span);
+            found.extend(self.between(start, end).0);
             start = end;
+            span = span.saturating_mul(2).min(7 * 24 * HOUR_MS);
         }
         found.truncate(n);
         found

@@ -481,8 +481,8 @@ impl Session {
     /// Look at the stop conditions and the kill switch now, journalling a
     /// trip the first time it is seen.
     pub async fn check_guard(&self) -> Result<Verdict, Fatal> {
-        let pending = self.watch.pending_since();
-        let verdict = self.setup.guard.check(&self.setup.view, &pending).await;
+        let oldest: Vec<(String, Millis)> = self.watch.oldest_pending().into_iter().collect();
+        let verdict = self.setup.guard.check(&self.setup.view, &oldest).await;
         if let Some(trip) = self.setup.guard.unjournalled() {
             tracing::warn!(condition = %trip.condition, "the run is stopped: {}", text::one_line(&trip.saw));
             self.journal(trip.into_event())?;

@@ -75,7 +75,10 @@ fn scaffold_builds_loads_and_runs(lang: &str) {
         );
     }
 
+    // The project's config keeps the operator's default state directory:
+    // this run's kill switch and history stay in the test's own.
     let run = wasmonkey()
+        .env("XDG_STATE_HOME", temp.path().join("state"))
         .args(["run", "--execute", "--json", "--config"])
         .arg(&config)
         .output()

@@ -514,3 +514,71 @@ async fn a_paused_daemon_runs_nothing_and_records_each_slot_as_paused() {
     assert_eq!(statuses, ["paused"; 5], "{slots:#?}");
     assert!(lab.kills().is_empty());
 }
+
+#[test]
+fn status_shows_the_next_slots_and_the_last_runs_and_history_the_kills() {
+    let body = config(
+        "min_time_between_kills = \"36h\"",
+        "[[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\nparams = { probability = 1.0, poll-secs = 1 }\nwhen = \"daily\"\n",
+    );
+    let setup = support::setup(FLEET, &support::plugin_dir(), &body);
+    let run = support::wasmonkey(
+        &["run", "--execute", "--json", "--seed", "3"],
+        &setup.config,
+    );
+    let report = support::json_report(&run);
+    let run_id = report["run_id"].as_str().expect("run id").to_owned();
+    let victims = report["victims"].as_array().expect("victims").len();
+    assert!(victims > 0);
+
+    let status = support::wasmonkey(&["status"], &setup.config);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
+    assert!(
+        text.contains("next slots:") && text.contains("experiment 1 (classic-monkey)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&run_id) && text.contains("succeeded"),
+        "{text}"
+    );
+
+    let history = support::wasmonkey(&["history", "--json"], &setup.config);
+    let kills: serde_json::Value = serde_json::from_slice(&history.stdout).expect("JSON");
+    assert_eq!(kills.as_array().expect("kills").len(), victims, "{kills:#}");
+    let stats = support::wasmonkey(&["history", "stats", "--json"], &setup.config);
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("JSON");
+    let total: u64 = stats
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| g["kills"].as_u64().expect("kills"))
+        .sum();
+    assert_eq!(total as usize, victims, "{stats:#}");
+
+    // A second run at once: every group killed is denied by the 36 h rule,
+    // naming the group and its last kill.
+    let again = support::wasmonkey(
+        &["run", "--execute", "--json", "--seed", "4"],
+        &setup.config,
+    );
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).expect("JSON");
+    assert_eq!(
+        report["victims"].as_array().expect("victims").len(),
+        0,
+        "{report:#}"
+    );
+    let denials = report["experiments"][0]["denials"]
+        .as_array()
+        .expect("denials");
+    assert!(!denials.is_empty(), "{report:#}");
+    for denial in denials {
+        assert_eq!(denial["rule"], "min-time-between-kills", "{denial:#}");
+        assert!(
+            denial["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("was last killed at")),
+            "{denial:#}"
+        );
+    }
+}

@@ -113,7 +113,7 @@ pub fn history(args: &HistoryArgs, command: Option<HistoryCommand>) -> anyhow::R
             );
         }
         Some(HistoryCommand::Stats) => {
-            let kills = store.kills(&filter)?;
+            let kills = store.kill_points(&filter)?;
             let stats = history::stats(&kills, calendar.as_ref());
             if args.json {
                 println!(
@@ -171,7 +171,15 @@ pub fn history(args: &HistoryArgs, command: Option<HistoryCommand>) -> anyhow::R
                         if k.dry_run { " (dry run)" } else { "" }
                     );
                 }
-                println!("{} kill(s)", kills.len());
+                println!(
+                    "{} kill(s){}",
+                    kills.len(),
+                    if args.dry_runs {
+                        ""
+                    } else {
+                        " (executed runs; --dry-runs adds the dry-run ones)"
+                    }
+                );
             }
         }
     }

@@ -812,10 +812,16 @@ impl Cloud for SimCloud {
 
     async fn groups(&self, names: Option<&[String]>) -> Result<Vec<GroupSnapshot>, CloudError> {
         let state = self.call("DescribeAutoScalingGroups")?;
+        let wanted: Option<BTreeSet<&str>> =
+            names.map(|names| names.iter().map(String::as_str).collect());
         Ok(state
             .groups
             .values()
-            .filter(|g| names.is_none_or(|names| names.contains(&g.group.name)))
+            .filter(|g| {
+                wanted
+                    .as_ref()
+                    .is_none_or(|wanted| wanted.contains(g.group.name.as_str()))
+            })
             .map(|g| state.snapshot(g))
             .collect())
     }

@@ -279,6 +279,8 @@ impl FleetView {
         if !missing.is_empty() {
             let missing: Vec<String> = missing.into_iter().collect();
             let found = self.cloud.instances_by_id(&missing).await?;
+            // A set: a poll of hundreds of victims is not quadratic.
+            let asked: BTreeSet<&String> = ids.iter().collect();
             let mut cache = self.cache();
             for id in &missing {
                 // Gone from the backend: forget it.
@@ -286,7 +288,7 @@ impl FleetView {
             }
             for instance in found {
                 let id = instance.id.clone();
-                if cache.watched.contains_key(&id) || ids.contains(&id) {
+                if cache.watched.contains_key(&id) || asked.contains(&id) {
                     raw.insert(id.clone(), instance.clone());
                 }
                 // Kept only if the host watches it or kept it before: a

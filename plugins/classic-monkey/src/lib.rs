@@ -3,6 +3,8 @@
 //! healthy instance picked uniformly at random; wait for the groups to recover
 //! and publish one notification listing the victims.
 
+use std::collections::BTreeMap;
+
 use wasmonkey_sdk::fleet::{self, Refusal};
 use wasmonkey_sdk::params::{self, Params};
 use wasmonkey_sdk::recovery::{self, RecoveryOptions};
@@ -42,14 +44,18 @@ impl Guest for ClassicMonkey {
 
         let groups = fleet::select_groups(&glob)?;
         let instances = fleet::running_group_instances(&glob)?;
+        // Each group's fair victims, in id order, found in one pass: a
+        // fleet of thousands of groups is not scanned once per group.
+        let mut pools: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
+        for instance in instances.iter().filter(|i| fleet::in_service_healthy(i)) {
+            if let Some(group) = instance.group.as_deref() {
+                pools.entry(group).or_default().push(instance);
+            }
+        }
         let mut victims = Vec::new();
         let mut eligible = 0;
         for group in &groups {
-            let pool: Vec<&Instance> = instances
-                .iter()
-                .filter(|i| i.group.as_deref() == Some(group.name.as_str()))
-                .filter(|i| fleet::in_service_healthy(i))
-                .collect();
+            let pool = pools.remove(group.name.as_str()).unwrap_or_default();
             if pool.is_empty() {
                 log::info(&format!(
                     "{}: no running, in-service, healthy instance",
