@@ -127,22 +127,8 @@ pub enum Command {
     /// The kill history: kills (default), `stats` per group, or `import`
     /// of a journal.
     History {
-        /// A run config whose state_dir holds the history (and whose
-        /// [schedule] counts working days); default: the operator's state
-        /// directory.
-        #[arg(long, global = true)]
-        config: Option<PathBuf>,
-        /// Only this group.
-        #[arg(long, global = true)]
-        group: Option<String>,
-        /// Only kills since a date (2026-11-01) or a span back (30d, 12h).
-        #[arg(long, global = true)]
-        since: Option<String>,
-        /// Count dry-run kills too.
-        #[arg(long, global = true)]
-        dry_runs: bool,
-        #[arg(long, global = true)]
-        json: bool,
+        #[command(flatten)]
+        args: unattended::HistoryArgs,
         #[command(subcommand)]
         command: Option<unattended::HistoryCommand>,
     },
@@ -344,23 +330,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             seed,
             json,
         } => unattended::simulate(&config, days, start.as_deref(), seed, json).await,
-        Command::History {
-            config,
-            group,
-            since,
-            dry_runs,
-            json,
-            command,
-        } => unattended::history(
-            &unattended::HistoryArgs {
-                config,
-                group,
-                since,
-                dry_runs,
-                json,
-            },
-            command,
-        ),
+        Command::History { args, command } => unattended::history(&args, command),
         Command::Report { journal, json } => {
             // A file with no whole entry is an error, not an empty report.
             let replay = journal::read(&journal)?;

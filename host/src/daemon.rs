@@ -21,7 +21,6 @@ use crate::cloud::sim::SimCloud;
 use crate::cloud::Cloud;
 use crate::config::Config;
 use crate::history::{self, Filter, GroupStats, History as _, SlotMark};
-use crate::report::RunOutcome;
 use crate::runner::{self, RunOptions, SharedHistory};
 use crate::schedule::{self, EpochMs, Schedule, Skip, Slot};
 
@@ -118,16 +117,6 @@ pub fn slot_seed(seed: u64, slot: &Slot) -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-fn outcome_status(outcome: RunOutcome) -> &'static str {
-    match outcome {
-        RunOutcome::Paused => "paused",
-        RunOutcome::Stopped => "stopped",
-        RunOutcome::ExperimentFailed => "experiment-failed",
-        RunOutcome::NotRecovered => "not-recovered",
-        RunOutcome::Succeeded => "succeeded",
-    }
-}
-
 impl Daemon {
     /// A daemon over the config's schedule. Errors name the config file.
     pub fn new(
@@ -216,7 +205,9 @@ impl Daemon {
                 let open =
                     calendar.in_window(now) && calendar.date_of(now) == calendar.date_of(slot.at);
                 if !open {
-                    self.mark(&slot, None, "missed", None)?;
+                    if !self.claim(&slot, "missed", None)? {
+                        continue;
+                    }
                     let missed = self.slot_run(slot, "missed", None, 0, None);
                     each(&missed);
                     ran.push(missed);
@@ -238,28 +229,44 @@ impl Daemon {
             // never reruns the slot, and the next start brings its journal
             // into the history.
             let journal = self.journal_of(&slot);
-            self.mark(&slot, None, "started", Some(&journal))?;
+            if !self.claim(&slot, "started", Some(&journal))? {
+                tracing::warn!(slot = %slot.key, "another daemon on this history took the slot");
+                continue;
+            }
             let done = self.run_slot(slot, journal, &stop).await?;
-            self.mark(&done.slot, done.run_id.as_deref(), &done.status, None)?;
+            self.mark(&done.slot, done.run_id.as_deref(), &done.status)?;
             each(&done);
             ran.push(done);
         }
         Ok(ran)
     }
 
-    fn mark(
-        &self,
-        slot: &Slot,
-        run_id: Option<&str>,
-        status: &str,
-        journal: Option<&std::path::Path>,
-    ) -> anyhow::Result<()> {
-        let journal = journal.map(|p| p.display().to_string());
+    /// What became of a slot's run.
+    fn mark(&self, slot: &Slot, run_id: Option<&str>, status: &str) -> anyhow::Result<()> {
         self.history().mark_slot(&SlotMark {
             slot: &slot.key,
             experiment: slot.experiment,
             due_ms: slot.at,
             run_id,
+            status,
+            journal: None,
+        })
+    }
+
+    /// Take a slot before its run (or mark it missed), unless another
+    /// daemon on the same history took it first.
+    fn claim(
+        &self,
+        slot: &Slot,
+        status: &str,
+        journal: Option<&std::path::Path>,
+    ) -> anyhow::Result<bool> {
+        let journal = journal.map(|p| p.display().to_string());
+        self.history().claim_slot(&SlotMark {
+            slot: &slot.key,
+            experiment: slot.experiment,
+            due_ms: slot.at,
+            run_id: None,
             status,
             journal: journal.as_deref(),
         })
@@ -368,7 +375,7 @@ impl Daemon {
         Ok(match output {
             Ok(output) => {
                 let report = output.report;
-                let status = outcome_status(report.outcome);
+                let status = report.outcome.name();
                 tracing::info!(slot = %slot.key, run = report.run_id.as_deref().unwrap_or("?"), victims = report.victims.len(), "slot ran: {status}");
                 let victims = report.victims.len();
                 self.slot_run(slot, status, report.run_id, victims, None)

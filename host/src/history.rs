@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use rusqlite::{params, Connection, OptionalExtension as _};
 use serde::Serialize;
 
-use crate::report::{Report, RunOutcome};
+use crate::report::Report;
 use crate::schedule::{Calendar, EpochMs};
 
 /// The history's file in the state directory.
@@ -205,6 +205,9 @@ pub trait History: Send + std::fmt::Debug {
     fn slot_done(&self, slot: &str) -> anyhow::Result<bool>;
     /// Record what became of a schedule slot, and the journal of its run.
     fn mark_slot(&mut self, mark: &SlotMark<'_>) -> anyhow::Result<()>;
+    /// Record a slot only if nobody has: false when another daemon on this
+    /// history got there first.
+    fn claim_slot(&mut self, mark: &SlotMark<'_>) -> anyhow::Result<bool>;
     /// Slots whose run started but was never marked ended (the daemon
     /// died during it), with their journals.
     fn unfinished_slots(&self) -> anyhow::Result<Vec<(String, Option<String>)>>;
@@ -330,14 +333,21 @@ impl SqliteHistory {
     }
 }
 
-fn outcome_name(outcome: RunOutcome) -> &'static str {
-    match outcome {
-        RunOutcome::Paused => "paused",
-        RunOutcome::Stopped => "stopped",
-        RunOutcome::ExperimentFailed => "experiment-failed",
-        RunOutcome::NotRecovered => "not-recovered",
-        RunOutcome::Succeeded => "succeeded",
-    }
+/// The condition every kill query shares: `?1` dry runs too, `?2` the
+/// group, `?3` since (see [`bound`]).
+fn kill_filter() -> String {
+    format!(
+        "status IN {KILLED} AND (dry_run = 0 OR ?1) AND (?2 IS NULL OR group_name = ?2) AND killed_ms >= ?3"
+    )
+}
+
+/// A filter's values for [`kill_filter`].
+fn bound(filter: &Filter) -> (bool, Option<&str>, i64) {
+    (
+        filter.dry_runs,
+        filter.group.as_deref(),
+        filter.since_ms.unwrap_or(i64::MIN),
+    )
 }
 
 impl History for SqliteHistory {
@@ -376,7 +386,7 @@ impl History for SqliteHistory {
                 report.dry_run.unwrap_or(true),
                 report.complete,
                 report.interrupted,
-                outcome_name(report.outcome),
+                report.outcome.name(),
                 report.stopped.as_ref().map(|s| s.condition.as_str()),
                 report.journal,
             ],
@@ -478,63 +488,48 @@ impl History for SqliteHistory {
             "SELECT v.run_id, v.instance_id, v.group_name, v.zone, v.killed_ms, v.status, v.dry_run,
                     v.recovery_ms, v.host_verdict, v.plugin_verdict,
                     COALESCE(e.plugin, ''), COALESCE(e.version, ''), COALESCE(e.sha256, ''), r.seed
-             FROM victims v
+             FROM (SELECT * FROM victims WHERE {}) v
              JOIN runs r ON r.run_id = v.run_id
              LEFT JOIN experiments e ON e.run_id = v.run_id AND e.experiment = v.experiment
-             WHERE v.status IN {KILLED} AND (v.dry_run = 0 OR ?1)
-               AND (?2 IS NULL OR v.group_name = ?2) AND v.killed_ms >= ?3
-             ORDER BY v.killed_ms, v.instance_id"
+             ORDER BY v.killed_ms, v.instance_id",
+            kill_filter()
         ))?;
-        let rows = stmt.query_map(
-            params![
-                filter.dry_runs,
-                filter.group,
-                filter.since_ms.unwrap_or(i64::MIN)
-            ],
-            |row| {
-                Ok(KillRow {
-                    run_id: row.get(0)?,
-                    instance_id: row.get(1)?,
-                    group: row.get(2)?,
-                    zone: row.get(3)?,
-                    killed_ms: row.get(4)?,
-                    status: row.get(5)?,
-                    dry_run: row.get(6)?,
-                    recovery_ms: row.get(7)?,
-                    host_verdict: row.get(8)?,
-                    plugin_verdict: row.get(9)?,
-                    plugin: row.get(10)?,
-                    version: row.get(11)?,
-                    sha256: row.get(12)?,
-                    seed: row.get(13)?,
-                })
-            },
-        )?;
+        let rows = stmt.query_map(bound(filter), |row| {
+            Ok(KillRow {
+                run_id: row.get(0)?,
+                instance_id: row.get(1)?,
+                group: row.get(2)?,
+                zone: row.get(3)?,
+                killed_ms: row.get(4)?,
+                status: row.get(5)?,
+                dry_run: row.get(6)?,
+                recovery_ms: row.get(7)?,
+                host_verdict: row.get(8)?,
+                plugin_verdict: row.get(9)?,
+                plugin: row.get(10)?,
+                version: row.get(11)?,
+                sha256: row.get(12)?,
+                seed: row.get(13)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn kill_points(&self, filter: &Filter) -> anyhow::Result<Vec<KillPoint>> {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT group_name, killed_ms, recovery_ms, host_verdict FROM victims
-             WHERE status IN {KILLED} AND (dry_run = 0 OR ?1)
-               AND (?2 IS NULL OR group_name = ?2) AND killed_ms >= ?3
-             ORDER BY killed_ms, instance_id"
+             WHERE {}
+             ORDER BY killed_ms, instance_id",
+            kill_filter()
         ))?;
-        let rows = stmt.query_map(
-            params![
-                filter.dry_runs,
-                filter.group,
-                filter.since_ms.unwrap_or(i64::MIN)
-            ],
-            |row| {
-                Ok(KillPoint {
-                    group: row.get(0)?,
-                    killed_ms: row.get(1)?,
-                    recovery_ms: row.get(2)?,
-                    host_verdict: row.get(3)?,
-                })
-            },
-        )?;
+        let rows = stmt.query_map(bound(filter), |row| {
+            Ok(KillPoint {
+                group: row.get(0)?,
+                killed_ms: row.get(1)?,
+                recovery_ms: row.get(2)?,
+                host_verdict: row.get(3)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -585,6 +580,22 @@ impl History for SqliteHistory {
             ],
         )?;
         Ok(())
+    }
+
+    fn claim_slot(&mut self, mark: &SlotMark<'_>) -> anyhow::Result<bool> {
+        let inserted = self.conn.execute(
+            "INSERT INTO slots (slot, experiment, due_ms, run_id, status, journal) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (slot) DO NOTHING",
+            params![
+                mark.slot,
+                to_i64(mark.experiment as u64),
+                mark.due_ms,
+                mark.run_id,
+                mark.status,
+                mark.journal
+            ],
+        )?;
+        Ok(inserted == 1)
     }
 
     fn unfinished_slots(&self) -> anyhow::Result<Vec<(String, Option<String>)>> {
@@ -674,7 +685,7 @@ mod tests {
             complete: true,
             interrupted: false,
             stopped: None,
-            outcome: RunOutcome::Succeeded,
+            outcome: crate::report::RunOutcome::Succeeded,
             journal: format!("{run}.jsonl"),
             experiments: Vec::new(),
             victims: kills
@@ -809,6 +820,12 @@ mod tests {
             history.unfinished_slots().unwrap(),
             [("1@2026-12-07".to_owned(), Some("j.jsonl".to_owned()))]
         );
+        assert!(!history.claim_slot(&mark).unwrap(), "already there");
+        let other = SlotMark {
+            slot: "2@2026-12-07",
+            ..mark
+        };
+        assert!(history.claim_slot(&other).unwrap());
         mark.run_id = Some("r");
         mark.status = "succeeded";
         mark.journal = None;
@@ -820,6 +837,10 @@ mod tests {
             })
             .unwrap();
         assert_eq!(row, ("succeeded".into(), "r".into(), "j.jsonl".into()));
-        assert!(history.unfinished_slots().unwrap().is_empty());
+        assert_eq!(
+            history.unfinished_slots().unwrap().len(),
+            1,
+            "slot 2 is started"
+        );
     }
 }

@@ -74,6 +74,17 @@ pub enum RunOutcome {
 }
 
 impl RunOutcome {
+    /// Its name, as `--json` and the history write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunOutcome::Paused => "paused",
+            RunOutcome::Stopped => "stopped",
+            RunOutcome::ExperimentFailed => "experiment-failed",
+            RunOutcome::NotRecovered => "not-recovered",
+            RunOutcome::Succeeded => "succeeded",
+        }
+    }
+
     /// The process exit code `wasmonkey run` ends with (1 and 2 are taken by
     /// errors before a run and by bad command lines).
     pub fn exit_code(self) -> u8 {

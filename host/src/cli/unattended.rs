@@ -29,12 +29,23 @@ pub enum HistoryCommand {
 }
 
 /// What `wasmonkey history` is asked.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct HistoryArgs {
+    /// A run config whose state_dir holds the history (and whose
+    /// [schedule] counts working days); default: the operator's state
+    /// directory.
+    #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// Only this group.
+    #[arg(long, global = true)]
     pub group: Option<String>,
+    /// Only kills since a date (2026-11-01) or a span back (30d, 12h).
+    #[arg(long, global = true)]
     pub since: Option<String>,
+    /// Count dry-run kills too.
+    #[arg(long, global = true)]
     pub dry_runs: bool,
+    #[arg(long, global = true)]
     pub json: bool,
 }
 
