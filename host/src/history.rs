@@ -304,6 +304,25 @@ impl SqliteHistory {
         Ok(())
     }
 
+    /// Insert a slot's row, or on a slot already there do `on_conflict`;
+    /// the rows changed.
+    fn insert_slot(&self, mark: &SlotMark<'_>, on_conflict: &str) -> anyhow::Result<usize> {
+        Ok(self.conn.execute(
+            &format!(
+                "INSERT INTO slots (slot, experiment, due_ms, run_id, status, journal) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (slot) {on_conflict}"
+            ),
+            params![
+                mark.slot,
+                to_i64(mark.experiment as u64),
+                mark.due_ms,
+                mark.run_id,
+                mark.status,
+                mark.journal
+            ],
+        )?)
+    }
+
     /// The rows of one run as plain values, table by table, in key order:
     /// what tests compare.
     pub fn dump(&self, run_id: &str) -> anyhow::Result<Vec<String>> {
@@ -564,38 +583,18 @@ impl History for SqliteHistory {
     }
 
     fn mark_slot(&mut self, mark: &SlotMark<'_>) -> anyhow::Result<()> {
-        self.conn.execute(
-            "INSERT INTO slots (slot, experiment, due_ms, run_id, status, journal) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (slot) DO UPDATE SET
+        self.insert_slot(
+            mark,
+            "DO UPDATE SET
                  run_id = COALESCE(excluded.run_id, slots.run_id),
                  status = excluded.status,
                  journal = COALESCE(excluded.journal, slots.journal)",
-            params![
-                mark.slot,
-                to_i64(mark.experiment as u64),
-                mark.due_ms,
-                mark.run_id,
-                mark.status,
-                mark.journal
-            ],
         )?;
         Ok(())
     }
 
     fn claim_slot(&mut self, mark: &SlotMark<'_>) -> anyhow::Result<bool> {
-        let inserted = self.conn.execute(
-            "INSERT INTO slots (slot, experiment, due_ms, run_id, status, journal) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (slot) DO NOTHING",
-            params![
-                mark.slot,
-                to_i64(mark.experiment as u64),
-                mark.due_ms,
-                mark.run_id,
-                mark.status,
-                mark.journal
-            ],
-        )?;
-        Ok(inserted == 1)
+        Ok(self.insert_slot(mark, "DO NOTHING")? == 1)
     }
 
     fn unfinished_slots(&self) -> anyhow::Result<Vec<(String, Option<String>)>> {
