@@ -161,9 +161,7 @@ impl Daemon {
     }
 
     fn history(&self) -> std::sync::MutexGuard<'_, dyn crate::history::History + 'static> {
-        self.history
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        runner::lock(&self.history)
     }
 
     /// Run slots until `until` (epoch ms, exclusive; none: forever) or until

@@ -294,7 +294,8 @@ fn epoch_ms_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn lock(history: &SharedHistory) -> std::sync::MutexGuard<'_, dyn History + 'static> {
+/// The shared history, locked (a panic elsewhere does not lose it).
+pub(crate) fn lock(history: &SharedHistory) -> std::sync::MutexGuard<'_, dyn History + 'static> {
     history
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
