@@ -28,6 +28,39 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Files a report is also written to.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Outputs {
+    /// Also write the report as one self-contained HTML file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Also write the run's metrics in the Prometheus text format, for
+    /// node_exporter's textfile collector.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+}
+
+impl Outputs {
+    /// Write the files asked for, and say where on stderr (stdout may be
+    /// JSON).
+    pub fn write(&self, report: &Report, api_calls: &crate::cloud::ApiCalls) -> anyhow::Result<()> {
+        if let Some(path) = &self.html {
+            crate::files::write_atomic(path, crate::report::html::render(report).as_bytes())?;
+            eprintln!("HTML report: {}", path.display());
+        }
+        if let Some(path) = &self.metrics {
+            let metrics = crate::metrics::Metrics::new();
+            let ended = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
+            metrics.record_run(report, ended);
+            metrics.record_api_calls(api_calls);
+            metrics.set_paused(report.stopped.as_ref().is_some_and(|s| s.paused));
+            crate::files::write_atomic(path, metrics.encode_text().as_bytes())?;
+            eprintln!("metrics: {}", path.display());
+        }
+        Ok(())
+    }
+}
+
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -55,6 +88,8 @@ pub enum Command {
         /// be permitted (EC2 DryRun), to find a missing IAM action first.
         #[arg(long, conflicts_with = "execute")]
         preflight: bool,
+        #[command(flatten)]
+        outputs: Outputs,
     },
     /// What a run would be allowed to touch: scope, blast radius, stop
     /// conditions, plugins with their grants and limits. Runs nothing.
@@ -72,6 +107,8 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        outputs: Outputs,
     },
     /// Set the kill switch: no run starts, and running ones stop.
     Pause {
@@ -244,6 +281,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             json,
             journal,
             preflight,
+            outputs,
         } => {
             let options = RunOptions {
                 config,
@@ -263,6 +301,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             };
             let output = runner::run(&options, shutdown).await?;
             print_report(&output.report, json)?;
+            outputs.write(&output.report, &output.api_calls)?;
             Ok(ExitCode::from(output.report.outcome.exit_code()))
         }
         Command::Plan { config, json } => {
@@ -331,10 +370,17 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             json,
         } => unattended::simulate(&config, days, start.as_deref(), seed, json).await,
         Command::History { args, command } => unattended::history(&args, command),
-        Command::Report { journal, json } => {
+        Command::Report {
+            journal,
+            json,
+            outputs,
+        } => {
             // A file with no whole entry is an error, not an empty report.
             let replay = journal::read(&journal)?;
-            print_report(&Report::from_journal(&replay, &journal), json)?;
+            let report = Report::from_journal(&replay, &journal);
+            print_report(&report, json)?;
+            // A journal does not record API calls.
+            outputs.write(&report, &crate::cloud::ApiCalls::new())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins { command } => plugins(command).await,

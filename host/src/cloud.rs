@@ -234,6 +234,10 @@ pub struct Published {
     pub at_ms: Millis,
 }
 
+/// API calls a backend made (attempts, retries included), by service and
+/// action, e.g. `("ec2", "DescribeInstances")`.
+pub type ApiCalls = std::collections::BTreeMap<(String, String), u64>;
+
 /// A fleet backend: the simulator or real AWS.
 #[async_trait::async_trait]
 pub trait Cloud: Send + Sync {
@@ -281,4 +285,9 @@ pub trait Cloud: Send + Sync {
 
     /// Publish a notification to a topic.
     async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError>;
+
+    /// The API calls made so far.
+    fn api_calls(&self) -> ApiCalls {
+        ApiCalls::new()
+    }
 }

@@ -104,6 +104,30 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
+/// Write a whole file so that a reader (a browser, node_exporter's
+/// textfile collector) sees the old one or the new one, never half: a
+/// temporary file beside it, renamed over it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut file = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("{}: cannot create a file beside it", path.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.as_file().sync_all())
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    // Readable like any report, not 0600 as temporary files are made.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("{}: cannot set its permissions", path.display()))?;
+    file.persist(path)
+        .with_context(|| format!("{}: cannot replace it", path.display()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

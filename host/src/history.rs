@@ -711,6 +711,8 @@ mod tests {
                 .collect(),
             notifications: Vec::new(),
             notes: Vec::new(),
+            capacity: Vec::new(),
+            last_clock_ms: 0,
         }
     }
 

@@ -131,7 +131,15 @@ pub enum Event {
         plugin: String,
         outcome: Option<PluginOutcome>,
         error: Option<String>,
+        /// The limit the plugin breached, by its config key, when that
+        /// ended it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<String>,
     },
+    /// The host saw a group's capacity change (it looks before each
+    /// termination and on every recovery poll): what a report's timeline
+    /// draws.
+    Capacity { group: String, capacity: Capacity },
     /// Plugin text the journal did not take, over its per-run bounds.
     Suppressed {
         log_lines: u64,
@@ -151,9 +159,12 @@ pub enum Event {
 
 impl Event {
     /// Whether the entry must be on disk before the host goes on: anything
-    /// but a plugin's own chatter.
+    /// but a plugin's own chatter and the host's capacity readings.
     pub fn must_sync(&self) -> bool {
-        !matches!(self, Event::PluginLog { .. } | Event::Denied { .. })
+        !matches!(
+            self,
+            Event::PluginLog { .. } | Event::Denied { .. } | Event::Capacity { .. }
+        )
     }
 }
 

@@ -25,6 +25,7 @@ pub mod journal;
 pub mod kill_switch;
 pub mod limits;
 pub mod manifest;
+pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod plugins;

@@ -2,6 +2,8 @@
 //! `wasmonkey report JOURNAL` go through the same code, and a journal cut
 //! short still gives a truthful report of what it recorded.
 
+pub mod html;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,6 +11,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::journal::{Event, Replay};
+use crate::limits::Limits;
 use crate::text;
 
 /// Text from the journal as a terminal may show it: much of it is the
@@ -42,6 +45,21 @@ pub struct Report {
     pub notifications: Vec<NotificationReport>,
     /// Things a reader must know, e.g. that the journal was cut short.
     pub notes: Vec<String>,
+    /// What the host saw of each group's capacity, in journal order.
+    pub capacity: Vec<CapacityPoint>,
+    /// Run clock of the journal's last entry, ms: where a timeline ends.
+    pub last_clock_ms: u64,
+}
+
+/// A group's capacity as the host saw it at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CapacityPoint {
+    pub experiment: usize,
+    pub group: String,
+    /// Run clock, ms.
+    pub clock_ms: u64,
+    pub desired: u32,
+    pub in_service: u32,
 }
 
 /// What stopped a run.
@@ -110,11 +128,31 @@ pub struct ExperimentReport {
     pub error: Option<String>,
     pub denials: Vec<DenialReport>,
     pub notifications: Vec<NotificationReport>,
+    /// The limits the plugin ran under (absent when it never started).
+    pub limits: Option<Limits>,
+    /// The limit whose breach ended the plugin, by its config key.
+    pub limit_breached: Option<String>,
+    /// Run clock at its start and end, ms.
+    pub started_clock_ms: Option<u64>,
+    pub finished_clock_ms: Option<u64>,
+    /// The plugin's log lines the journal kept.
+    pub logs: Vec<LogReport>,
+}
+
+/// A plugin's log line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogReport {
+    pub level: String,
+    pub message: String,
+    /// Run clock, ms.
+    pub clock_ms: u64,
 }
 
 /// A refused operation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DenialReport {
+    /// Run clock, ms.
+    pub clock_ms: u64,
     pub operation: String,
     pub target: String,
     pub rule: String,
@@ -160,6 +198,27 @@ pub struct VictimReport {
     pub plugin_recovery_seconds: Option<f64>,
 }
 
+impl ExperimentReport {
+    fn new(index: usize, plugin: &str, version: &str) -> ExperimentReport {
+        ExperimentReport {
+            index,
+            plugin: plugin.to_owned(),
+            version: version.to_owned(),
+            sha256: String::new(),
+            finished: false,
+            summary: None,
+            error: None,
+            denials: Vec::new(),
+            notifications: Vec::new(),
+            limits: None,
+            limit_breached: None,
+            started_clock_ms: None,
+            finished_clock_ms: None,
+            logs: Vec::new(),
+        }
+    }
+}
+
 fn seconds(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
@@ -182,6 +241,8 @@ impl Report {
             victims: Vec::new(),
             notifications: Vec::new(),
             notes: Vec::new(),
+            capacity: Vec::new(),
+            last_clock_ms: replay.entries.last().map_or(0, |e| e.clock_ms),
         };
         let mut experiments: BTreeMap<usize, ExperimentReport> = BTreeMap::new();
         // Clock of each experiment's start, to express times on the plugin's clock.
@@ -216,23 +277,15 @@ impl Report {
                     plugin,
                     version,
                     sha256,
+                    limits,
                     ..
                 } => {
                     started_at.insert(index, entry.clock_ms);
-                    experiments.insert(
-                        index,
-                        ExperimentReport {
-                            index,
-                            plugin: plugin.clone(),
-                            version: version.clone(),
-                            sha256: sha256.clone(),
-                            finished: false,
-                            summary: None,
-                            error: None,
-                            denials: Vec::new(),
-                            notifications: Vec::new(),
-                        },
-                    );
+                    let mut started = ExperimentReport::new(index, plugin, version);
+                    started.sha256 = sha256.clone();
+                    started.limits = Some(*limits);
+                    started.started_clock_ms = Some(entry.clock_ms);
+                    experiments.insert(index, started);
                 }
                 Event::TerminateIntent {
                     instance_id,
@@ -311,6 +364,7 @@ impl Report {
                 } => {
                     if let Some(experiment) = experiments.get_mut(&index) {
                         experiment.denials.push(DenialReport {
+                            clock_ms: entry.clock_ms,
                             operation: operation.clone(),
                             target: target.clone(),
                             rule: rule.clone(),
@@ -349,7 +403,22 @@ impl Report {
                         n.status = if delivered { "delivered" } else { "failed" }.into();
                     }
                 }
-                Event::PluginLog { .. } => {}
+                Event::PluginLog { level, message } => {
+                    if let Some(experiment) = experiments.get_mut(&index) {
+                        experiment.logs.push(LogReport {
+                            level: level.clone(),
+                            message: message.clone(),
+                            clock_ms: entry.clock_ms,
+                        });
+                    }
+                }
+                Event::Capacity { group, capacity } => report.capacity.push(CapacityPoint {
+                    experiment: index,
+                    group: group.clone(),
+                    clock_ms: entry.clock_ms,
+                    desired: capacity.desired,
+                    in_service: capacity.in_service,
+                }),
                 Event::Suppressed {
                     log_lines,
                     log_bytes,
@@ -364,25 +433,18 @@ impl Report {
                     plugin,
                     outcome,
                     error,
+                    limit,
                 } => {
                     // An experiment that ended before it started (its plugin
                     // did not load, asked too much, got bad params) is still
                     // reported, with why.
                     let experiment = experiments
                         .entry(index)
-                        .or_insert_with(|| ExperimentReport {
-                            index,
-                            plugin: plugin.clone(),
-                            version: "?".into(),
-                            sha256: String::new(),
-                            finished: false,
-                            summary: None,
-                            error: None,
-                            denials: Vec::new(),
-                            notifications: Vec::new(),
-                        });
+                        .or_insert_with(|| ExperimentReport::new(index, plugin, "?"));
                     experiment.finished = true;
+                    experiment.finished_clock_ms = Some(entry.clock_ms);
                     experiment.error = error.clone();
+                    experiment.limit_breached = limit.clone();
                     experiment.summary = outcome.as_ref().map(|o| o.summary.clone());
                     for claimed in outcome.iter().flat_map(|o| &o.victims) {
                         if let Some(i) = victim(&claimed.instance_id) {

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 
 use crate::cloud::sim::SimCloud;
 use crate::cloud::view::FleetView;
-use crate::cloud::{Cloud, TerminateVia};
+use crate::cloud::{ApiCalls, Cloud, TerminateVia};
 use crate::config::{BackendConfig, Config, ExperimentConfig};
 use crate::contract::latest::{self, Outcome, RunError};
 use crate::guard::{Guard, Verdict};
@@ -78,6 +78,8 @@ pub struct RunOutput {
     pub report: Report,
     pub journal: PathBuf,
     pub seed: u64,
+    /// The cloud API calls the run made.
+    pub api_calls: ApiCalls,
 }
 
 /// A seed for runs the operator did not seed: reported, so it can be reused.
@@ -171,6 +173,7 @@ pub async fn run_on(
         }
     }
     let sandbox = Sandbox::new(&config.cache_dir()?)?;
+    let calls_before = cloud.api_calls();
     let guard = Arc::new(Guard::for_config(config)?);
     let clock_ms = i64::try_from(cloud.now_ms()).unwrap_or(i64::MAX);
     let origin_ms = options
@@ -268,6 +271,7 @@ pub async fn run_on(
                     plugin: experiment.plugin.clone(),
                     outcome: None,
                     error: Some("interrupted by the operator".into()),
+                    limit: None,
                 })?;
                 break;
             }
@@ -285,6 +289,7 @@ pub async fn run_on(
         report,
         journal: journal.path().to_owned(),
         seed,
+        api_calls: crate::metrics::calls_since(&calls_before, &cloud.api_calls()),
     })
 }
 
@@ -461,9 +466,9 @@ impl Context<'_> {
     /// Run one experiment; its failures go to the journal, only journal
     /// failures come back as errors.
     async fn experiment(&self, index: usize, experiment: &ExperimentConfig) -> anyhow::Result<()> {
-        let (outcome, error) = match self.try_experiment(index, experiment).await {
-            Ok((outcome, error)) => (outcome, error),
-            Err(err) => (None, Some(format!("{err:#}"))),
+        let (outcome, error, limit) = match self.try_experiment(index, experiment).await {
+            Ok(ended) => ended,
+            Err(err) => (None, Some(format!("{err:#}")), None),
         };
         if let Some(error) = &error {
             tracing::error!(plugin = %experiment.plugin, "experiment {} failed: {}", index + 1, text::one_line(error));
@@ -475,6 +480,7 @@ impl Context<'_> {
                 plugin: experiment.plugin.clone(),
                 outcome,
                 error,
+                limit: limit.map(|l| l.key().to_owned()),
             },
         )?;
         Ok(())
@@ -484,7 +490,7 @@ impl Context<'_> {
         &self,
         index: usize,
         experiment: &ExperimentConfig,
-    ) -> anyhow::Result<(Option<PluginOutcome>, Option<String>)> {
+    ) -> anyhow::Result<(Option<PluginOutcome>, Option<String>, Option<Limit>)> {
         let config = self.config;
         let where_ = format!(
             "{}: experiment {} ({})",
@@ -579,13 +585,17 @@ impl Context<'_> {
             .await
             .map_err(|err| anyhow::anyhow!("{where_}: {err}"))?;
         Ok(match result {
-            Ok(outcome) => (Some(outcome), None),
+            Ok(outcome) => (Some(outcome), None, None),
             Err(failure) => (
                 None,
                 Some(format!(
                     "plugin {label}: {}",
                     text::bounded(&failure.to_string(), MAX_ERROR_BYTES)
                 )),
+                match &failure {
+                    RunFailure::Limit(breach) => Some(breach.limit),
+                    _ => None,
+                },
             ),
         })
     }

@@ -286,6 +286,9 @@ pub struct Session {
     pub terminations: Vec<Termination>,
     /// Victims whose recovery the host is watching.
     pub watch: Watch,
+    /// The capacity last journalled per group: a reading is journalled
+    /// only when it differs.
+    journalled_capacity: BTreeMap<String, Capacity>,
     /// Inert sessions refuse every import (for `metadata()`).
     inert: bool,
 }
@@ -377,6 +380,7 @@ impl Session {
             tally: Tally::default(),
             terminations: Vec::new(),
             watch: Watch::default(),
+            journalled_capacity: BTreeMap::new(),
             inert: false,
             setup,
         }
@@ -723,7 +727,12 @@ impl Session {
         }
         let healthy = match group {
             Some(group) => match self.healthy_in_service(&group.name).await {
-                Ok(count) => Some(count),
+                Ok((count, capacity)) => {
+                    if let Some(capacity) = capacity {
+                        self.journal_capacity(&group.name, capacity)?;
+                    }
+                    Some(count)
+                }
                 Err(err) => return Ok(Err(err)),
             },
             None => None,
@@ -884,7 +893,12 @@ impl Session {
     /// Healthy in-service instances of a group, not counting this
     /// experiment's victims, from a read of the group no older than the
     /// view's bound.
-    async fn healthy_in_service(&self, group: &str) -> Result<u32, PluginError> {
+    /// A fresh read of the group: its healthy in-service members the run
+    /// has not terminated yet, and its capacity.
+    async fn healthy_in_service(
+        &self,
+        group: &str,
+    ) -> Result<(u32, Option<Capacity>), PluginError> {
         let names = [group.to_owned()];
         let snapshot = self
             .call("reading a group", self.setup.view.groups(&names))
@@ -896,7 +910,20 @@ impl Session {
                 m.lifecycle == Lifecycle::InService && m.healthy && !self.tally.contains(&m.id)
             })
             .count();
-        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+        let capacity = snapshot.first().map(GroupSnapshot::capacity);
+        Ok((u32::try_from(count).unwrap_or(u32::MAX), capacity))
+    }
+
+    /// Journal what the host saw of a group's capacity, when it changed.
+    fn journal_capacity(&mut self, group: &str, capacity: Capacity) -> Result<(), Fatal> {
+        if self.journalled_capacity.get(group) == Some(&capacity) {
+            return Ok(());
+        }
+        self.journalled_capacity.insert(group.to_owned(), capacity);
+        self.journal(Event::Capacity {
+            group: group.to_owned(),
+            capacity,
+        })
     }
 
     /// `probe.targets`: like `notify.channels`, empty without the grant,
@@ -1083,6 +1110,9 @@ impl Session {
             .observe(&self.setup.view, self.setup.recovery_timeout_ms, targets_ok)
             .await;
         self.setup.progress.waiting(self.now_ms(), &capacity);
+        for (group, capacity) in &capacity {
+            self.journal_capacity(group, *capacity)?;
+        }
         for event in events {
             self.journal(event)?;
         }

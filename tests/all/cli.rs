@@ -10,7 +10,7 @@ fn wasmonkey() -> Command {
     command
 }
 
-fn example_config(dir: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn example_config(dir: &std::path::Path) -> std::path::PathBuf {
     // The example as shipped, but with its paths made absolute so that it can
     // run from a temporary directory.
     let examples = support::root().join("examples");

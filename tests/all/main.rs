@@ -17,6 +17,7 @@ mod loading;
 mod moto;
 mod parsers;
 mod plugin_text;
+mod reports;
 mod rigged;
 mod sandbox_limits;
 mod scaffold;

@@ -11,7 +11,8 @@
 //!   plugins in those languages into `target/polyglot-test-plugins/`.
 //! * `build-plugin DIR` — build one plugin project, in any of the five
 //!   languages (as `wasmonkey new` makes them), into `DIR/dist/`.
-//! * `demo` — `plugins`, then run the example configuration with `--execute`.
+//! * `demo` — `plugins`, then run the example configuration with `--execute`,
+//!   writing its HTML report to `target/demo-report.html`.
 //! * `test` — `plugins --all`, then `cargo test --workspace` (extra arguments
 //!   are passed to `cargo test`).
 //! * `ci` — formatting and clippy checks, then what `test` does.
@@ -23,6 +24,7 @@ mod guests;
 mod moto;
 mod plugins;
 mod polyglot;
+mod system;
 mod toolchain;
 
 use std::ffi::OsString;
@@ -41,8 +43,10 @@ commands:
   polyglot            build the Python, JavaScript, C and Zig plugins into
                       target/example-plugins/ and target/polyglot-test-plugins/
   build-plugin DIR    build the plugin project in DIR (any language) into DIR/dist/
-  demo                plugins, then `wasmonkey run --config examples/wasmonkey.toml --execute [args]`
-  test                plugins --all, then `cargo test --workspace [args]`
+  demo                plugins, then `wasmonkey run --config examples/wasmonkey.toml --execute
+                      --html target/demo-report.html [args]`
+  test                plugins --all, moto, chromium and promtool (installed when
+                      missing), then `cargo test --workspace [args]`
   ci                  cargo fmt --check, cargo clippy -D warnings, then what `test` does
   toolchain [--all]   set up the Rust guest toolchain (--all: every language's) and say which
 
@@ -175,6 +179,8 @@ fn demo(args: &[String]) -> Result<()> {
         "run",
     ]);
     cmd.args(["--config", "examples/wasmonkey.toml", "--execute"]);
+    // The report a person opens: the wasmonkey run prints where it is.
+    cmd.args(["--html", "target/demo-report.html"]);
     cmd.args(args);
     step("demo", || run(&mut cmd))
 }
@@ -185,6 +191,14 @@ fn test(args: &[String]) -> Result<()> {
     let mut cmd = cargo(&root);
     let moto = step("moto (AWS API emulator)", || moto::ensure(&root))?;
     cmd.env("WASMONKEY_MOTO", moto);
+    let chromium = step("chromium (for the HTML report's browser test)", || {
+        system::ensure(&system::CHROMIUM)
+    })?;
+    cmd.env("WASMONKEY_CHROMIUM", chromium);
+    let promtool = step("promtool (for the metrics test)", || {
+        system::ensure(&system::PROMTOOL)
+    })?;
+    cmd.env("WASMONKEY_PROMTOOL", promtool);
     cmd.args(["test", "--workspace"]).args(args);
     step("cargo test", || run(&mut cmd))?;
     if args.is_empty() {

@@ -26,6 +26,41 @@ use aws_sdk_cloudwatch as cloudwatch;
 use aws_sdk_ec2 as ec2;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sns as sns;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use std::sync::{Arc, Mutex};
+
+/// Counts every attempt the SDK sends (retries included: they are what an
+/// account's API budget pays for), by service and operation.
+#[derive(Debug, Clone)]
+struct CallCounter {
+    service: &'static str,
+    calls: Arc<Mutex<super::ApiCalls>>,
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "wasmonkey-api-call-counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let action = cfg
+            .load::<Metadata>()
+            .map_or("unknown", |metadata| metadata.name())
+            .to_owned();
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        *calls.entry((self.service.to_owned(), action)).or_default() += 1;
+        Ok(())
+    }
+}
 
 /// The tag Auto Scaling puts on the instances it launches.
 pub const GROUP_TAG: &str = "aws:autoscaling:groupName";
@@ -85,6 +120,7 @@ pub struct AwsCloud {
     terminate_via: TerminateVia,
     page_size: i32,
     started: Instant,
+    calls: Arc<Mutex<super::ApiCalls>>,
 }
 
 impl AwsCloud {
@@ -102,20 +138,39 @@ impl AwsCloud {
 
     /// Clients from an SDK config (tests build one with static credentials).
     pub fn new(sdk: &SdkConfig, terminate_via: TerminateVia) -> AwsCloud {
+        let calls = Arc::new(Mutex::new(super::ApiCalls::new()));
+        let counter = |service| CallCounter {
+            service,
+            calls: Arc::clone(&calls),
+        };
         AwsCloud {
-            ec2: ec2::Client::new(sdk),
-            autoscaling: autoscaling::Client::new(sdk),
-            cloudwatch: cloudwatch::Client::new(sdk),
+            ec2: ec2::Client::from_conf(
+                ec2::config::Builder::from(sdk)
+                    .interceptor(counter("ec2"))
+                    .build(),
+            ),
+            autoscaling: autoscaling::Client::from_conf(
+                autoscaling::config::Builder::from(sdk)
+                    .interceptor(counter("autoscaling"))
+                    .build(),
+            ),
+            cloudwatch: cloudwatch::Client::from_conf(
+                cloudwatch::config::Builder::from(sdk)
+                    .interceptor(counter("cloudwatch"))
+                    .build(),
+            ),
             // Publishing is retried by `notify::publish`, which journals
             // every attempt; a second retry layer here would multiply them.
             sns: sns::Client::from_conf(
                 sns::config::Builder::from(sdk)
                     .retry_config(RetryConfig::disabled())
+                    .interceptor(counter("sns"))
                     .build(),
             ),
             terminate_via,
             page_size: default_page_size(),
             started: Instant::now(),
+            calls,
         }
     }
 
@@ -380,6 +435,10 @@ fn sns_subject(subject: &str) -> String {
 impl Cloud for AwsCloud {
     fn kind(&self) -> &'static str {
         "aws"
+    }
+
+    fn api_calls(&self) -> super::ApiCalls {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn now_ms(&self) -> Millis {

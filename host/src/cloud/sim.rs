@@ -40,8 +40,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::{
-    Alarm, AlarmState, Capacity, Cloud, CloudError, Group, GroupSnapshot, Instance, InstanceQuery,
-    InstanceState, Lifecycle, Member, Millis, Published, TerminateVia,
+    Alarm, AlarmState, ApiCalls, Capacity, Cloud, CloudError, Group, GroupSnapshot, Instance,
+    InstanceQuery, InstanceState, Lifecycle, Member, Millis, Published, TerminateVia,
 };
 
 /// Tag AWS puts on every instance an Auto Scaling group launches.
@@ -185,6 +185,8 @@ struct State {
     alarms: Vec<AlarmSpec>,
     throttle_every: Option<u64>,
     calls: u64,
+    /// Calls by the AWS action each stands for.
+    calls_by_action: BTreeMap<&'static str, u64>,
     outbox: Vec<Published>,
     timeline: Vec<SimEvent>,
     /// Off for long simulations, whose timeline would only grow.
@@ -243,6 +245,7 @@ impl SimCloud {
             alarms: spec.alarms.clone(),
             throttle_every: spec.throttle_every,
             calls: 0,
+            calls_by_action: BTreeMap::new(),
             outbox: Vec::new(),
             timeline: Vec::new(),
             keep_timeline: true,
@@ -439,9 +442,10 @@ impl SimCloud {
     }
 
     /// Lock for an API call, which may be throttled.
-    fn call(&self, operation: &str) -> Result<MutexGuard<'_, State>, CloudError> {
+    fn call(&self, operation: &'static str) -> Result<MutexGuard<'_, State>, CloudError> {
         let mut state = self.lock();
         state.calls += 1;
+        *state.calls_by_action.entry(operation).or_default() += 1;
         if let Some(every) = state.throttle_every {
             if state.calls.is_multiple_of(every) {
                 return Err(CloudError::Throttled(format!(
@@ -798,6 +802,24 @@ impl State {
 impl Cloud for SimCloud {
     fn kind(&self) -> &'static str {
         "sim"
+    }
+
+    /// Counted by the AWS action each call stands for, so that a dashboard
+    /// reads a simulated run as it would a real one.
+    fn api_calls(&self) -> ApiCalls {
+        self.lock()
+            .calls_by_action
+            .iter()
+            .map(|(&action, &calls)| {
+                let service = match action {
+                    "DescribeInstances" | "TerminateInstances" => "ec2",
+                    "DescribeAlarms" => "cloudwatch",
+                    "Publish" => "sns",
+                    _ => "autoscaling",
+                };
+                ((service.to_owned(), action.to_owned()), calls)
+            })
+            .collect()
     }
 
     fn now_ms(&self) -> Millis {

@@ -1,0 +1,100 @@
+//! Programs the tests drive from Debian's packages: Chromium (the HTML
+//! report is checked in a real browser) and promtool (the metrics are
+//! checked by Prometheus's own linter). Installed with apt-get when
+//! missing, as root; anyone else is told the one command to run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// A program the tests need and the Debian packages that bring it.
+pub struct Needed {
+    pub program: &'static str,
+    pub packages: &'static [&'static str],
+}
+
+/// Chromium for the browser tests, with a font so screenshots show text.
+pub const CHROMIUM: Needed = Needed {
+    program: "chromium",
+    packages: &["chromium", "fonts-dejavu-core"],
+};
+
+/// promtool, which ships with Debian's Prometheus server package.
+pub const PROMTOOL: Needed = Needed {
+    program: "promtool",
+    packages: &["prometheus"],
+};
+
+/// The program's path, installing its packages first if it is missing.
+pub fn ensure(needed: &Needed) -> Result<PathBuf> {
+    if let Some(found) = find(needed.program) {
+        return Ok(found);
+    }
+    let command = format!(
+        "apt-get install -y --no-install-recommends {}",
+        needed.packages.join(" ")
+    );
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+    if !root {
+        bail!(
+            "the tests need `{}`: install it with `sudo {command}` and run again",
+            needed.program
+        );
+    }
+    eprintln!("    installing {} with apt-get", needed.packages.join(", "));
+    // The package lists of a fresh machine may be stale or absent: one
+    // update, then the install once more.
+    if install(needed.packages).is_err() {
+        run(
+            Command::new("apt-get").args(["update", "-q"]),
+            "apt-get update",
+        )?;
+        install(needed.packages)?;
+    }
+    find(needed.program).with_context(|| {
+        format!(
+            "`{command}` succeeded but `{}` is still not on PATH",
+            needed.program
+        )
+    })
+}
+
+fn install(packages: &[&str]) -> Result<()> {
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    run(&mut cmd, "apt-get install")
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let output = cmd
+        .output()
+        .with_context(|| format!("{what}: cannot start {:?}", cmd.get_program()))?;
+    if !output.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The program on PATH.
+fn find(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
