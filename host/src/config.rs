@@ -63,6 +63,9 @@ pub struct Config {
     /// working days and hours in a time zone.
     #[serde(default)]
     pub schedule: Option<ScheduleConfig>,
+    /// What `wasmonkey daemon` serves while it runs.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
     /// The experiments to run, in order.
     #[serde(rename = "experiment", default)]
     pub experiments: Vec<ExperimentConfig>,
@@ -72,6 +75,43 @@ pub struct Config {
     /// The config file itself.
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// `[daemon]` in the run config.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Address of `/metrics` (Prometheus) and `/healthz`: loopback unless
+    /// set otherwise, port 0 for any free one, `"off"` for none.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+impl DaemonConfig {
+    /// The address to serve on, `None` when off.
+    pub fn listen_address(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        if self.listen == "off" {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|_| {
+            format!(
+                "daemon.listen: {:?} is not an address like \"127.0.0.1:9464\" (or \"off\")",
+                self.listen
+            )
+        })
+    }
 }
 
 /// Which cloud to run against.

@@ -21,6 +21,7 @@ use crate::cloud::sim::SimCloud;
 use crate::cloud::Cloud;
 use crate::config::Config;
 use crate::history::{self, Filter, GroupStats, History as _, SlotMark};
+use crate::metrics::Metrics;
 use crate::runner::{self, RunOptions, SharedHistory};
 use crate::schedule::{self, EpochMs, Schedule, Skip, Slot};
 
@@ -104,6 +105,8 @@ pub struct Daemon {
     seed: u64,
     /// Throw-away runs (`simulate`): journals unsynced.
     throwaway: bool,
+    /// Counts every run, for `/metrics`.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// A slot's own seed: the same slot always runs with the same seed.
@@ -146,7 +149,14 @@ impl Daemon {
             execute,
             seed,
             throwaway: false,
+            metrics: None,
         })
+    }
+
+    /// Count every run in these metrics.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Daemon {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Throw-away runs: journals are not synced (`simulate`).
@@ -372,6 +382,11 @@ impl Daemon {
         };
         Ok(match output {
             Ok(output) => {
+                if let Some(metrics) = &self.metrics {
+                    let ended = self.clock.now_ms() as f64 / 1000.0;
+                    metrics.record_run(&output.report, ended);
+                    metrics.record_api_calls(&output.api_calls);
+                }
                 let report = output.report;
                 let status = report.outcome.name();
                 tracing::info!(slot = %slot.key, run = report.run_id.as_deref().unwrap_or("?"), victims = report.victims.len(), "slot ran: {status}");

@@ -13,6 +13,8 @@
 //! plugins and from the fleet: they are put on one line and escaped, so
 //! that no name can close its label and write a metric of its own.
 
+pub mod http;
+
 use std::fmt::Write as _;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};

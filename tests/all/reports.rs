@@ -85,7 +85,7 @@ fn termination_fill() -> String {
 }
 
 /// `promtool check metrics` on a file: its verdict and what it said.
-fn promtool(metrics: &Path) -> (bool, String) {
+pub(crate) fn promtool(metrics: &Path) -> (bool, String) {
     let file = std::fs::File::open(metrics).expect("metrics file");
     let output = Command::new(program("WASMONKEY_PROMTOOL", "promtool"))
         .args(["check", "metrics"])
@@ -103,7 +103,7 @@ fn promtool(metrics: &Path) -> (bool, String) {
 }
 
 /// The value of every sample of `name` in Prometheus text, summed.
-fn sum_of(text: &str, name: &str) -> f64 {
+pub(crate) fn sum_of(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| {
             l.strip_prefix(name)

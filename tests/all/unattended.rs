@@ -582,3 +582,131 @@ fn status_shows_the_next_slots_and_the_last_runs_and_history_the_kills() {
         );
     }
 }
+
+/// GET `path` of a metrics endpoint: the status and the body.
+async fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://{address}{path}"))
+        .await
+        .expect("the endpoint answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("a body"))
+}
+
+#[tokio::test]
+async fn the_daemon_counts_its_runs_on_metrics_that_promtool_accepts() {
+    use wasmonkey::kill_switch::{FileSwitch, Switch as _};
+    use wasmonkey::metrics::http;
+
+    let lab = Lab::new(&config("", MONKEY_TWICE_A_DAY), 8);
+    let metrics = Arc::new(wasmonkey::metrics::Metrics::new());
+    let state = lab.setup.dir.path().join("state");
+    let switch = Arc::new(FileSwitch::new(&state));
+    let listener = http::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("a free port");
+    let address = listener.local_addr().unwrap();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let served = http::Served {
+        metrics: Arc::clone(&metrics),
+        switch: switch.clone(),
+    };
+    let server = tokio::spawn(http::serve(listener, served, stop));
+
+    let start = at(MONDAY);
+    let daemon = lab.daemon(start, 3).with_metrics(Arc::clone(&metrics));
+    let slots = lab.run(&daemon, start + 5 * DAY_MS).await;
+    let ran = slots.iter().filter(|s| s.run_id.is_some()).count();
+    assert_eq!(ran, 10, "two slots a working day: {slots:#?}");
+
+    let (status, text) = get(address, "/metrics").await;
+    assert_eq!(status, 200);
+    let file = lab.setup.dir.path().join("scraped.prom");
+    std::fs::write(&file, &text).unwrap();
+    let (ok, said) = crate::reports::promtool(&file);
+    assert!(ok, "promtool: {said}\n{text}");
+    use crate::reports::sum_of;
+    assert_eq!(sum_of(&text, "wasmonkey_runs_total"), ran as f64, "{text}");
+    let kills = lab.kills().len();
+    assert!(kills > 0);
+    assert_eq!(sum_of(&text, "wasmonkey_terminations_total"), kills as f64);
+    assert!(sum_of(&text, "wasmonkey_api_calls_total") > 0.0);
+    assert_eq!(sum_of(&text, "wasmonkey_paused"), 0.0);
+
+    // The kill switch is read at each scrape.
+    switch.pause("test").expect("pause");
+    assert_eq!(
+        sum_of(&get(address, "/metrics").await.1, "wasmonkey_paused"),
+        1.0
+    );
+    assert_eq!(get(address, "/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(get(address, "/elsewhere").await.0, 404);
+    let posted = reqwest::Client::new()
+        .post(format!("http://{address}/metrics"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(posted.status().as_u16(), 405);
+    let openmetrics = reqwest::Client::new()
+        .get(format!("http://{address}/metrics"))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("a body");
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .expect("the server stops when told")
+        .expect("it did not panic");
+}
+
+#[test]
+fn the_daemon_binary_serves_healthz_on_its_configured_address_and_stops_on_sigterm() {
+    use std::io::BufRead as _;
+    let body = format!(
+        "[daemon]\nlisten = \"127.0.0.1:0\"\n{}",
+        config("", MONKEY_TWICE_A_DAY)
+    );
+    let setup = support::setup(FLEET, &support::plugin_dir(), &body);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args(["daemon", "--config"])
+        .arg(&setup.config)
+        .env("WASMONKEY_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the daemon starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("the daemon says where it serves")
+            .expect("a line");
+        if let Some((_, rest)) = line.split_once("serving /metrics and /healthz on http://") {
+            break rest.trim().to_owned();
+        }
+    };
+    let health = (|| -> std::io::Result<String> {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(&address)?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: wasmonkey\r\nConnection: close\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    })();
+    // SIGTERM before asserting, so a failure leaves no daemon behind.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let health = health.expect("/healthz answers");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.ends_with("\r\n\r\nok\n"), "{health}");
+    let status = child.wait().expect("the daemon ends");
+    assert!(status.success(), "{status:?}");
+}

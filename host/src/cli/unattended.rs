@@ -4,12 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr as _;
+use std::sync::Arc;
 
 use clap::Subcommand;
 
 use crate::config::Config;
 use crate::daemon::{self, Clock, Daemon};
 use crate::history::{self, Filter, History as _, SqliteHistory};
+use crate::metrics::Metrics;
 use crate::report::Report;
 use crate::schedule::{self, EpochMs};
 use crate::text::{self, one_line};
@@ -220,9 +222,27 @@ pub async fn daemon(config: &Path, execute: bool, seed: Option<u64>) -> anyhow::
     let seed = seed
         .or(config.seed)
         .unwrap_or_else(crate::runner::fresh_seed);
+    let listen = config
+        .daemon
+        .listen_address()
+        .map_err(|err| anyhow::anyhow!("{}: {err}", config.path.display()))?;
     let (shared, path) = daemon::open_history(&config)?;
-    let daemon = Daemon::new(config, shared, Clock::Wall, execute, seed)?;
+    let metrics = Arc::new(Metrics::new());
+    let switch: Arc<dyn crate::kill_switch::Switch> =
+        Arc::new(crate::kill_switch::FileSwitch::new(&config.state_dir()?));
+    let daemon =
+        Daemon::new(config, shared, Clock::Wall, execute, seed)?.with_metrics(Arc::clone(&metrics));
     let stop = stop_on_signals()?;
+    if let Some(address) = listen {
+        let listener = crate::metrics::http::bind(address).await?;
+        let bound = listener.local_addr()?;
+        if !bound.ip().is_loopback() {
+            tracing::warn!("daemon.listen: /metrics is served beyond loopback, on {bound}");
+        }
+        tracing::info!("serving /metrics and /healthz on http://{bound}");
+        let served = crate::metrics::http::Served { metrics, switch };
+        tokio::spawn(crate::metrics::http::serve(listener, served, stop.clone()));
+    }
     tracing::info!(
         seed,
         history = %path.display(),
