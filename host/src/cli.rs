@@ -160,6 +160,10 @@ pub enum Command {
         /// Print the simulation as JSON.
         #[arg(long)]
         json: bool,
+        /// Also write it as an HTML page: per-group statistics, kills per
+        /// day, recovery times.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// The kill history: kills (default), `stats` per group, or `import`
     /// of a journal.
@@ -368,7 +372,10 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             start,
             seed,
             json,
-        } => unattended::simulate(&config, days, start.as_deref(), seed, json).await,
+            html,
+        } => {
+            unattended::simulate(&config, days, start.as_deref(), seed, json, html.as_deref()).await
+        }
         Command::History { args, command } => unattended::history(&args, command),
         Command::Report {
             journal,

@@ -421,6 +421,12 @@ pub struct Simulation {
     pub skipped: BTreeMap<String, u32>,
     pub kills: u32,
     pub groups: Vec<SimulatedGroup>,
+    /// Every kill, for `--html`.
+    #[serde(skip)]
+    pub kill_points: Vec<history::KillPoint>,
+    /// The first and last day simulated.
+    #[serde(skip)]
+    pub dates: (jiff::civil::Date, jiff::civil::Date),
 }
 
 /// One group over the simulation.
@@ -556,6 +562,11 @@ pub async fn simulate(
         skipped,
         kills: u32::try_from(kills.len()).unwrap_or(u32::MAX),
         groups,
+        kill_points: points,
+        dates: (
+            calendar.date_of(start_ms),
+            calendar.date_of(end_ms.saturating_sub(1)),
+        ),
     })
 }
 

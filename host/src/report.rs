@@ -3,6 +3,7 @@
 //! short still gives a truthful report of what it recorded.
 
 pub mod html;
+pub mod kills_html;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -35,7 +35,7 @@ fn screenshot_dir() -> PathBuf {
 /// Chromium, headless, on `page`: the DOM after loading, and a screenshot
 /// when asked. Flags that stop it reaching for the network this machine
 /// does not have.
-fn chromium(page: &Path, screenshot: Option<&Path>) -> String {
+pub(crate) fn chromium(page: &Path, screenshot: Option<&Path>) -> String {
     let profile = tempfile::tempdir().expect("profile dir");
     let mut cmd = Command::new(program("WASMONKEY_CHROMIUM", "chromium"));
     cmd.args([
@@ -69,7 +69,7 @@ fn chromium(page: &Path, screenshot: Option<&Path>) -> String {
 
 /// How many elements of `tag` the DOM has whose opening tag contains
 /// `attribute` (e.g. `class="victim"`).
-fn count(dom: &str, tag: &str, attribute: &str) -> usize {
+pub(crate) fn count(dom: &str, tag: &str, attribute: &str) -> usize {
     dom.split(&format!("<{tag}"))
         .skip(1)
         .filter(|rest| {
@@ -115,7 +115,7 @@ pub(crate) fn sum_of(text: &str, name: &str) -> f64 {
 
 /// The example run, executed with `--html` and `--metrics`: the report
 /// JSON, and the paths of the journal, the page and the metrics.
-fn example_run(dir: &Path) -> (serde_json::Value, PathBuf, PathBuf, PathBuf) {
+pub(crate) fn example_run(dir: &Path) -> (serde_json::Value, PathBuf, PathBuf, PathBuf) {
     let config = example_config(dir);
     let journal = dir.join("run.jsonl");
     let page = dir.join("report.html");
@@ -413,4 +413,41 @@ fn run_metrics_pass_promtool_and_count_what_the_report_counts() {
     );
     assert_eq!(sum_of(&text, "wasmonkey_runs_total"), 1.0);
     assert_eq!(sum_of(&text, "wasmonkey_paused"), 0.0);
+}
+
+#[test]
+fn history_html_charts_the_kills_the_history_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, _, _, _) = example_run(dir.path());
+    let victims = report["victims"].as_array().expect("victims").len();
+    let page = dir.path().join("history.html");
+    let output = wasmonkey()
+        .args(["history", "--config"])
+        .arg(dir.path().join("wasmonkey.toml"))
+        .arg("--html")
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let dom = chromium(&page, None);
+    // One run today: one day, with every victim.
+    assert_eq!(count(&dom, "tr", "class=\"day\""), 1, "{dom}");
+    assert!(
+        dom.contains(&format!("<td class=\"num\">{victims}</td></tr>")),
+        "{dom}"
+    );
+    assert_eq!(count(&dom, "rect", &kills_fill()), 1);
+    assert_eq!(count(&dom, "circle", &recovery_fill()), victims);
+    assert_eq!(count(&dom, "tr", "class=\"group\""), 2);
+}
+
+pub(crate) fn kills_fill() -> String {
+    format!(
+        "fill=\"{}\"",
+        colour::hex(wasmonkey::report::kills_html::KILLS)
+    )
+}
+
+pub(crate) fn recovery_fill() -> String {
+    format!("fill=\"{}\"", colour::hex(colour::RECOVERY))
 }

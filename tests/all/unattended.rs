@@ -710,3 +710,53 @@ fn the_daemon_binary_serves_healthz_on_its_configured_address_and_stops_on_sigte
     let status = child.wait().expect("the daemon ends");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn simulate_html_draws_a_bar_per_day_with_kills_and_a_dot_per_recovery() {
+    use crate::reports::{chromium, count, kills_fill, recovery_fill};
+    let body = config(
+        "min_time_between_kills = \"1 workday\"",
+        "[[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\nparams = { probability = 0.5, poll-secs = 1 }\nwhen = \"daily\"\n",
+    );
+    let setup = support::setup(FLEET, &support::plugin_dir(), &body);
+    let page = setup.dir.path().join("simulate.html");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args([
+            "simulate",
+            "--days",
+            "40",
+            "--start",
+            "2026-12-07",
+            "--json",
+        ])
+        .args(["--seed", "5", "--config"])
+        .arg(&setup.config)
+        .arg("--html")
+        .arg(&page)
+        .output()
+        .expect("simulate runs");
+    let report = support::json_report(&output);
+    let dom = chromium(&page, None);
+    let days: Vec<u64> = dom
+        .split("<tr class=\"day\">")
+        .skip(1)
+        .filter_map(|row| {
+            row.split("<td class=\"num\">")
+                .nth(1)?
+                .split('<')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(days.iter().sum::<u64>(), report["kills"].as_u64().unwrap());
+    assert_eq!(count(&dom, "rect", &kills_fill()), days.len(), "{dom}");
+    let groups = report["groups"].as_array().expect("groups");
+    let recovered: u64 = groups
+        .iter()
+        .map(|g| g["kills"].as_u64().unwrap() - g["not_recovered"].as_u64().unwrap())
+        .sum();
+    assert!(recovered > 10, "{report:#}");
+    assert_eq!(count(&dom, "circle", &recovery_fill()), recovered as usize);
+    assert_eq!(count(&dom, "tr", "class=\"group\""), groups.len());
+}

@@ -49,6 +49,10 @@ pub struct HistoryArgs {
     pub dry_runs: bool,
     #[arg(long, global = true)]
     pub json: bool,
+    /// Also write the kills as an HTML page: per-group statistics, kills
+    /// per day, recovery times.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 fn now_ms() -> EpochMs {
@@ -108,6 +112,30 @@ pub fn history(args: &HistoryArgs, command: Option<HistoryCommand>) -> anyhow::R
     let tz = calendar
         .as_ref()
         .map_or(jiff::tz::TimeZone::UTC, |c| c.time_zone().clone());
+    if let Some(path) = &args.html {
+        let kills = store.kill_points(&filter)?;
+        let stats = history::stats(&kills, calendar.as_ref());
+        let page = crate::report::kills_html::KillsPage {
+            title: "wasmonkey kill history".into(),
+            facts: vec![
+                ("History", store.path().display().to_string()),
+                ("Group", args.group.clone().unwrap_or_else(|| "all".into())),
+                (
+                    "Since",
+                    args.since.clone().unwrap_or_else(|| "the start".into()),
+                ),
+                (
+                    "Dry runs",
+                    if args.dry_runs { "counted" } else { "left out" }.into(),
+                ),
+            ],
+            stats: &stats,
+            kills: &kills,
+            time_zone: &tz,
+            days: None,
+        };
+        write_page(path, &crate::report::kills_html::render(&page))?;
+    }
     match command {
         Some(HistoryCommand::Import { journal }) => {
             let replay = crate::journal::read(&journal)?;
@@ -272,6 +300,13 @@ pub async fn daemon(config: &Path, execute: bool, seed: Option<u64>) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
+/// Write an HTML page and say where (on stderr: stdout may be JSON).
+fn write_page(path: &Path, page: &str) -> anyhow::Result<()> {
+    crate::files::write_atomic(path, page.as_bytes())?;
+    eprintln!("HTML report: {}", path.display());
+    Ok(())
+}
+
 /// `wasmonkey simulate`.
 pub async fn simulate(
     config: &Path,
@@ -279,6 +314,7 @@ pub async fn simulate(
     start: Option<&str>,
     seed: Option<u64>,
     json: bool,
+    html: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(config)?;
     let seed = seed
@@ -296,6 +332,32 @@ pub async fn simulate(
     };
     let start_ms = date.to_zoned(tz)?.timestamp().as_millisecond();
     let simulation = daemon::simulate(&config, seed, start_ms, days).await?;
+    if let Some(path) = html {
+        let stats: Vec<history::GroupStats> =
+            simulation.groups.iter().map(|g| g.stats.clone()).collect();
+        let page = crate::report::kills_html::KillsPage {
+            title: format!("wasmonkey simulate: {days} days"),
+            facts: vec![
+                ("Config", config.path.display().to_string()),
+                ("Seed", simulation.seed.to_string()),
+                ("From", simulation.start.clone()),
+                ("To", simulation.end.clone()),
+                ("Runs", simulation.runs.to_string()),
+                (
+                    "Aimed mean time between kills",
+                    simulation
+                        .configured_mean_time_between_kills
+                        .clone()
+                        .unwrap_or_else(|| "-".into()),
+                ),
+            ],
+            stats: &stats,
+            kills: &simulation.kill_points,
+            time_zone: calendar.time_zone(),
+            days: Some(simulation.dates),
+        };
+        write_page(path, &crate::report::kills_html::render(&page))?;
+    }
     if json {
         println!(
             "{}",

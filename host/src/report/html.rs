@@ -456,7 +456,7 @@ fn draw(
     Ok(svg)
 }
 
-const STYLE: &str = "
+pub(super) const STYLE: &str = "
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1000px; color: #222; }
 h1 { font-size: 1.5rem; } h2 { font-size: 1.25rem; margin-top: 2rem; } h3 { font-size: 1rem; }
 table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.9rem; }
