@@ -80,6 +80,17 @@ pub(crate) fn count(dom: &str, tag: &str, attribute: &str) -> usize {
         .count()
 }
 
+/// `wasmonkey report JOURNAL` with these output flags; it must succeed.
+fn report(journal: &Path, outputs: &[(&str, &Path)]) {
+    let mut cmd = wasmonkey();
+    cmd.arg("report").arg(journal);
+    for (flag, path) in outputs {
+        cmd.arg(flag).arg(path);
+    }
+    let output = cmd.output().expect("wasmonkey runs");
+    assert!(output.status.success(), "{output:?}");
+}
+
 fn termination_fill() -> String {
     format!("fill=\"{}\"", colour::hex(colour::TERMINATION))
 }
@@ -200,14 +211,7 @@ fn the_html_report_of_a_journal_cut_short_says_so_and_draws_what_it_recorded() {
     let cut = dir.path().join("cut.jsonl");
     std::fs::write(&cut, kept).unwrap();
     let page = dir.path().join("cut.html");
-    let output = wasmonkey()
-        .arg("report")
-        .arg(&cut)
-        .arg("--html")
-        .arg(&page)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    report(&cut, &[("--html", &page)]);
 
     let dom = chromium(&page, None);
     assert_eq!(count(&dom, "tr", "class=\"victim\""), 1, "{dom}");
@@ -340,16 +344,7 @@ fn hostile_text_in_a_journal_stays_text_in_the_page_and_the_metrics() {
     hostile_journal(&journal);
     let page = dir.path().join("hostile.html");
     let metrics = dir.path().join("hostile.prom");
-    let output = wasmonkey()
-        .arg("report")
-        .arg(&journal)
-        .arg("--html")
-        .arg(&page)
-        .arg("--metrics")
-        .arg(&metrics)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    report(&journal, &[("--html", &page), ("--metrics", &metrics)]);
 
     let dom = chromium(&page, None);
     assert!(!dom.contains("<script"), "{dom}");

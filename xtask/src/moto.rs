@@ -47,7 +47,8 @@ pub fn ensure(root: &Path) -> Result<PathBuf> {
     Ok(server)
 }
 
-fn check(cmd: &mut Command, what: &str) -> Result<()> {
+/// Run `cmd`; on failure, say `what` failed with its stderr.
+pub(crate) fn check(cmd: &mut Command, what: &str) -> Result<()> {
     let output = cmd
         .output()
         .with_context(|| format!("{what}: cannot start {:?}", cmd.get_program()))?;

@@ -8,6 +8,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::moto::check;
+
 /// A program the tests need and the Debian packages that bring it.
 pub struct Needed {
     pub program: &'static str,
@@ -49,7 +51,7 @@ pub fn ensure(needed: &Needed) -> Result<PathBuf> {
     // The package lists of a fresh machine may be stale or absent: one
     // update, then the install once more.
     if install(needed.packages).is_err() {
-        run(
+        check(
             Command::new("apt-get").args(["update", "-q"]),
             "apt-get update",
         )?;
@@ -68,21 +70,7 @@ fn install(packages: &[&str]) -> Result<()> {
     cmd.args(["install", "-y", "-q", "--no-install-recommends"])
         .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive");
-    run(&mut cmd, "apt-get install")
-}
-
-fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let output = cmd
-        .output()
-        .with_context(|| format!("{what}: cannot start {:?}", cmd.get_program()))?;
-    if !output.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
+    check(&mut cmd, "apt-get install")
 }
 
 /// The program on PATH.

@@ -10,7 +10,7 @@ use jiff::tz::TimeZone;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use plotters::prelude::*;
 
-use super::html::{colour, STYLE};
+use super::html::{colour, head};
 use crate::history::{GroupStats, KillPoint};
 use crate::schedule::EpochMs;
 use crate::text;
@@ -53,13 +53,7 @@ pub fn render(page: &KillsPage) -> String {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta http-equiv="Content-Security-Policy"
-                    content="default-src 'none'; style-src 'unsafe-inline'; img-src data:";
-                title { (title) }
-                style { (PreEscaped(STYLE)) }
-            }
+            (head(&title))
             body {
                 h1 { (title) }
                 table.header {
