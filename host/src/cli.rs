@@ -45,8 +45,7 @@ impl Outputs {
     /// JSON).
     pub fn write(&self, report: &Report, api_calls: &crate::cloud::ApiCalls) -> anyhow::Result<()> {
         if let Some(path) = &self.html {
-            crate::files::write_atomic(path, crate::report::html::render(report).as_bytes())?;
-            eprintln!("HTML report: {}", path.display());
+            write_html(path, &crate::report::html::render(report))?;
         }
         if let Some(path) = &self.metrics {
             let metrics = crate::metrics::Metrics::new();
@@ -59,6 +58,13 @@ impl Outputs {
         }
         Ok(())
     }
+}
+
+/// Write an HTML page and say where (on stderr: stdout may be JSON).
+fn write_html(path: &std::path::Path, page: &str) -> anyhow::Result<()> {
+    crate::files::write_atomic(path, page.as_bytes())?;
+    eprintln!("HTML report: {}", path.display());
+    Ok(())
 }
 
 /// What to do.

@@ -131,8 +131,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Every metric, at zero.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("wasmonkey");
-        let metrics = Metrics {
+        let mut metrics = Metrics {
             terminations: Family::default(),
             recovery: Family::new_with_constructor(recovery_histogram),
             not_recovered: Family::default(),
@@ -143,8 +142,9 @@ impl Metrics {
             runs: Family::default(),
             last_run: Gauge::default(),
             paused: Gauge::default(),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("wasmonkey"),
         };
+        let registry = &mut metrics.registry;
         registry.register(
             "terminations",
             "Terminations the host carried out, or allowed in a dry run",
@@ -193,10 +193,7 @@ impl Metrics {
             "1 while the kill switch is set",
             metrics.paused.clone(),
         );
-        Metrics {
-            registry,
-            ..metrics
-        }
+        metrics
     }
 
     /// Count a run's report, ended at `ended_unix_secs`.

@@ -119,6 +119,14 @@ fn ms(ts: Timestamp) -> EpochMs {
     ts.as_millisecond()
 }
 
+/// The date an instant falls on in a time zone.
+pub fn date_in(at: EpochMs, tz: &TimeZone) -> Date {
+    Timestamp::from_millisecond(at)
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .to_zoned(tz.clone())
+        .date()
+}
+
 /// An instant as the operator reads it: RFC 3339 in the calendar's zone.
 pub fn show(at: EpochMs, tz: &TimeZone) -> String {
     match Timestamp::from_millisecond(at) {
@@ -191,10 +199,7 @@ impl Calendar {
 
     /// The date an instant falls on, in the calendar's zone.
     pub fn date_of(&self, at: EpochMs) -> Date {
-        Timestamp::from_millisecond(at)
-            .unwrap_or(Timestamp::UNIX_EPOCH)
-            .to_zoned(self.tz.clone())
-            .date()
+        date_in(at, &self.tz)
     }
 
     /// Whether a date is on a working weekday (holidays aside).

@@ -96,7 +96,7 @@ fn termination_fill() -> String {
 }
 
 /// `promtool check metrics` on a file: its verdict and what it said.
-pub(crate) fn promtool(metrics: &Path) -> (bool, String) {
+fn promtool(metrics: &Path) -> (bool, String) {
     let file = std::fs::File::open(metrics).expect("metrics file");
     let output = Command::new(program("WASMONKEY_PROMTOOL", "promtool"))
         .args(["check", "metrics"])
@@ -111,6 +111,24 @@ pub(crate) fn promtool(metrics: &Path) -> (bool, String) {
             String::from_utf8_lossy(&output.stderr)
         ),
     )
+}
+
+/// The metrics file, which promtool must accept.
+pub(crate) fn checked_metrics(metrics: &Path) -> String {
+    let (ok, said) = promtool(metrics);
+    let text = std::fs::read_to_string(metrics).expect("metrics file");
+    assert!(ok, "promtool: {said}\n{text}");
+    text
+}
+
+/// Denials of every experiment of a `--json` report.
+fn denials_of(report: &serde_json::Value) -> usize {
+    report["experiments"]
+        .as_array()
+        .expect("experiments")
+        .iter()
+        .map(|e| e["denials"].as_array().map_or(0, Vec::len))
+        .sum()
 }
 
 /// The value of every sample of `name` in Prometheus text, summed.
@@ -157,12 +175,7 @@ fn the_html_report_of_a_run_shows_every_victim_termination_and_axis_in_chromium(
     let dir = tempfile::tempdir().unwrap();
     let (report, _journal, page, _) = example_run(dir.path());
     let victims = report["victims"].as_array().expect("victims").len();
-    let denials: usize = report["experiments"]
-        .as_array()
-        .expect("experiments")
-        .iter()
-        .map(|e| e["denials"].as_array().map_or(0, Vec::len))
-        .sum();
+    let denials = denials_of(&report);
     assert!(victims >= 2 && denials >= 1, "{report:#}");
 
     let dom = chromium(&page, None);
@@ -356,9 +369,7 @@ fn hostile_text_in_a_journal_stays_text_in_the_page_and_the_metrics() {
     assert_eq!(count(&dom, "tr", "class=\"victim\""), 1);
     assert_eq!(count(&dom, "tr", "class=\"denial\""), 1);
 
-    let (ok, said) = promtool(&metrics);
-    assert!(ok, "promtool: {said}");
-    let text = std::fs::read_to_string(&metrics).unwrap();
+    let text = checked_metrics(&metrics);
     assert!(
         !text.lines().any(|l| l.starts_with("wasmonkey_forged")),
         "{text}"
@@ -372,9 +383,7 @@ fn hostile_text_in_a_journal_stays_text_in_the_page_and_the_metrics() {
 fn run_metrics_pass_promtool_and_count_what_the_report_counts() {
     let dir = tempfile::tempdir().unwrap();
     let (report, _, _, metrics) = example_run(dir.path());
-    let (ok, said) = promtool(&metrics);
-    assert!(ok, "promtool: {said}");
-    let text = std::fs::read_to_string(&metrics).unwrap();
+    let text = checked_metrics(&metrics);
     let victims = report["victims"].as_array().expect("victims");
     assert_eq!(
         sum_of(&text, "wasmonkey_terminations_total"),
@@ -390,12 +399,7 @@ fn run_metrics_pass_promtool_and_count_what_the_report_counts() {
         .filter_map(|v| v["recovery_seconds"].as_f64())
         .sum();
     assert!((sum_of(&text, "wasmonkey_recovery_seconds_sum") - recovery).abs() < 1e-6);
-    let denials: usize = report["experiments"]
-        .as_array()
-        .expect("experiments")
-        .iter()
-        .map(|e| e["denials"].as_array().map_or(0, Vec::len))
-        .sum();
+    let denials = denials_of(&report);
     assert_eq!(sum_of(&text, "wasmonkey_denials_total"), denials as f64);
     // The simulator counts its calls by the AWS action each stands for.
     let terminations = text

@@ -134,7 +134,7 @@ pub fn history(args: &HistoryArgs, command: Option<HistoryCommand>) -> anyhow::R
             time_zone: &tz,
             days: None,
         };
-        write_page(path, &crate::report::kills_html::render(&page))?;
+        super::write_html(path, &crate::report::kills_html::render(&page))?;
     }
     match command {
         Some(HistoryCommand::Import { journal }) => {
@@ -300,13 +300,6 @@ pub async fn daemon(config: &Path, execute: bool, seed: Option<u64>) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
-/// Write an HTML page and say where (on stderr: stdout may be JSON).
-fn write_page(path: &Path, page: &str) -> anyhow::Result<()> {
-    crate::files::write_atomic(path, page.as_bytes())?;
-    eprintln!("HTML report: {}", path.display());
-    Ok(())
-}
-
 /// `wasmonkey simulate`.
 pub async fn simulate(
     config: &Path,
@@ -356,7 +349,7 @@ pub async fn simulate(
             time_zone: calendar.time_zone(),
             days: Some(simulation.dates),
         };
-        write_page(path, &crate::report::kills_html::render(&page))?;
+        super::write_html(path, &crate::report::kills_html::render(&page))?;
     }
     if json {
         println!(

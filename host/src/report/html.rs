@@ -44,7 +44,7 @@ pub mod colour {
 }
 
 /// Plugin or journal text, on one line, as the page shows it.
-fn safe(text: &str) -> String {
+pub(super) fn safe(text: &str) -> String {
     text::one_line(text).into_owned()
 }
 
@@ -257,6 +257,16 @@ struct Lane<'a> {
     victims: Vec<&'a VictimReport>,
 }
 
+impl<'a> Lane<'a> {
+    fn new(group: &'a str) -> Lane<'a> {
+        Lane {
+            group,
+            capacity: Vec::new(),
+            victims: Vec::new(),
+        }
+    }
+}
+
 fn timeline(report: &Report, experiment: &ExperimentReport, victims: &[&VictimReport]) -> Markup {
     let mut lanes: BTreeMap<&str, Lane> = BTreeMap::new();
     for point in report
@@ -266,11 +276,7 @@ fn timeline(report: &Report, experiment: &ExperimentReport, victims: &[&VictimRe
     {
         lanes
             .entry(&point.group)
-            .or_insert_with(|| Lane {
-                group: &point.group,
-                capacity: Vec::new(),
-                victims: Vec::new(),
-            })
+            .or_insert_with(|| Lane::new(&point.group))
             .capacity
             .push(point);
     }
@@ -278,11 +284,7 @@ fn timeline(report: &Report, experiment: &ExperimentReport, victims: &[&VictimRe
         if let Some(group) = &victim.group {
             lanes
                 .entry(group)
-                .or_insert_with(|| Lane {
-                    group,
-                    capacity: Vec::new(),
-                    victims: Vec::new(),
-                })
+                .or_insert_with(|| Lane::new(group))
                 .victims
                 .push(victim);
         }

@@ -10,10 +10,9 @@ use jiff::tz::TimeZone;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use plotters::prelude::*;
 
-use super::html::{colour, head};
+use super::html::{colour, head, safe};
 use crate::history::{GroupStats, KillPoint};
-use crate::schedule::EpochMs;
-use crate::text;
+use crate::schedule;
 
 /// Most days a kills-per-day chart draws (the latest ones).
 const MAX_DAYS: usize = 366;
@@ -22,10 +21,6 @@ const MAX_GROUPS: usize = 20;
 
 /// A day bar (`rect` with this fill).
 pub const KILLS: RGBColor = RGBColor(0xD6, 0x27, 0x28);
-
-fn safe(text: &str) -> String {
-    text::one_line(text).into_owned()
-}
 
 /// What the page is of.
 pub struct KillsPage<'a> {
@@ -37,13 +32,6 @@ pub struct KillsPage<'a> {
     pub time_zone: &'a TimeZone,
     /// The days to chart, first and last; default the kills' own.
     pub days: Option<(Date, Date)>,
-}
-
-fn date_of(at: EpochMs, tz: &TimeZone) -> Date {
-    jiff::Timestamp::from_millisecond(at)
-        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-        .to_zoned(tz.clone())
-        .date()
 }
 
 /// The whole page.
@@ -122,7 +110,7 @@ fn kills_per_day(page: &KillsPage) -> Vec<(Date, u32)> {
     let mut counts: BTreeMap<Date, u32> = BTreeMap::new();
     for kill in page.kills {
         *counts
-            .entry(date_of(kill.killed_ms, page.time_zone))
+            .entry(schedule::date_in(kill.killed_ms, page.time_zone))
             .or_default() += 1;
     }
     let Some((first, last)) = page
