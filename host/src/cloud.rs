@@ -11,7 +11,8 @@ pub mod aws_settings;
 pub mod sim;
 pub mod view;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -93,9 +94,10 @@ pub struct Member {
 
 /// A group and its members as one read saw them: on AWS one
 /// DescribeAutoScalingGroups answer carries both.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSnapshot {
-    pub group: Group,
+    /// Shared: a poll over hundreds of groups copies members, not groups.
+    pub group: Arc<Group>,
     pub members: Vec<Member>,
 }
 
@@ -155,8 +157,9 @@ impl Capacity {
 /// than asked (the host filters again); they must not return less.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InstanceQuery {
-    /// Only instances of these groups (already resolved from patterns).
-    pub groups: Option<Vec<String>>,
+    /// Only instances of these groups (already resolved from patterns). A
+    /// set: every instance of a large fleet is checked against it.
+    pub groups: Option<BTreeSet<String>>,
     /// Only instances in this zone.
     pub zone: Option<String>,
     /// Only instances in one of these states; empty means any.
@@ -170,7 +173,7 @@ impl InstanceQuery {
     pub fn matches(&self, instance: &Instance) -> bool {
         let group_ok = match (&self.groups, &instance.group) {
             (None, _) => true,
-            (Some(names), Some(group)) => names.iter().any(|name| name == group),
+            (Some(names), Some(group)) => names.contains(group),
             (Some(_), None) => false,
         };
         group_ok
@@ -253,7 +256,9 @@ pub trait Cloud: Send + Sync {
 
     /// Groups with their members, sorted by name: every group when `names`
     /// is `None`, else the named ones (unknown names are left out).
-    async fn groups(&self, names: Option<&[String]>) -> Result<Vec<GroupSnapshot>, CloudError>;
+    /// Shared, so that a backend may hand out what it already holds.
+    async fn groups(&self, names: Option<&[String]>)
+        -> Result<Vec<Arc<GroupSnapshot>>, CloudError>;
 
     /// Instances matching the query, sorted by id, as the instance API
     /// knows them. A backend that reads groups elsewhere may fill the group

@@ -514,27 +514,29 @@ pub async fn simulate(
             _ => runs += 1,
         }
     }
-    let kills = history
+    // Points, not whole rows: a year of a large fleet is read without text.
+    let points = history
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .kills(&Filter::default())?;
+        .kill_points(&Filter::default())?;
     let timeout_ms =
         i64::try_from(config.recovery.timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let dips = cloud.dips();
-    let points: Vec<history::KillPoint> = kills.iter().map(Into::into).collect();
+    // Each group's outage intervals, in one pass over a year of kills.
+    let mut intervals: BTreeMap<&str, Vec<(EpochMs, EpochMs)>> = BTreeMap::new();
+    for kill in &points {
+        if let Some(group) = kill.group.as_deref() {
+            let until = kill.killed_ms + kill.recovery_ms.unwrap_or(timeout_ms);
+            intervals
+                .entry(group)
+                .or_default()
+                .push((kill.killed_ms, until));
+        }
+    }
     let groups = history::stats(&points, Some(calendar))
         .into_iter()
         .map(|stats| {
-            let intervals = kills
-                .iter()
-                .filter(|k| k.group.as_deref() == Some(stats.group.as_str()))
-                .map(|k| {
-                    (
-                        k.killed_ms,
-                        k.killed_ms + k.recovery_ms.unwrap_or(timeout_ms),
-                    )
-                })
-                .collect();
+            let intervals = intervals.remove(stats.group.as_str()).unwrap_or_default();
             SimulatedGroup {
                 most_victims_at_once: most_at_once(intervals),
                 below_healthy_floor: dips.get(&stats.group).map_or(0, |d| d.below_floor),
@@ -560,7 +562,7 @@ pub async fn simulate(
             .map(|g| g.to_string()),
         runs,
         skipped,
-        kills: u32::try_from(kills.len()).unwrap_or(u32::MAX),
+        kills: u32::try_from(points.len()).unwrap_or(u32::MAX),
         groups,
         kill_points: points,
         dates: (

@@ -154,7 +154,11 @@ pub async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Result<Plan
         if instance.is_going_away() || instance.lifecycle == Some(Lifecycle::Terminated) {
             continue;
         }
-        let group = instance.group.as_ref().and_then(|g| groups.get(g));
+        let group = instance
+            .group
+            .as_ref()
+            .and_then(|g| groups.get(g))
+            .map(Arc::as_ref);
         match policy.instance_visibility(instance, group) {
             Ok(()) => match &instance.group {
                 Some(name) => {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::cloud::view::FleetView;
+use crate::cloud::view::{FleetView, Listing};
 use crate::cloud::{
     Capacity, Cloud, CloudError, Group, GroupSnapshot, Instance, InstanceQuery, InstanceState,
     Lifecycle, Millis, TerminateVia,
@@ -339,7 +339,10 @@ impl Cloud for NoCloud {
         0
     }
     async fn sleep_ms(&self, _ms: Millis) {}
-    async fn groups(&self, _names: Option<&[String]>) -> Result<Vec<GroupSnapshot>, CloudError> {
+    async fn groups(
+        &self,
+        _names: Option<&[String]>,
+    ) -> Result<Vec<Arc<GroupSnapshot>>, CloudError> {
         Err(NoCloud::refused())
     }
     async fn instances(&self, _query: &InstanceQuery) -> Result<Vec<Instance>, CloudError> {
@@ -567,13 +570,17 @@ impl Session {
     }
 
     /// Every group, keyed by name, as the backend has them.
-    async fn all_groups(&self) -> Result<Arc<BTreeMap<String, Group>>, PluginError> {
+    async fn all_groups(&self) -> Result<Arc<Listing>, PluginError> {
         self.call("listing groups", self.setup.view.all_groups())
             .await
     }
 
-    fn visible(&self, instance: &Instance, groups: &BTreeMap<String, Group>) -> bool {
-        let group = instance.group.as_ref().and_then(|name| groups.get(name));
+    fn visible(&self, instance: &Instance, groups: &Listing) -> bool {
+        let group = instance
+            .group
+            .as_ref()
+            .and_then(|name| groups.get(name))
+            .map(Arc::as_ref);
         self.setup
             .policy
             .instance_visibility(instance, group)
@@ -593,7 +600,7 @@ impl Session {
             .values()
             .filter(|g| self.setup.policy.group_visibility(g).is_ok())
             .filter(|g| pattern.as_ref().is_none_or(|p| p.matches(&g.name)))
-            .cloned()
+            .map(|g| Group::clone(g))
             .collect())
     }
 
@@ -721,7 +728,11 @@ impl Session {
             };
             return self.deny(OP, id, &denial).map(Err);
         };
-        let group = instance.group.as_ref().and_then(|name| groups.get(name));
+        let group = instance
+            .group
+            .as_ref()
+            .and_then(|name| groups.get(name))
+            .map(Arc::as_ref);
         if let Err(denial) = self.setup.policy.check_reach(&instance, group) {
             return self.deny(OP, id, &denial).map(Err);
         }
@@ -910,7 +921,7 @@ impl Session {
                 m.lifecycle == Lifecycle::InService && m.healthy && !self.tally.contains(&m.id)
             })
             .count();
-        let capacity = snapshot.first().map(GroupSnapshot::capacity);
+        let capacity = snapshot.first().map(|g| g.capacity());
         Ok((u32::try_from(count).unwrap_or(u32::MAX), capacity))
     }
 

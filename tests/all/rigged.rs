@@ -104,7 +104,10 @@ impl Cloud for Rigged {
             }
         }
     }
-    async fn groups(&self, names: Option<&[String]>) -> Result<Vec<GroupSnapshot>, CloudError> {
+    async fn groups(
+        &self,
+        names: Option<&[String]>,
+    ) -> Result<Vec<Arc<GroupSnapshot>>, CloudError> {
         self.note("groups".into());
         if self
             .faults

@@ -241,14 +241,14 @@ impl AwsCloud {
 fn snapshot(raw: &autoscaling::types::AutoScalingGroup) -> GroupSnapshot {
     let count = |n: Option<i32>| u32::try_from(n.unwrap_or(0)).unwrap_or(0);
     GroupSnapshot {
-        group: Group {
+        group: Arc::new(Group {
             name: raw.auto_scaling_group_name().unwrap_or_default().to_owned(),
             zones: raw.availability_zones().to_vec(),
             desired: count(raw.desired_capacity()),
             min: count(raw.min_size()),
             max: count(raw.max_size()),
             tags: tag_map(raw.tags().iter().map(|t| (t.key(), t.value()))),
-        },
+        }),
         members: raw
             .instances()
             .iter()
@@ -449,12 +449,15 @@ impl Cloud for AwsCloud {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
-    async fn groups(&self, names: Option<&[String]>) -> Result<Vec<GroupSnapshot>, CloudError> {
-        let mut groups: Vec<GroupSnapshot> = self
+    async fn groups(
+        &self,
+        names: Option<&[String]>,
+    ) -> Result<Vec<Arc<GroupSnapshot>>, CloudError> {
+        let mut groups: Vec<Arc<GroupSnapshot>> = self
             .describe_groups(names)
             .await?
             .iter()
-            .map(snapshot)
+            .map(|raw| Arc::new(snapshot(raw)))
             .collect();
         groups.sort_by(|a, b| a.group.name.cmp(&b.group.name));
         Ok(groups)
@@ -482,6 +485,7 @@ impl Cloud for AwsCloud {
         match &query.groups {
             None => raw = self.ec2_instances(base).await?,
             Some(names) => {
+                let names: Vec<String> = names.iter().cloned().collect();
                 for chunk in names.chunks(FILTER_VALUES) {
                     let mut filters = base.clone();
                     filters.push(filter(&format!("tag:{GROUP_TAG}"), chunk.to_vec()));

@@ -10,7 +10,8 @@
 //!
 //! - Terminating an instance makes it `shutting-down` / `Terminating` (not
 //!   healthy) and, `shutdown_secs` later, `terminated` / `Terminated`.
-//!   Terminated instances stay describable, as in EC2.
+//!   Terminated instances stay describable for an hour, as in EC2, then
+//!   are forgotten (a simulation over months stays as fast as its fleet).
 //! - The group replaces a lost instance: at once after an Auto Scaling
 //!   termination, `detect_secs` after an EC2 one or a failed launch. It
 //!   launches into the zone with the fewest pending or in-service instances
@@ -33,7 +34,7 @@ pub use fleet::{AlarmSpec, FleetSpec, GroupSpec, InstanceSpec, OutageSpec, DEFAU
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -53,6 +54,9 @@ const MIN_LAUNCH_MS: Millis = 1_000;
 
 /// Shutdown time of standalone instances, which have no group to say.
 const STANDALONE_SHUTDOWN_MS: Millis = 5_000;
+
+/// How long EC2 goes on describing a terminated instance.
+const TERMINATED_VISIBLE_MS: Millis = 3_600_000;
 
 /// The simulated fleet backend.
 pub struct SimCloud {
@@ -141,6 +145,10 @@ enum Event {
     ShutdownEnd {
         id: Key,
     },
+    /// A terminated instance drops out of EC2's answers.
+    Forget {
+        id: Key,
+    },
     /// The group noticed a loss: launch one replacement.
     Replace {
         group: String,
@@ -150,7 +158,7 @@ enum Event {
 /// A group as the simulator runs it: members, timings in ms, faults.
 #[derive(Debug)]
 struct GroupState {
-    group: Group,
+    group: Arc<Group>,
     /// Members not yet terminated.
     members: BTreeSet<Key>,
     /// Tags of the instances it launches.
@@ -163,6 +171,9 @@ struct GroupState {
     grace_ms: Millis,
     failed_launches_left: u32,
     slow_launch_factor: f64,
+    /// What a read of it answers, until a member changes (see
+    /// [`State::record`]): most groups are unchanged between two polls.
+    snapshot: Option<Arc<GroupSnapshot>>,
 }
 
 #[derive(Debug)]
@@ -321,14 +332,14 @@ impl SimCloud {
         let groups = spec.groups.into_iter().zip(instance_tags).zip(members);
         for ((group, instance_tags), members) in groups {
             let group_state = GroupState {
-                group: Group {
+                group: Arc::new(Group {
                     name: group.name.clone(),
                     zones: group.zones,
                     desired: group.desired,
                     min: group.min,
                     max: group.max,
                     tags: group.tags,
-                },
+                }),
                 // Already in key order: a cheap bulk build.
                 members: members.into_iter().collect(),
                 instance_tags,
@@ -340,6 +351,7 @@ impl SimCloud {
                 grace_ms: secs_to_ms(group.health_check_grace_secs),
                 failed_launches_left: group.failed_launches,
                 slow_launch_factor: group.slow_launch_factor,
+                snapshot: None,
             };
             state.groups.insert(group.name, group_state);
         }
@@ -400,7 +412,7 @@ impl SimCloud {
         Ok(state
             .groups
             .values()
-            .map(|group| group.group.clone())
+            .map(|group| Group::clone(&group.group))
             .collect())
     }
 
@@ -491,6 +503,9 @@ impl State {
             return;
         };
         let group = instance.group.clone();
+        if let Some(state) = group.as_ref().and_then(|g| self.groups.get_mut(g)) {
+            state.snapshot = None;
+        }
         if self.keep_timeline {
             self.timeline.push(SimEvent {
                 at_ms: self.now,
@@ -566,6 +581,9 @@ impl State {
                 }
             }
             Event::ShutdownEnd { id } => self.shutdown_end(id),
+            Event::Forget { id } => {
+                self.instances.remove(&id);
+            }
             Event::Replace { group } => self.launch(&group),
         }
     }
@@ -623,6 +641,8 @@ impl State {
             }
         }
         self.record(id, Change::Terminated);
+        let at = self.now.saturating_add(TERMINATED_VISIBLE_MS);
+        self.schedule(at, Event::Forget { id });
     }
 
     /// Running or pending → shutting-down; terminated `shutdown_secs` later.
@@ -774,14 +794,14 @@ impl State {
         self.schedule(at, Event::LaunchEnd { id, fails });
     }
 
-    fn snapshot(&self, group: &GroupState) -> GroupSnapshot {
+    fn snapshot(group: &GroupState, instances: &BTreeMap<Key, Instance>) -> GroupSnapshot {
         GroupSnapshot {
-            group: group.group.clone(),
+            group: Arc::clone(&group.group),
             members: group
                 .members
                 .iter()
                 .filter_map(|id| {
-                    let instance = self.instances.get(id)?;
+                    let instance = instances.get(id)?;
                     Some(Member {
                         id: instance.id.clone(),
                         zone: instance.zone.clone(),
@@ -793,8 +813,25 @@ impl State {
         }
     }
 
+    /// Counted from the members in place: the floor is watched at every
+    /// change, where building a snapshot would cost more than the change.
     fn capacity(&self, group: &GroupState) -> Capacity {
-        self.snapshot(group).capacity()
+        let mut capacity = Capacity {
+            desired: group.group.desired,
+            ..Capacity::default()
+        };
+        for instance in group.members.iter().filter_map(|id| self.instances.get(id)) {
+            match instance.lifecycle {
+                Some(Lifecycle::InService) => {
+                    capacity.in_service += 1;
+                    capacity.unhealthy += u32::from(!instance.healthy);
+                }
+                Some(Lifecycle::Pending) => capacity.pending += 1,
+                Some(Lifecycle::Terminating) => capacity.terminating += 1,
+                _ => {}
+            }
+        }
+        capacity
     }
 }
 
@@ -832,20 +869,33 @@ impl Cloud for SimCloud {
         state.advance(until);
     }
 
-    async fn groups(&self, names: Option<&[String]>) -> Result<Vec<GroupSnapshot>, CloudError> {
-        let state = self.call("DescribeAutoScalingGroups")?;
-        let wanted: Option<BTreeSet<&str>> =
-            names.map(|names| names.iter().map(String::as_str).collect());
-        Ok(state
-            .groups
-            .values()
-            .filter(|g| {
+    async fn groups(
+        &self,
+        names: Option<&[String]>,
+    ) -> Result<Vec<Arc<GroupSnapshot>>, CloudError> {
+        let mut state = self.call("DescribeAutoScalingGroups")?;
+        let State {
+            groups, instances, ..
+        } = &mut *state;
+        let mut answer = |group: &mut GroupState| match &group.snapshot {
+            Some(snapshot) => Arc::clone(snapshot),
+            None => {
+                let snapshot = Arc::new(State::snapshot(group, instances));
+                group.snapshot = Some(Arc::clone(&snapshot));
+                snapshot
+            }
+        };
+        Ok(match names {
+            None => groups.values_mut().map(&mut answer).collect(),
+            Some(names) => {
+                // Sorted by name, as every group's listing is.
+                let wanted: BTreeSet<&String> = names.iter().collect();
                 wanted
-                    .as_ref()
-                    .is_none_or(|wanted| wanted.contains(g.group.name.as_str()))
-            })
-            .map(|g| state.snapshot(g))
-            .collect())
+                    .into_iter()
+                    .filter_map(|name| groups.get_mut(name).map(&mut answer))
+                    .collect()
+            }
+        })
     }
 
     async fn instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, CloudError> {
@@ -959,7 +1009,7 @@ mod tests {
 
     async fn instances(sim: &SimCloud, group: &str) -> Vec<Instance> {
         let query = InstanceQuery {
-            groups: Some(vec![group.to_string()]),
+            groups: Some(BTreeSet::from([group.to_string()])),
             ..InstanceQuery::default()
         };
         sim.list_instances(&query).await.unwrap_or_default()
@@ -1132,6 +1182,60 @@ mod tests {
             .await?;
         assert_eq!(terminated.len(), 1, "terminated instances stay listable");
         assert_eq!(terminated[0].id, victim);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_group_read_shows_every_change_of_its_members() -> Result<(), CloudError> {
+        let sim = sim_of(vec![web()]);
+        let names = ["web".to_owned()];
+        let lifecycle_of = |groups: Vec<Arc<GroupSnapshot>>, id: &str| {
+            groups[0]
+                .members
+                .iter()
+                .find(|m| m.id == id)
+                .map(|m| m.lifecycle)
+        };
+        let victim = first_in(&sim, "web", B).await;
+        let before = sim.groups(Some(&names)).await?;
+        assert_eq!(lifecycle_of(before, &victim), Some(Lifecycle::InService));
+        // Read twice unchanged: the same answer is handed out again.
+        let (once, twice) = (sim.groups(None).await?, sim.groups(None).await?);
+        assert!(Arc::ptr_eq(&once[0], &twice[0]));
+        sim.terminate(&victim, TerminateVia::Ec2).await?;
+        let after = sim.groups(Some(&names)).await?;
+        assert_eq!(lifecycle_of(after, &victim), Some(Lifecycle::Terminating));
+        // shutdown_secs = 5: no longer a member.
+        sim.sleep_ms(5_000).await;
+        assert_eq!(lifecycle_of(sim.groups(None).await?, &victim), None);
+        // detect 10 s after the termination: a replacement is pending.
+        sim.sleep_ms(5_000).await;
+        let pending = sim.groups(None).await?[0]
+            .members
+            .iter()
+            .filter(|m| m.lifecycle == Lifecycle::Pending)
+            .count();
+        assert_eq!(pending, 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn terminated_instances_are_forgotten_after_an_hour() -> Result<(), CloudError> {
+        let sim = sim_of(vec![web()]);
+        let victim = first_in(&sim, "web", B).await;
+        sim.terminate(&victim, TerminateVia::Ec2).await?;
+        // Terminated after shutdown_secs = 5, then visible for an hour.
+        sim.sleep_ms(5_000 + TERMINATED_VISIBLE_MS - 1).await;
+        assert!(sim.describe_instance(&victim).await?.is_some());
+        sim.sleep_ms(1).await;
+        assert_eq!(sim.describe_instance(&victim).await?, None);
+        let all = sim.list_instances(&InstanceQuery::default()).await?;
+        assert!(all.iter().all(|i| i.id != victim));
+        assert_eq!(
+            all.len(),
+            6,
+            "the group's six, the victim's replacement among them"
+        );
         Ok(())
     }
 
@@ -1601,7 +1705,7 @@ mod tests {
         assert!(all.windows(2).all(|pair| pair[0].id < pair[1].id));
         let one = sim
             .list_instances(&InstanceQuery {
-                groups: Some(vec!["group-0042".into()]),
+                groups: Some(BTreeSet::from(["group-0042".into()])),
                 zone: Some(B.into()),
                 ..InstanceQuery::default()
             })

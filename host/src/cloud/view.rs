@@ -37,14 +37,18 @@ struct Read<T> {
 struct Cache {
     /// When every group was last listed, and what it found. The host's
     /// terminations change members, not groups: the listing stays.
-    listing: Option<Read<Arc<BTreeMap<String, Group>>>>,
-    /// Groups with members; a stale group is absent.
-    groups: BTreeMap<String, Read<GroupSnapshot>>,
+    listing: Option<Read<Arc<Listing>>>,
+    /// Groups with members; a stale group is absent. Shared with callers:
+    /// a recovery poll over hundreds of victims copies no group.
+    groups: BTreeMap<String, Read<Arc<GroupSnapshot>>>,
     /// Instances as the instance API answered, before completion.
     instances: BTreeMap<String, Read<Instance>>,
     /// Victims being watched, with their group: read with every lookup.
     watched: BTreeMap<String, Option<String>>,
 }
+
+/// Every group by name, shared between the view and its callers.
+pub type Listing = BTreeMap<String, Arc<Group>>;
 
 /// The run's view of the fleet.
 pub struct FleetView {
@@ -95,7 +99,7 @@ impl FleetView {
     }
 
     /// Every group, by name (without members: see [`FleetView::groups`]).
-    pub async fn all_groups(&self) -> Result<Arc<BTreeMap<String, Group>>, CloudError> {
+    pub async fn all_groups(&self) -> Result<Arc<Listing>, CloudError> {
         let now = self.cloud.now_ms();
         if let Some(listing) = self
             .cache()
@@ -110,21 +114,19 @@ impl FleetView {
         let found = self.cloud.groups(None).await?;
         let mut cache = self.cache();
         cache.groups.clear();
-        for group in &found {
+        let mut listing = BTreeMap::new();
+        for group in found {
+            let name = group.group.name.clone();
+            listing.insert(name.clone(), Arc::clone(&group.group));
             cache.groups.insert(
-                group.group.name.clone(),
+                name,
                 Read {
                     at: now,
-                    value: group.clone(),
+                    value: group,
                 },
             );
         }
-        let listing: Arc<BTreeMap<String, Group>> = Arc::new(
-            found
-                .into_iter()
-                .map(|g| (g.group.name.clone(), g.group))
-                .collect(),
-        );
+        let listing = Arc::new(listing);
         cache.listing = Some(Read {
             at: now,
             value: Arc::clone(&listing),
@@ -134,16 +136,16 @@ impl FleetView {
 
     /// The named groups, in the order asked; unknown names are left out.
     /// Stale ones are read in one batch with the watched victims' groups.
-    pub async fn groups(&self, names: &[String]) -> Result<Vec<GroupSnapshot>, CloudError> {
+    pub async fn groups(&self, names: &[String]) -> Result<Vec<Arc<GroupSnapshot>>, CloudError> {
         let now = self.cloud.now_ms();
-        let (mut known, stale) = {
+        let (known, stale) = {
             let cache = self.cache();
             let mut known = BTreeMap::new();
             let mut stale = BTreeSet::new();
             for name in names {
                 match cache.groups.get(name) {
                     Some(read) if self.is_fresh(read.at, now) => {
-                        known.insert(name.clone(), read.value.clone());
+                        known.insert(name.as_str(), Arc::clone(&read.value));
                     }
                     _ => {
                         stale.insert(name.clone());
@@ -170,21 +172,25 @@ impl FleetView {
             for name in &stale {
                 cache.groups.remove(name);
             }
+            let mut read = BTreeMap::new();
             for group in found {
-                let name = group.group.name.clone();
+                read.insert(group.group.name.clone(), Arc::clone(&group));
                 cache.groups.insert(
-                    name.clone(),
+                    group.group.name.clone(),
                     Read {
                         at: now,
-                        value: group.clone(),
+                        value: group,
                     },
                 );
-                known.insert(name, group);
             }
+            return Ok(names
+                .iter()
+                .filter_map(|name| known.get(name.as_str()).or_else(|| read.get(name)).cloned())
+                .collect());
         }
         Ok(names
             .iter()
-            .filter_map(|name| known.get(name).cloned())
+            .filter_map(|name| known.get(name.as_str()).cloned())
             .collect())
     }
 
@@ -207,7 +213,7 @@ impl FleetView {
     ) -> Result<Vec<Instance>, CloudError> {
         let now = self.cloud.now_ms();
         let raw = self.cloud.instances(query).await?;
-        let completed = self.complete(&raw).await?;
+        let completed = self.complete(raw.clone()).await?;
         let mut kept = Vec::new();
         let mut cache = self.cache();
         for (raw, instance) in raw.into_iter().zip(completed) {
@@ -306,7 +312,7 @@ impl FleetView {
             }
         }
         let raw: Vec<Instance> = ids.iter().filter_map(|id| raw.remove(id)).collect();
-        let mut completed = self.complete(&raw).await?;
+        let mut completed = self.complete(raw).await?;
         completed.sort_by(|a, b| a.id.cmp(&b.id));
         completed.dedup_by(|a, b| a.id == b.id);
         Ok(completed)
@@ -314,17 +320,17 @@ impl FleetView {
 
     /// Put each instance's group answer (lifecycle, health) in place of
     /// what the instance API alone could tell.
-    async fn complete(&self, raw: &[Instance]) -> Result<Vec<Instance>, CloudError> {
+    async fn complete(&self, raw: Vec<Instance>) -> Result<Vec<Instance>, CloudError> {
         let names: BTreeSet<String> = raw.iter().filter_map(|i| i.group.clone()).collect();
         let names: Vec<String> = names.into_iter().collect();
-        let groups: BTreeMap<String, GroupSnapshot> = self
+        let groups: BTreeMap<String, Arc<GroupSnapshot>> = self
             .groups(&names)
             .await?
             .into_iter()
             .map(|g| (g.group.name.clone(), g))
             .collect();
         Ok(raw
-            .iter()
+            .into_iter()
             .map(|instance| complete(instance, &groups))
             .collect())
     }
@@ -351,12 +357,11 @@ impl FleetView {
 /// An instance with its group's answer about it: a member has the group's
 /// lifecycle and health; an instance of a group that no longer lists it is
 /// on its way out (or detached), whatever its state.
-fn complete(raw: &Instance, groups: &BTreeMap<String, GroupSnapshot>) -> Instance {
-    let mut instance = raw.clone();
-    let Some(snapshot) = raw.group.as_ref().and_then(|g| groups.get(g)) else {
+fn complete(mut instance: Instance, groups: &BTreeMap<String, Arc<GroupSnapshot>>) -> Instance {
+    let Some(snapshot) = instance.group.as_ref().and_then(|g| groups.get(g)) else {
         return instance;
     };
-    if let Some(member) = snapshot.member(&raw.id) {
+    if let Some(member) = snapshot.member(&instance.id) {
         instance.lifecycle = Some(member.lifecycle);
         instance.healthy = member.healthy;
     } else if matches!(
