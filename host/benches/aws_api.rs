@@ -15,6 +15,12 @@
 //! `WASMONKEY_MOTO` names its `moto_server`). Run with
 //! `cargo bench -p wasmonkey --bench aws_api`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark stops on the first failure"
+)]
+
 #[allow(dead_code)]
 #[path = "../../tests/all/fault_proxy.rs"]
 mod fault_proxy;
@@ -82,9 +88,11 @@ fn measured(mut cmd: Command) -> (Duration, Duration, i64, String) {
     });
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value to be written over.
+    #[allow(unsafe_code, reason = "a child's peak memory needs wait4")]
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `pid` is our own child, not yet waited for; both out
     // pointers are valid for the call.
+    #[allow(unsafe_code, reason = "a child's peak memory needs wait4")]
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let wall = started.elapsed();
     assert_eq!(waited, pid, "wait4");

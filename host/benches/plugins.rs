@@ -9,6 +9,12 @@
 //! Figures are medians of repeated runs, printed side by side so that ratios
 //! come from one run on one (noisy) machine. Needs `cargo xtask plugins`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark stops on the first failure"
+)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

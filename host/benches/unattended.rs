@@ -8,6 +8,12 @@
 //! growth with days and with groups shows. Needs `cargo xtask plugins`. Run
 //! with `cargo bench -p wasmonkey --bench unattended` (a release build).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark stops on the first failure"
+)]
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

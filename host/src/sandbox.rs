@@ -304,6 +304,7 @@ impl Sandbox {
         }
         drop(lock);
         // SAFETY: produced just above by this engine.
+        #[allow(unsafe_code, reason = "loading machine code wasmtime just wrote")]
         let component = unsafe { Component::deserialize(&engine, &machine_code) }
             .map_err(|err| CompileError::Invalid(err.into()))?;
         Ok(compiled(
@@ -376,8 +377,9 @@ impl Sandbox {
                 }
                 // SAFETY: serialized just above by wasmtime from a component
                 // it compiled; deserialize checks the engine's settings.
-                unsafe { Component::deserialize(&engine, &machine_code) }
-                    .map_err(anyhow::Error::from)?
+                #[allow(unsafe_code, reason = "loading machine code wasmtime just wrote")]
+                let component = unsafe { Component::deserialize(&engine, &machine_code) };
+                component.map_err(anyhow::Error::from)?
             }
         };
         self.prepare(compiled(
@@ -637,7 +639,9 @@ fn load_entry(engine: &Engine, entry: &Path) -> Option<Component> {
     // what `Engine::precompile_component` wrote, and never changed in place
     // (wasmtime checks the header and the compatibility hash again). The
     // cache directory must be as trusted as the host binary.
-    match unsafe { Component::deserialize_file(engine, entry) } {
+    #[allow(unsafe_code, reason = "loading cached machine code")]
+    let loaded = unsafe { Component::deserialize_file(engine, entry) };
+    match loaded {
         Ok(component) => {
             CodeCache::touch(entry);
             Some(component)

@@ -10,44 +10,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
-/// A language a plugin project can be made in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Lang {
-    /// Rust, with wit-bindgen.
-    Rust,
-    /// Python, with componentize-py.
-    Python,
-    /// JavaScript, with componentize-js.
-    Js,
-    /// C, with wit-bindgen's C bindings and clang.
-    C,
-    /// Zig, with wit-bindgen's C bindings.
-    Zig,
+pub use wasmonkey_lang::Lang;
+
+/// What a language's project is made of: the templates live beside the
+/// scaffolder, the list of languages in `wasmonkey-lang`.
+trait Templates {
+    fn sources(self) -> &'static [(&'static str, &'static str)];
+    fn build_note(self) -> &'static str;
 }
 
-impl Lang {
-    /// The name `--lang` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Lang::Rust => "rust",
-            Lang::Python => "python",
-            Lang::Js => "js",
-            Lang::C => "c",
-            Lang::Zig => "zig",
-        }
-    }
-
-    /// The language's name in prose.
-    pub fn language(self) -> &'static str {
-        match self {
-            Lang::Rust => "Rust",
-            Lang::Python => "Python",
-            Lang::Js => "JavaScript",
-            Lang::C => "C",
-            Lang::Zig => "Zig",
-        }
-    }
-
+impl Templates for Lang {
     /// The project's source files, as `(path, template)`.
     fn sources(self) -> &'static [(&'static str, &'static str)] {
         match self {

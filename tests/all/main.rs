@@ -2,6 +2,12 @@
 //! from source by `cargo xtask plugins` (which `cargo xtask test` runs
 //! first).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test's panic is its failure"
+)]
+
 #[cfg(feature = "aws")]
 mod aws;
 mod cli;

@@ -70,6 +70,7 @@ fn a_cache_in_a_directory_others_may_change_is_refused() {
 #[test]
 fn a_cache_of_another_user_is_refused() {
     // SAFETY: geteuid has no preconditions.
+    #[allow(unsafe_code, reason = "std has no geteuid")]
     let me = unsafe { libc::geteuid() };
     let dir = tempfile::tempdir().unwrap();
     let theirs = if me == 0 {

@@ -21,6 +21,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+pub use wasmonkey_lang::Lang;
 
 use crate::guests::{self, Guests};
 use crate::plugins::{self, MANIFEST};
@@ -61,48 +62,6 @@ const LINKABLE: &[&str] = &[
     "wasi:filesystem/",
     "wasi:sockets/",
 ];
-
-/// A plugin's language.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lang {
-    /// `Cargo.toml`: a cdylib crate.
-    Rust,
-    /// `plugin.py`: a module with a `Strategy` class.
-    Python,
-    /// `plugin.js`: an ES module exporting `strategy`.
-    Js,
-    /// `plugin.c`: the exports of wit-bindgen's C header.
-    C,
-    /// `plugin.zig`: the same exports, in Zig.
-    Zig,
-}
-
-impl Lang {
-    /// Every language, in the order of `--lang`'s help.
-    pub const ALL: [Lang; 5] = [Lang::Rust, Lang::Python, Lang::Js, Lang::C, Lang::Zig];
-
-    /// The name `--lang` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Lang::Rust => "rust",
-            Lang::Python => "python",
-            Lang::Js => "js",
-            Lang::C => "c",
-            Lang::Zig => "zig",
-        }
-    }
-
-    /// The file that marks a project of this language.
-    pub fn source(self) -> &'static str {
-        match self {
-            Lang::Rust => "Cargo.toml",
-            Lang::Python => "plugin.py",
-            Lang::Js => "plugin.js",
-            Lang::C => "plugin.c",
-            Lang::Zig => "plugin.zig",
-        }
-    }
-}
 
 /// A plugin project.
 pub struct Project {

@@ -331,6 +331,7 @@ fn last_change(_metadata: &std::fs::Metadata) -> Option<SystemTime> {
 fn check_private(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt as _;
     // SAFETY: geteuid has no preconditions and cannot fail.
+    #[allow(unsafe_code, reason = "std has no geteuid")]
     let me = unsafe { libc::geteuid() };
     let refuse = |why: String| {
         anyhow::anyhow!(
