@@ -38,7 +38,9 @@ pub enum Clock {
     /// The simulated fleet's: every run acts on this one fleet, and
     /// `origin_ms` is the calendar instant of its clock's 0.
     Sim {
+        /// The fleet every run acts on.
         cloud: Arc<SimCloud>,
+        /// The calendar instant of the virtual clock's 0, epoch ms.
         origin_ms: EpochMs,
     },
 }
@@ -84,12 +86,15 @@ impl Clock {
 /// What became of one slot.
 #[derive(Debug, Clone, Serialize)]
 pub struct SlotRun {
+    /// The slot.
     pub slot: Slot,
     /// `succeeded`, `not-recovered`, `experiment-failed`, `stopped`,
     /// `paused`, `failed` (the run could not start), `missed` or `done`
     /// (the history already had it).
     pub status: String,
+    /// Its run's id, once the run started.
     pub run_id: Option<String>,
+    /// How many instances its run terminated.
     pub victims: usize,
     /// Why the run could not start, for `failed`.
     pub error: Option<String>,
@@ -406,20 +411,28 @@ impl Daemon {
 /// `wasmonkey simulate`: what N days of the schedule did to the fleet.
 #[derive(Debug, Clone, Serialize)]
 pub struct Simulation {
+    /// The seed it ran with: the same seed gives the same simulation.
     pub seed: u64,
+    /// How many calendar days it covered.
     pub days: u32,
+    /// The first instant simulated, in the schedule's zone.
     pub start: String,
+    /// The end of the last day simulated (exclusive).
     pub end: String,
+    /// The schedule's IANA time zone.
     pub time_zone: String,
     /// The operator's aim, from `[schedule] mean_time_between_kills`.
     pub configured_mean_time_between_kills: Option<String>,
     /// `min_time_between_kills` of the blast radius.
     pub min_time_between_kills: Option<String>,
+    /// Slots that ran.
     pub runs: u32,
     /// Slots that did not run, by why: `outside-hours`, `holiday`,
     /// `paused`, `stopped`, `failed`, `missed`.
     pub skipped: BTreeMap<String, u32>,
+    /// Instances terminated, over every run.
     pub kills: u32,
+    /// Per-group figures, by name.
     pub groups: Vec<SimulatedGroup>,
     /// Every kill, for `--html`.
     #[serde(skip)]
@@ -432,6 +445,7 @@ pub struct Simulation {
 /// One group over the simulation.
 #[derive(Debug, Clone, Serialize)]
 pub struct SimulatedGroup {
+    /// Its kills, gaps and recovery times.
     #[serde(flatten)]
     pub stats: GroupStats,
     /// Most of its victims down at once (terminated and not yet recovered).

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pause {
+    /// What the operator said when pausing, shown by every refused run.
     pub reason: String,
     /// When, in RFC 3339 (UTC).
     pub since: String,

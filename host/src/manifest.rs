@@ -15,6 +15,7 @@ pub struct Manifest {
     pub name: String,
     /// Must equal the component's `metadata().version`.
     pub version: String,
+    /// One line for `wasmonkey plugins`.
     #[serde(default)]
     pub description: Option<String>,
     /// Hex sha256 of the `.wasm` file; the plugin is refused if it differs.

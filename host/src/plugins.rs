@@ -29,10 +29,15 @@ use crate::sandbox::{Prepared, Sandbox, MAX_COMPONENT_BYTES};
 /// A plugin that loaded.
 #[derive(Clone)]
 pub struct Plugin {
+    /// Its file stem, which its metadata's name must equal.
     pub name: String,
+    /// Its `.wasm` file.
     pub path: PathBuf,
+    /// Its manifest, if it has one beside it.
     pub manifest: Option<Manifest>,
+    /// What its `metadata()` export answered.
     pub metadata: PluginMetadata,
+    /// Compiled and linked, ready to instantiate.
     pub prepared: Prepared,
     /// What it runs under: the operator's defaults, the manifest's requests
     /// and the experiment's overrides, within the ceiling.
@@ -50,7 +55,9 @@ impl Plugin {
 /// why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadFailure {
+    /// The directory entry.
     pub path: PathBuf,
+    /// Why it did not load, for the operator.
     pub reason: String,
 }
 

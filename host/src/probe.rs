@@ -12,8 +12,10 @@ use crate::config::{TargetCheck, TargetConfig};
 /// Why a target could not be checked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckError {
+    /// The target or its answer cannot be checked (bad URL, bad config).
     #[error("{0}")]
     Invalid(String),
+    /// The backend failed while the target was looked up.
     #[error(transparent)]
     Cloud(#[from] CloudError),
 }
@@ -63,8 +65,11 @@ pub async fn check(
 /// Result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpCheck {
+    /// Whether the answer was what the target expects.
     pub healthy: bool,
+    /// What was seen, in a line: status and latency, or the failure.
     pub detail: String,
+    /// How long the answer took.
     pub latency_ms: u32,
 }
 

@@ -38,6 +38,7 @@ pub const MAX_ERROR_BYTES: usize = 4 * 1024;
 /// What the operator asked for on the command line.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// The run config's path.
     pub config: PathBuf,
     /// Run only the experiments of this plugin.
     pub plugin: Option<String>,
@@ -75,8 +76,11 @@ pub type SharedHistory = Arc<std::sync::Mutex<dyn History>>;
 
 /// A finished (or interrupted) run.
 pub struct RunOutput {
+    /// The report, rendered from the journal.
     pub report: Report,
+    /// The run's journal.
     pub journal: PathBuf,
+    /// The seed every experiment's randomness came from.
     pub seed: u64,
     /// The cloud API calls the run made.
     pub api_calls: ApiCalls,

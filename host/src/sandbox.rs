@@ -58,9 +58,11 @@ pub struct Sandbox {
 /// A component compiled for one engine.
 #[derive(Clone)]
 pub struct Compiled {
+    /// The engine it was compiled for: its settings are the sandbox's.
     pub engine: Engine,
     /// The stack cap of that engine, in bytes.
     pub stack_bytes: usize,
+    /// The machine code.
     pub component: Component,
     /// Hex sha256 of the component file.
     pub sha256: String,
@@ -82,6 +84,7 @@ impl Compiled {
 /// A component linked against this host, ready to instantiate cheaply.
 #[derive(Clone)]
 pub struct Prepared {
+    /// What it was linked from.
     pub compiled: Compiled,
     pre: StrategyPluginPre<StoreState>,
 }

@@ -61,12 +61,19 @@ fn default_hours() -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Day {
+    /// Monday.
     Mon,
+    /// Tuesday.
     Tue,
+    /// Wednesday.
     Wed,
+    /// Thursday.
     Thu,
+    /// Friday.
     Fri,
+    /// Saturday.
     Sat,
+    /// Sunday.
     Sun,
 }
 
@@ -110,8 +117,11 @@ pub struct Calendar {
 /// A working day's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
+    /// The working day, in the calendar's zone.
     pub date: Date,
+    /// When its working hours begin.
     pub start: EpochMs,
+    /// When they end (exclusive).
     pub end: EpochMs,
 }
 
@@ -406,6 +416,7 @@ pub enum Skip {
 /// The schedule: the calendar, and when each experiment runs.
 #[derive(Debug, Clone)]
 pub struct Schedule {
+    /// The time zone, working days, hours and holidays.
     pub calendar: Calendar,
     /// (experiment index, when).
     plans: Vec<(usize, Plan)>,

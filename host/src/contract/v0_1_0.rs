@@ -8,14 +8,19 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::cloud::{self as domain, InstanceState as DomainState, Lifecycle};
 use crate::session::{self, PluginError, Session};
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "strategy-plugin",
-    imports: { default: async | trappable },
-    exports: { default: async },
-    // The sandbox remembers a component's metadata() answer on disk.
-    additional_derives: [serde::Serialize, serde::Deserialize],
-});
+/// What wasmtime generates from `wit/`; the WIT's comments document it.
+#[allow(missing_docs, reason = "generated from wit/, which documents it")]
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "strategy-plugin",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        // The sandbox remembers a component's metadata() answer on disk.
+        additional_derives: [serde::Serialize, serde::Deserialize],
+    });
+}
+pub use bindings::*;
 
 use self::wasmonkey::chaos::types::{
     CloudError, Group, GroupCapacity, Instance, InstanceState, LifecycleState, Tag,

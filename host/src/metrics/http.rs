@@ -30,6 +30,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// What the endpoints read.
 #[derive(Clone)]
 pub struct Served {
+    /// The metrics every run and slot adds to.
     pub metrics: Arc<Metrics>,
     /// Read at every scrape, so `wasmonkey_paused` is never stale.
     pub switch: Arc<dyn Switch>,

@@ -24,11 +24,15 @@ pub const KILLS: RGBColor = RGBColor(0xD6, 0x27, 0x28);
 
 /// What the page is of.
 pub struct KillsPage<'a> {
+    /// The page's title and heading.
     pub title: String,
     /// Label and value rows of its header.
     pub facts: Vec<(&'static str, String)>,
+    /// Per-group statistics, one table row each.
     pub stats: &'a [GroupStats],
+    /// Every kill, in time order: the charts' points.
     pub kills: &'a [KillPoint],
+    /// The zone days are counted in.
     pub time_zone: &'a TimeZone,
     /// The days to chart, first and last; default the kills' own.
     pub days: Option<(Date, Date)>,

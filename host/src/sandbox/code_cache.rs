@@ -172,6 +172,7 @@ impl Drop for EntryLock {
 pub struct CacheUsage {
     /// Compiled components (one per component and engine).
     pub entries: u64,
+    /// Their size on disk, in bytes.
     pub entry_bytes: u64,
     /// Remembered `metadata()` answers.
     pub answers: u64,

@@ -49,6 +49,7 @@ pub struct AlarmSpec {
     /// in-service instances than that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The healthy count `group`'s alarm goes off below.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub below_healthy: Option<u32>,
     /// ALARM while an outage of this zone is on.
@@ -58,6 +59,7 @@ pub struct AlarmSpec {
     /// `until_secs` if given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_secs: Option<u64>,
+    /// When the alarm of `from_secs` ends (seconds on the virtual clock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_secs: Option<u64>,
 }
