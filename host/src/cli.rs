@@ -557,8 +557,8 @@ pub fn describe(plugin: &Plugin) -> String {
     );
     let _ = writeln!(out, "parameters:");
     for p in &meta.params {
-        let default = crate::contract::latest::param_to_json(&p.default);
-        let kind = crate::contract::latest::param_kind(&p.default);
+        let default = p.default.to_json();
+        let kind = p.default.kind();
         let _ = writeln!(
             out,
             "  {:<24} {kind:<8} default {:<10} {}",

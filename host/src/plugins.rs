@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::contract::latest::PluginMetadata;
+use crate::contract::PluginMetadata;
 use crate::files;
 use crate::limits::{LimitOverrides, LimitRules, Limits};
 use crate::manifest::Manifest;

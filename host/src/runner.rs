@@ -16,7 +16,7 @@ use crate::cloud::sim::SimCloud;
 use crate::cloud::view::FleetView;
 use crate::cloud::{ApiCalls, Cloud, TerminateVia};
 use crate::config::{BackendConfig, Config, ExperimentConfig};
-use crate::contract::latest::{self, Outcome, RunError};
+use crate::contract::{self, Outcome, RunError};
 use crate::guard::{Guard, Verdict};
 use crate::history::{History, SqliteHistory};
 use crate::journal::{self, Event, Journal, PluginOutcome, PluginVictim};
@@ -520,7 +520,7 @@ impl Context<'_> {
             .map(|m| m.grants.clone())
             .unwrap_or_default();
         let grants = effective_grants(&requested, &experiment.grants);
-        let params = latest::resolve_params(&plugin.metadata.params, &experiment.params)
+        let params = contract::resolve_params(&plugin.metadata.params, &experiment.params)
             .map_err(|err| anyhow::anyhow!("{where_}: plugin {label}: {err}"))?;
         let scope = config
             .scope
@@ -541,7 +541,7 @@ impl Context<'_> {
                 sha256: plugin.prepared.compiled.sha256.clone(),
                 params: params
                     .iter()
-                    .map(|p| (p.name.clone(), latest::param_to_json(&p.value)))
+                    .map(|p| (p.name.clone(), p.value.to_json()))
                     .collect::<BTreeMap<_, _>>(),
                 grants: grants.iter().map(|g| g.name().to_owned()).collect(),
                 limits,
@@ -612,7 +612,7 @@ fn check_outcome(
     session: &Session,
     max_terminations: u32,
 ) -> Result<PluginOutcome, RunFailure> {
-    let outcome = answer.map_err(|err| RunFailure::Plugin(latest::run_error_text(&err)))?;
+    let outcome = answer.map_err(|err| RunFailure::Plugin(err.text()))?;
     if outcome.victims.len() > max_terminations as usize {
         return Err(RunFailure::Limit(LimitBreach::new(
             Limit::OutcomeSize,
@@ -640,7 +640,7 @@ fn check_outcome(
             .into_iter()
             .map(|v| PluginVictim {
                 instance_id: v.instance_id,
-                verdict: latest::verdict_name(v.verdict).to_owned(),
+                verdict: v.verdict.name().to_owned(),
                 recovered_at_ms: v.recovered_at_ms,
             })
             .collect(),

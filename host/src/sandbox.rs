@@ -25,7 +25,7 @@ use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::contract::latest::{self, Outcome, Param, PluginMetadata, RunError, StrategyPluginPre};
+use crate::contract::{Linked, Outcome, Param, PluginMetadata, RunError, Strategy, Version};
 use crate::files;
 use crate::limits::{Limit, LimitBreach, Limits};
 use crate::session::Session;
@@ -86,7 +86,7 @@ impl Compiled {
 pub struct Prepared {
     /// What it was linked from.
     pub compiled: Compiled,
-    pre: StrategyPluginPre<StoreState>,
+    pre: Linked<StoreState>,
 }
 
 /// What a remembered `metadata()` answer was asked under.
@@ -323,8 +323,10 @@ impl Sandbox {
     /// Link a compiled component against this host's contract (and the
     /// deny-by-default WASI, if it asks for WASI).
     pub fn prepare(&self, compiled: Compiled) -> anyhow::Result<Prepared> {
+        let version = Version::LATEST;
         let mut linker = Linker::<StoreState>::new(&compiled.engine);
-        latest::add_to_linker(&mut linker, |state| &mut state.session)
+        version
+            .add_to_linker(&mut linker, |state| &mut state.session)
             .map_err(anyhow::Error::from)?;
         if compiled.imports_wasi() {
             wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
@@ -335,16 +337,16 @@ impl Sandbox {
             .with_context(|| {
                 format!(
                     "the component does not fit this host's world ({} strategy-plugin); it imports {:?}",
-                    latest::PACKAGE,
+                    version.package(),
                     compiled.imports
                 )
             })?;
-        let pre = StrategyPluginPre::new(pre)
+        let pre = Linked::new(version, pre)
             .map_err(anyhow::Error::from)
             .with_context(|| {
                 format!(
                     "the component does not export {}'s strategy interface",
-                    latest::PACKAGE
+                    version.package()
                 )
             })?;
         Ok(Prepared { compiled, pre })
@@ -404,9 +406,7 @@ impl Sandbox {
         let session = Session::inert(limits);
         let (_, result) = self
             .call(prepared, session, |plugin, store| {
-                Box::pin(
-                    async move { plugin.wasmonkey_chaos_strategy().call_metadata(store).await },
-                )
+                Box::pin(async move { plugin.metadata(store).await })
             })
             .await;
         result
@@ -422,7 +422,7 @@ impl Sandbox {
         limits: &Limits,
     ) -> Result<PluginMetadata, RunFailure> {
         let question = MetadataQuestion {
-            contract: latest::PACKAGE.to_owned(),
+            contract: prepared.pre.version().package().to_owned(),
             limits: *limits,
         };
         let sha256 = &prepared.compiled.sha256;
@@ -467,12 +467,7 @@ impl Sandbox {
         params: Vec<Param>,
     ) -> (Session, Result<Result<Outcome, RunError>, RunFailure>) {
         self.call(prepared, session, move |plugin, store| {
-            Box::pin(async move {
-                plugin
-                    .wasmonkey_chaos_strategy()
-                    .call_run(store, &params)
-                    .await
-            })
+            Box::pin(async move { plugin.run(store, &params).await })
         })
         .await
     }
@@ -482,7 +477,7 @@ impl Sandbox {
         prepared: &Prepared,
         session: Session,
         body: impl for<'a> FnOnce(
-                &'a latest::StrategyPlugin,
+                &'a Strategy,
                 &'a mut Store<StoreState>,
             ) -> std::pin::Pin<
                 Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
@@ -535,7 +530,7 @@ impl Sandbox {
             Err(err) => Err(RunFailure::Trap(format!("configuring the store: {err}"))),
             Ok(()) => {
                 let run = async {
-                    let plugin = prepared.pre.instantiate_async(&mut store).await?;
+                    let plugin = prepared.pre.instantiate(&mut store).await?;
                     body(&plugin, &mut store).await
                 };
                 match tokio::time::timeout(limits.timeout(), run).await {

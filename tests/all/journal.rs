@@ -9,7 +9,7 @@ use std::sync::Arc;
 use wasmonkey::cloud::sim::SimCloud;
 use wasmonkey::cloud::InstanceState;
 use wasmonkey::config::Config;
-use wasmonkey::contract::latest;
+use wasmonkey::contract;
 use wasmonkey::journal::{self, Event, Journal};
 use wasmonkey::limits::LimitOverrides;
 use wasmonkey::plugins::Catalog;
@@ -80,7 +80,7 @@ async fn a_journal_that_cannot_be_written_stops_the_run_before_terminate() {
         ("targets".to_owned(), toml::Value::from(target.as_str())),
     ]
     .into();
-    let params = latest::resolve_params(&plugin.metadata.params, &given).unwrap();
+    let params = contract::resolve_params(&plugin.metadata.params, &given).unwrap();
     let label = PluginLabel {
         name: plugin.metadata.name.clone(),
         version: plugin.metadata.version.clone(),

@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 
 use wasmtime::component::{HasSelf, Linker};
+use wasmtime::AsContextMut;
 
 use crate::cloud::{self as domain, InstanceState as DomainState, Lifecycle};
+use crate::contract;
 use crate::session::{self, PluginError, Session};
 
 /// What wasmtime generates from `wit/`; the WIT's comments document it.
@@ -16,8 +18,6 @@ mod bindings {
         world: "strategy-plugin",
         imports: { default: async | trappable },
         exports: { default: async },
-        // The sandbox remembers a component's metadata() answer on disk.
-        additional_derives: [serde::Serialize, serde::Deserialize],
     });
 }
 pub use bindings::*;
@@ -26,9 +26,7 @@ use self::wasmonkey::chaos::types::{
     CloudError, Group, GroupCapacity, Instance, InstanceState, LifecycleState, Tag,
 };
 use self::wasmonkey::chaos::{cloud, notify, probe, runtime};
-pub use exports::wasmonkey::chaos::strategy::{
-    Outcome, Param, ParamSpec, ParamValue, PluginMetadata, RunError, Verdict, Victim,
-};
+use exports::wasmonkey::chaos::strategy::{Outcome, Param, ParamValue, RunError, Verdict};
 
 /// The package this module speaks, as components name it in their imports.
 pub const PACKAGE: &str = "wasmonkey:chaos@0.1.0";
@@ -301,126 +299,92 @@ impl runtime::Host for Session {
     }
 }
 
-/// A parameter value as JSON, for journals and reports.
-pub fn param_to_json(value: &ParamValue) -> serde_json::Value {
-    match value {
-        ParamValue::Text(text) => serde_json::Value::from(text.as_str()),
-        ParamValue::Integer(n) => serde_json::Value::from(*n),
-        ParamValue::Number(x) => serde_json::Value::from(*x),
-        ParamValue::Flag(b) => serde_json::Value::from(*b),
-    }
-}
-
-/// The kind of a parameter value, as the operator's error messages name it.
-pub fn param_kind(value: &ParamValue) -> &'static str {
-    match value {
-        ParamValue::Text(_) => "text",
-        ParamValue::Integer(_) => "integer",
-        ParamValue::Number(_) => "number",
-        ParamValue::Flag(_) => "flag",
-    }
-}
-
-/// Check the operator's values against the plugin's declared parameters and
-/// fill in defaults. Errors name the parameter.
-pub fn resolve_params(
-    specs: &[ParamSpec],
-    given: &BTreeMap<String, toml::Value>,
-) -> Result<Vec<Param>, String> {
-    if let Some(unknown) = given
-        .keys()
-        .find(|name| !specs.iter().any(|s| &s.name == *name))
-    {
-        let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        return Err(format!(
-            "unknown parameter {unknown:?}; the plugin declares {known:?}"
-        ));
-    }
-    specs
-        .iter()
-        .map(|spec| {
-            let value = match given.get(&spec.name) {
-                None => spec.default.clone(),
-                Some(value) => match (&spec.default, value) {
-                    (ParamValue::Text(_), toml::Value::String(s)) => ParamValue::Text(s.clone()),
-                    (ParamValue::Integer(_), toml::Value::Integer(n)) => ParamValue::Integer(*n),
-                    (ParamValue::Number(_), toml::Value::Float(x)) => ParamValue::Number(*x),
-                    (ParamValue::Number(_), toml::Value::Integer(n)) => {
-                        ParamValue::Number(*n as f64)
-                    }
-                    (ParamValue::Flag(_), toml::Value::Boolean(b)) => ParamValue::Flag(*b),
-                    (default, other) => {
-                        return Err(format!(
-                            "parameter {:?} takes a {} value, got {} {other}",
-                            spec.name,
-                            param_kind(default),
-                            other.type_str()
-                        ))
-                    }
-                },
-            };
-            Ok(Param {
-                name: spec.name.clone(),
-                value,
+/// Call `metadata()`.
+pub async fn metadata(
+    plugin: &StrategyPlugin,
+    store: impl AsContextMut<Data: Send>,
+) -> wasmtime::Result<contract::PluginMetadata> {
+    let metadata = plugin
+        .wasmonkey_chaos_strategy()
+        .call_metadata(store)
+        .await?;
+    Ok(contract::PluginMetadata {
+        name: metadata.name,
+        version: metadata.version,
+        description: metadata.description,
+        params: metadata
+            .params
+            .into_iter()
+            .map(|spec| contract::ParamSpec {
+                name: spec.name,
+                description: spec.description,
+                default: value_from_wit(spec.default),
             })
+            .collect(),
+    })
+}
+
+/// Call `run(params)`.
+pub async fn run(
+    plugin: &StrategyPlugin,
+    store: impl AsContextMut<Data: Send>,
+    params: &[contract::Param],
+) -> wasmtime::Result<Result<contract::Outcome, contract::RunError>> {
+    let params: Vec<Param> = params
+        .iter()
+        .map(|param| Param {
+            name: param.name.clone(),
+            value: value_to_wit(&param.value),
         })
-        .collect()
+        .collect();
+    let answer = plugin
+        .wasmonkey_chaos_strategy()
+        .call_run(store, &params)
+        .await?;
+    Ok(answer.map(outcome_from_wit).map_err(|err| match err {
+        RunError::InvalidParam(m) => contract::RunError::InvalidParam(m),
+        RunError::Aborted(m) => contract::RunError::Aborted(m),
+        RunError::Cloud(e) => contract::RunError::Cloud(format!("{e:?}")),
+    }))
 }
 
-/// The verdict's name in reports.
-pub fn verdict_name(verdict: Verdict) -> &'static str {
-    match verdict {
-        Verdict::Recovered => "recovered",
-        Verdict::NotRecovered => "not-recovered",
-        Verdict::Unchecked => "unchecked",
+fn value_from_wit(value: ParamValue) -> contract::ParamValue {
+    match value {
+        ParamValue::Text(text) => contract::ParamValue::Text(text),
+        ParamValue::Integer(n) => contract::ParamValue::Integer(n),
+        ParamValue::Number(x) => contract::ParamValue::Number(x),
+        ParamValue::Flag(b) => contract::ParamValue::Flag(b),
     }
 }
 
-/// The run error as one line.
-pub fn run_error_text(err: &RunError) -> String {
-    match err {
-        RunError::InvalidParam(m) => format!("invalid parameter: {m}"),
-        RunError::Aborted(m) => format!("aborted: {m}"),
-        RunError::Cloud(e) => format!("cloud error: {e:?}"),
+fn value_to_wit(value: &contract::ParamValue) -> ParamValue {
+    match value {
+        contract::ParamValue::Text(text) => ParamValue::Text(text.clone()),
+        contract::ParamValue::Integer(n) => ParamValue::Integer(*n),
+        contract::ParamValue::Number(x) => ParamValue::Number(*x),
+        contract::ParamValue::Flag(b) => ParamValue::Flag(*b),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(name: &str, default: ParamValue) -> ParamSpec {
-        ParamSpec {
-            name: name.into(),
-            description: String::new(),
-            default,
-        }
-    }
-
-    #[test]
-    fn params_are_checked_and_defaulted() {
-        let specs = [
-            spec("count", ParamValue::Integer(3)),
-            spec("p", ParamValue::Number(1.0)),
-        ];
-        let given: BTreeMap<String, toml::Value> =
-            [("p".to_string(), toml::Value::Integer(0))].into();
-        let params = resolve_params(&specs, &given).unwrap();
-        assert!(matches!(params[0].value, ParamValue::Integer(3)));
-        assert!(matches!(params[1].value, ParamValue::Number(x) if x == 0.0));
-
-        let wrong: BTreeMap<String, toml::Value> =
-            [("count".to_string(), toml::Value::from("three"))].into();
-        let err = resolve_params(&specs, &wrong).unwrap_err();
-        assert!(
-            err.contains("\"count\"") && err.contains("integer"),
-            "{err}"
-        );
-
-        let unknown: BTreeMap<String, toml::Value> =
-            [("cuont".to_string(), toml::Value::Integer(1))].into();
-        assert!(resolve_params(&specs, &unknown)
-            .unwrap_err()
-            .contains("cuont"));
+fn outcome_from_wit(outcome: Outcome) -> contract::Outcome {
+    contract::Outcome {
+        summary: outcome.summary,
+        victims: outcome
+            .victims
+            .into_iter()
+            .map(|v| contract::Victim {
+                instance_id: v.instance_id,
+                group: v.group,
+                zone: v.zone,
+                terminated_at_ms: v.terminated_at_ms,
+                dry_run: v.dry_run,
+                verdict: match v.verdict {
+                    Verdict::Recovered => contract::Verdict::Recovered,
+                    Verdict::NotRecovered => contract::Verdict::NotRecovered,
+                    Verdict::Unchecked => contract::Verdict::Unchecked,
+                },
+                recovered_at_ms: v.recovered_at_ms,
+            })
+            .collect(),
     }
 }
