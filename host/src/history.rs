@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use rusqlite::{params, Connection, OptionalExtension as _};
 use serde::Serialize;
 
-use crate::report::Report;
+use crate::report::{HostVerdict, Report, VictimStatus};
 use crate::schedule::{Calendar, EpochMs};
 
 /// The history's file in the state directory.
@@ -116,10 +116,10 @@ pub struct KillRow {
     pub zone: String,
     /// Epoch ms of the termination request.
     pub killed_ms: EpochMs,
-    pub status: String,
+    pub status: VictimStatus,
     pub dry_run: bool,
     pub recovery_ms: Option<i64>,
-    pub host_verdict: String,
+    pub host_verdict: HostVerdict,
     pub plugin_verdict: Option<String>,
     pub plugin: String,
     pub version: String,
@@ -133,7 +133,7 @@ pub struct KillPoint {
     pub group: Option<String>,
     pub killed_ms: EpochMs,
     pub recovery_ms: Option<i64>,
-    pub host_verdict: String,
+    pub host_verdict: HostVerdict,
 }
 
 impl From<&KillRow> for KillPoint {
@@ -142,10 +142,37 @@ impl From<&KillRow> for KillPoint {
             group: row.group.clone(),
             killed_ms: row.killed_ms,
             recovery_ms: row.recovery_ms,
-            host_verdict: row.host_verdict.clone(),
+            host_verdict: row.host_verdict,
         }
     }
 }
+
+/// Statuses and verdicts are kept by name; a name this host does not know
+/// is an error naming it, not a guess.
+macro_rules! by_name {
+    ($($name:ident),+) => {$(
+        impl rusqlite::types::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.name().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                let text = value.as_str()?;
+                $name::parse(text).ok_or_else(|| {
+                    rusqlite::types::FromSqlError::Other(
+                        format!("unknown {} {text:?}", stringify!($name)).into(),
+                    )
+                })
+            }
+        }
+    )+};
+}
+
+by_name!(VictimStatus, HostVerdict);
 
 /// One run as the history keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -639,7 +666,7 @@ pub fn stats(kills: &[KillPoint], calendar: Option<&Calendar>) -> Vec<GroupStats
             });
             let mut recovery: Vec<f64> = kills
                 .iter()
-                .filter(|k| k.host_verdict == "recovered")
+                .filter(|k| k.host_verdict == HostVerdict::Recovered)
                 .filter_map(|k| k.recovery_ms.map(|ms| ms as f64 / 1000.0))
                 .collect();
             recovery.sort_by(f64::total_cmp);
@@ -661,7 +688,7 @@ pub fn stats(kills: &[KillPoint], calendar: Option<&Calendar>) -> Vec<GroupStats
                 not_recovered: u32::try_from(
                     kills
                         .iter()
-                        .filter(|k| k.host_verdict == "not-recovered")
+                        .filter(|k| k.host_verdict == HostVerdict::NotRecovered)
                         .count(),
                 )
                 .unwrap_or(u32::MAX),
@@ -699,11 +726,11 @@ mod tests {
                         zone: "z".into(),
                         reason: String::new(),
                         dry_run: *dry_run,
-                        status: (*status).into(),
+                        status: VictimStatus::parse(status).unwrap(),
                         terminated_at_ms: *at,
                         run_clock_ms: *at,
                         recovery_seconds: None,
-                        host_verdict: "pending".into(),
+                        host_verdict: HostVerdict::Pending,
                         plugin_verdict: None,
                         plugin_recovery_seconds: None,
                     },
@@ -714,6 +741,25 @@ mod tests {
             capacity: Vec::new(),
             last_clock_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_verdict_this_host_does_not_know_is_an_error_naming_it() {
+        let mut history = SqliteHistory::in_memory().unwrap();
+        history
+            .record(&report("a", &[("web", 10, "terminated", false)]))
+            .unwrap();
+        assert_eq!(
+            history.kills(&Filter::default()).unwrap()[0].host_verdict,
+            HostVerdict::Pending
+        );
+        history
+            .conn
+            .execute("UPDATE victims SET host_verdict = 'exploded'", [])
+            .unwrap();
+        let err = history.kills(&Filter::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("\"exploded\""), "{err:#}");
+        assert!(history.kill_points(&Filter::default()).is_err());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::cloud::ApiCalls;
-use crate::report::Report;
+use crate::report::{HostVerdict, Report, VictimStatus};
 use crate::text;
 
 /// Longest label value kept, in bytes.
@@ -200,7 +200,7 @@ impl Metrics {
     pub fn record_run(&self, report: &Report, ended_unix_secs: f64) {
         for v in &report.victims {
             let group = LabelText::new(v.group.as_deref().unwrap_or(""));
-            if matches!(v.status.as_str(), "terminated" | "dry-run") {
+            if matches!(v.status, VictimStatus::Terminated | VictimStatus::DryRun) {
                 self.terminations
                     .get_or_create(&TerminationLabels {
                         group: group.clone(),
@@ -216,7 +216,7 @@ impl Metrics {
                     })
                     .observe(seconds);
             }
-            if v.host_verdict == "not-recovered" {
+            if v.host_verdict == HostVerdict::NotRecovered {
                 self.not_recovered
                     .get_or_create(&GroupLabels { group })
                     .inc();

@@ -15,6 +15,92 @@ use crate::journal::{Event, Replay};
 use crate::limits::Limits;
 use crate::text;
 
+/// An enum whose variants have one fixed name each, the same in the
+/// report's text and JSON, the HTML page and the kill history.
+macro_rules! named {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// Its name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The variant of this name, if any.
+            pub fn parse(text: &str) -> Option<$name> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        // Compared with its name, as the JSON shows it.
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.name() == *other
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            // `pad`, so that a report's columns line up.
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.name())
+            }
+        }
+    };
+}
+
+named! {
+    /// What became of a termination the journal records.
+    VictimStatus {
+        /// It took effect.
+        Terminated = "terminated",
+        /// A dry run: nothing was terminated.
+        DryRun = "dry-run",
+        /// The call failed, and the instance is known to be untouched.
+        Failed = "failed",
+        /// The call failed, and the host could not tell whether it took
+        /// effect.
+        Uncertain = "uncertain",
+        /// Requested; the journal ends before its outcome.
+        Unknown = "unknown",
+    }
+}
+
+named! {
+    /// The host's own measure of a victim's recovery.
+    HostVerdict {
+        /// Its group was whole and healthy again.
+        Recovered = "recovered",
+        /// The recovery timeout passed first.
+        NotRecovered = "not-recovered",
+        /// Nothing to wait for: a dry run, a failed call, or no group.
+        Unchecked = "unchecked",
+        /// The journal ends before it was decided.
+        Pending = "pending",
+    }
+}
+
+named! {
+    /// What became of a notification.
+    NotificationStatus {
+        /// Published.
+        Delivered = "delivered",
+        /// Every attempt failed.
+        Failed = "failed",
+        /// The journal has no outcome for it.
+        Unknown = "unknown",
+    }
+}
+
 /// Text from the journal as a terminal may show it: much of it is the
 /// plugin's, and the journal itself may have been edited.
 fn safe(text: &str) -> std::borrow::Cow<'_, str> {
@@ -165,8 +251,8 @@ pub struct DenialReport {
 pub struct NotificationReport {
     pub channel: String,
     pub subject: String,
-    /// `delivered`, `failed`, or `unknown` when the journal has no outcome.
-    pub status: String,
+    /// What became of it.
+    pub status: NotificationStatus,
     pub attempts: u32,
 }
 
@@ -180,10 +266,8 @@ pub struct VictimReport {
     pub zone: String,
     pub reason: String,
     pub dry_run: bool,
-    /// `terminated`, `dry-run`, `failed`, `uncertain` (the call failed and
-    /// the host could not tell whether it took effect), or `unknown`
-    /// (requested, outcome not recorded).
-    pub status: String,
+    /// What became of the termination.
+    pub status: VictimStatus,
     /// Plugin clock (from its experiment's start) at the termination
     /// request, ms.
     pub terminated_at_ms: u64,
@@ -191,9 +275,8 @@ pub struct VictimReport {
     pub run_clock_ms: u64,
     /// The host's measure: termination to recovered group.
     pub recovery_seconds: Option<f64>,
-    /// `recovered`, `not-recovered`, `unchecked` (dry run, failed, no group),
-    /// or `pending` (the journal ends before it was decided).
-    pub host_verdict: String,
+    /// The host's measure of its recovery.
+    pub host_verdict: HostVerdict,
     /// What the plugin said, if it said.
     pub plugin_verdict: Option<String>,
     pub plugin_recovery_seconds: Option<f64>,
@@ -309,11 +392,11 @@ impl Report {
                         zone: zone.clone(),
                         reason: reason.clone(),
                         dry_run: *dry_run,
-                        status: "unknown".into(),
+                        status: VictimStatus::Unknown,
                         terminated_at_ms: entry.clock_ms.saturating_sub(start),
                         run_clock_ms: entry.clock_ms,
                         recovery_seconds: None,
-                        host_verdict: "pending".into(),
+                        host_verdict: HostVerdict::Pending,
                         plugin_verdict: None,
                         plugin_recovery_seconds: None,
                     });
@@ -325,9 +408,13 @@ impl Report {
                 } => {
                     if let Some(i) = victim(instance_id) {
                         let v = &mut report.victims[i];
-                        v.status = if *dry_run { "dry-run" } else { "terminated" }.into();
+                        v.status = if *dry_run {
+                            VictimStatus::DryRun
+                        } else {
+                            VictimStatus::Terminated
+                        };
                         if *dry_run || v.group.is_none() {
-                            v.host_verdict = "unchecked".into();
+                            v.host_verdict = HostVerdict::Unchecked;
                         }
                     }
                 }
@@ -338,8 +425,12 @@ impl Report {
                 } => {
                     if let Some(i) = victim(instance_id) {
                         let v = &mut report.victims[i];
-                        v.status = if *uncertain { "uncertain" } else { "failed" }.into();
-                        v.host_verdict = "unchecked".into();
+                        v.status = if *uncertain {
+                            VictimStatus::Uncertain
+                        } else {
+                            VictimStatus::Failed
+                        };
+                        v.host_verdict = HostVerdict::Unchecked;
                     }
                 }
                 Event::Recovered {
@@ -349,12 +440,12 @@ impl Report {
                 } => {
                     if let Some(i) = victim(instance_id) {
                         report.victims[i].recovery_seconds = Some(seconds(*recovery_ms));
-                        report.victims[i].host_verdict = "recovered".into();
+                        report.victims[i].host_verdict = HostVerdict::Recovered;
                     }
                 }
                 Event::NotRecovered { instance_id, .. } => {
                     if let Some(i) = victim(instance_id) {
-                        report.victims[i].host_verdict = "not-recovered".into();
+                        report.victims[i].host_verdict = HostVerdict::NotRecovered;
                     }
                 }
                 Event::Denied {
@@ -379,7 +470,7 @@ impl Report {
                     let notification = NotificationReport {
                         channel: channel.clone(),
                         subject: subject.clone(),
-                        status: "unknown".into(),
+                        status: NotificationStatus::Unknown,
                         attempts: 0,
                     };
                     match entry.experiment {
@@ -401,7 +492,11 @@ impl Report {
                     };
                     if let Some(n) = last {
                         n.attempts = *attempt;
-                        n.status = if delivered { "delivered" } else { "failed" }.into();
+                        n.status = if delivered {
+                            NotificationStatus::Delivered
+                        } else {
+                            NotificationStatus::Failed
+                        };
                     }
                 }
                 Event::PluginLog { level, message } => {
@@ -488,9 +583,9 @@ impl Report {
             ));
         }
         for v in &report.victims {
-            let why = match v.status.as_str() {
-                "unknown" => "was about to be terminated when the journal ends",
-                "uncertain" => {
+            let why = match v.status {
+                VictimStatus::Unknown => "was about to be terminated when the journal ends",
+                VictimStatus::Uncertain => {
                     "may or may not be terminated: the call failed and the host could not tell"
                 }
                 _ => continue,
@@ -529,10 +624,12 @@ impl Report {
         self.complete
             && self.stopped.is_none()
             && self.experiments.iter().all(|e| e.error.is_none())
-            && self.victims.iter().all(|v| match v.status.as_str() {
-                "terminated" => v.host_verdict == "recovered" || v.group.is_none(),
-                "dry-run" => true,
-                _ => false,
+            && self.victims.iter().all(|v| match v.status {
+                VictimStatus::Terminated => {
+                    v.host_verdict == HostVerdict::Recovered || v.group.is_none()
+                }
+                VictimStatus::DryRun => true,
+                VictimStatus::Failed | VictimStatus::Uncertain | VictimStatus::Unknown => false,
             })
     }
 
@@ -540,10 +637,10 @@ impl Report {
     pub fn recovery_lines(&self) -> String {
         let mut out = String::new();
         for v in &self.victims {
-            let fate = match (v.status.as_str(), v.recovery_seconds) {
+            let fate = match (v.status, v.recovery_seconds) {
                 (_, Some(seconds)) => format!("recovered in {seconds:.1} s"),
-                ("dry-run", _) => "dry run: not terminated".to_owned(),
-                ("failed", _) => "termination failed".to_owned(),
+                (VictimStatus::DryRun, _) => "dry run: not terminated".to_owned(),
+                (VictimStatus::Failed, _) => "termination failed".to_owned(),
                 _ => format!("{} ({})", v.host_verdict, v.status),
             };
             let _ = writeln!(

@@ -401,7 +401,7 @@ async fn a_publish_that_keeps_failing_is_attempted_three_times_in_all() {
         .collect();
     assert_eq!(notifications.len(), 2, "{notifications:#?}");
     for n in &notifications {
-        assert_eq!((n.status.as_str(), n.attempts), ("failed", 3), "{n:#?}");
+        assert_eq!((n.status.name(), n.attempts), ("failed", 3), "{n:#?}");
     }
     assert_eq!(proxy.requests("Publish"), 2 * 3);
 }

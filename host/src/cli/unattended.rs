@@ -203,8 +203,8 @@ pub fn history(args: &HistoryArgs, command: Option<HistoryCommand>) -> anyhow::R
                         schedule::show(k.killed_ms, &tz),
                         one_line(k.group.as_deref().unwrap_or("-")),
                         one_line(&k.instance_id),
-                        one_line(&k.status),
-                        one_line(&k.host_verdict),
+                        k.status,
+                        k.host_verdict,
                         k.recovery_ms
                             .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
                         one_line(&k.plugin),

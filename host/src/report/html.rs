@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use plotters::prelude::*;
 
-use super::{CapacityPoint, ExperimentReport, Report, VictimReport};
+use super::{CapacityPoint, ExperimentReport, Report, VictimReport, VictimStatus};
 use crate::text;
 
 /// Most group lanes drawn per experiment; the victims table lists all.
@@ -406,7 +406,7 @@ fn draw(
                 let at = secs(v.run_clock_ms);
                 let (until, c) = match v.recovery_seconds {
                     Some(r) => (at + r, colour::RECOVERY),
-                    None if v.status == "terminated" => (span, colour::UNRECOVERED),
+                    None if v.status == VictimStatus::Terminated => (span, colour::UNRECOVERED),
                     None => continue,
                 };
                 chart

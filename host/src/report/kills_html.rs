@@ -248,7 +248,7 @@ mod tests {
                 group: Some("web".into()),
                 killed_ms: at,
                 recovery_ms: Some(1000),
-                host_verdict: "recovered".into(),
+                host_verdict: crate::report::HostVerdict::Recovered,
             })
             .collect();
         let page = KillsPage {
