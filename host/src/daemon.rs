@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::cloud::sim::SimCloud;
 use crate::cloud::Cloud;
 use crate::config::Config;
-use crate::history::{self, Filter, GroupStats, History as _, SlotMark};
+use crate::history::{self, Filter, GroupStats, History as _, SlotMark, SlotStatus};
 use crate::metrics::Metrics;
 use crate::runner::{self, RunOptions, SharedHistory};
 use crate::schedule::{self, EpochMs, Schedule, Skip, Slot};
@@ -88,10 +88,8 @@ impl Clock {
 pub struct SlotRun {
     /// The slot.
     pub slot: Slot,
-    /// `succeeded`, `not-recovered`, `experiment-failed`, `stopped`,
-    /// `paused`, `failed` (the run could not start), `missed` or `done`
-    /// (the history already had it).
-    pub status: String,
+    /// What became of it.
+    pub status: SlotStatus,
     /// Its run's id, once the run started.
     pub run_id: Option<String>,
     /// How many instances its run terminated.
@@ -218,10 +216,10 @@ impl Daemon {
                 let open =
                     calendar.in_window(now) && calendar.date_of(now) == calendar.date_of(slot.at);
                 if !open {
-                    if !self.claim(&slot, "missed", None)? {
+                    if !self.claim(&slot, SlotStatus::Missed, None)? {
                         continue;
                     }
-                    let missed = self.slot_run(slot, "missed", None, 0, None);
+                    let missed = self.slot_run(slot, SlotStatus::Missed, None, 0, None);
                     each(&missed);
                     ran.push(missed);
                     continue;
@@ -242,12 +240,12 @@ impl Daemon {
             // never reruns the slot, and the next start brings its journal
             // into the history.
             let journal = self.journal_of(&slot);
-            if !self.claim(&slot, "started", Some(&journal))? {
+            if !self.claim(&slot, SlotStatus::Started, Some(&journal))? {
                 tracing::warn!(slot = %slot.key, "another daemon on this history took the slot");
                 continue;
             }
             let done = self.run_slot(slot, journal, &stop).await?;
-            self.mark(&done.slot, done.run_id.as_deref(), &done.status)?;
+            self.mark(&done.slot, done.run_id.as_deref(), done.status)?;
             each(&done);
             ran.push(done);
         }
@@ -255,7 +253,7 @@ impl Daemon {
     }
 
     /// What became of a slot's run.
-    fn mark(&self, slot: &Slot, run_id: Option<&str>, status: &str) -> anyhow::Result<()> {
+    fn mark(&self, slot: &Slot, run_id: Option<&str>, status: SlotStatus) -> anyhow::Result<()> {
         self.history().mark_slot(&SlotMark {
             slot: &slot.key,
             experiment: slot.experiment,
@@ -271,7 +269,7 @@ impl Daemon {
     fn claim(
         &self,
         slot: &Slot,
-        status: &str,
+        status: SlotStatus,
         journal: Option<&std::path::Path>,
     ) -> anyhow::Result<bool> {
         let journal = journal.map(|p| p.display().to_string());
@@ -326,7 +324,7 @@ impl Daemon {
                 experiment: 0,
                 due_ms: 0,
                 run_id: run_id.as_deref(),
-                status: "interrupted",
+                status: SlotStatus::Interrupted,
                 journal: None,
             })?;
         }
@@ -336,14 +334,14 @@ impl Daemon {
     fn slot_run(
         &self,
         slot: Slot,
-        status: &str,
+        status: SlotStatus,
         run_id: Option<String>,
         victims: usize,
         error: Option<String>,
     ) -> SlotRun {
         SlotRun {
             slot,
-            status: status.to_owned(),
+            status,
             run_id,
             victims,
             error,
@@ -393,7 +391,7 @@ impl Daemon {
                     metrics.record_api_calls(&output.api_calls);
                 }
                 let report = output.report;
-                let status = report.outcome.name();
+                let status = SlotStatus::from(report.outcome);
                 tracing::info!(slot = %slot.key, run = report.run_id.as_deref().unwrap_or("?"), victims = report.victims.len(), "slot ran: {status}");
                 let victims = report.victims.len();
                 self.slot_run(slot, status, report.run_id, victims, None)
@@ -402,7 +400,7 @@ impl Daemon {
             Err(err) => {
                 let error = format!("{err:#}");
                 tracing::error!(slot = %slot.key, "slot failed: {}", crate::text::one_line(&error));
-                self.slot_run(slot, "failed", None, 0, Some(error))
+                self.slot_run(slot, SlotStatus::Failed, None, 0, Some(error))
             }
         })
     }
@@ -521,9 +519,11 @@ pub async fn simulate(
     }
     let mut runs = 0;
     for slot in &slots {
-        match slot.status.as_str() {
-            "paused" | "stopped" | "failed" | "missed" if slot.victims == 0 => {
-                *skipped.entry(slot.status.clone()).or_default() += 1;
+        match slot.status {
+            SlotStatus::Paused | SlotStatus::Stopped | SlotStatus::Failed | SlotStatus::Missed
+                if slot.victims == 0 =>
+            {
+                *skipped.entry(slot.status.name().to_owned()).or_default() += 1;
             }
             _ => runs += 1,
         }

@@ -172,7 +172,46 @@ macro_rules! by_name {
     )+};
 }
 
-by_name!(VictimStatus, HostVerdict);
+crate::report::named! {
+    /// What became of a schedule slot.
+    SlotStatus {
+        /// Its run began (and, if the daemon died, never ended).
+        Started = "started",
+        /// Its run went as intended.
+        Succeeded = "succeeded",
+        /// A victim did not recover, or a termination failed.
+        NotRecovered = "not-recovered",
+        /// An experiment failed.
+        ExperimentFailed = "experiment-failed",
+        /// A stop condition tripped.
+        Stopped = "stopped",
+        /// The kill switch was set.
+        Paused = "paused",
+        /// The run could not start.
+        Failed = "failed",
+        /// Its time passed while the daemon was not running.
+        Missed = "missed",
+        /// The history already had it.
+        Done = "done",
+        /// The daemon stopped during its run.
+        Interrupted = "interrupted",
+    }
+}
+
+impl From<crate::report::RunOutcome> for SlotStatus {
+    fn from(outcome: crate::report::RunOutcome) -> SlotStatus {
+        use crate::report::RunOutcome;
+        match outcome {
+            RunOutcome::Succeeded => SlotStatus::Succeeded,
+            RunOutcome::NotRecovered => SlotStatus::NotRecovered,
+            RunOutcome::ExperimentFailed => SlotStatus::ExperimentFailed,
+            RunOutcome::Stopped => SlotStatus::Stopped,
+            RunOutcome::Paused => SlotStatus::Paused,
+        }
+    }
+}
+
+by_name!(VictimStatus, HostVerdict, SlotStatus);
 
 /// One run as the history keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -247,9 +286,8 @@ pub struct SlotMark<'a> {
     pub experiment: usize,
     pub due_ms: EpochMs,
     pub run_id: Option<&'a str>,
-    /// `started` until the run ends, then its outcome (or `missed`,
-    /// `failed`, `interrupted`).
-    pub status: &'a str,
+    /// `started` until the run ends, then what became of it.
+    pub status: SlotStatus,
     pub journal: Option<&'a str>,
 }
 
@@ -858,7 +896,7 @@ mod tests {
             experiment: 0,
             due_ms: 5,
             run_id: None,
-            status: "started",
+            status: SlotStatus::Started,
             journal: Some("j.jsonl"),
         };
         history.mark_slot(&mark).unwrap();
@@ -874,7 +912,7 @@ mod tests {
         };
         assert!(history.claim_slot(&other).unwrap());
         mark.run_id = Some("r");
-        mark.status = "succeeded";
+        mark.status = SlotStatus::Succeeded;
         mark.journal = None;
         history.mark_slot(&mark).unwrap();
         let row: (String, String, String) = history

@@ -257,7 +257,7 @@ async fn a_daemon_that_died_mid_run_brings_that_runs_journal_into_the_history_on
             experiment: 0,
             due_ms: monday.at,
             run_id: None,
-            status: "started",
+            status: wasmonkey::history::SlotStatus::Started,
             journal: Some(&journal.display().to_string()),
         })
         .expect("mark");
@@ -512,7 +512,7 @@ async fn a_paused_daemon_runs_nothing_and_records_each_slot_as_paused() {
         .expect("pause");
     let start = at(MONDAY);
     let slots = lab.run(&lab.daemon(start, 2), start + 7 * DAY_MS).await;
-    let statuses: Vec<&str> = slots.iter().map(|s| s.status.as_str()).collect();
+    let statuses: Vec<&str> = slots.iter().map(|s| s.status.name()).collect();
     assert_eq!(statuses, ["paused"; 5], "{slots:#?}");
     assert!(lab.kills().is_empty());
 }
