@@ -4,14 +4,14 @@
 
 pub mod html;
 pub mod kills_html;
+mod read;
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
 
-use crate::journal::{Event, Replay};
+use crate::journal::Replay;
 use crate::limits::Limits;
 use crate::text;
 
@@ -310,281 +310,34 @@ fn seconds(ms: u64) -> f64 {
 }
 
 impl Report {
-    /// Build a report from a journal's entries.
+    /// Build a report from a journal's entries: each entry in turn, by its
+    /// event ([`read`]), then what the journal's end says.
     pub fn from_journal(replay: &Replay, journal: &Path) -> Report {
-        let mut report = Report {
-            run_id: None,
-            backend: None,
-            seed: None,
-            dry_run: None,
-            clock_origin_ms: None,
-            complete: false,
-            interrupted: false,
-            stopped: None,
-            outcome: RunOutcome::Succeeded,
-            journal: journal.display().to_string(),
-            experiments: Vec::new(),
-            victims: Vec::new(),
-            notifications: Vec::new(),
-            notes: Vec::new(),
-            capacity: Vec::new(),
-            last_clock_ms: replay.entries.last().map_or(0, |e| e.clock_ms),
-        };
-        let mut experiments: BTreeMap<usize, ExperimentReport> = BTreeMap::new();
-        // Clock of each experiment's start, to express times on the plugin's clock.
-        let mut started_at: BTreeMap<usize, u64> = BTreeMap::new();
-        // The latest victim of each (experiment, instance): a journal of
-        // hundreds of victims is read in one pass, not one per outcome.
-        let mut latest: BTreeMap<(usize, String), usize> = BTreeMap::new();
+        let mut reader = read::Reader::new(journal, replay);
         for entry in &replay.entries {
-            let index = entry.experiment.unwrap_or(0);
-            let victim =
-                |id: &str| -> Option<usize> { latest.get(&(index, id.to_owned())).copied() };
-            match &entry.event {
-                Event::RunStarted {
-                    run_id,
-                    backend,
-                    seed,
-                    dry_run,
-                    clock_origin_ms,
-                    ..
-                } => {
-                    let written_ms =
-                        i64::try_from(entry.at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-                    report.clock_origin_ms = clock_origin_ms.or(Some(
-                        written_ms.saturating_sub(i64::try_from(entry.clock_ms).unwrap_or(0)),
-                    ));
-                    report.run_id = Some(run_id.clone());
-                    report.backend = Some(backend.clone());
-                    report.seed = Some(*seed);
-                    report.dry_run = Some(*dry_run);
-                }
-                Event::ExperimentStarted {
-                    plugin,
-                    version,
-                    sha256,
-                    limits,
-                    ..
-                } => {
-                    started_at.insert(index, entry.clock_ms);
-                    let mut started = ExperimentReport::new(index, plugin, version);
-                    started.sha256 = sha256.clone();
-                    started.limits = Some(*limits);
-                    started.started_clock_ms = Some(entry.clock_ms);
-                    experiments.insert(index, started);
-                }
-                Event::TerminateIntent {
-                    instance_id,
-                    group,
-                    zone,
-                    reason,
-                    dry_run,
-                } => {
-                    let plugin = experiments
-                        .get(&index)
-                        .map(|e| e.plugin.clone())
-                        .unwrap_or_default();
-                    let start = started_at.get(&index).copied().unwrap_or(0);
-                    latest.insert((index, instance_id.clone()), report.victims.len());
-                    report.victims.push(VictimReport {
-                        experiment: index,
-                        plugin,
-                        instance_id: instance_id.clone(),
-                        group: group.clone(),
-                        zone: zone.clone(),
-                        reason: reason.clone(),
-                        dry_run: *dry_run,
-                        status: VictimStatus::Unknown,
-                        terminated_at_ms: entry.clock_ms.saturating_sub(start),
-                        run_clock_ms: entry.clock_ms,
-                        recovery_seconds: None,
-                        host_verdict: HostVerdict::Pending,
-                        plugin_verdict: None,
-                        plugin_recovery_seconds: None,
-                    });
-                }
-                Event::TerminateDone {
-                    instance_id,
-                    dry_run,
-                    ..
-                } => {
-                    if let Some(i) = victim(instance_id) {
-                        let v = &mut report.victims[i];
-                        v.status = if *dry_run {
-                            VictimStatus::DryRun
-                        } else {
-                            VictimStatus::Terminated
-                        };
-                        if *dry_run || v.group.is_none() {
-                            v.host_verdict = HostVerdict::Unchecked;
-                        }
-                    }
-                }
-                Event::TerminateFailed {
-                    instance_id,
-                    uncertain,
-                    ..
-                } => {
-                    if let Some(i) = victim(instance_id) {
-                        let v = &mut report.victims[i];
-                        v.status = if *uncertain {
-                            VictimStatus::Uncertain
-                        } else {
-                            VictimStatus::Failed
-                        };
-                        v.host_verdict = HostVerdict::Unchecked;
-                    }
-                }
-                Event::Recovered {
-                    instance_id,
-                    recovery_ms,
-                    ..
-                } => {
-                    if let Some(i) = victim(instance_id) {
-                        report.victims[i].recovery_seconds = Some(seconds(*recovery_ms));
-                        report.victims[i].host_verdict = HostVerdict::Recovered;
-                    }
-                }
-                Event::NotRecovered { instance_id, .. } => {
-                    if let Some(i) = victim(instance_id) {
-                        report.victims[i].host_verdict = HostVerdict::NotRecovered;
-                    }
-                }
-                Event::Denied {
-                    operation,
-                    target,
-                    rule,
-                    message,
-                } => {
-                    if let Some(experiment) = experiments.get_mut(&index) {
-                        experiment.denials.push(DenialReport {
-                            clock_ms: entry.clock_ms,
-                            operation: operation.clone(),
-                            target: target.clone(),
-                            rule: rule.clone(),
-                            message: message.clone(),
-                        });
-                    }
-                }
-                Event::NotifyIntent {
-                    channel, subject, ..
-                } => {
-                    let notification = NotificationReport {
-                        channel: channel.clone(),
-                        subject: subject.clone(),
-                        status: NotificationStatus::Unknown,
-                        attempts: 0,
-                    };
-                    match entry.experiment {
-                        None => report.notifications.push(notification),
-                        Some(_) => {
-                            if let Some(experiment) = experiments.get_mut(&index) {
-                                experiment.notifications.push(notification);
-                            }
-                        }
-                    }
-                }
-                Event::NotifyDone { attempt, .. } | Event::NotifyFailed { attempt, .. } => {
-                    let delivered = matches!(entry.event, Event::NotifyDone { .. });
-                    let last = match entry.experiment {
-                        None => report.notifications.last_mut(),
-                        Some(_) => experiments
-                            .get_mut(&index)
-                            .and_then(|e| e.notifications.last_mut()),
-                    };
-                    if let Some(n) = last {
-                        n.attempts = *attempt;
-                        n.status = if delivered {
-                            NotificationStatus::Delivered
-                        } else {
-                            NotificationStatus::Failed
-                        };
-                    }
-                }
-                Event::PluginLog { level, message } => {
-                    if let Some(experiment) = experiments.get_mut(&index) {
-                        experiment.logs.push(LogReport {
-                            level: level.clone(),
-                            message: message.clone(),
-                            clock_ms: entry.clock_ms,
-                        });
-                    }
-                }
-                Event::Capacity { group, capacity } => report.capacity.push(CapacityPoint {
-                    experiment: index,
-                    group: group.clone(),
-                    clock_ms: entry.clock_ms,
-                    desired: capacity.desired,
-                    in_service: capacity.in_service,
-                }),
-                Event::Suppressed {
-                    log_lines,
-                    log_bytes,
-                    denials,
-                } => {
-                    report.notes.push(format!(
-                        "experiment {}: {log_lines} log line(s) ({log_bytes} bytes) and {denials} denial(s) over the per-run bounds were counted, not journalled",
-                        index + 1
-                    ));
-                }
-                Event::ExperimentFinished {
-                    plugin,
-                    outcome,
-                    error,
-                    limit,
-                } => {
-                    // An experiment that ended before it started (its plugin
-                    // did not load, asked too much, got bad params) is still
-                    // reported, with why.
-                    let experiment = experiments
-                        .entry(index)
-                        .or_insert_with(|| ExperimentReport::new(index, plugin, "?"));
-                    experiment.finished = true;
-                    experiment.finished_clock_ms = Some(entry.clock_ms);
-                    experiment.error = error.clone();
-                    experiment.limit_breached = limit.clone();
-                    experiment.summary = outcome.as_ref().map(|o| o.summary.clone());
-                    for claimed in outcome.iter().flat_map(|o| &o.victims) {
-                        if let Some(i) = victim(&claimed.instance_id) {
-                            let v = &mut report.victims[i];
-                            v.plugin_verdict = Some(claimed.verdict.clone());
-                            v.plugin_recovery_seconds = claimed
-                                .recovered_at_ms
-                                .map(|at| seconds(at.saturating_sub(v.terminated_at_ms)));
-                        }
-                    }
-                }
-                Event::StopTripped {
-                    condition,
-                    paused,
-                    saw,
-                } => {
-                    report.stopped.get_or_insert(StopReport {
-                        condition: condition.clone(),
-                        paused: *paused,
-                        saw: saw.clone(),
-                        at_seconds: seconds(entry.clock_ms),
-                    });
-                }
-                Event::RunFinished { interrupted } => {
-                    report.complete = true;
-                    report.interrupted = *interrupted;
-                }
-            }
+            reader.entry(entry);
         }
-        report.experiments = experiments.into_values().collect();
+        let mut report = reader.finish();
+        report.add_notes(replay);
+        report.outcome = report.judge();
+        report
+    }
+
+    /// What the reader of the report must know: a torn or cut-short
+    /// journal, victims in doubt, an interrupted run.
+    fn add_notes(&mut self, replay: &Replay) {
         if let Some(line) = replay.torn_tail {
-            report.notes.push(format!(
+            self.notes.push(format!(
                 "line {line} of the journal was cut off mid-write and is ignored"
             ));
         }
-        if !report.complete {
+        if !self.complete {
             let last = replay.entries.last().map_or(0, |e| e.seq);
-            report.notes.push(format!(
+            self.notes.push(format!(
                 "the journal ends after entry {last}: the run was cut short; anything after it is unknown"
             ));
         }
-        for v in &report.victims {
+        for v in &self.victims {
             let why = match v.status {
                 VictimStatus::Unknown => "was about to be terminated when the journal ends",
                 VictimStatus::Uncertain => {
@@ -592,15 +345,12 @@ impl Report {
                 }
                 _ => continue,
             };
-            report
-                .notes
+            self.notes
                 .push(format!("{} {why}: check it by hand", v.instance_id));
         }
-        if report.interrupted {
-            report.notes.push("the run was interrupted (Ctrl-C)".into());
+        if self.interrupted {
+            self.notes.push("the run was interrupted (Ctrl-C)".into());
         }
-        report.outcome = report.judge();
-        report
     }
 
     fn judge(&self) -> RunOutcome {
