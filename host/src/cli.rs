@@ -24,6 +24,7 @@ use crate::text::{self, one_line};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -94,12 +95,14 @@ pub enum Command {
         /// be permitted (EC2 DryRun), to find a missing IAM action first.
         #[arg(long, conflicts_with = "execute")]
         preflight: bool,
+        /// Where else to write the report.
         #[command(flatten)]
         outputs: Outputs,
     },
     /// What a run would be allowed to touch: scope, blast radius, stop
     /// conditions, plugins with their grants and limits. Runs nothing.
     Plan {
+        /// The run config.
         #[arg(long, default_value = "wasmonkey.toml")]
         config: PathBuf,
         /// Print the plan as JSON.
@@ -113,6 +116,7 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Where else to write the report.
         #[command(flatten)]
         outputs: Outputs,
     },
@@ -128,18 +132,23 @@ pub enum Command {
     },
     /// Clear the kill switch.
     Resume {
+        /// A run config whose state_dir holds the switch (default: the operator's state
+        /// directory).
         #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Whether the kill switch is set; with --config, the stop
     /// conditions, the schedule's next slots and the last runs.
     Status {
+        /// A run config whose state_dir holds the switch; with it, also its stop conditions,
+        /// next slots and last runs.
         #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Run the config's scheduled experiments (those with a `when`) until
     /// SIGTERM or SIGINT. Dry run unless --execute.
     Daemon {
+        /// The run config, with its schedule.
         #[arg(long, default_value = "wasmonkey.toml")]
         config: PathBuf,
         /// Really terminate instances. Without it, nothing is changed.
@@ -153,6 +162,7 @@ pub enum Command {
     /// Run the daemon's own loop over N days on the simulated fleet and its
     /// virtual clock, with a throw-away history; nothing real is touched.
     Simulate {
+        /// The run config, with its schedule and a simulated fleet.
         #[arg(long, default_value = "wasmonkey.toml")]
         config: PathBuf,
         /// Days to simulate.
@@ -161,6 +171,7 @@ pub enum Command {
         /// First day (YYYY-MM-DD, in the schedule's time zone; default today).
         #[arg(long)]
         start: Option<String>,
+        /// Seed of the simulation (default: the config's, else a fresh one, printed).
         #[arg(long)]
         seed: Option<u64>,
         /// Print the simulation as JSON.
@@ -174,25 +185,31 @@ pub enum Command {
     /// The kill history: kills (default), `stats` per group, or `import`
     /// of a journal.
     History {
+        /// Which history, and which kills.
         #[command(flatten)]
         args: unattended::HistoryArgs,
+        /// What to show or do.
         #[command(subcommand)]
         command: Option<unattended::HistoryCommand>,
     },
     /// List or inspect the plugins of a config's plugin directory.
     Plugins {
+        /// What to show.
         #[command(subcommand)]
         command: PluginsCommand,
     },
     /// What the compiled-code cache holds; `prune` removes what went unused.
     Cache {
+        /// The run config, whose plugins' cache it is.
         #[arg(long, default_value = "wasmonkey.toml", global = true)]
         config: PathBuf,
+        /// What to do (default: show what the cache holds).
         #[command(subcommand)]
         command: Option<CacheCommand>,
     },
     /// The run config itself.
     Config {
+        /// What to do.
         #[command(subcommand)]
         command: ConfigCommand,
     },
@@ -215,6 +232,7 @@ pub enum CacheCommand {
     /// Remove compiled plugins not used for `--days` days (those of an
     /// older wasmtime among them), and what was remembered of them.
     Prune {
+        /// Days without a use after which an entry goes.
         #[arg(long, default_value_t = 30)]
         days: u64,
     },
@@ -233,12 +251,15 @@ pub enum ConfigCommand {
 pub enum PluginsCommand {
     /// Every plugin, loaded and checked; failures with their reason.
     List {
+        /// The run config, whose plugin directory it lists.
         #[arg(long, default_value = "wasmonkey.toml")]
         config: PathBuf,
     },
     /// One plugin: metadata, parameters, imports, limits, grants.
     Inspect {
+        /// The plugin's name (its file stem).
         name: String,
+        /// The run config, whose plugin directory holds it.
         #[arg(long, default_value = "wasmonkey.toml")]
         config: PathBuf,
     },

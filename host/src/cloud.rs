@@ -24,11 +24,17 @@ pub type Millis = u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstanceState {
+    /// Launching.
     Pending,
+    /// Running.
     Running,
+    /// Terminating.
     ShuttingDown,
+    /// Gone (EC2 still describes it for about an hour).
     Terminated,
+    /// Stopping.
     Stopping,
+    /// Stopped.
     Stopped,
 }
 
@@ -36,25 +42,36 @@ pub enum InstanceState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Lifecycle {
+    /// Launching into the group.
     Pending,
+    /// Serving.
     InService,
+    /// Leaving the group.
     Terminating,
+    /// Gone from the group.
     Terminated,
+    /// In the group, out of service on purpose.
     Standby,
+    /// No longer in the group.
     Detached,
 }
 
 /// One instance of the fleet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
+    /// Its id, `i-` and 8 or 17 hex digits.
     pub id: String,
     /// The Auto Scaling group it belongs to, if any.
     pub group: Option<String>,
+    /// Its availability zone.
     pub zone: String,
+    /// Its EC2 state.
     pub state: InstanceState,
+    /// Its state in its group, if it has one.
     pub lifecycle: Option<Lifecycle>,
     /// Whether its health check passes.
     pub healthy: bool,
+    /// Its tags.
     pub tags: BTreeMap<String, String>,
 }
 
@@ -74,19 +91,28 @@ impl Instance {
 /// An Auto Scaling group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Group {
+    /// Its name, unique in the region.
     pub name: String,
+    /// The zones it launches into.
     pub zones: Vec<String>,
+    /// Desired capacity.
     pub desired: u32,
+    /// Minimum size.
     pub min: u32,
+    /// Maximum size.
     pub max: u32,
+    /// Its tags (opt-in and opt-out are read from them).
     pub tags: BTreeMap<String, String>,
 }
 
 /// An instance as its group reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
+    /// The instance.
     pub id: String,
+    /// Its zone.
     pub zone: String,
+    /// Its state in the group.
     pub lifecycle: Lifecycle,
     /// Whether the group's health check passes.
     pub healthy: bool,
@@ -98,6 +124,7 @@ pub struct Member {
 pub struct GroupSnapshot {
     /// Shared: a poll over hundreds of groups copies members, not groups.
     pub group: Arc<Group>,
+    /// Its instances, as it reports them.
     pub members: Vec<Member>,
 }
 
@@ -131,10 +158,15 @@ impl GroupSnapshot {
 /// Capacity of a group at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Capacity {
+    /// Desired capacity.
     pub desired: u32,
+    /// Members in service, healthy or not.
     pub in_service: u32,
+    /// Members launching.
     pub pending: u32,
+    /// Members leaving.
     pub terminating: u32,
+    /// Members in service whose health check fails.
     pub unhealthy: u32,
 }
 
@@ -203,10 +235,13 @@ pub enum TerminateVia {
 /// Failure of a backend call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CloudError {
+    /// What was asked for does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The API refused for rate: try again later.
     #[error("throttled: {0}")]
     Throttled(String),
+    /// Any other failure, as the backend put it.
     #[error("backend failure: {0}")]
     Backend(String),
 }
@@ -215,25 +250,35 @@ pub enum CloudError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AlarmState {
+    /// Within its threshold.
     Ok,
+    /// Past its threshold.
     Alarm,
+    /// Not enough data to tell.
     InsufficientData,
 }
 
 /// An alarm and why it is in its state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alarm {
+    /// Its name.
     pub name: String,
+    /// Its state now.
     pub state: AlarmState,
+    /// Why, as the backend says.
     pub reason: String,
 }
 
 /// A message a backend delivered to a notification topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
+    /// The topic.
     pub topic: String,
+    /// The subject line.
     pub subject: String,
+    /// The message.
     pub body: String,
+    /// When, on the backend's clock.
     pub at_ms: Millis,
 }
 

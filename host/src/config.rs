@@ -25,12 +25,17 @@ pub struct Config {
     /// Where journals are written (default: `journal/` beside the config).
     #[serde(default)]
     pub journal_dir: Option<PathBuf>,
+    /// Where the fleet is: the simulator or AWS.
     pub backend: BackendConfig,
+    /// Where the plugins are, and their compiled-code cache.
     pub plugins: PluginsConfig,
+    /// Which groups and instances a run may touch.
     #[serde(default)]
     pub scope: ScopeConfig,
+    /// How much a run may take away.
     #[serde(default)]
     pub blast_radius: BlastRadius,
+    /// How the host waits for and judges recovery.
     #[serde(default)]
     pub recovery: RecoveryConfig,
     /// How old a read of the fleet may be when the host uses it.
@@ -275,15 +280,23 @@ pub enum StopCondition {
     /// Any of these alarms in ALARM (CloudWatch on AWS; on the simulator,
     /// the fleet file's `[[alarm]]` rules). An alarm that does not exist
     /// stops the run too.
-    Alarm { alarms: Vec<String> },
+    Alarm {
+        /// The alarms' names.
+        alarms: Vec<String>,
+    },
     /// A `[targets.NAME]` unhealthy for longer than `grace_secs`.
     Target {
+        /// The target's name.
         target: String,
+        /// How long it may be unhealthy before the run stops, in seconds.
         #[serde(default)]
         grace_secs: f64,
     },
     /// A victim not recovered within `within_secs` of its termination.
-    Recovery { within_secs: f64 },
+    Recovery {
+        /// Seconds from a termination to its group's recovery.
+        within_secs: f64,
+    },
 }
 
 impl std::fmt::Display for StopCondition {
@@ -317,13 +330,16 @@ pub struct TargetConfig {
     /// in-service instances.
     #[serde(default)]
     pub group: Option<String>,
+    /// With `group`: the fewest healthy in-service instances it may have.
     #[serde(default)]
     pub min_healthy: Option<u32>,
     /// Healthy when a GET of this URL answers `expect_status` in time.
     #[serde(default)]
     pub url: Option<String>,
+    /// With `url`: the status that means healthy (default 200).
     #[serde(default)]
     pub expect_status: Option<u16>,
+    /// With `url`: how long the answer may take, in ms (default 2000).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
 }
@@ -331,13 +347,20 @@ pub struct TargetConfig {
 /// What a target checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetCheck<'a> {
+    /// A group with a floor.
     Group {
+        /// The group.
         group: &'a str,
+        /// The fewest healthy in-service instances it may have.
         min_healthy: u32,
     },
+    /// An HTTP endpoint.
     Http {
+        /// The URL to GET.
         url: &'a str,
+        /// The status that means healthy.
         expect_status: u16,
+        /// How long the answer may take.
         timeout_ms: u64,
     },
 }

@@ -110,29 +110,46 @@ GROUP BY group_name;
 /// One kill (or dry-run kill) as the history keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KillRow {
+    /// The run that killed it.
     pub run_id: String,
+    /// The victim.
     pub instance_id: String,
+    /// Its group, if any.
     pub group: Option<String>,
+    /// Its zone.
     pub zone: String,
     /// Epoch ms of the termination request.
     pub killed_ms: EpochMs,
+    /// What became of the termination.
     pub status: VictimStatus,
+    /// Whether it was a dry run.
     pub dry_run: bool,
+    /// The host's measure: termination to recovered group, ms.
     pub recovery_ms: Option<i64>,
+    /// The host's verdict.
     pub host_verdict: HostVerdict,
+    /// The plugin's verdict, if it gave one.
     pub plugin_verdict: Option<String>,
+    /// The plugin that killed it.
     pub plugin: String,
+    /// The plugin's version.
     pub version: String,
+    /// The plugin component's sha256.
     pub sha256: String,
+    /// The run's seed, as text (SQLite has no u64).
     pub seed: String,
 }
 
 /// What the statistics need of a kill.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KillPoint {
+    /// The victim's group, if any.
     pub group: Option<String>,
+    /// When, epoch ms.
     pub killed_ms: EpochMs,
+    /// The host's measure of its recovery, ms.
     pub recovery_ms: Option<i64>,
+    /// The host's verdict.
     pub host_verdict: HostVerdict,
 }
 
@@ -216,37 +233,55 @@ by_name!(VictimStatus, HostVerdict, SlotStatus);
 /// One run as the history keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunRow {
+    /// The run's id.
     pub run_id: String,
+    /// When its clock began, epoch ms.
     pub origin_ms: EpochMs,
+    /// `sim` or `aws`.
     pub backend: String,
+    /// Whether it was a dry run.
     pub dry_run: bool,
+    /// Whether its journal records its end.
     pub complete: bool,
+    /// What became of it (the report's outcome).
     pub outcome: String,
+    /// What stopped it, if something did.
     pub stopped_by: Option<String>,
+    /// How many instances it terminated.
     pub victims: u32,
+    /// Its journal.
     pub journal: String,
 }
 
 /// What the history says of one group.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GroupStats {
+    /// The group.
     pub group: String,
+    /// Kills in the period.
     pub kills: u32,
     /// Mean of the gaps between consecutive kills, hours.
     pub mean_gap_hours: Option<f64>,
     /// The same in working days of the schedule, when there is one.
     pub mean_gap_workdays: Option<f64>,
+    /// The shortest gap between two kills, hours.
     pub shortest_gap_hours: Option<f64>,
+    /// The same in working days of the schedule, when there is one.
     pub shortest_gap_workdays: Option<u32>,
+    /// Median recovery time of its recovered kills.
     pub recovery_p50_seconds: Option<f64>,
+    /// 95th percentile of the same (nearest rank).
     pub recovery_p95_seconds: Option<f64>,
+    /// The longest of the same.
     pub recovery_max_seconds: Option<f64>,
+    /// Kills its group did not recover from in time.
     pub not_recovered: u32,
 }
 
 /// Which kills a query looks at.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
+    /// Only kills of this group.
     pub group: Option<String>,
     /// Only kills at or after this, epoch ms.
     pub since_ms: Option<EpochMs>,
@@ -282,12 +317,17 @@ pub trait History: Send + std::fmt::Debug {
 /// What became of a schedule slot.
 #[derive(Debug, Clone, Copy)]
 pub struct SlotMark<'a> {
+    /// The slot's key: experiment and due time.
     pub slot: &'a str,
+    /// The experiment's position in the config, from 0.
     pub experiment: usize,
+    /// When it was due, epoch ms.
     pub due_ms: EpochMs,
+    /// Its run, once known.
     pub run_id: Option<&'a str>,
     /// `started` until the run ends, then what became of it.
     pub status: SlotStatus,
+    /// Its run's journal, when the slot is taken.
     pub journal: Option<&'a str>,
 }
 

@@ -32,6 +32,7 @@ pub struct Entry {
     /// Index of the experiment in the config, for experiment events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment: Option<usize>,
+    /// What happened.
     #[serde(flatten)]
     pub event: Event,
 }
@@ -42,11 +43,17 @@ pub struct Entry {
 pub enum Event {
     /// The run began.
     RunStarted {
+        /// Unique per run.
         run_id: String,
+        /// `sim` or `aws`.
         backend: String,
+        /// The seed of every experiment's randomness.
         seed: u64,
+        /// True unless `--execute`.
         dry_run: bool,
+        /// The run config's path.
         config: String,
+        /// This host's version.
         host_version: String,
         /// Epoch ms that the run's clock 0 stands for: wall time on AWS,
         /// the simulated calendar in `simulate`. The history dates kills
@@ -56,24 +63,37 @@ pub enum Event {
     },
     /// An experiment began with this plugin.
     ExperimentStarted {
+        /// The plugin's name.
         plugin: String,
+        /// Its version.
         version: String,
+        /// Its component's sha256.
         sha256: String,
+        /// Every parameter, the operator's value or the default.
         params: BTreeMap<String, serde_json::Value>,
+        /// What it may do.
         grants: Vec<String>,
+        /// What it runs under.
         limits: Limits,
     },
     /// About to terminate an instance. Written before the call.
     TerminateIntent {
+        /// The victim.
         instance_id: String,
+        /// Its group, if any.
         group: Option<String>,
+        /// Its zone.
         zone: String,
+        /// The plugin's reason, bounded.
         reason: String,
+        /// Whether it is a dry run.
         dry_run: bool,
     },
     /// The termination went through (or, in a dry run, was allowed).
     TerminateDone {
+        /// The victim.
         instance_id: String,
+        /// Whether it was a dry run.
         dry_run: bool,
         /// Set when the call failed this way but describing the instance
         /// again showed it going away.
@@ -82,7 +102,9 @@ pub enum Event {
     },
     /// The termination call failed.
     TerminateFailed {
+        /// The victim.
         instance_id: String,
+        /// What the cloud answered.
         error: String,
         /// Nobody can tell whether it took effect (the answer was lost and
         /// the instance could not be described again).
@@ -91,45 +113,76 @@ pub enum Event {
     },
     /// Policy refused an operation.
     Denied {
+        /// The import called, e.g. `terminate`.
         operation: String,
+        /// What the plugin named, bounded.
         target: String,
+        /// The rule that refused it.
         rule: String,
+        /// The refusal, for the operator.
         message: String,
     },
     /// About to publish a notification. Written before the call.
     NotifyIntent {
+        /// The operator's channel.
         channel: String,
+        /// The subject line, bounded.
         subject: String,
+        /// The message, bounded.
         body: String,
     },
     /// A publish attempt succeeded.
-    NotifyDone { channel: String, attempt: u32 },
+    NotifyDone {
+        /// The channel.
+        channel: String,
+        /// Which attempt, from 1.
+        attempt: u32,
+    },
     /// A publish attempt failed.
     NotifyFailed {
+        /// The channel.
         channel: String,
+        /// Which attempt, from 1.
         attempt: u32,
+        /// What the cloud answered.
         error: String,
     },
     /// The host saw a victim's group recovered.
     Recovered {
+        /// The victim.
         instance_id: String,
+        /// Its group.
         group: String,
+        /// From the termination request to the group seen recovered.
         recovery_ms: Millis,
+        /// The group's capacity then.
         capacity: Capacity,
     },
     /// The host gave up waiting for a victim's group.
     NotRecovered {
+        /// The victim.
         instance_id: String,
+        /// Its group.
         group: String,
+        /// How long the host waited.
         waited_ms: Millis,
+        /// The group's capacity last seen, if it could be read.
         capacity: Option<Capacity>,
     },
     /// A plugin's log line.
-    PluginLog { level: String, message: String },
+    PluginLog {
+        /// `error`, `warn`, `info`, `debug` or `trace`.
+        level: String,
+        /// The plugin's words, bounded.
+        message: String,
+    },
     /// The experiment ended: the plugin's outcome, or why there is none.
     ExperimentFinished {
+        /// The plugin's name.
         plugin: String,
+        /// What the plugin said it did, once the host accepted it.
         outcome: Option<PluginOutcome>,
+        /// Why there is no outcome.
         error: Option<String>,
         /// The limit the plugin breached, by its config key, when that
         /// ended it.
@@ -139,22 +192,36 @@ pub enum Event {
     /// The host saw a group's capacity change (it looks before each
     /// termination and on every recovery poll): what a report's timeline
     /// draws.
-    Capacity { group: String, capacity: Capacity },
+    Capacity {
+        /// The group.
+        group: String,
+        /// What the host read.
+        capacity: Capacity,
+    },
     /// Plugin text the journal did not take, over its per-run bounds.
     Suppressed {
+        /// Log lines not journalled.
         log_lines: u64,
+        /// Their bytes.
         log_bytes: u64,
+        /// Denials not journalled.
         denials: u64,
     },
     /// A stop condition tripped, or the kill switch was found set: the run
     /// is stopped (`condition` is the condition's name or `kill-switch`).
     StopTripped {
+        /// The condition's name, or `kill-switch`.
         condition: String,
+        /// Whether it is the kill switch.
         paused: bool,
+        /// What was seen, for the operator.
         saw: String,
     },
     /// The run ended normally (or was interrupted, when `interrupted`).
-    RunFinished { interrupted: bool },
+    RunFinished {
+        /// Whether the operator interrupted it (Ctrl-C).
+        interrupted: bool,
+    },
 }
 
 impl Event {
@@ -171,15 +238,20 @@ impl Event {
 /// A plugin's own account of its run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PluginOutcome {
+    /// Its summary.
     pub summary: String,
+    /// Its victims, as it judged them.
     pub victims: Vec<PluginVictim>,
 }
 
 /// The plugin's view of one victim.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PluginVictim {
+    /// The instance.
     pub instance_id: String,
+    /// `recovered`, `not-recovered` or `unchecked`.
     pub verdict: String,
+    /// When it judged it recovered, on its clock.
     pub recovered_at_ms: Option<Millis>,
 }
 
@@ -298,6 +370,7 @@ impl Journal {
 /// A journal read back.
 #[derive(Debug, Clone, Default)]
 pub struct Replay {
+    /// Every whole entry, in order.
     pub entries: Vec<Entry>,
     /// A last line that was cut off mid-write (a crash), if any.
     pub torn_tail: Option<usize>,

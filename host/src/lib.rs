@@ -14,43 +14,31 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-// Every public item is documented (`deny(missing_docs)`), but in the
-// modules marked below, which are still being gone through.
-#[allow(missing_docs, reason = "to be documented item by item (#11)")]
 pub mod cli;
-#[allow(missing_docs, reason = "to be documented item by item (#11)")]
 pub mod cloud;
-#[allow(missing_docs, reason = "to be documented item by item (#11)")]
 pub mod config;
 pub mod contract;
 pub mod daemon;
 pub mod files;
 pub mod guard;
-#[allow(missing_docs, reason = "to be documented item by item (#11)")]
 pub mod history;
-#[allow(missing_docs, reason = "to be documented item by item (#11)")]
 pub mod journal;
 pub mod kill_switch;
-#[allow(missing_docs, reason = "to be documented item by item (#11)")]
 pub mod limits;
 pub mod manifest;
 pub mod metrics;
 pub mod notify;
-#[allow(missing_docs, reason = "to be documented item by item (#11)")]
 pub mod plan;
 pub mod plugins;
-#[allow(missing_docs, reason = "to be documented item by item (#11)")]
 pub mod policy;
 pub mod probe;
 pub mod progress;
 pub mod recovery;
-#[allow(missing_docs, reason = "to be documented item by item (#11)")]
 pub mod report;
 pub mod runner;
 pub mod sandbox;
 pub mod scaffold;
 pub mod schedule;
-#[allow(missing_docs, reason = "to be documented item by item (#11)")]
 pub mod session;
 pub mod spacing;
 pub mod text;

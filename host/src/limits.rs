@@ -212,12 +212,19 @@ pub struct AboveCeiling {
 )]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
+    /// Fuel: units of Wasm work (about one per instruction).
     pub fuel: Option<u64>,
+    /// Memory: every linear memory and table together, in MiB.
     pub memory_mib: Option<u64>,
+    /// The Wasm stack, in KiB.
     pub stack_kib: Option<u64>,
+    /// Wall-clock time of the whole run, in seconds.
     pub timeout_secs: Option<u64>,
+    /// Wall-clock time of one host call, in seconds.
     pub host_call_timeout_secs: Option<u64>,
+    /// Bytes one host call may carry in from the plugin, in KiB.
     pub host_call_kib: Option<u64>,
+    /// Host calls per run.
     pub host_calls: Option<u64>,
 }
 
@@ -225,12 +232,19 @@ pub struct LimitOverrides {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Limit {
+    /// Out of fuel.
     Fuel,
+    /// Memory or tables grown past the budget.
     Memory,
+    /// The Wasm stack overflowed.
     Stack,
+    /// The run outlasted its wall-clock time.
     Timeout,
+    /// A host call carried more bytes than allowed.
     HostCallBytes,
+    /// More host calls than allowed.
     HostCalls,
+    /// The outcome claimed more victims than the blast radius allows.
     OutcomeSize,
 }
 
@@ -253,7 +267,9 @@ impl Limit {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{limit:?} limit breached ({key}): {detail}", key = limit.key())]
 pub struct LimitBreach {
+    /// Which limit.
     pub limit: Limit,
+    /// What was seen, for the operator.
     pub detail: String,
 }
 

@@ -24,11 +24,15 @@ use crate::text::one_line;
 /// The whole preview.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
+    /// The run config's path.
     pub config: String,
+    /// `sim` or `aws`.
     pub backend: String,
     /// Set when the kill switch is: then no run starts.
     pub paused: Option<String>,
+    /// Each stop condition and its state now.
     pub stop_conditions: Vec<ConditionPlan>,
+    /// The blast radius every termination is checked against.
     pub blast_radius: BlastRadius,
     /// Groups in scope, by name.
     pub groups: Vec<GroupPlan>,
@@ -36,24 +40,31 @@ pub struct Plan {
     pub standalone: Vec<String>,
     /// What is out of scope, and by which rule.
     pub out_of_scope: Vec<Excluded>,
+    /// Each experiment, as it would run.
     pub experiments: Vec<ExperimentPlan>,
 }
 
 /// A stop condition and its state now.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConditionPlan {
+    /// Its position in the config, as the operator names it.
     pub name: String,
+    /// What it watches, in a line.
     pub rule: String,
     /// `clear`, `tripped` or `unknown`.
     pub state: String,
+    /// What was seen, when it is not clear.
     pub detail: Option<String>,
 }
 
 /// A group in scope.
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupPlan {
+    /// The group.
     pub name: String,
+    /// Its desired capacity.
     pub desired: u32,
+    /// Its healthy in-service instances now.
     pub healthy_in_service: u32,
     /// Its instances in scope, by id.
     pub instances: Vec<String>,
@@ -67,21 +78,29 @@ pub struct GroupPlan {
 pub struct Excluded {
     /// `group` or `instance`.
     pub kind: String,
+    /// The group or instance.
     pub name: String,
     /// The rule: `pattern`, `opt-out`, `opt-in`, `tag`, `standalone`,
     /// `unknown-group`.
     pub rule: String,
+    /// The rule's words, for the operator.
     pub why: String,
 }
 
 /// One experiment's plugin, as it would run.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExperimentPlan {
+    /// Its position among the config's experiments, from 0.
     pub index: usize,
+    /// The plugin's name.
     pub plugin: String,
+    /// Its version, if it loaded.
     pub version: Option<String>,
+    /// Its component's sha256, if it loaded.
     pub sha256: Option<String>,
+    /// What it would be allowed to do.
     pub grants: Vec<String>,
+    /// What it would run under, if it loaded.
     pub limits: Option<Limits>,
     /// Why it would not run, if it would not.
     pub error: Option<String>,

@@ -64,7 +64,9 @@ pub fn effective_grants(requested: &[Grant], allowed: &[Grant]) -> BTreeSet<Gran
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "String", into = "String")]
 pub struct TagSelector {
+    /// The tag's key.
     pub key: String,
+    /// The value it must have; any value when absent.
     pub value: Option<String>,
 }
 
@@ -232,7 +234,10 @@ impl BlastRadius {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hidden {
     /// Its group matches none of the scope's patterns.
-    GroupOutOfScope { group: String },
+    GroupOutOfScope {
+        /// The group.
+        group: String,
+    },
     /// It belongs to no group and standalone instances are out of scope.
     Standalone,
     /// It lacks a tag the scope requires.
@@ -245,7 +250,10 @@ pub enum Hidden {
     Unknown,
     /// It names a group the backend does not list, so the group's rules
     /// (opt-out, share, healthy floor) cannot be checked.
-    UnknownGroup { group: String },
+    UnknownGroup {
+        /// The group the instance names.
+        group: String,
+    },
 }
 
 impl fmt::Display for Hidden {
@@ -275,50 +283,96 @@ pub enum Denial {
     NotGranted(Grant),
     /// The target is outside the plugin's view. The plugin is told only that
     /// it is out of scope, so it learns nothing of what lies outside.
-    OutOfScope { target: String, why: Hidden },
+    OutOfScope {
+        /// What the plugin named.
+        target: String,
+        /// Why it is hidden (for the journal; the plugin is not told).
+        why: Hidden,
+    },
     /// The instance is not running.
     NotRunning {
+        /// The instance.
         instance: String,
+        /// Its state.
         state: InstanceState,
     },
     /// The experiment's termination budget is spent.
-    Budget { max: u32 },
+    Budget {
+        /// `max_terminations`.
+        max: u32,
+    },
     /// The run's termination budget is spent.
-    RunBudget { max: u32 },
+    RunBudget {
+        /// `max_terminations_per_run`.
+        max: u32,
+    },
     /// The group lost as many instances this run as it may.
-    GroupRunBudget { group: String, max: u32 },
+    GroupRunBudget {
+        /// The group.
+        group: String,
+        /// `max_terminations_per_group_per_run`.
+        max: u32,
+    },
     /// The plugin published as many notifications as a run may.
-    NotifyBudget { max: u32 },
+    NotifyBudget {
+        /// Notifications per run.
+        max: u32,
+    },
     /// The group would drop below its healthy floor.
     HealthyFloor {
+        /// The group.
         group: String,
+        /// Its healthy in-service instances now.
         healthy: u32,
+        /// `min_healthy_per_group`.
         min: u32,
     },
     /// The group already lost its share for this run.
     GroupShare {
+        /// The group.
         group: String,
+        /// Its share, in instances.
         allowed: u32,
+        /// `max_fraction_per_group`.
         fraction: f64,
+        /// Its desired capacity, which the share is of.
         desired: u32,
     },
     /// The preflight found the host lacks the cloud permission to act.
-    Permission { instance: String, detail: String },
+    Permission {
+        /// The instance.
+        instance: String,
+        /// What the cloud answered.
+        detail: String,
+    },
     /// The group was killed too recently (the kill history and this run).
     TooSoon {
+        /// The group.
         group: String,
+        /// When it was last killed.
         last: String,
+        /// When it may be killed again.
         next: String,
+        /// `min_time_between_kills`.
         gap: KillGap,
     },
     /// A scheduled run's working hours are over.
-    OutsideHours { end: String },
+    OutsideHours {
+        /// When they ended.
+        end: String,
+    },
     /// A stop condition tripped, or the kill switch is set: the run is
     /// stopped.
-    Stopped { condition: String },
+    Stopped {
+        /// The condition that tripped, or the kill switch.
+        condition: String,
+    },
     /// A stop condition's state cannot be read: nothing is terminated until
     /// it can.
-    StopUnknown { why: String },
+    StopUnknown {
+        /// Why it cannot be read.
+        why: String,
+    },
 }
 
 impl Denial {
@@ -475,6 +529,7 @@ impl Tally {
 /// A group as the policy needs it for a termination decision.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupView<'a> {
+    /// The group, as listed.
     pub group: &'a Group,
     /// Healthy in-service instances of the group, not counting any this
     /// experiment already terminated (so dry runs decide as real runs would).
@@ -484,10 +539,13 @@ pub struct GroupView<'a> {
 /// The rules for one experiment.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// What the experiment may see and touch.
     pub scope: Scope,
+    /// How much it may take away.
     pub blast_radius: BlastRadius,
     /// True unless the operator passed `--execute`.
     pub dry_run: bool,
+    /// What it may do.
     pub grants: BTreeSet<Grant>,
 }
 

@@ -112,21 +112,28 @@ fn safe(text: &str) -> std::borrow::Cow<'_, str> {
 /// A whole run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
+    /// The run's id, from its first entry.
     pub run_id: Option<String>,
+    /// `sim` or `aws`.
     pub backend: Option<String>,
+    /// The seed every experiment's randomness came from.
     pub seed: Option<u64>,
+    /// Whether it was a dry run.
     pub dry_run: Option<bool>,
     /// Epoch ms of the run clock's 0 (for journals that lack it, the first
     /// entry's wall time less its clock).
     pub clock_origin_ms: Option<i64>,
     /// False when the journal ends before the run finished.
     pub complete: bool,
+    /// Whether the operator interrupted it (Ctrl-C).
     pub interrupted: bool,
     /// What stopped the run, when a stop condition or the kill switch did.
     pub stopped: Option<StopReport>,
     /// The run's outcome as a whole, which decides the exit code.
     pub outcome: RunOutcome,
+    /// The journal it was read from.
     pub journal: String,
+    /// Each experiment, in config order.
     pub experiments: Vec<ExperimentReport>,
     /// Every victim of every experiment.
     pub victims: Vec<VictimReport>,
@@ -143,11 +150,15 @@ pub struct Report {
 /// A group's capacity as the host saw it at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CapacityPoint {
+    /// The experiment during which it was read.
     pub experiment: usize,
+    /// The group.
     pub group: String,
     /// Run clock, ms.
     pub clock_ms: u64,
+    /// Its desired capacity.
     pub desired: u32,
+    /// Its members in service.
     pub in_service: u32,
 }
 
@@ -208,14 +219,23 @@ impl RunOutcome {
 /// One experiment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExperimentReport {
+    /// Its position in the config, from 0.
     pub index: usize,
+    /// The plugin's name.
     pub plugin: String,
+    /// The plugin's version.
     pub version: String,
+    /// The plugin component's sha256.
     pub sha256: String,
+    /// Whether the journal records its end.
     pub finished: bool,
+    /// The plugin's summary.
     pub summary: Option<String>,
+    /// Why it failed, if it did.
     pub error: Option<String>,
+    /// What the policy refused it.
     pub denials: Vec<DenialReport>,
+    /// What it published.
     pub notifications: Vec<NotificationReport>,
     /// The limits the plugin ran under (absent when it never started).
     pub limits: Option<Limits>,
@@ -223,6 +243,7 @@ pub struct ExperimentReport {
     pub limit_breached: Option<String>,
     /// Run clock at its start and end, ms.
     pub started_clock_ms: Option<u64>,
+    /// Run clock at its end, ms.
     pub finished_clock_ms: Option<u64>,
     /// The plugin's log lines the journal kept.
     pub logs: Vec<LogReport>,
@@ -231,7 +252,9 @@ pub struct ExperimentReport {
 /// A plugin's log line.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LogReport {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
     pub level: String,
+    /// The plugin's words, bounded.
     pub message: String,
     /// Run clock, ms.
     pub clock_ms: u64,
@@ -242,31 +265,45 @@ pub struct LogReport {
 pub struct DenialReport {
     /// Run clock, ms.
     pub clock_ms: u64,
+    /// The import called, e.g. `terminate`.
     pub operation: String,
+    /// What it named.
     pub target: String,
+    /// The rule that refused it.
     pub rule: String,
+    /// The refusal, for the operator.
     pub message: String,
 }
 
 /// A notification and what became of it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NotificationReport {
+    /// The channel's name.
     pub channel: String,
+    /// The subject line.
     pub subject: String,
     /// What became of it.
     pub status: NotificationStatus,
+    /// How many times it was tried.
     pub attempts: u32,
 }
 
 /// One victim.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VictimReport {
+    /// Its experiment's position in the config, from 0.
     pub experiment: usize,
+    /// The plugin that asked for it.
     pub plugin: String,
+    /// The instance.
     pub instance_id: String,
+    /// Its group, if any.
     pub group: Option<String>,
+    /// Its zone.
     pub zone: String,
+    /// The plugin's reason.
     pub reason: String,
+    /// Whether it was a dry run.
     pub dry_run: bool,
     /// What became of the termination.
     pub status: VictimStatus,
@@ -281,6 +318,7 @@ pub struct VictimReport {
     pub host_verdict: HostVerdict,
     /// What the plugin said, if it said.
     pub plugin_verdict: Option<String>,
+    /// What the plugin measured: termination to its recovered verdict.
     pub plugin_recovery_seconds: Option<f64>,
 }
 

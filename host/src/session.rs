@@ -64,7 +64,9 @@ pub const BODY_BYTES: usize = 256 * 1024;
 /// A plugin's name and version, as every error and log line shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginLabel {
+    /// Its metadata's name.
     pub name: String,
+    /// Its metadata's version.
     pub version: String,
 }
 
@@ -83,16 +85,23 @@ impl fmt::Display for PluginLabel {
 /// The typed error a plugin receives: the contract's `cloud-error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PluginError {
+    /// The policy refused; the text says which rule, never what lies out of
+    /// scope.
     #[error("denied: {0}")]
     Denied(String),
+    /// Nothing of that name in the plugin's view.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A budget of the run is spent (terminations, notifications).
     #[error("budget exhausted: {0}")]
     BudgetExhausted(String),
+    /// The cloud refused for rate; the plugin may try again.
     #[error("throttled: {0}")]
     Throttled(String),
+    /// The plugin's argument makes no sense (a bad pattern, a bad name).
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The backend failed.
     #[error("backend failure: {0}")]
     Backend(String),
 }
@@ -110,28 +119,41 @@ impl From<CloudError> for PluginError {
 /// Filter of `cloud.list-instances`, in domain types.
 #[derive(Debug, Clone, Default)]
 pub struct InstanceFilter {
+    /// Only instances of groups matching this glob.
     pub group_pattern: Option<String>,
+    /// Only instances carrying all these tags.
     pub tags: BTreeMap<String, String>,
+    /// Only instances in this zone.
     pub zone: Option<String>,
+    /// Only instances in one of these states; empty means any.
     pub states: Vec<InstanceState>,
 }
 
 /// Answer to `cloud.terminate`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Termination {
+    /// The victim.
     pub instance_id: String,
+    /// Its group, if any.
     pub group: Option<String>,
+    /// Its zone.
     pub zone: String,
+    /// Whether it was a dry run: nothing was terminated.
     pub dry_run: bool,
+    /// When, on the plugin's clock.
     pub at_ms: Millis,
 }
 
 /// Answer to `probe.check`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckResult {
+    /// The target's name.
     pub target: String,
+    /// Whether it is healthy.
     pub healthy: bool,
+    /// What was seen, in a line.
     pub detail: String,
+    /// How long the check took.
     pub latency_ms: u32,
 }
 
@@ -315,10 +337,14 @@ enum Settled {
 /// Why a session operation ended the run rather than answering the plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum Fatal {
+    /// The plugin went over one of its limits (calls, victims, time).
     #[error(transparent)]
     Breach(#[from] LimitBreach),
+    /// The journal could not be written, so nothing more may happen.
     #[error("journal failure, stopping before acting: {0:#}")]
     Journal(anyhow::Error),
+    /// The plugin called an import where the contract forbids it (from
+    /// `metadata()`, say).
     #[error("{0}")]
     Contract(String),
     /// The run was stopped (a stop condition, the kill switch) and the

@@ -47,6 +47,7 @@ pub struct HistoryArgs {
     /// Count dry-run kills too.
     #[arg(long, global = true)]
     pub dry_runs: bool,
+    /// Print the kills (or the statistics) as JSON.
     #[arg(long, global = true)]
     pub json: bool,
     /// Also write the kills as an HTML page: per-group statistics, kills
