@@ -23,7 +23,7 @@ use crate::text::{self, one_line};
 /// WebAssembly components. Dry run unless --execute.
 #[derive(Debug, Parser)]
 #[command(version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -77,7 +77,7 @@ pub struct Instance {
 
 impl Instance {
     /// Whether it is shutting down or gone: a termination took effect.
-    pub fn is_going_away(&self) -> bool {
+    pub(crate) fn is_going_away(&self) -> bool {
         matches!(
             self.state,
             InstanceState::ShuttingDown | InstanceState::Terminated
@@ -150,7 +150,7 @@ impl GroupSnapshot {
     }
 
     /// The member with this id, if it is one.
-    pub fn member(&self, id: &str) -> Option<&Member> {
+    pub(crate) fn member(&self, id: &str) -> Option<&Member> {
         self.members.iter().find(|m| m.id == id)
     }
 }
@@ -172,7 +172,7 @@ pub struct Capacity {
 
 impl Capacity {
     /// Back at desired capacity with every instance in service and healthy.
-    pub fn is_recovered(&self) -> bool {
+    pub(crate) fn is_recovered(&self) -> bool {
         self.in_service == self.desired
             && self.pending == 0
             && self.terminating == 0
@@ -180,7 +180,7 @@ impl Capacity {
     }
 
     /// Instances in service and healthy.
-    pub fn healthy_in_service(&self) -> u32 {
+    pub(crate) fn healthy_in_service(&self) -> u32 {
         self.in_service.saturating_sub(self.unhealthy)
     }
 }
@@ -284,7 +284,7 @@ pub struct Published {
 
 /// API calls a backend made (attempts, retries included), by service and
 /// action, e.g. `("ec2", "DescribeInstances")`.
-pub type ApiCalls = std::collections::BTreeMap<(String, String), u64>;
+pub(crate) type ApiCalls = std::collections::BTreeMap<(String, String), u64>;
 
 /// A fleet backend: the simulator or real AWS.
 #[async_trait::async_trait]

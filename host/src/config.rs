@@ -106,7 +106,7 @@ fn default_listen() -> String {
 
 impl DaemonConfig {
     /// The address to serve on, `None` when off.
-    pub fn listen_address(&self) -> Result<Option<std::net::SocketAddr>, String> {
+    pub(crate) fn listen_address(&self) -> Result<Option<std::net::SocketAddr>, String> {
         if self.listen == "off" {
             return Ok(None);
         }
@@ -265,7 +265,7 @@ pub struct ReadsConfig {
 
 impl Config {
     /// The bound on a read's age, in ms.
-    pub fn max_read_age_ms(&self) -> u64 {
+    pub(crate) fn max_read_age_ms(&self) -> u64 {
         match self.reads.max_age_secs {
             Some(secs) => (secs * 1000.0) as u64,
             None => self.recovery.poll_ms(),
@@ -558,7 +558,7 @@ impl Config {
     }
 
     /// Limits a plugin gets unless its manifest asks otherwise.
-    pub fn default_limits(&self) -> Limits {
+    pub(crate) fn default_limits(&self) -> Limits {
         Limits::default().with(&self.limits)
     }
 
@@ -687,7 +687,7 @@ impl Config {
 
 /// `$XDG_STATE_HOME/wasmonkey`, else `~/.local/state/wasmonkey`; only
 /// absolute variables count.
-pub fn default_state_dir() -> Option<PathBuf> {
+pub(crate) fn default_state_dir() -> Option<PathBuf> {
     let absolute = |var: &str| {
         std::env::var_os(var)
             .map(PathBuf::from)

@@ -26,12 +26,9 @@ pub enum Version {
 }
 
 impl Version {
-    /// Every version this host speaks, oldest first.
-    pub const ALL: [Version; 1] = [Version::V0_1_0];
-
     /// The newest: what `wasmonkey new` writes and what a component that
     /// imports nothing of the contract is linked as.
-    pub const LATEST: Version = Version::V0_1_0;
+    pub(crate) const LATEST: Version = Version::V0_1_0;
 
     /// The package, as components name it in their imports.
     pub fn package(self) -> &'static str {
@@ -42,7 +39,7 @@ impl Version {
 
     /// Give a linker this version's imports, backed by the store's
     /// [`Session`].
-    pub fn add_to_linker<T: Send + 'static>(
+    pub(crate) fn add_to_linker<T: Send + 'static>(
         self,
         linker: &mut Linker<T>,
         session: fn(&mut T) -> &mut Session,
@@ -54,7 +51,7 @@ impl Version {
 }
 
 /// A component linked against one version, ready to instantiate cheaply.
-pub enum Linked<T: 'static> {
+pub(crate) enum Linked<T: 'static> {
     /// Against `wasmonkey:chaos@0.1.0`.
     V0_1_0(v0_1_0::StrategyPluginPre<T>),
 }
@@ -70,21 +67,21 @@ impl<T: 'static> Clone for Linked<T> {
 impl<T: Send + 'static> Linked<T> {
     /// Check that a pre-instantiated component exports `version`'s
     /// strategy.
-    pub fn new(version: Version, pre: InstancePre<T>) -> wasmtime::Result<Linked<T>> {
+    pub(crate) fn new(version: Version, pre: InstancePre<T>) -> wasmtime::Result<Linked<T>> {
         match version {
             Version::V0_1_0 => v0_1_0::StrategyPluginPre::new(pre).map(Linked::V0_1_0),
         }
     }
 
     /// The version it speaks.
-    pub fn version(&self) -> Version {
+    pub(crate) fn version(&self) -> Version {
         match self {
             Linked::V0_1_0(_) => Version::V0_1_0,
         }
     }
 
     /// A fresh instance in `store`.
-    pub async fn instantiate(&self, store: &mut Store<T>) -> wasmtime::Result<Strategy> {
+    pub(crate) async fn instantiate(&self, store: &mut Store<T>) -> wasmtime::Result<Strategy> {
         match self {
             Linked::V0_1_0(pre) => pre.instantiate_async(store).await.map(Strategy::V0_1_0),
         }
@@ -135,7 +132,7 @@ pub enum ParamValue {
 
 impl ParamValue {
     /// As JSON, for journals and reports.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         match self {
             ParamValue::Text(text) => serde_json::Value::from(text.as_str()),
             ParamValue::Integer(n) => serde_json::Value::from(*n),

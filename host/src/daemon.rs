@@ -113,7 +113,7 @@ pub struct Daemon {
 }
 
 /// A slot's own seed: the same slot always runs with the same seed.
-pub fn slot_seed(seed: u64, slot: &Slot) -> u64 {
+pub(crate) fn slot_seed(seed: u64, slot: &Slot) -> u64 {
     let mut hash = sha2::Sha256::new();
     hash.update(seed.to_le_bytes());
     hash.update(slot.key.as_bytes());
@@ -650,7 +650,7 @@ impl Simulation {
 }
 
 /// The state directory's history, shared.
-pub fn open_history(config: &Config) -> anyhow::Result<(SharedHistory, PathBuf)> {
+pub(crate) fn open_history(config: &Config) -> anyhow::Result<(SharedHistory, PathBuf)> {
     let dir = config.state_dir()?;
     let history = history::SqliteHistory::in_state_dir(&dir)?;
     let path = history.path().to_owned();

@@ -29,7 +29,7 @@ pub enum FileProblem {
 }
 
 /// What kind of entry `metadata` describes, in words.
-pub fn kind(metadata: &Metadata) -> &'static str {
+pub(crate) fn kind(metadata: &Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt as _;
     let file_type = metadata.file_type();
     if file_type.is_file() {
@@ -50,7 +50,7 @@ pub fn kind(metadata: &Metadata) -> &'static str {
 }
 
 /// Check that `metadata` is of a regular file of at most `max` bytes.
-pub fn check(metadata: &Metadata, max: u64) -> Result<(), FileProblem> {
+pub(crate) fn check(metadata: &Metadata, max: u64) -> Result<(), FileProblem> {
     if !metadata.is_file() {
         return Err(FileProblem::NotRegular(kind(metadata)));
     }
@@ -66,7 +66,7 @@ pub fn check(metadata: &Metadata, max: u64) -> Result<(), FileProblem> {
 /// A regular file of at most `max` bytes, open, with its metadata as read
 /// from the descriptor. Opening never blocks: a FIFO opens at once
 /// (non-blocking) and is then refused for what it is.
-pub fn open(path: &Path, max: u64) -> Result<(File, Metadata), FileProblem> {
+pub(crate) fn open(path: &Path, max: u64) -> Result<(File, Metadata), FileProblem> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -78,7 +78,7 @@ pub fn open(path: &Path, max: u64) -> Result<(File, Metadata), FileProblem> {
 
 /// Read a file that [`open`] accepted, never more than `max` bytes (a file
 /// that grew since it was checked is refused, not read on).
-pub fn read(file: File, max: u64) -> Result<Vec<u8>, FileProblem> {
+pub(crate) fn read(file: File, max: u64) -> Result<Vec<u8>, FileProblem> {
     let mut bytes = Vec::new();
     file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
     let size = bytes.len() as u64;
@@ -89,14 +89,14 @@ pub fn read(file: File, max: u64) -> Result<Vec<u8>, FileProblem> {
 }
 
 /// [`open`] then [`read`].
-pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, FileProblem> {
+pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, FileProblem> {
     let (file, _) = open(path, max)?;
     read(file, max)
 }
 
 /// Create a directory (and its parents) that only the user may enter, as
 /// the state directory must be: it holds the kill switch and the history.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -107,7 +107,7 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 /// Write a whole file so that a reader (a browser, node_exporter's
 /// textfile collector) sees the old one or the new one, never half: a
 /// temporary file beside it, renamed over it.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use std::io::Write as _;
     let dir = match path.parent() {

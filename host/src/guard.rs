@@ -21,14 +21,14 @@ use crate::kill_switch::Switch;
 
 /// How long a plugin may go on, on the run's clock, once the run is
 /// stopped: enough to log and return what it did.
-pub const GRACE_MS: Millis = 5_000;
+pub(crate) const GRACE_MS: Millis = 5_000;
 
 /// The name a trip of the kill switch goes by.
-pub const KILL_SWITCH: &str = "kill-switch";
+pub(crate) const KILL_SWITCH: &str = "kill-switch";
 
 /// What stopped the run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Trip {
+pub(crate) struct Trip {
     /// The stop condition's name, or [`KILL_SWITCH`].
     pub condition: String,
     /// Whether it was the kill switch.
@@ -41,7 +41,7 @@ pub struct Trip {
 
 impl Trip {
     /// The journal entry that records it.
-    pub fn into_event(self) -> crate::journal::Event {
+    pub(crate) fn into_event(self) -> crate::journal::Event {
         crate::journal::Event::StopTripped {
             condition: self.condition,
             paused: self.paused,
@@ -52,7 +52,7 @@ impl Trip {
 
 /// What a check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Every condition holds.
     Clear,
     /// The run is stopped.
@@ -71,7 +71,7 @@ struct State {
 }
 
 /// The run's brakes.
-pub struct Guard {
+pub(crate) struct Guard {
     conditions: BTreeMap<String, StopCondition>,
     targets: Arc<BTreeMap<String, TargetConfig>>,
     switch: Arc<dyn Switch>,
@@ -109,7 +109,7 @@ impl Switch for NeverPaused {
 impl Guard {
     /// The brakes of a run: its conditions, the health targets they may
     /// name, and the kill switch; backend calls bounded by `call_timeout`.
-    pub fn new(
+    pub(crate) fn new(
         conditions: BTreeMap<String, StopCondition>,
         targets: Arc<BTreeMap<String, TargetConfig>>,
         switch: Arc<dyn Switch>,
@@ -126,7 +126,7 @@ impl Guard {
 
     /// The brakes a run config sets: its stop conditions and targets, and
     /// the kill switch of its state directory.
-    pub fn for_config(config: &crate::config::Config) -> anyhow::Result<Guard> {
+    pub(crate) fn for_config(config: &crate::config::Config) -> anyhow::Result<Guard> {
         Ok(Guard::new(
             config.stop_conditions.clone(),
             Arc::new(config.targets.clone()),
@@ -136,12 +136,12 @@ impl Guard {
     }
 
     /// The pause in force, if the kill switch is set.
-    pub fn paused(&self) -> Option<crate::kill_switch::Pause> {
+    pub(crate) fn paused(&self) -> Option<crate::kill_switch::Pause> {
         self.switch.paused()
     }
 
     /// No condition and a switch that is never set.
-    pub fn none() -> Guard {
+    pub(crate) fn none() -> Guard {
         Guard::new(
             BTreeMap::new(),
             Arc::default(),
@@ -155,13 +155,13 @@ impl Guard {
     }
 
     /// The trip, once the run is stopped.
-    pub fn tripped(&self) -> Option<Trip> {
+    pub(crate) fn tripped(&self) -> Option<Trip> {
         self.state().tripped.clone()
     }
 
     /// The trip, the first time it is asked for after it happened: whoever
     /// gets it journals it.
-    pub fn unjournalled(&self) -> Option<Trip> {
+    pub(crate) fn unjournalled(&self) -> Option<Trip> {
         let mut state = self.state();
         if state.journalled {
             return None;
@@ -172,7 +172,7 @@ impl Guard {
     }
 
     /// Stop the run for a reason found outside a check.
-    pub fn stop(&self, condition: &str, saw: String, at_ms: Millis) {
+    pub(crate) fn stop(&self, condition: &str, saw: String, at_ms: Millis) {
         self.trip(condition, false, saw, at_ms);
     }
 
@@ -192,7 +192,7 @@ impl Guard {
 
     /// Look at the kill switch and every condition now. `pending` are the
     /// victims not yet recovered, with when they were terminated.
-    pub async fn check(&self, view: &FleetView, pending: &[(String, Millis)]) -> Verdict {
+    pub(crate) async fn check(&self, view: &FleetView, pending: &[(String, Millis)]) -> Verdict {
         if let Some(trip) = self.tripped() {
             return Verdict::Tripped(trip);
         }
@@ -216,7 +216,10 @@ impl Guard {
     }
 
     /// Each condition's state now, tripping nothing: for `wasmonkey plan`.
-    pub async fn survey(&self, view: &FleetView) -> Vec<(String, Result<Option<String>, String>)> {
+    pub(crate) async fn survey(
+        &self,
+        view: &FleetView,
+    ) -> Vec<(String, Result<Option<String>, String>)> {
         let now = view.cloud().now_ms();
         let mut out = Vec::new();
         for (name, condition) in &self.conditions {

@@ -19,7 +19,7 @@ use crate::report::{HostVerdict, Report, VictimStatus};
 use crate::schedule::{Calendar, EpochMs};
 
 /// The history's file in the state directory.
-pub const FILE: &str = "history.sqlite";
+pub(crate) const FILE: &str = "history.sqlite";
 
 /// Statuses of a victim that count as a kill: it went (for real or in a dry
 /// run), or nobody can say it did not (fail closed for the spacing rule).
@@ -372,7 +372,7 @@ impl SqliteHistory {
     }
 
     /// A history in memory, gone with the process (`simulate`).
-    pub fn in_memory() -> anyhow::Result<SqliteHistory> {
+    pub(crate) fn in_memory() -> anyhow::Result<SqliteHistory> {
         let mut history = SqliteHistory {
             conn: Connection::open_in_memory()?,
             path: PathBuf::from(":memory:"),

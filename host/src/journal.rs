@@ -227,7 +227,7 @@ pub enum Event {
 impl Event {
     /// Whether the entry must be on disk before the host goes on: anything
     /// but a plugin's own chatter and the host's capacity readings.
-    pub fn must_sync(&self) -> bool {
+    pub(crate) fn must_sync(&self) -> bool {
         !matches!(
             self,
             Event::PluginLog { .. } | Event::Denied { .. } | Event::Capacity { .. }
@@ -304,7 +304,7 @@ impl Journal {
     /// A journal that never syncs: for `simulate`, whose runs act on the
     /// simulated fleet only and whose history is thrown away, so a crash
     /// loses nothing real.
-    pub fn create_unsynced(path: &Path) -> anyhow::Result<Journal> {
+    pub(crate) fn create_unsynced(path: &Path) -> anyhow::Result<Journal> {
         let journal = Journal::create(path)?;
         if let Ok(mut appender) = journal.inner.lock() {
             appender.durable = false;
@@ -327,7 +327,8 @@ impl Journal {
     }
 
     /// Times the journal was synced to disk so far.
-    pub fn syncs(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn syncs(&self) -> u64 {
         self.inner.lock().map_or(0, |appender| appender.syncs)
     }
 

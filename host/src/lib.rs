@@ -6,6 +6,7 @@
 //! [`report`].
 //! [`runner`] drives it; [`cli`] is the command line.
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 
 /// The allocator of everything built on this crate (binary, tests, benchmark):
 /// wasmtime's loading of a compiled component makes tens of thousands of small
@@ -19,26 +20,26 @@ pub mod cloud;
 pub mod config;
 pub mod contract;
 pub mod daemon;
-pub mod files;
-pub mod guard;
+pub(crate) mod files;
+pub(crate) mod guard;
 pub mod history;
 pub mod journal;
 pub mod kill_switch;
 pub mod limits;
 pub mod manifest;
 pub mod metrics;
-pub mod notify;
-pub mod plan;
+pub(crate) mod notify;
+pub(crate) mod plan;
 pub mod plugins;
 pub mod policy;
-pub mod probe;
-pub mod progress;
-pub mod recovery;
+pub(crate) mod probe;
+pub(crate) mod progress;
+pub(crate) mod recovery;
 pub mod report;
 pub mod runner;
 pub mod sandbox;
-pub mod scaffold;
+pub(crate) mod scaffold;
 pub mod schedule;
 pub mod session;
-pub mod spacing;
+pub(crate) mod spacing;
 pub mod text;

@@ -65,7 +65,7 @@ pub const METADATA_LIMITS: Limits = Limits {
 impl Limits {
     /// The limits `metadata()` runs under for a plugin that runs under
     /// `self`: [`METADATA_LIMITS`], and never more than `self`.
-    pub fn for_metadata(&self) -> Limits {
+    pub(crate) fn for_metadata(&self) -> Limits {
         let cap = METADATA_LIMITS;
         Limits {
             fuel: self.fuel.min(cap.fuel),
@@ -79,7 +79,7 @@ impl Limits {
     }
 
     /// The operator's ceilings when the config names none.
-    pub fn default_ceiling() -> Self {
+    pub(crate) fn default_ceiling() -> Self {
         Limits {
             fuel: 1_000_000_000_000,
             memory_mib: 1024,
@@ -92,7 +92,7 @@ impl Limits {
     }
 
     /// Memory cap in bytes.
-    pub fn memory_bytes(&self) -> usize {
+    pub(crate) fn memory_bytes(&self) -> usize {
         usize::try_from(self.memory_mib.saturating_mul(MIB)).unwrap_or(usize::MAX)
     }
 
@@ -102,7 +102,7 @@ impl Limits {
     }
 
     /// Host-call argument cap in bytes.
-    pub fn host_call_bytes(&self) -> usize {
+    pub(crate) fn host_call_bytes(&self) -> usize {
         usize::try_from(self.host_call_kib.saturating_mul(1024)).unwrap_or(usize::MAX)
     }
 
@@ -112,7 +112,7 @@ impl Limits {
     }
 
     /// One host operation's deadline.
-    pub fn host_call_timeout(&self) -> Duration {
+    pub(crate) fn host_call_timeout(&self) -> Duration {
         Duration::from_secs(self.host_call_timeout_secs)
     }
 
@@ -138,7 +138,7 @@ impl Limits {
     }
 
     /// The limits above `ceiling`, as `(name, asked, ceiling)`.
-    pub fn exceeding(&self, ceiling: &Limits) -> Vec<(&'static str, u64, u64)> {
+    pub(crate) fn exceeding(&self, ceiling: &Limits) -> Vec<(&'static str, u64, u64)> {
         [
             ("fuel", self.fuel, ceiling.fuel),
             ("memory_mib", self.memory_mib, ceiling.memory_mib),

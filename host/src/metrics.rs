@@ -34,11 +34,11 @@ const MAX_LABEL_BYTES: usize = 128;
 /// A label value from outside the host, escaped as OpenMetrics requires
 /// (prometheus-client writes label values as they are).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord)]
-pub struct LabelText(String);
+pub(crate) struct LabelText(String);
 
 impl LabelText {
     /// On one line, bounded, with `\` and `"` escaped.
-    pub fn new(raw: &str) -> LabelText {
+    pub(crate) fn new(raw: &str) -> LabelText {
         let line = text::one_line(raw);
         let bounded = text::bounded(&line, MAX_LABEL_BYTES);
         let mut escaped = String::with_capacity(bounded.len());
@@ -197,7 +197,7 @@ impl Metrics {
     }
 
     /// Count a run's report, ended at `ended_unix_secs`.
-    pub fn record_run(&self, report: &Report, ended_unix_secs: f64) {
+    pub(crate) fn record_run(&self, report: &Report, ended_unix_secs: f64) {
         for v in &report.victims {
             let group = LabelText::new(v.group.as_deref().unwrap_or(""));
             if matches!(v.status, VictimStatus::Terminated | VictimStatus::DryRun) {
@@ -255,7 +255,7 @@ impl Metrics {
     }
 
     /// Add API calls made since the last count.
-    pub fn record_api_calls(&self, calls: &ApiCalls) {
+    pub(crate) fn record_api_calls(&self, calls: &ApiCalls) {
         for ((service, action), &n) in calls {
             self.api_calls
                 .get_or_create(&ApiLabels {
@@ -267,12 +267,12 @@ impl Metrics {
     }
 
     /// Whether the kill switch is set.
-    pub fn set_paused(&self, paused: bool) {
+    pub(crate) fn set_paused(&self, paused: bool) {
         self.paused.set(i64::from(paused));
     }
 
     /// The OpenMetrics text, ending in `# EOF`.
-    pub fn encode_openmetrics(&self) -> String {
+    pub(crate) fn encode_openmetrics(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             // Writing to a String does not fail; say so rather than panic.
@@ -282,7 +282,7 @@ impl Metrics {
     }
 
     /// The Prometheus text format (version 0.0.4).
-    pub fn encode_text(&self) -> String {
+    pub(crate) fn encode_text(&self) -> String {
         to_prometheus_text(&self.encode_openmetrics())
     }
 }
@@ -290,7 +290,7 @@ impl Metrics {
 /// OpenMetrics text as the Prometheus text format: counter families take
 /// their samples' `_total` name, `unknown` is `untyped`, and the `# UNIT`
 /// and `# EOF` lines go.
-pub fn to_prometheus_text(openmetrics: &str) -> String {
+pub(crate) fn to_prometheus_text(openmetrics: &str) -> String {
     let counters: std::collections::BTreeSet<&str> = openmetrics
         .lines()
         .filter_map(|line| line.strip_prefix("# TYPE "))
@@ -326,7 +326,7 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
 }
 
 /// API calls in `now` beyond those in `before` (both running totals).
-pub fn calls_since(before: &ApiCalls, now: &ApiCalls) -> ApiCalls {
+pub(crate) fn calls_since(before: &ApiCalls, now: &ApiCalls) -> ApiCalls {
     now.iter()
         .map(|(key, &n)| {
             (

@@ -8,11 +8,11 @@ use crate::cloud::{Cloud, CloudError};
 use crate::journal::Event;
 
 /// Attempts at publishing one notification.
-pub const ATTEMPTS: u32 = 3;
+pub(crate) const ATTEMPTS: u32 = 3;
 
 /// Publish `subject`/`body` to `topic` (the channel alias `channel`),
 /// recording intent and every attempt through `journal` first.
-pub async fn publish<E>(
+pub(crate) async fn publish<E>(
     cloud: &dyn Cloud,
     call_timeout: Duration,
     channel: &str,

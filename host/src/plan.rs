@@ -23,7 +23,7 @@ use crate::text::one_line;
 
 /// The whole preview.
 #[derive(Debug, Clone, Serialize)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// The run config's path.
     pub config: String,
     /// `sim` or `aws`.
@@ -46,7 +46,7 @@ pub struct Plan {
 
 /// A stop condition and its state now.
 #[derive(Debug, Clone, Serialize)]
-pub struct ConditionPlan {
+pub(crate) struct ConditionPlan {
     /// Its position in the config, as the operator names it.
     pub name: String,
     /// What it watches, in a line.
@@ -59,7 +59,7 @@ pub struct ConditionPlan {
 
 /// A group in scope.
 #[derive(Debug, Clone, Serialize)]
-pub struct GroupPlan {
+pub(crate) struct GroupPlan {
     /// The group.
     pub name: String,
     /// Its desired capacity.
@@ -75,7 +75,7 @@ pub struct GroupPlan {
 
 /// Something out of scope.
 #[derive(Debug, Clone, Serialize)]
-pub struct Excluded {
+pub(crate) struct Excluded {
     /// `group` or `instance`.
     pub kind: String,
     /// The group or instance.
@@ -89,7 +89,7 @@ pub struct Excluded {
 
 /// One experiment's plugin, as it would run.
 #[derive(Debug, Clone, Serialize)]
-pub struct ExperimentPlan {
+pub(crate) struct ExperimentPlan {
     /// Its position among the config's experiments, from 0.
     pub index: usize,
     /// The plugin's name.
@@ -119,7 +119,7 @@ fn rule(why: &Hidden) -> &'static str {
 }
 
 /// Build the preview of `config` on `cloud`.
-pub async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Result<Plan> {
+pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Result<Plan> {
     let view = FleetView::new(Arc::clone(&cloud), config.max_read_age_ms());
     let scope = config
         .scope
@@ -289,7 +289,7 @@ async fn preview_plugins(config: &Config) -> anyhow::Result<Vec<ExperimentPlan>>
 
 impl Plan {
     /// The preview as text. Plugin text is shown neutralised.
-    pub fn render_text(&self) -> String {
+    pub(crate) fn render_text(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,

@@ -84,7 +84,7 @@ fn shown(path: &OsStr) -> String {
 /// Whether `name` may name a plugin: `[a-z0-9-]`, starting with a letter or
 /// a digit. Anything wider would let a look-alike (a Cyrillic `о` in
 /// `classic-mоnkey`) sit beside the real plugin.
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     name.bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && name
@@ -94,7 +94,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// The most bytes of a manifest the host reads.
-pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 64 * 1024;
 
 /// The `.wasm` files of a plugin directory, by name, and every entry that
 /// cannot be a plugin.
@@ -188,11 +188,6 @@ impl Catalog {
     /// Plugin names, sorted.
     pub fn names(&self) -> &[String] {
         &self.names
-    }
-
-    /// The entries that cannot be plugins, with the reason.
-    pub fn rejected(&self) -> &[LoadFailure] {
-        &self.rejected
     }
 
     /// The plugin directory.

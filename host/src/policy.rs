@@ -31,9 +31,6 @@ pub enum Grant {
 }
 
 impl Grant {
-    /// Every grant there is.
-    pub const ALL: [Grant; 3] = [Grant::Terminate, Grant::Notify, Grant::ProbeTargets];
-
     /// The name used in manifests and configs.
     pub fn name(self) -> &'static str {
         match self {
@@ -52,7 +49,7 @@ impl fmt::Display for Grant {
 
 /// What a plugin may do: what its manifest asks, narrowed to what the
 /// operator allows.
-pub fn effective_grants(requested: &[Grant], allowed: &[Grant]) -> BTreeSet<Grant> {
+pub(crate) fn effective_grants(requested: &[Grant], allowed: &[Grant]) -> BTreeSet<Grant> {
     requested
         .iter()
         .filter(|grant| allowed.contains(grant))
@@ -131,7 +128,6 @@ impl fmt::Display for TagSelector {
 /// A set of group-name globs, compiled once.
 #[derive(Debug, Clone)]
 pub struct GroupPatterns {
-    patterns: Vec<String>,
     set: GlobSet,
 }
 
@@ -146,16 +142,12 @@ impl GroupPatterns {
             builder.add(glob);
         }
         let set = builder.build().map_err(|err| err.to_string())?;
-        Ok(GroupPatterns {
-            patterns: patterns.iter().map(|p| p.as_ref().to_owned()).collect(),
-            set,
-        })
+        Ok(GroupPatterns { set })
     }
 
     /// No pattern: matches nothing.
     pub fn none() -> Self {
         GroupPatterns {
-            patterns: Vec::new(),
             set: GlobSet::empty(),
         }
     }
@@ -163,11 +155,6 @@ impl GroupPatterns {
     /// Whether a group name matches any pattern.
     pub fn matches(&self, name: &str) -> bool {
         self.set.is_match(name)
-    }
-
-    /// The patterns as written.
-    pub fn patterns(&self) -> &[String] {
-        &self.patterns
     }
 }
 
@@ -232,7 +219,7 @@ impl BlastRadius {
 
 /// Why an instance or group is outside a plugin's view.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Hidden {
+pub(crate) enum Hidden {
     /// Its group matches none of the scope's patterns.
     GroupOutOfScope {
         /// The group.
@@ -278,7 +265,7 @@ impl fmt::Display for Hidden {
 /// A refused operation. The plugin gets a typed error; the journal gets the
 /// rule.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Denial {
+pub(crate) enum Denial {
     /// The plugin lacks the grant.
     NotGranted(Grant),
     /// The target is outside the plugin's view. The plugin is told only that
@@ -377,7 +364,7 @@ pub enum Denial {
 
 impl Denial {
     /// Short rule name for the journal and report.
-    pub fn rule(&self) -> &'static str {
+    pub(crate) fn rule(&self) -> &'static str {
         match self {
             Denial::NotGranted(_) => "grant",
             Denial::OutOfScope { why, .. } => match why {
@@ -402,7 +389,7 @@ impl Denial {
 
     /// Whether the plugin should see this as `budget-exhausted` rather than
     /// `denied`.
-    pub fn is_budget(&self) -> bool {
+    pub(crate) fn is_budget(&self) -> bool {
         matches!(
             self,
             Denial::Budget { .. }
@@ -414,7 +401,7 @@ impl Denial {
 
     /// What the plugin is told. Never reveals why something is out of
     /// scope, nor what a backend answered.
-    pub fn plugin_message(&self) -> String {
+    pub(crate) fn plugin_message(&self) -> String {
         match self {
             Denial::OutOfScope { target, .. } => {
                 format!("{target} is outside this experiment's scope")
@@ -511,7 +498,7 @@ impl Tally {
     }
 
     /// Terminations in one group so far.
-    pub fn in_group(&self, group: &str) -> u32 {
+    pub(crate) fn in_group(&self, group: &str) -> u32 {
         let count = self
             .victims
             .values()
@@ -528,7 +515,7 @@ impl Tally {
 
 /// A group as the policy needs it for a termination decision.
 #[derive(Debug, Clone, Copy)]
-pub struct GroupView<'a> {
+pub(crate) struct GroupView<'a> {
     /// The group, as listed.
     pub group: &'a Group,
     /// Healthy in-service instances of the group, not counting any this
@@ -551,7 +538,7 @@ pub struct Policy {
 
 impl Policy {
     /// Require a grant.
-    pub fn require(&self, grant: Grant) -> Result<(), Denial> {
+    pub(crate) fn require(&self, grant: Grant) -> Result<(), Denial> {
         if self.grants.contains(&grant) {
             Ok(())
         } else {
@@ -560,7 +547,7 @@ impl Policy {
     }
 
     /// Whether a group is in scope.
-    pub fn group_visibility(&self, group: &Group) -> Result<(), Hidden> {
+    pub(crate) fn group_visibility(&self, group: &Group) -> Result<(), Hidden> {
         if !self.scope.groups.matches(&group.name) {
             return Err(Hidden::GroupOutOfScope {
                 group: group.name.clone(),
@@ -579,7 +566,7 @@ impl Policy {
 
     /// Whether an instance is in scope. `group` is the instance's group, if
     /// it has one and the backend knows it.
-    pub fn instance_visibility(
+    pub(crate) fn instance_visibility(
         &self,
         instance: &Instance,
         group: Option<&Group>,
@@ -632,7 +619,11 @@ impl Policy {
     /// and the scope. Decided from the instance and its group alone, before
     /// the host looks at anything else, so the answer for what lies outside
     /// the scope never depends on what is there.
-    pub fn check_reach(&self, instance: &Instance, group: Option<&Group>) -> Result<(), Denial> {
+    pub(crate) fn check_reach(
+        &self,
+        instance: &Instance,
+        group: Option<&Group>,
+    ) -> Result<(), Denial> {
         self.require(Grant::Terminate)?;
         self.instance_visibility(instance, group)
             .map_err(|why| Denial::OutOfScope {
@@ -643,7 +634,7 @@ impl Policy {
 
     /// Decide a termination. `Ok(dry_run)` when allowed. `experiment` and
     /// `run` are what this experiment and the whole run terminated so far.
-    pub fn check_terminate(
+    pub(crate) fn check_terminate(
         &self,
         instance: &Instance,
         group: Option<GroupView<'_>>,
@@ -783,7 +774,10 @@ mod tests {
             &[Grant::Notify, Grant::ProbeTargets],
         );
         assert_eq!(granted, [Grant::Notify].into());
-        assert!(effective_grants(&[], &Grant::ALL).is_empty());
+        assert!(
+            effective_grants(&[], &[Grant::Terminate, Grant::Notify, Grant::ProbeTargets])
+                .is_empty()
+        );
     }
 
     #[test]

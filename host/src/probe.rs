@@ -11,7 +11,7 @@ use crate::config::{TargetCheck, TargetConfig};
 
 /// Why a target could not be checked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CheckError {
+pub(crate) enum CheckError {
     /// The target or its answer cannot be checked (bad URL, bad config).
     #[error("{0}")]
     Invalid(String),
@@ -22,7 +22,7 @@ pub enum CheckError {
 
 /// Check a target now: a group's healthy in-service count through the
 /// run's fleet view, or an HTTP GET bounded by `timeout`.
-pub async fn check(
+pub(crate) async fn check(
     view: &FleetView,
     spec: &TargetConfig,
     timeout: Duration,
@@ -64,7 +64,7 @@ pub async fn check(
 
 /// Result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpCheck {
+pub(crate) struct HttpCheck {
     /// Whether the answer was what the target expects.
     pub healthy: bool,
     /// What was seen, in a line: status and latency, or the failure.
@@ -87,7 +87,7 @@ fn client() -> Result<&'static reqwest::Client, String> {
 }
 
 /// GET `url`; healthy when it answers `expect_status` within `timeout`.
-pub async fn http(url: &str, expect_status: u16, timeout: Duration) -> HttpCheck {
+pub(crate) async fn http(url: &str, expect_status: u16, timeout: Duration) -> HttpCheck {
     let started = Instant::now();
     let outcome = match client() {
         Err(err) => Err(err),

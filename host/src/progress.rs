@@ -11,13 +11,13 @@ use crate::cloud::Capacity;
 
 /// The progress line, or nothing.
 #[derive(Debug, Clone, Default)]
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
 }
 
 impl Progress {
     /// A progress line on stderr, if `wanted` and stderr is a terminal.
-    pub fn new(wanted: bool) -> Progress {
+    pub(crate) fn new(wanted: bool) -> Progress {
         if !wanted || !std::io::stderr().is_terminal() {
             return Progress::default();
         }
@@ -31,12 +31,12 @@ impl Progress {
     }
 
     /// A progress that never shows.
-    pub fn hidden() -> Progress {
+    pub(crate) fn hidden() -> Progress {
         Progress::default()
     }
 
     /// Show the groups being waited for.
-    pub fn waiting(&self, run_clock_ms: u64, groups: &[(String, Capacity)]) {
+    pub(crate) fn waiting(&self, run_clock_ms: u64, groups: &[(String, Capacity)]) {
         let Some(bar) = &self.bar else { return };
         let health: Vec<String> = groups
             .iter()
@@ -66,7 +66,7 @@ impl Progress {
     }
 
     /// Remove the line.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

@@ -44,7 +44,7 @@ impl Watch {
     /// The victim undecided the longest, with when it was terminated: a
     /// recovery budget is spent by it first, and looking only at it keeps a
     /// check before each of hundreds of terminations from copying them all.
-    pub fn oldest_pending(&self) -> Option<(String, Millis)> {
+    pub(crate) fn oldest_pending(&self) -> Option<(String, Millis)> {
         self.pending
             .iter()
             .min_by_key(|p| p.terminated_at)
@@ -52,7 +52,7 @@ impl Watch {
     }
 
     /// A victim has not been looked at yet.
-    pub fn has_unseen(&self) -> bool {
+    pub(crate) fn has_unseen(&self) -> bool {
         self.pending.iter().any(|p| !p.seen)
     }
 
@@ -64,7 +64,7 @@ impl Watch {
     /// Look once; decide what can be decided and return the journal events
     /// with the capacity of the groups looked at. Backend errors leave
     /// victims pending (only the timeout decides them).
-    pub async fn observe(
+    pub(crate) async fn observe(
         &mut self,
         view: &FleetView,
         timeout_ms: Millis,

@@ -31,9 +31,9 @@ use crate::spacing::KillSpacing;
 use crate::text;
 
 /// Most bytes kept of a plugin's summary.
-pub const MAX_SUMMARY_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_SUMMARY_BYTES: usize = 16 * 1024;
 /// Most bytes kept of why an experiment failed (it may quote the plugin).
-pub const MAX_ERROR_BYTES: usize = 4 * 1024;
+pub(crate) const MAX_ERROR_BYTES: usize = 4 * 1024;
 
 /// What the operator asked for on the command line.
 #[derive(Debug, Clone, Default)]
@@ -87,7 +87,7 @@ pub struct RunOutput {
 }
 
 /// A seed for runs the operator did not seed: reported, so it can be reused.
-pub fn fresh_seed() -> u64 {
+pub(crate) fn fresh_seed() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);

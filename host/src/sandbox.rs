@@ -44,7 +44,7 @@ const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
 const STDIO_CAPACITY: usize = 1024 * 1024;
 /// The largest component file the host reads (Python's runtime, the largest
 /// we ship, is about 18 MB).
-pub const MAX_COMPONENT_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const MAX_COMPONENT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Compiles and runs plugin components.
 pub struct Sandbox {
@@ -148,7 +148,7 @@ pub enum RunFailure {
 }
 
 /// What a store holds: the session and the sandbox's own bookkeeping.
-pub struct StoreState {
+pub(crate) struct StoreState {
     session: Session,
     budget: Budget,
     wasi: WasiCtx,
@@ -195,13 +195,13 @@ impl Sandbox {
     }
 
     /// What the compiled-code cache in `dir` holds.
-    pub fn cache_usage(dir: &Path) -> anyhow::Result<CacheUsage> {
+    pub(crate) fn cache_usage(dir: &Path) -> anyhow::Result<CacheUsage> {
         Ok(CodeCache::open(dir)?.usage())
     }
 
     /// Prune the compiled-code cache in `dir` of what went unused for
     /// `max_age`; answers what was removed.
-    pub fn prune_cache(dir: &Path, max_age: Duration) -> anyhow::Result<CacheUsage> {
+    pub(crate) fn prune_cache(dir: &Path, max_age: Duration) -> anyhow::Result<CacheUsage> {
         Ok(CodeCache::open(dir)?.prune(max_age))
     }
 
@@ -356,7 +356,11 @@ impl Sandbox {
     /// stack cap is an engine setting, so a run whose limits differ from
     /// those the component was loaded under (an experiment's `stack_kib`,
     /// `metadata()`'s own cap) must run on the engine its limits name.
-    pub fn prepared_for(&self, prepared: &Prepared, limits: &Limits) -> anyhow::Result<Prepared> {
+    pub(crate) fn prepared_for(
+        &self,
+        prepared: &Prepared,
+        limits: &Limits,
+    ) -> anyhow::Result<Prepared> {
         let stack_bytes = limits.stack_bytes();
         if prepared.compiled.stack_bytes == stack_bytes {
             return Ok(prepared.clone());
@@ -416,7 +420,7 @@ impl Sandbox {
     /// remembered on disk per component, contract and limits: a component
     /// that already answered under these limits starts no instance. Failures
     /// are not remembered, so a plugin that failed is asked again.
-    pub async fn metadata_remembered(
+    pub(crate) async fn metadata_remembered(
         &self,
         prepared: &Prepared,
         limits: &Limits,

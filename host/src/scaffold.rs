@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
-pub use wasmonkey_lang::Lang;
+pub(crate) use wasmonkey_lang::Lang;
 
 /// What a language's project is made of: the templates live beside the
 /// scaffolder, the list of languages in `wasmonkey-lang`.
@@ -99,7 +99,7 @@ const COMMON: &[(&str, &str)] = &[
 
 /// Check a plugin name: lowercase letters, digits and `-`, starting with a
 /// letter (it is a file stem, a crate name and a manifest name).
-pub fn check_name(name: &str) -> anyhow::Result<()> {
+pub(crate) fn check_name(name: &str) -> anyhow::Result<()> {
     let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
         && !name.ends_with('-')
         && name.len() <= 64
@@ -117,7 +117,7 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
 
 /// Write a new `lang` project for plugin `name` into `dir`, which must not
 /// exist or be empty. Returns the files written.
-pub fn create(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn create(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     check_name(name)?;
     if dir.exists() {
         let mut entries = std::fs::read_dir(dir)
@@ -167,7 +167,7 @@ pub fn create(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>
 }
 
 /// `wasmonkey new`: create the project and say what to do next.
-pub fn run(lang: Lang, name: &str, dir: Option<&Path>) -> anyhow::Result<()> {
+pub(crate) fn run(lang: Lang, name: &str, dir: Option<&Path>) -> anyhow::Result<()> {
     let dir = dir.map_or_else(|| PathBuf::from(name), Path::to_path_buf);
     let written = create(lang, name, &dir)?;
     println!(

@@ -116,7 +116,7 @@ pub struct Calendar {
 
 /// A working day's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
+pub(crate) struct Window {
     /// The working day, in the calendar's zone.
     pub date: Date,
     /// When its working hours begin.
@@ -130,7 +130,7 @@ fn ms(ts: Timestamp) -> EpochMs {
 }
 
 /// The date an instant falls on in a time zone.
-pub fn date_in(at: EpochMs, tz: &TimeZone) -> Date {
+pub(crate) fn date_in(at: EpochMs, tz: &TimeZone) -> Date {
     Timestamp::from_millisecond(at)
         .unwrap_or(Timestamp::UNIX_EPOCH)
         .to_zoned(tz.clone())
@@ -138,7 +138,7 @@ pub fn date_in(at: EpochMs, tz: &TimeZone) -> Date {
 }
 
 /// An instant as the operator reads it: RFC 3339 in the calendar's zone.
-pub fn show(at: EpochMs, tz: &TimeZone) -> String {
+pub(crate) fn show(at: EpochMs, tz: &TimeZone) -> String {
     match Timestamp::from_millisecond(at) {
         Ok(ts) => ts
             .to_zoned(tz.clone())
@@ -213,23 +213,23 @@ impl Calendar {
     }
 
     /// Whether a date is on a working weekday (holidays aside).
-    pub fn is_work_weekday(&self, date: Date) -> bool {
+    pub(crate) fn is_work_weekday(&self, date: Date) -> bool {
         self.days[usize::from(date.weekday().to_monday_zero_offset().unsigned_abs())]
     }
 
     /// Whether a date is a holiday.
-    pub fn is_holiday(&self, date: Date) -> bool {
+    pub(crate) fn is_holiday(&self, date: Date) -> bool {
         self.holidays.contains(&date)
     }
 
     /// Whether runs may happen on a date.
-    pub fn is_working_day(&self, date: Date) -> bool {
+    pub(crate) fn is_working_day(&self, date: Date) -> bool {
         self.is_work_weekday(date) && !self.is_holiday(date)
     }
 
     /// The window of a date, working day or not. A wall time that a DST
     /// change skips is read as the later instant, as cron daemons do.
-    pub fn window_of(&self, date: Date) -> Window {
+    pub(crate) fn window_of(&self, date: Date) -> Window {
         let instant = |time: Time| -> EpochMs {
             date.to_datetime(time)
                 .to_zoned(self.tz.clone())
@@ -257,7 +257,7 @@ impl Calendar {
 
     /// The start of the window of the `n`-th working day after the date of
     /// `at` (n ≥ 1).
-    pub fn workdays_after(&self, at: EpochMs, n: u32) -> EpochMs {
+    pub(crate) fn workdays_after(&self, at: EpochMs, n: u32) -> EpochMs {
         let mut date = self.date_of(at);
         let mut left = n.max(1);
         // Ten years of days without a working day is a calendar error the
@@ -338,7 +338,7 @@ impl KillGap {
     }
 
     /// When a group last killed at `last` may be killed again.
-    pub fn next_allowed(self, last: EpochMs, calendar: Option<&Calendar>) -> EpochMs {
+    pub(crate) fn next_allowed(self, last: EpochMs, calendar: Option<&Calendar>) -> EpochMs {
         match (self, calendar) {
             (KillGap::Workdays(n), Some(calendar)) => calendar.workdays_after(last, n),
             // The config check refuses workdays without a calendar; read

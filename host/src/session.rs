@@ -40,26 +40,26 @@ mod probe;
 mod runtime;
 
 /// Most bytes kept of an id, channel or target name a plugin passed.
-pub const MAX_NAME_BYTES: usize = 256;
+pub(crate) const MAX_NAME_BYTES: usize = 256;
 /// Most bytes kept of a termination reason.
-pub const MAX_REASON_BYTES: usize = 1024;
+pub(crate) const MAX_REASON_BYTES: usize = 1024;
 /// Most bytes kept of one plugin log line.
-pub const MAX_LOG_LINE_BYTES: usize = 4096;
+pub(crate) const MAX_LOG_LINE_BYTES: usize = 4096;
 /// Most plugin log bytes per run, in the journal and in the host log alike;
 /// the rest are counted.
-pub const LOG_BYTES_PER_RUN: usize = 1024 * 1024;
+pub(crate) const LOG_BYTES_PER_RUN: usize = 1024 * 1024;
 /// Most denials journalled and logged per run; the rest are counted (the
 /// plugin still gets each typed error).
-pub const DENIALS_PER_RUN: u64 = 1000;
+pub(crate) const DENIALS_PER_RUN: u64 = 1000;
 /// Most bytes kept of a denial's message (it quotes the target).
 const MAX_DENIAL_BYTES: usize = 2 * MAX_NAME_BYTES + 512;
 /// Most notifications a plugin may publish per run.
-pub const NOTIFICATIONS_PER_RUN: u32 = 20;
+pub(crate) const NOTIFICATIONS_PER_RUN: u32 = 20;
 /// SNS's own limits: a subject of at most 100 characters (the host keeps
 /// 100 bytes) and a message of at most 256 KiB.
-pub const SUBJECT_BYTES: usize = 100;
+pub(crate) const SUBJECT_BYTES: usize = 100;
 /// See [`SUBJECT_BYTES`].
-pub const BODY_BYTES: usize = 256 * 1024;
+pub(crate) const BODY_BYTES: usize = 256 * 1024;
 
 /// A plugin's name and version, as every error and log line shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,7 +227,7 @@ impl SessionSetup {
     }
 
     /// Keep kills of a group apart by the run's spacing rule.
-    pub fn spacing(mut self, spacing: Option<Arc<KillSpacing>>) -> Self {
+    pub(crate) fn spacing(mut self, spacing: Option<Arc<KillSpacing>>) -> Self {
         self.spacing = spacing;
         self
     }
@@ -240,7 +240,7 @@ impl SessionSetup {
     }
 
     /// Stop under the run's stop conditions and kill switch.
-    pub fn guard(mut self, guard: Arc<Guard>) -> Self {
+    pub(crate) fn guard(mut self, guard: Arc<Guard>) -> Self {
         self.guard = guard;
         self
     }
@@ -252,7 +252,7 @@ impl SessionSetup {
     }
 
     /// Count terminations against this run-wide tally too.
-    pub fn run_tally(mut self, tally: Arc<std::sync::Mutex<Tally>>) -> Self {
+    pub(crate) fn run_tally(mut self, tally: Arc<std::sync::Mutex<Tally>>) -> Self {
         self.run_tally = tally;
         self
     }
@@ -270,7 +270,7 @@ impl SessionSetup {
     }
 
     /// The health targets and notification channels plugins may name.
-    pub fn targets_and_channels(
+    pub(crate) fn targets_and_channels(
         mut self,
         targets: Arc<BTreeMap<String, TargetConfig>>,
         channels: Arc<BTreeMap<String, ChannelConfig>>,
@@ -296,7 +296,7 @@ impl SessionSetup {
     }
 
     /// The live display while waiting for recovery.
-    pub fn progress(mut self, progress: Progress) -> Self {
+    pub(crate) fn progress(mut self, progress: Progress) -> Self {
         self.progress = progress;
         self
     }
@@ -362,7 +362,7 @@ pub struct Stopped(pub String);
 /// be written): the run stops, and the plugin is not blamed.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct HostFault(pub String);
+pub(crate) struct HostFault(pub String);
 
 /// The backend of an inert session: there is none.
 struct NoCloud;
@@ -428,7 +428,7 @@ impl Session {
 
     /// A session for calls that must not touch anything, like `metadata()`:
     /// every import ends the call with an error.
-    pub fn inert(limits: &Limits) -> Session {
+    pub(crate) fn inert(limits: &Limits) -> Session {
         let policy = Policy {
             scope: crate::policy::Scope {
                 groups: GroupPatterns::none(),
@@ -473,7 +473,7 @@ impl Session {
 
     /// Count a host call and check its argument size. Called by the contract
     /// before every import.
-    pub fn enter(&mut self, operation: &str, argument_bytes: usize) -> Result<(), Fatal> {
+    pub(crate) fn enter(&mut self, operation: &str, argument_bytes: usize) -> Result<(), Fatal> {
         if self.inert {
             return Err(Fatal::Contract(format!(
                 "{operation} was called outside run(); metadata() must not call imports"
@@ -524,7 +524,7 @@ impl Session {
 
     /// Look at the stop conditions and the kill switch now, journalling a
     /// trip the first time it is seen.
-    pub async fn check_guard(&self) -> Result<Verdict, Fatal> {
+    pub(crate) async fn check_guard(&self) -> Result<Verdict, Fatal> {
         let oldest: Vec<(String, Millis)> = self.watch.oldest_pending().into_iter().collect();
         let verdict = self.setup.guard.check(&self.setup.view, &oldest).await;
         if let Some(trip) = self.setup.guard.unjournalled() {
@@ -577,7 +577,7 @@ impl Session {
 
     /// Journal what the per-run bounds kept out, if anything. Called once,
     /// after the plugin returned.
-    pub fn journal_suppressed(&self) -> Result<(), Fatal> {
+    pub(crate) fn journal_suppressed(&self) -> Result<(), Fatal> {
         let denials = self.denials.saturating_sub(DENIALS_PER_RUN);
         if denials == 0 && self.suppressed_log_lines == 0 {
             return Ok(());

@@ -16,7 +16,7 @@ use crate::schedule::{self, Calendar, EpochMs, KillGap};
 
 /// The rules and what they know of past kills.
 #[derive(Debug)]
-pub struct KillSpacing {
+pub(crate) struct KillSpacing {
     gap: Option<KillGap>,
     /// No termination at or after this (epoch ms).
     deadline: Option<EpochMs>,
@@ -28,7 +28,7 @@ pub struct KillSpacing {
 
 impl KillSpacing {
     /// A gap (if any) over the given last kills (group → epoch ms).
-    pub fn new(
+    pub(crate) fn new(
         gap: Option<KillGap>,
         calendar: Option<Calendar>,
         origin_ms: EpochMs,
@@ -44,7 +44,7 @@ impl KillSpacing {
     }
 
     /// Terminate nothing at or after `end` (epoch ms).
-    pub fn until(mut self, end: EpochMs) -> KillSpacing {
+    pub(crate) fn until(mut self, end: EpochMs) -> KillSpacing {
         self.deadline = Some(end);
         self
     }
@@ -64,7 +64,7 @@ impl KillSpacing {
 
     /// Whether an instance of the group (or a standalone one) may be
     /// killed at this point of the run's clock.
-    pub fn check(&self, group: Option<&str>, clock_ms: Millis) -> Result<(), Denial> {
+    pub(crate) fn check(&self, group: Option<&str>, clock_ms: Millis) -> Result<(), Denial> {
         let now = self.at(clock_ms);
         if let Some(end) = self.deadline.filter(|&end| now >= end) {
             return Err(Denial::OutsideHours {
@@ -95,7 +95,7 @@ impl KillSpacing {
 
     /// A kill of the group at this point of the run's clock (recorded
     /// before the call, as the budgets are).
-    pub fn record(&self, group: &str, clock_ms: Millis) {
+    pub(crate) fn record(&self, group: &str, clock_ms: Millis) {
         let at = self.at(clock_ms);
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = last.entry(group.to_owned()).or_insert(at);

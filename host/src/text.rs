@@ -30,7 +30,7 @@ pub fn is_unsafe(c: char) -> bool {
 
 /// `text` on one line, every unsafe character escaped (`\n`, `\r`, `\t`,
 /// `\u{1b}`…). Text with none comes back borrowed.
-pub fn one_line(text: &str) -> Cow<'_, str> {
+pub(crate) fn one_line(text: &str) -> Cow<'_, str> {
     if !text.chars().any(is_unsafe) {
         return Cow::Borrowed(text);
     }
@@ -76,7 +76,7 @@ pub fn shown(text: &str, max: usize) -> String {
 /// JSON text (as serde_json writes it) with the unsafe characters it leaves
 /// raw (DEL, C1 controls, the invisible ones) written as `\u` escapes: the
 /// same JSON value, safe to print. They can only occur inside strings.
-pub fn json_safe(json: &str) -> Cow<'_, str> {
+pub(crate) fn json_safe(json: &str) -> Cow<'_, str> {
     if !json.chars().any(is_unsafe) {
         return Cow::Borrowed(json);
     }

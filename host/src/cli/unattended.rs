@@ -62,7 +62,7 @@ fn now_ms() -> EpochMs {
 
 /// `--since`: a date (`2026-11-01`) or a span back from now (`30d`,
 /// `12h`, `2 weeks`).
-pub fn parse_since(text: &str, now: EpochMs) -> anyhow::Result<EpochMs> {
+pub(super) fn parse_since(text: &str, now: EpochMs) -> anyhow::Result<EpochMs> {
     if let Ok(date) = jiff::civil::Date::from_str(text) {
         let zoned = date.to_zoned(jiff::tz::TimeZone::UTC)?;
         return Ok(zoned.timestamp().as_millisecond());
@@ -92,7 +92,10 @@ fn load(config: Option<&Path>) -> anyhow::Result<Option<Config>> {
 }
 
 /// `wasmonkey history [stats | import JOURNAL]`.
-pub fn history(args: &HistoryArgs, command: Option<HistoryCommand>) -> anyhow::Result<ExitCode> {
+pub(super) fn history(
+    args: &HistoryArgs,
+    command: Option<HistoryCommand>,
+) -> anyhow::Result<ExitCode> {
     let config = load(args.config.as_deref())?;
     let mut store = history_of(config.as_ref())?;
     let calendar = config
@@ -246,7 +249,11 @@ fn stop_on_signals() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
 }
 
 /// `wasmonkey daemon`.
-pub async fn daemon(config: &Path, execute: bool, seed: Option<u64>) -> anyhow::Result<ExitCode> {
+pub(super) async fn daemon(
+    config: &Path,
+    execute: bool,
+    seed: Option<u64>,
+) -> anyhow::Result<ExitCode> {
     let config = Config::load(config)?;
     let seed = seed
         .or(config.seed)
@@ -302,7 +309,7 @@ pub async fn daemon(config: &Path, execute: bool, seed: Option<u64>) -> anyhow::
 }
 
 /// `wasmonkey simulate`.
-pub async fn simulate(
+pub(super) async fn simulate(
     config: &Path,
     days: u32,
     start: Option<&str>,
@@ -364,7 +371,7 @@ pub async fn simulate(
 }
 
 /// What `status --config` adds: the next slots and the last runs.
-pub fn status(config: &Config) -> anyhow::Result<()> {
+pub(super) fn status(config: &Config) -> anyhow::Result<()> {
     let seed = config.seed.unwrap_or(0);
     let schedule = config
         .schedule(seed)

@@ -63,7 +63,7 @@ impl Intercept for CallCounter {
 }
 
 /// The tag Auto Scaling puts on the instances it launches.
-pub const GROUP_TAG: &str = "aws:autoscaling:groupName";
+pub(crate) const GROUP_TAG: &str = "aws:autoscaling:groupName";
 /// Most groups per DescribeAutoScalingGroups call, by name or per page.
 const GROUPS_PER_CALL: usize = 100;
 /// Most values per DescribeInstances filter.
@@ -366,7 +366,7 @@ fn state_name(state: InstanceState) -> &'static str {
 
 /// Turn an SDK error into ours, naming the API action (and, for a missing
 /// permission, the IAM action to grant).
-pub fn classify<E, R>(action: &str, err: SdkError<E, R>) -> CloudError
+pub(crate) fn classify<E, R>(action: &str, err: SdkError<E, R>) -> CloudError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,

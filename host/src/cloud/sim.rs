@@ -46,7 +46,7 @@ use super::{
 };
 
 /// Tag AWS puts on every instance an Auto Scaling group launches.
-pub const GROUP_NAME_TAG: &str = "aws:autoscaling:groupName";
+pub(crate) const GROUP_NAME_TAG: &str = "aws:autoscaling:groupName";
 
 /// No launch is faster; also keeps a zero-delay fleet from looping forever
 /// at one instant.
@@ -209,7 +209,7 @@ struct State {
 
 /// How a group fared against a healthy floor (see [`SimCloud::watch_floor`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct Dips {
+pub(crate) struct Dips {
     /// Times its healthy in-service count fell below the floor.
     pub below_floor: u32,
     /// The fewest healthy in-service instances it had.
@@ -385,24 +385,26 @@ impl SimCloud {
 
     /// Count, per group, the times its healthy in-service count falls below
     /// `floor`, from now on.
-    pub fn watch_floor(&self, floor: u32) {
+    pub(crate) fn watch_floor(&self, floor: u32) {
         self.lock().floor = Some(floor);
     }
 
     /// What [`SimCloud::watch_floor`] saw, by group (groups that changed).
-    pub fn dips(&self) -> BTreeMap<String, Dips> {
+    pub(crate) fn dips(&self) -> BTreeMap<String, Dips> {
         self.lock().dips.clone()
     }
 
     /// When the next scheduled event is due, if any. It may turn out to
     /// change nothing (e.g. the warm-up end of an instance since terminated).
-    pub fn next_event_ms(&self) -> Option<Millis> {
+    #[cfg(test)]
+    pub(crate) fn next_event_ms(&self) -> Option<Millis> {
         self.lock().events.keys().next().map(|&(at, _)| at)
     }
 
     /// How many API calls (everything but the clock) were made, throttled
     /// ones included.
-    pub fn api_calls(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn api_calls(&self) -> u64 {
         self.lock().calls
     }
 

@@ -81,11 +81,6 @@ impl FleetView {
         &self.cloud
     }
 
-    /// How old a kept read may be.
-    pub fn max_age_ms(&self) -> Millis {
-        self.max_age_ms
-    }
-
     fn cache(&self) -> MutexGuard<'_, Cache> {
         // Every update is a whole insert or remove: a poisoned cache is
         // still a consistent one.
@@ -99,7 +94,7 @@ impl FleetView {
     }
 
     /// Every group, by name (without members: see [`FleetView::groups`]).
-    pub async fn all_groups(&self) -> Result<Arc<Listing>, CloudError> {
+    pub(crate) async fn all_groups(&self) -> Result<Arc<Listing>, CloudError> {
         let now = self.cloud.now_ms();
         if let Some(listing) = self
             .cache()

@@ -29,10 +29,10 @@ use self::wasmonkey::chaos::{cloud, notify, probe, runtime};
 use exports::wasmonkey::chaos::strategy::{Outcome, Param, ParamValue, RunError, Verdict};
 
 /// The package this module speaks, as components name it in their imports.
-pub const PACKAGE: &str = "wasmonkey:chaos@0.1.0";
+pub(crate) const PACKAGE: &str = "wasmonkey:chaos@0.1.0";
 
 /// Give a linker this contract's imports, backed by the store's [`Session`].
-pub fn add_to_linker<T: Send + 'static>(
+pub(crate) fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     session: fn(&mut T) -> &mut Session,
 ) -> wasmtime::Result<()> {

@@ -23,19 +23,19 @@ const LANE_HEIGHT: u32 = 150;
 pub mod colour {
     use plotters::style::RGBColor;
     /// In-service capacity.
-    pub const IN_SERVICE: RGBColor = RGBColor(0x1F, 0x77, 0xB4);
+    pub(crate) const IN_SERVICE: RGBColor = RGBColor(0x1F, 0x77, 0xB4);
     /// Desired capacity.
-    pub const DESIRED: RGBColor = RGBColor(0x7F, 0x7F, 0x7F);
+    pub(crate) const DESIRED: RGBColor = RGBColor(0x7F, 0x7F, 0x7F);
     /// A termination marker (`polygon` with this fill).
     pub const TERMINATION: RGBColor = RGBColor(0xD6, 0x27, 0x28);
     /// A victim's recovery span.
     pub const RECOVERY: RGBColor = RGBColor(0x2C, 0xA0, 0x2C);
     /// A victim that did not recover (or is undecided).
-    pub const UNRECOVERED: RGBColor = RGBColor(0xFF, 0x7F, 0x0E);
+    pub(crate) const UNRECOVERED: RGBColor = RGBColor(0xFF, 0x7F, 0x0E);
     /// A denial marker.
-    pub const DENIAL: RGBColor = RGBColor(0x94, 0x67, 0xBD);
+    pub(crate) const DENIAL: RGBColor = RGBColor(0x94, 0x67, 0xBD);
     /// The moment a stop condition tripped.
-    pub const STOP: RGBColor = RGBColor(0x8C, 0x00, 0x00);
+    pub(crate) const STOP: RGBColor = RGBColor(0x8C, 0x00, 0x00);
 
     /// `#RRGGBB`, as plotters writes it.
     pub fn hex(c: RGBColor) -> String {
@@ -49,7 +49,7 @@ pub(super) fn safe(text: &str) -> String {
 }
 
 /// The whole page.
-pub fn render(report: &Report) -> String {
+pub(crate) fn render(report: &Report) -> String {
     let title = format!(
         "wasmonkey run {}",
         safe(report.run_id.as_deref().unwrap_or("?"))

@@ -23,7 +23,7 @@ const MAX_GROUPS: usize = 20;
 pub const KILLS: RGBColor = RGBColor(0xD6, 0x27, 0x28);
 
 /// What the page is of.
-pub struct KillsPage<'a> {
+pub(crate) struct KillsPage<'a> {
     /// The page's title and heading.
     pub title: String,
     /// Label and value rows of its header.
@@ -39,7 +39,7 @@ pub struct KillsPage<'a> {
 }
 
 /// The whole page.
-pub fn render(page: &KillsPage) -> String {
+pub(crate) fn render(page: &KillsPage) -> String {
     let per_day = kills_per_day(page);
     let title = safe(&page.title);
     let markup = html! {

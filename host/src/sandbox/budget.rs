@@ -12,26 +12,26 @@ use crate::limits::{Limit, LimitBreach};
 /// Most core instances one plugin run may create. Python's runtime (CPython
 /// and its libraries, linked at run time) is the largest we ship; see
 /// `docs/security.md` for the counts of each language.
-pub const MAX_INSTANCES: usize = 64;
+pub(crate) const MAX_INSTANCES: usize = 64;
 /// Most linear memories one plugin run may create.
 pub const MAX_MEMORIES: usize = 8;
 /// Most tables one plugin run may create.
 pub const MAX_TABLES: usize = 32;
 /// What the budget charges for one table element: wasmtime stores a
 /// function or external reference as one pointer.
-pub const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+pub(crate) const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
 
 /// The store's [`ResourceLimiter`]: every growth of a memory or a table is
 /// charged to one budget, and a growth past it traps with a [`LimitBreach`].
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     max_bytes: usize,
     used_bytes: usize,
 }
 
 impl Budget {
     /// A budget of `max_bytes` for all memories and tables together.
-    pub fn new(max_bytes: usize) -> Budget {
+    pub(crate) fn new(max_bytes: usize) -> Budget {
         Budget {
             max_bytes,
             used_bytes: 0,
@@ -39,7 +39,8 @@ impl Budget {
     }
 
     /// Bytes charged so far.
-    pub fn used_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn used_bytes(&self) -> usize {
         self.used_bytes
     }
 

@@ -20,7 +20,7 @@ impl Session {
     }
 
     /// `probe.group-health`.
-    pub async fn group_health(&mut self, name: &str) -> Result<Capacity, PluginError> {
+    pub(crate) async fn group_health(&mut self, name: &str) -> Result<Capacity, PluginError> {
         let groups = self.all_groups().await?;
         let not_found =
             || PluginError::NotFound(format!("no group {name} in this experiment's view"));

@@ -69,7 +69,7 @@ impl Session {
 
     /// Let `ms` pass on the backend's clock, looking at pending victims every
     /// poll interval.
-    pub async fn pass_time(&mut self, ms: Millis) -> Result<(), Fatal> {
+    pub(crate) async fn pass_time(&mut self, ms: Millis) -> Result<(), Fatal> {
         // New victims are looked at before the clock moves on: a fleet that
         // recovers at once is seen to.
         if self.watch.has_unseen() {
@@ -89,7 +89,7 @@ impl Session {
     }
 
     /// Look at every pending victim once, and at the stop conditions.
-    pub async fn observe(&mut self) -> Result<(), Fatal> {
+    pub(crate) async fn observe(&mut self) -> Result<(), Fatal> {
         self.check_guard().await?;
         if self.watch.is_empty() {
             return Ok(());
@@ -117,7 +117,7 @@ impl Session {
 
     /// After the plugin returned: keep watching until every victim recovered
     /// or timed out.
-    pub async fn finish_watching(&mut self) -> Result<(), Fatal> {
+    pub(crate) async fn finish_watching(&mut self) -> Result<(), Fatal> {
         self.observe().await?;
         while !self.watch.is_empty() {
             self.setup.cloud.sleep_ms(self.setup.poll_ms).await;

@@ -389,7 +389,7 @@ impl FleetSpec {
 
 /// Most instances a simulated fleet starts with: a fleet file cannot make
 /// the host allocate without end.
-pub const MAX_INSTANCES: u64 = 1_000_000;
+pub(super) const MAX_INSTANCES: u64 = 1_000_000;
 
 /// A zone of `region` is the region's name followed by something, like
 /// `us-east-1a` or the local zone `us-east-1-bos-1a`.
