@@ -1,7 +1,7 @@
 //! wasmonkey: a chaos engine for AWS whose strategies are sandboxed
 //! WebAssembly components.
 //!
-//! Data flows one way: [`config`] → [`policy`] and [`guard`] → plugin
+//! Data flows one way: [`config`] → [`policy`] and `guard` → plugin
 //! ([`sandbox`], [`contract`], [`session`]) → [`cloud`] → [`journal`] →
 //! [`report`].
 //! [`runner`] drives it; [`cli`] is the command line.
