@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{AsContextMut, Store};
 
+use crate::names::named;
 use crate::session::Session;
 
 pub mod v0_1_0;
@@ -186,25 +187,16 @@ pub struct Param {
     pub value: ParamValue,
 }
 
-/// A plugin's own judgement of a victim's recovery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// It saw the group (and targets) healthy again.
-    Recovered,
-    /// It gave up waiting.
-    NotRecovered,
-    /// It did not wait.
-    Unchecked,
-}
-
-impl Verdict {
-    /// Its name in journals and reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Verdict::Recovered => "recovered",
-            Verdict::NotRecovered => "not-recovered",
-            Verdict::Unchecked => "unchecked",
-        }
+named! {
+    /// A plugin's own judgement of a victim's recovery; its name is what
+    /// journals and reports show.
+    Verdict {
+        /// It saw the group (and targets) healthy again.
+        Recovered = "recovered",
+        /// It gave up waiting.
+        NotRecovered = "not-recovered",
+        /// It did not wait.
+        Unchecked = "unchecked",
     }
 }
 

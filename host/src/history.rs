@@ -189,7 +189,7 @@ macro_rules! by_name {
     )+};
 }
 
-crate::report::named! {
+crate::names::named! {
     /// What became of a schedule slot.
     SlotStatus {
         /// Its run began (and, if the daemon died, never ended).

@@ -28,6 +28,7 @@ pub mod kill_switch;
 pub mod limits;
 pub mod manifest;
 pub mod metrics;
+pub(crate) mod names;
 pub(crate) mod notify;
 pub(crate) mod plan;
 pub mod plugins;

@@ -15,50 +15,7 @@ use crate::journal::Replay;
 use crate::limits::Limits;
 use crate::text;
 
-/// An enum whose variants have one fixed name each, the same in the
-/// report's text and JSON, the HTML page and the kill history.
-macro_rules! named {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)+ }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-        pub enum $name {
-            $($(#[$vdoc])* #[serde(rename = $text)] $variant,)+
-        }
-
-        impl $name {
-            /// Its name.
-            pub fn name(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text,)+
-                }
-            }
-
-            /// The variant of this name, if any.
-            pub fn parse(text: &str) -> Option<$name> {
-                match text {
-                    $($text => Some($name::$variant),)+
-                    _ => None,
-                }
-            }
-        }
-
-        // Compared with its name, as the JSON shows it.
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.name() == *other
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            // `pad`, so that a report's columns line up.
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.pad(self.name())
-            }
-        }
-    };
-}
-
-pub(crate) use named;
+use crate::names::named;
 
 named! {
     /// What became of a termination the journal records.
@@ -175,34 +132,24 @@ pub struct StopReport {
     pub at_seconds: f64,
 }
 
-/// A run's outcome as a whole, worst first when several apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RunOutcome {
-    /// The kill switch was set: nothing ran, or the run stopped.
-    Paused,
-    /// A stop condition tripped.
-    Stopped,
-    /// An experiment failed, or the journal ends before the run did.
-    ExperimentFailed,
-    /// A victim did not recover, or a termination failed.
-    NotRecovered,
-    /// Everything went as intended.
-    Succeeded,
+named! {
+    /// A run's outcome as a whole, worst first when several apply; its name
+    /// is what `--json` and the history write.
+    RunOutcome {
+        /// The kill switch was set: nothing ran, or the run stopped.
+        Paused = "paused",
+        /// A stop condition tripped.
+        Stopped = "stopped",
+        /// An experiment failed, or the journal ends before the run did.
+        ExperimentFailed = "experiment-failed",
+        /// A victim did not recover, or a termination failed.
+        NotRecovered = "not-recovered",
+        /// Everything went as intended.
+        Succeeded = "succeeded",
+    }
 }
 
 impl RunOutcome {
-    /// Its name, as `--json` and the history write it.
-    pub fn name(self) -> &'static str {
-        match self {
-            RunOutcome::Paused => "paused",
-            RunOutcome::Stopped => "stopped",
-            RunOutcome::ExperimentFailed => "experiment-failed",
-            RunOutcome::NotRecovered => "not-recovered",
-            RunOutcome::Succeeded => "succeeded",
-        }
-    }
-
     /// The process exit code `wasmonkey run` ends with (1 and 2 are taken by
     /// errors before a run and by bad command lines).
     pub fn exit_code(self) -> u8 {
