@@ -15,9 +15,13 @@
 //!   writing its HTML report to `target/demo-report.html`.
 //! * `test` — `plugins --all`, then `cargo test --workspace` (extra arguments
 //!   are passed to `cargo test`).
-//! * `ci` — formatting and clippy checks, then what `test` does.
+//! * `ci` — the trimmed EC2 client's check, formatting and clippy checks,
+//!   then what `test` does.
 //! * `toolchain` — only set up the guest toolchain and say which one is used;
 //!   with `--all`, every language's.
+//! * `vendor-ec2` — derive `vendor/aws-sdk-ec2`, the EC2 client trimmed to
+//!   the operations wasmonkey calls, from the published crate; with
+//!   `--check`, fail when the committed copy differs (`ci` runs this).
 
 mod cbindings;
 mod guests;
@@ -26,6 +30,7 @@ mod plugins;
 mod polyglot;
 mod system;
 mod toolchain;
+mod vendor;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -47,8 +52,12 @@ commands:
                       --html target/demo-report.html [args]`
   test                plugins --all, moto, chromium and promtool (installed when
                       missing), then `cargo test --workspace [args]`
-  ci                  cargo fmt --check, cargo clippy -D warnings, then what `test` does
+  ci                  vendor-ec2 --check, cargo fmt --check, cargo clippy -D warnings,
+                      then what `test` does
   toolchain [--all]   set up the Rust guest toolchain (--all: every language's) and say which
+  vendor-ec2 [--check]
+                      derive vendor/aws-sdk-ec2 (EC2's client trimmed to the operations used)
+                      from the published crate (--check: fail if the committed copy differs)
 
 environment:
   WASMONKEY_GUEST_TOOLCHAIN=rustup|debian   force a Rust guest toolchain route
@@ -67,6 +76,7 @@ fn main() -> ExitCode {
         Some("--") => &rest[1..],
         _ => rest,
     };
+    let check_only = matches!(rest, [flag] if flag == "--check");
     let all = match (command.as_str(), rest) {
         ("plugins" | "toolchain", []) => false,
         ("plugins" | "toolchain", [flag]) if flag == "--all" => true,
@@ -76,6 +86,12 @@ fn main() -> ExitCode {
         }
         ("polyglot", [_, ..]) => {
             eprint!("`polyglot` takes no arguments\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        ("vendor-ec2", []) => false,
+        ("vendor-ec2", _) if check_only => false,
+        ("vendor-ec2", _) => {
+            eprint!("`vendor-ec2` takes no arguments but --check\n\n{USAGE}");
             return ExitCode::from(2);
         }
         ("build-plugin", [_]) => false,
@@ -94,6 +110,7 @@ fn main() -> ExitCode {
         "demo" => demo(rest),
         "test" => test(rest),
         "ci" => ci(rest),
+        "vendor-ec2" => vendor_ec2(check_only),
         "toolchain" if all => toolchains_all(),
         "toolchain" => toolchain_only(),
         "help" | "-h" | "--help" => {
@@ -149,6 +166,15 @@ fn build_plugin(dir: &str) -> Result<()> {
     let built = polyglot::build_one(&root, &dir)?;
     println!("{}", built.display());
     Ok(())
+}
+
+fn vendor_ec2(check: bool) -> Result<()> {
+    let root = repo_root()?;
+    if check {
+        step("vendor-ec2 --check", || vendor::check(&root))
+    } else {
+        step("vendor-ec2", || vendor::update(&root))
+    }
 }
 
 fn toolchains_all() -> Result<()> {
@@ -213,6 +239,7 @@ fn test(args: &[String]) -> Result<()> {
 
 fn ci(args: &[String]) -> Result<()> {
     let root = repo_root()?;
+    step("vendor-ec2 --check", || vendor::check(&root))?;
     let mut fmt = cargo(&root);
     fmt.args(["fmt", "--all", "--", "--check"]);
     step("cargo fmt --check", || run(&mut fmt))?;
