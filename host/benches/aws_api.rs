@@ -59,6 +59,8 @@ struct Cost {
     wall: Duration,
     cpu: Duration,
     peak_rss_kb: i64,
+    /// Time its calls spent in moto, by action (the proxy's clock).
+    upstream: BTreeMap<String, Duration>,
     /// Recovery times the tool reported, in seconds.
     recovery: Vec<f64>,
 }
@@ -143,26 +145,35 @@ impl Lab {
         }
     }
 
-    fn calls(&self) -> BTreeMap<String, usize> {
-        self.proxy.tally.lock().expect("tally").actions.clone()
+    fn tally(&self) -> fault_proxy::Tally {
+        self.proxy.tally.lock().expect("tally").clone()
     }
 
     /// Run `cmd` and count the calls it made through the proxy.
     fn cost(&self, cmd: Command) -> (Cost, String) {
-        let before = self.calls();
+        let before = self.tally();
         let (wall, cpu, peak_rss_kb, stdout) = measured(cmd);
-        let mut calls = self.calls();
-        for (action, n) in &before {
-            if let Some(after) = calls.get_mut(action) {
-                *after -= n;
+        let after = self.tally();
+        let mut calls = after.actions;
+        for (action, n) in &before.actions {
+            if let Some(now) = calls.get_mut(action) {
+                *now -= n;
             }
         }
         calls.retain(|_, n| *n > 0);
+        let mut upstream = after.upstream;
+        for (action, spent) in &before.upstream {
+            if let Some(now) = upstream.get_mut(action) {
+                *now -= *spent;
+            }
+        }
+        upstream.retain(|action, _| calls.contains_key(action));
         let cost = Cost {
             calls,
             wall,
             cpu,
             peak_rss_kb,
+            upstream,
             recovery: Vec::new(),
         };
         (cost, stdout)
@@ -275,6 +286,26 @@ fn main() {
         assert!(
             costs.iter().all(|c| c.calls == last.calls),
             "{name}: the calls differ between rounds: {costs:#?}"
+        );
+    }
+    println!("time the calls spent in moto, median ms (by action):");
+    for (name, costs) in [("wasmonkey", &ours), ("boto3 script", &theirs)] {
+        let last = costs.last().expect("a round");
+        let ms = |spent: &dyn Fn(&Cost) -> Duration| {
+            median(costs.iter().map(|c| spent(c).as_secs_f64() * 1e3).collect())
+        };
+        let by_action: Vec<String> = last
+            .upstream
+            .keys()
+            .map(|action| {
+                let spent = ms(&|c: &Cost| c.upstream.get(action).copied().unwrap_or_default());
+                format!("{action} {spent:.0}")
+            })
+            .collect();
+        println!(
+            "{name:<14} {:>6.0}  {}",
+            ms(&|c: &Cost| c.upstream.values().sum()),
+            by_action.join(", ")
         );
     }
     let ratio = median(

@@ -41,6 +41,8 @@ pub struct Tally {
     pub forwarded: usize,
     /// Requests per API action, faulted or not.
     pub actions: std::collections::BTreeMap<String, usize>,
+    /// Time spent waiting for the upstream's answers, per API action.
+    pub upstream: std::collections::BTreeMap<String, Duration>,
     pub injected: Vec<(String, Fault)>,
 }
 
@@ -200,10 +202,21 @@ async fn serve(mut client: TcpStream, plan: Arc<Plan>) {
                     None => return,
                 }
             }
-            None => match forward(&plan.upstream, &request).await {
-                Some(reply) => reply,
-                None => return,
-            },
+            None => {
+                let asked = std::time::Instant::now();
+                let reply = forward(&plan.upstream, &request).await;
+                *plan
+                    .tally
+                    .lock()
+                    .expect("tally")
+                    .upstream
+                    .entry(action.clone())
+                    .or_default() += asked.elapsed();
+                match reply {
+                    Some(reply) => reply,
+                    None => return,
+                }
+            }
         };
         if fault.is_none() {
             plan.tally.lock().expect("tally").forwarded += 1;
