@@ -8,8 +8,9 @@
 //!    measured; medians of `WASMONKEY_BENCH_ROUNDS` (default 5) rounds.
 //! 2. The same experiment in larger fleets (still 10 opted in), 100 groups
 //!    unless `WASMONKEY_BENCH_FLEETS` lists sizes (`100,1000`): the calls,
-//!    so that their growth with fleet size shows. (moto takes over a
-//!    minute to filter 3,000 instances by tag, so 1,000 groups time out.)
+//!    so that their growth with fleet size shows. (moto's filter by tag
+//!    grows with the square of the fleet: with 1,000 groups one listing
+//!    takes it minutes, and the run's attempt timeout grows to match.)
 //!
 //! Needs `cargo xtask plugins` and moto (`cargo xtask test` installs it;
 //! `WASMONKEY_MOTO` names its `moto_server`). Run with
@@ -127,16 +128,19 @@ impl Lab {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("wasmonkey.toml");
         let plugins = root().join("target/plugins");
-        std::fs::write(
-            &config,
-            moto::seed_config(
-                &proxy.endpoint,
-                &topic,
-                &plugins.display().to_string(),
-                &dir.path().join("cache").display().to_string(),
-            ),
-        )
-        .expect("config");
+        let text = moto::seed_config(
+            &proxy.endpoint,
+            &topic,
+            &plugins.display().to_string(),
+            &dir.path().join("cache").display().to_string(),
+        );
+        // moto filters instances by tag in time that grows with the
+        // fleet's square: its answers, not the host, need the patience.
+        let text = text.replace(
+            "attempt_timeout_secs = 60",
+            &format!("attempt_timeout_secs = {}", 60 + groups / 2),
+        );
+        std::fs::write(&config, text).expect("config");
         Lab {
             _moto: moto,
             proxy,

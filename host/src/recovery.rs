@@ -9,9 +9,10 @@
 //! at together, through the run's fleet view.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::cloud::view::FleetView;
-use crate::cloud::{Capacity, Instance, Lifecycle, Millis};
+use crate::cloud::{Capacity, GroupSnapshot, Lifecycle, Millis};
 use crate::journal::Event;
 
 /// A victim whose recovery is not decided yet.
@@ -74,31 +75,32 @@ impl Watch {
         let mut groups: Vec<String> = self.pending.iter().map(|p| p.group.clone()).collect();
         groups.sort();
         groups.dedup();
-        let ids: Vec<String> = self.pending.iter().map(|p| p.instance_id.clone()).collect();
-        // Instances first: one read of them and of their stale groups.
-        let instances: Option<BTreeMap<String, Instance>> = match view.describe(&ids).await {
-            Ok(found) => Some(found.into_iter().map(|i| (i.id.clone(), i)).collect()),
+        // The groups' answers alone decide: whether a victim is still
+        // counted in service is the group's word, and one read of the
+        // victims' groups carries it with their capacity.
+        let snapshots: BTreeMap<String, Arc<GroupSnapshot>> = match view.groups(&groups).await {
+            Ok(found) => found
+                .into_iter()
+                .map(|g| (g.group.name.clone(), g))
+                .collect(),
             Err(err) => {
-                tracing::warn!("recovery watch: describing the victims failed: {err}");
-                None
-            }
-        };
-        let capacity: BTreeMap<String, Capacity> = match view.capacity(&groups).await {
-            Ok(found) => found.into_iter().collect(),
-            Err(err) => {
-                tracing::warn!("recovery watch: reading group capacity failed: {err}");
+                tracing::warn!("recovery watch: reading the victims' groups failed: {err}");
                 BTreeMap::new()
             }
         };
+        let capacity: BTreeMap<String, Capacity> = snapshots
+            .values()
+            .map(|s| (s.group.name.clone(), s.capacity()))
+            .collect();
         let mut events = Vec::new();
         let mut still = Vec::new();
         for mut victim in std::mem::take(&mut self.pending) {
             victim.seen = true;
+            let snapshot = snapshots.get(&victim.group);
             let cap = capacity.get(&victim.group).copied();
-            let out_of_service = instances.as_ref().is_some_and(|found| {
-                found
-                    .get(&victim.instance_id)
-                    .is_none_or(|i| i.lifecycle != Some(Lifecycle::InService))
+            let out_of_service = snapshot.is_some_and(|s| {
+                s.member(&victim.instance_id)
+                    .is_none_or(|m| m.lifecycle != Lifecycle::InService)
             });
             let waited = now.saturating_sub(victim.terminated_at);
             if targets_ok && out_of_service && cap.is_some_and(|c| c.is_recovered()) {

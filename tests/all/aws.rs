@@ -699,7 +699,8 @@ async fn the_seed_experiment_costs_no_more_api_calls_than_the_floor_and_three() 
     }
     // The floor is 13: one read of the groups, ten terminations, one look
     // at the victims, one publish. The view adds one read of the instances'
-    // states (listing) and one of the victims' (recovery).
+    // states and tags (listing), and one of the victims' for the plugin's
+    // own recovery check (all ten in one; the host's watch reads groups).
     let actions = proxy.tally.lock().expect("tally").actions.clone();
     eprintln!("the seed experiment's calls: {actions:?}");
     let count = |action: &str| actions.get(action).copied().unwrap_or(0);

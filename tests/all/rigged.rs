@@ -2,12 +2,13 @@
 //! simulated fleet underneath, with faults the test switches on, a record of
 //! every call, and a `terminate` that reads the journal file before it acts.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use wasmonkey::cloud::sim::SimCloud;
 use wasmonkey::cloud::{
-    Cloud, CloudError, GroupSnapshot, Instance, InstanceQuery, Millis, TerminateVia,
+    Cloud, CloudError, GroupSnapshot, Instance, InstanceQuery, Lifecycle, Millis, TerminateVia,
 };
 use wasmonkey::config::Config;
 use wasmonkey::journal::{Entry, Event};
@@ -30,6 +31,10 @@ pub struct Faults {
     /// The kill switch of this state directory is set once the fleet's
     /// clock passes this time, as an operator's `wasmonkey pause` would.
     pub pause_at: Option<(Millis, PathBuf)>,
+    /// Groups go on listing an instance this fake terminated as in service
+    /// and healthy for this long, as an Auto Scaling group does between an
+    /// EC2 termination and its next health check.
+    pub groups_notice_after_ms: Option<Millis>,
 }
 
 /// The fake backend.
@@ -43,6 +48,8 @@ pub struct Rigged {
     /// For each `terminate`: the instance, and whether the journal's last
     /// line on disk was that instance's intent when the call came.
     pub intent_on_disk: Mutex<Vec<(String, bool)>>,
+    /// When each instance was terminated, on the fleet's clock.
+    terminated_at: Mutex<BTreeMap<String, Millis>>,
 }
 
 impl Rigged {
@@ -54,6 +61,7 @@ impl Rigged {
             journal,
             calls: Mutex::default(),
             intent_on_disk: Mutex::default(),
+            terminated_at: Mutex::default(),
         }
     }
 
@@ -118,6 +126,23 @@ impl Cloud for Rigged {
         }
         let mut groups = self.sim.groups(names).await?;
         groups.retain(|g| Some(&g.group.name) != self.faults.hidden_group.as_ref());
+        if let Some(lag) = self.faults.groups_notice_after_ms {
+            let now = self.sim.now_ms();
+            let terminated = self.terminated_at.lock().expect("terminations");
+            for group in &mut groups {
+                let mut unaware = GroupSnapshot::clone(group);
+                for member in &mut unaware.members {
+                    if terminated
+                        .get(&member.id)
+                        .is_some_and(|at| now < at.saturating_add(lag))
+                    {
+                        member.lifecycle = Lifecycle::InService;
+                        member.healthy = true;
+                    }
+                }
+                *group = Arc::new(unaware);
+            }
+        }
         Ok(groups)
     }
     async fn instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, CloudError> {
@@ -139,6 +164,10 @@ impl Cloud for Rigged {
             .expect("intents")
             .push((id.to_owned(), on_disk));
         self.sim.terminate(id, via).await?;
+        self.terminated_at
+            .lock()
+            .expect("terminations")
+            .insert(id.to_owned(), self.sim.now_ms());
         if self.faults.lose_terminate_answer {
             return Err(CloudError::Backend(
                 "dispatch failure: connection reset before the answer arrived".into(),

@@ -4,6 +4,7 @@
 use wasmonkey::cloud::InstanceState;
 use wasmonkey::journal::Event;
 
+use crate::rigged::{self, Faults};
 use crate::support::{self, FLEET, FLEET_RECOVERY_SECS, RULES};
 
 fn classic(extra: &str) -> String {
@@ -66,6 +67,32 @@ async fn classic_monkey_takes_one_victim_per_group_and_times_recovery() {
         );
     }
     assert_eq!(experiment.notifications[0].status, "delivered");
+}
+
+/// After an EC2 termination an Auto Scaling group lists the victim as in
+/// service and healthy until its next health check: its capacity looks
+/// whole. The host waits for the group to stop counting the victim, and
+/// so still measures the fleet's 40 s.
+#[tokio::test]
+async fn a_victim_its_group_still_counts_in_service_has_not_recovered() {
+    let setup = support::setup(FLEET, &support::plugin_dir(), &classic(""));
+    let faults = Faults {
+        groups_notice_after_ms: Some(3_000),
+        ..Faults::default()
+    };
+    let (output, _) = rigged::run(&setup, 7, true, faults).await;
+    assert_eq!(support::only_experiment(&output).error, None);
+    let victims = support::victims_of(&output, 0);
+    assert_eq!(victims.len(), 2, "{victims:#?}");
+    for victim in &victims {
+        assert_eq!(victim.host_verdict, "recovered", "{victim:#?}");
+        let host = victim.recovery_seconds.expect("host measured recovery");
+        assert!(
+            (FLEET_RECOVERY_SECS..=FLEET_RECOVERY_SECS + 1.0).contains(&host),
+            "{} recovered in {host} s, expected 40–41 s",
+            victim.instance_id
+        );
+    }
 }
 
 #[tokio::test]
