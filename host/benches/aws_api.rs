@@ -135,11 +135,14 @@ impl Lab {
             &dir.path().join("cache").display().to_string(),
         );
         // moto filters instances by tag in time that grows with the
-        // fleet's square: its answers, not the host, need the patience.
-        let text = text.replace(
-            "attempt_timeout_secs = 60",
-            &format!("attempt_timeout_secs = {}", 60 + groups / 2),
-        );
+        // fleet's square: its answers, not the host, need the patience
+        // (the ceilings: 600 s for one call, one host operation).
+        let text = if groups > 100 {
+            text.replace("attempt_timeout_secs = 60", "attempt_timeout_secs = 600")
+                + "\n[limits]\nhost_call_timeout_secs = 600\n"
+        } else {
+            text
+        };
         std::fs::write(&config, text).expect("config");
         Lab {
             _moto: moto,

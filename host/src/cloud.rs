@@ -315,8 +315,13 @@ pub trait Cloud: Send + Sync {
     /// including ones that terminated a while ago; unknown ids are left out.
     async fn instances_by_id(&self, ids: &[String]) -> Result<Vec<Instance>, CloudError>;
 
-    /// Terminate an instance.
-    async fn terminate(&self, id: &str, via: TerminateVia) -> Result<(), CloudError>;
+    /// Terminate an instance; its state as the API's answer gives it
+    /// (EC2's TerminateInstances does, Auto Scaling's does not).
+    async fn terminate(
+        &self,
+        id: &str,
+        via: TerminateVia,
+    ) -> Result<Option<InstanceState>, CloudError>;
 
     /// Check, without acting, that terminating the instance is permitted
     /// (EC2's `DryRun`). Backends without permissions answer `Ok`.

@@ -388,7 +388,11 @@ impl Cloud for NoCloud {
     async fn instances_by_id(&self, _ids: &[String]) -> Result<Vec<Instance>, CloudError> {
         Err(NoCloud::refused())
     }
-    async fn terminate(&self, _id: &str, _via: TerminateVia) -> Result<(), CloudError> {
+    async fn terminate(
+        &self,
+        _id: &str,
+        _via: TerminateVia,
+    ) -> Result<Option<InstanceState>, CloudError> {
         Err(NoCloud::refused())
     }
     async fn publish(&self, _topic: &str, _subject: &str, _body: &str) -> Result<(), CloudError> {

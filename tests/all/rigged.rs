@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use wasmonkey::cloud::sim::SimCloud;
 use wasmonkey::cloud::{
-    Cloud, CloudError, GroupSnapshot, Instance, InstanceQuery, Lifecycle, Millis, TerminateVia,
+    Cloud, CloudError, GroupSnapshot, Instance, InstanceQuery, InstanceState, Lifecycle, Millis,
+    TerminateVia,
 };
 use wasmonkey::config::Config;
 use wasmonkey::journal::{Entry, Event};
@@ -156,14 +157,18 @@ impl Cloud for Rigged {
         self.note(format!("instances_by_id {}", ids.join(",")));
         self.sim.instances_by_id(ids).await
     }
-    async fn terminate(&self, id: &str, via: TerminateVia) -> Result<(), CloudError> {
+    async fn terminate(
+        &self,
+        id: &str,
+        via: TerminateVia,
+    ) -> Result<Option<InstanceState>, CloudError> {
         self.note(format!("terminate {id}"));
         let on_disk = self.last_entry_is_intent_for(id);
         self.intent_on_disk
             .lock()
             .expect("intents")
             .push((id.to_owned(), on_disk));
-        self.sim.terminate(id, via).await?;
+        let answer = self.sim.terminate(id, via).await?;
         self.terminated_at
             .lock()
             .expect("terminations")
@@ -173,7 +178,7 @@ impl Cloud for Rigged {
                 "dispatch failure: connection reset before the answer arrived".into(),
             ));
         }
-        Ok(())
+        Ok(answer)
     }
     async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError> {
         self.sim.publish(topic, subject, body).await

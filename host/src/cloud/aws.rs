@@ -289,8 +289,12 @@ fn lifecycle(state: &str) -> Lifecycle {
 }
 
 fn state(instance: &ec2::types::Instance) -> InstanceState {
+    state_of(instance.state())
+}
+
+fn state_of(state: Option<&ec2::types::InstanceState>) -> InstanceState {
     use ec2::types::InstanceStateName as S;
-    match instance.state().and_then(|s| s.name()) {
+    match state.and_then(|s| s.name()) {
         Some(S::Running) => InstanceState::Running,
         Some(S::ShuttingDown) => InstanceState::ShuttingDown,
         Some(S::Terminated) => InstanceState::Terminated,
@@ -511,7 +515,11 @@ impl Cloud for AwsCloud {
         Ok(sorted(&raw))
     }
 
-    async fn terminate(&self, id: &str, via: TerminateVia) -> Result<(), CloudError> {
+    async fn terminate(
+        &self,
+        id: &str,
+        via: TerminateVia,
+    ) -> Result<Option<InstanceState>, CloudError> {
         match via {
             TerminateVia::Ec2 => self
                 .ec2
@@ -519,7 +527,13 @@ impl Cloud for AwsCloud {
                 .instance_ids(id)
                 .send()
                 .await
-                .map(drop)
+                .map(|answer| {
+                    answer
+                        .terminating_instances()
+                        .iter()
+                        .find(|change| change.instance_id() == Some(id))
+                        .map(|change| state_of(change.current_state()))
+                })
                 .map_err(|err| classify("ec2:TerminateInstances", err)),
             TerminateVia::AutoScaling => self
                 .autoscaling
@@ -528,7 +542,7 @@ impl Cloud for AwsCloud {
                 .should_decrement_desired_capacity(false)
                 .send()
                 .await
-                .map(drop)
+                .map(|_| None)
                 .map_err(|err| classify("autoscaling:TerminateInstanceInAutoScalingGroup", err)),
         }
     }

@@ -928,7 +928,11 @@ impl Cloud for SimCloud {
     /// Terminating an instance that is already shutting down or terminated
     /// succeeds and changes nothing, as EC2 TerminateInstances does.
     /// `AutoScaling` on an instance in no group fails, as AWS's does.
-    async fn terminate(&self, id: &str, via: TerminateVia) -> Result<(), CloudError> {
+    async fn terminate(
+        &self,
+        id: &str,
+        via: TerminateVia,
+    ) -> Result<Option<InstanceState>, CloudError> {
         let operation = match via {
             TerminateVia::Ec2 => "TerminateInstances",
             TerminateVia::AutoScaling => "TerminateInstanceInAutoScalingGroup",
@@ -943,7 +947,7 @@ impl Cloud for SimCloud {
             instance.state,
             InstanceState::ShuttingDown | InstanceState::Terminated
         ) {
-            return Ok(());
+            return Ok(answered(via, instance.state));
         }
         let group = instance.group.clone();
         match (via, group) {
@@ -954,7 +958,7 @@ impl Cloud for SimCloud {
                 state.begin_shutdown(key);
                 // Desired capacity stays: the group replaces it at once.
                 state.launch(&group);
-                Ok(())
+                Ok(None)
             }
             (TerminateVia::Ec2, group) => {
                 state.begin_shutdown(key);
@@ -963,7 +967,7 @@ impl Cloud for SimCloud {
                     let at = state.now.saturating_add(detect_ms);
                     state.schedule(at, Event::Replace { group });
                 }
-                Ok(())
+                Ok(answered(via, InstanceState::ShuttingDown))
             }
         }
     }
@@ -978,6 +982,15 @@ impl Cloud for SimCloud {
             at_ms,
         });
         Ok(())
+    }
+}
+
+/// What the termination API's answer says of the instance: EC2's gives its
+/// state, Auto Scaling's an activity.
+fn answered(via: TerminateVia, state: InstanceState) -> Option<InstanceState> {
+    match via {
+        TerminateVia::Ec2 => Some(state),
+        TerminateVia::AutoScaling => None,
     }
 }
 

@@ -11,7 +11,9 @@
 //! - Instances are read for what only the instance API knows (state, tags),
 //!   by id in one batched read with every watched victim, and completed
 //!   from their group's snapshot.
-//! - The host's own terminations make the victim and its group stale.
+//! - The host's own terminations make the victim and its group stale; the
+//!   victim is known again from the termination's answer where the API
+//!   gives its state (EC2's does), as old as what was known before.
 //! - Only instances a caller chose to keep (what the plugin may see) and
 //!   the host's victims are kept, so whether a read is needed never tells a
 //!   plugin anything about what lies outside its scope.
@@ -20,7 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{
-    Capacity, Cloud, CloudError, Group, GroupSnapshot, Instance, InstanceQuery, Lifecycle, Millis,
+    Capacity, Cloud, CloudError, Group, GroupSnapshot, Instance, InstanceQuery, InstanceState,
+    Lifecycle, Millis,
 };
 
 /// Most instance ids one read asks for: one DescribeInstances filter.
@@ -45,6 +48,9 @@ struct Cache {
     instances: BTreeMap<String, Read<Instance>>,
     /// Victims being watched, with their group: read with every lookup.
     watched: BTreeMap<String, Option<String>>,
+    /// What was known of each victim while its termination is under way,
+    /// for the termination's answer to complete.
+    terminating: BTreeMap<String, Read<Instance>>,
 }
 
 /// Every group by name, shared between the view and its callers.
@@ -334,7 +340,9 @@ impl FleetView {
     /// watched until [`FleetView::settled`].
     pub fn terminated(&self, id: &str, group: Option<&str>) {
         let mut cache = self.cache();
-        cache.instances.remove(id);
+        if let Some(read) = cache.instances.remove(id) {
+            cache.terminating.insert(id.to_owned(), read);
+        }
         if let Some(group) = group {
             cache.groups.remove(group);
         }
@@ -343,9 +351,22 @@ impl FleetView {
             .insert(id.to_owned(), group.map(str::to_owned));
     }
 
+    /// The termination of `id` was answered with its new state: what was
+    /// known of it before, with that state, is a read as old as the older
+    /// of the two (the earlier read's), never a newer one.
+    pub fn terminate_answered(&self, id: &str, state: InstanceState) {
+        let mut cache = self.cache();
+        if let Some(mut read) = cache.terminating.remove(id) {
+            read.value.state = state;
+            cache.instances.insert(id.to_owned(), read);
+        }
+    }
+
     /// The host is done watching `id`.
     pub fn settled(&self, id: &str) {
-        self.cache().watched.remove(id);
+        let mut cache = self.cache();
+        cache.watched.remove(id);
+        cache.terminating.remove(id);
     }
 }
 
@@ -442,6 +463,34 @@ mod tests {
         }
         view.capacity(&names[..3]).await.unwrap();
         assert_eq!(sim.api_calls(), before + 2);
+    }
+
+    #[tokio::test]
+    async fn a_victim_is_known_from_its_termination_answer_as_old_as_before() {
+        let (sim, view, names) = view();
+        let listed = view
+            .list_instances(&InstanceQuery::default(), |_| true)
+            .await
+            .unwrap();
+        let victim = listed
+            .iter()
+            .find(|i| i.group.as_ref() == Some(&names[0]))
+            .unwrap()
+            .clone();
+        sim.sleep_ms(600).await;
+        view.terminated(&victim.id, victim.group.as_deref());
+        let state = sim.terminate(&victim.id, TerminateVia::Ec2).await.unwrap();
+        view.terminate_answered(&victim.id, state.unwrap());
+        let before = sim.api_calls();
+        let seen = view.describe_instance(&victim.id).await.unwrap().unwrap();
+        assert_eq!(seen.state, InstanceState::ShuttingDown);
+        assert!(seen.is_going_away(), "{seen:?}");
+        assert_eq!(sim.api_calls(), before + 1, "its group's read alone");
+        // The bound runs from the listing, not from the answer.
+        sim.sleep_ms(400).await;
+        let before = sim.api_calls();
+        view.describe_instance(&victim.id).await.unwrap().unwrap();
+        assert_eq!(sim.api_calls(), before + 1, "read again at the bound");
     }
 
     #[tokio::test]

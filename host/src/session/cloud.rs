@@ -205,11 +205,13 @@ impl Session {
             self.setup
                 .view
                 .terminated(&instance.id, instance.group.as_deref());
-            if let Err(err) = self
+            match self
                 .call("terminating", self.setup.cloud.terminate(&instance.id, via))
                 .await
             {
-                match self.settle_ambiguous(&instance.id, &err).await {
+                Ok(Some(state)) => self.setup.view.terminate_answered(&instance.id, state),
+                Ok(None) => {}
+                Err(err) => match self.settle_ambiguous(&instance.id, &err).await {
                     Settled::Happened => confirmed_after = Some(err.to_string()),
                     Settled::Failed { uncertain, seen } => {
                         self.setup.view.settled(&instance.id);
@@ -220,7 +222,7 @@ impl Session {
                         })?;
                         return Ok(Err(err));
                     }
-                }
+                },
             }
         }
         self.journal(Event::TerminateDone {
