@@ -20,8 +20,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::cloud::view::{FleetView, Listing};
 use crate::cloud::{
-    Capacity, Cloud, CloudError, GroupSnapshot, Instance, InstanceQuery, InstanceState, Millis,
-    TerminateVia,
+    Capacity, Cloud, CloudError, Group, GroupSnapshot, Instance, InstanceQuery, InstanceState,
+    Millis, TerminateVia,
 };
 use crate::config::{ChannelConfig, TargetConfig};
 use crate::guard::{Guard, Verdict};
@@ -614,6 +614,22 @@ impl Session {
     async fn all_groups(&self) -> Result<Arc<Listing>, PluginError> {
         self.call("listing groups", self.setup.view.all_groups())
             .await
+    }
+
+    /// One group, from a read no older than the view's bound, without
+    /// listing every group again when the listing is stale.
+    async fn group_named(&self, name: &str) -> Result<Option<Arc<Group>>, PluginError> {
+        self.call("reading a group", self.setup.view.group(name))
+            .await
+    }
+
+    /// The group of an instance (none for a standalone one, or one whose
+    /// group is gone).
+    async fn group_of(&self, instance: &Instance) -> Result<Option<Arc<Group>>, PluginError> {
+        match &instance.group {
+            Some(name) => self.group_named(name).await,
+            None => Ok(None),
+        }
     }
 
     fn visible(&self, instance: &Instance, groups: &Listing) -> bool {

@@ -276,23 +276,56 @@ async fn out_of_scope_answers_do_not_depend_on_what_lies_outside() {
         );
     }
     assert_eq!(answers.len(), 4);
-    // And the backend was asked the same for each: the groups (one read,
-    // shared), then the id alone.
+    // And the backend was asked the same for each: the id alone, then the
+    // group it names, in scope or not (the fleet is never listed for it).
     assert_eq!(rigged.count("list_instances"), 0);
-    assert_eq!(rigged.count("groups"), 1);
+    assert_eq!(rigged.count("groups all"), 0);
+    assert_eq!(rigged.count("groups vault"), 1);
+    assert_eq!(rigged.count("groups other"), 1);
+    assert_eq!(rigged.count("groups"), 2);
     for id in targets {
         assert_eq!(rigged.count(&format!("instances_by_id {id}")), 1, "{id}");
     }
     assert_eq!(rigged.count("instances_by_id"), 4);
 }
 
-/// Dry-run terminations of `web[0]`, then `api[0]` three seconds later on
+/// A termination needs its victim's group, fresh: it reads that group, and
+/// never lists the whole fleet again, even when the listing has gone stale
+/// (on AWS a listing is one call per 100 groups).
+#[tokio::test]
+async fn a_termination_reads_its_victims_group_not_the_whole_fleet() {
+    let seed = 7;
+    let probe = support::setup(FLEET, &support::test_plugin_dir(), "");
+    let ids = fleet_ids(&probe, seed).await;
+    let targets = [ids.web[0].as_str(), "sleep:3000", ids.api[0].as_str()];
+    let (answers, _, rigged, _keep) = rigged_attack(seed, &targets, Faults::default()).await;
+    assert_eq!(
+        answers,
+        [
+            format!("{}: ok dry-run=false", ids.web[0]),
+            "slept 3000 ms".to_owned(),
+            format!("{}: ok dry-run=false", ids.api[0]),
+        ]
+    );
+    let calls = rigged.calls.lock().expect("calls").clone();
+    assert_eq!(rigged.count("groups all"), 0, "{calls:#?}");
+    // Every group read (the recovery watch's too) names the victims' groups.
+    for call in calls.iter().filter_map(|c| c.strip_prefix("groups ")) {
+        assert!(
+            call.split(',').all(|g| g == "web" || g == "api"),
+            "{calls:#?}"
+        );
+    }
+    assert!(rigged.count("groups api") >= 1, "{calls:#?}");
+}
+
+/// Dry-run terminations of `web[0]`, then `web[1]` three seconds later on
 /// the fleet's clock, with group reads throttled from two seconds on.
 async fn terminate_after_the_reads_aged(reads: &str) -> (Vec<String>, RunOutput, support::Setup) {
     let seed = 7;
     let probe = support::setup(FLEET, &support::test_plugin_dir(), "");
     let ids = fleet_ids(&probe, seed).await;
-    let targets = format!("{},sleep:3000,{}", ids.web[0], ids.api[0]);
+    let targets = format!("{},sleep:3000,{}", ids.web[0], ids.web[1]);
     let setup = support::setup(
         FLEET,
         &support::test_plugin_dir(),

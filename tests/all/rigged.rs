@@ -117,7 +117,10 @@ impl Cloud for Rigged {
         &self,
         names: Option<&[String]>,
     ) -> Result<Vec<Arc<GroupSnapshot>>, CloudError> {
-        self.note("groups".into());
+        self.note(match names {
+            None => "groups all".into(),
+            Some(names) => format!("groups {}", names.join(",")),
+        });
         if self
             .faults
             .throttle_groups_from_ms

@@ -135,6 +135,26 @@ impl FleetView {
         Ok(listing)
     }
 
+    /// One group by name: from the listing while it is fresh, else from a
+    /// read of that group alone (with the watched victims' stale groups),
+    /// so that a decision about one group never lists a whole fleet again.
+    pub(crate) async fn group(&self, name: &str) -> Result<Option<Arc<Group>>, CloudError> {
+        let now = self.cloud.now_ms();
+        let listed = {
+            let cache = self.cache();
+            cache
+                .listing
+                .as_ref()
+                .filter(|listing| self.is_fresh(listing.at, now))
+                .map(|listing| listing.value.get(name).cloned())
+        };
+        if let Some(found) = listed {
+            return Ok(found);
+        }
+        let read = self.groups(&[name.to_owned()]).await?;
+        Ok(read.first().map(|snapshot| Arc::clone(&snapshot.group)))
+    }
+
     /// The named groups, in the order asked; unknown names are left out.
     /// Stale ones are read in one batch with the watched victims' groups.
     pub async fn groups(&self, names: &[String]) -> Result<Vec<Arc<GroupSnapshot>>, CloudError> {
@@ -405,6 +425,16 @@ mod tests {
         (sim, view, names)
     }
 
+    /// [`view`], with every instance listed (and kept) through it.
+    async fn listed() -> (Arc<SimCloud>, FleetView, Vec<String>, Vec<Instance>) {
+        let (sim, view, names) = view();
+        let instances = view
+            .list_instances(&InstanceQuery::default(), |_| true)
+            .await
+            .unwrap();
+        (sim, view, names, instances)
+    }
+
     #[tokio::test]
     async fn reads_within_the_bound_are_shared_and_older_ones_are_read_again() {
         let (sim, view, names) = view();
@@ -423,11 +453,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_termination_makes_its_group_stale_and_victims_are_read_together() {
-        let (sim, view, names) = view();
-        let instances = view
-            .list_instances(&InstanceQuery::default(), |_| true)
-            .await
-            .unwrap();
+        let (sim, view, names, instances) = listed().await;
         let calls = sim.api_calls();
         // One victim in each of the first three groups.
         let victims: Vec<&Instance> = names[..3]
@@ -467,11 +493,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_victim_is_known_from_its_termination_answer_as_old_as_before() {
-        let (sim, view, names) = view();
-        let listed = view
-            .list_instances(&InstanceQuery::default(), |_| true)
-            .await
-            .unwrap();
+        let (sim, view, names, listed) = listed().await;
         let victim = listed
             .iter()
             .find(|i| i.group.as_ref() == Some(&names[0]))

@@ -1,8 +1,6 @@
 //! `cloud.*`: listing what the plugin may see, and terminating within
 //! the policy, journalled before it acts.
 
-use std::sync::Arc;
-
 use super::{Fatal, InstanceFilter, PluginError, Session, Settled, Termination, MAX_REASON_BYTES};
 use crate::cloud::{Capacity, Group, Instance, InstanceQuery, Lifecycle};
 use crate::guard::Verdict;
@@ -97,10 +95,6 @@ impl Session {
                 return self.deny(OP, id, &Denial::StopUnknown { why }).map(Err);
             }
         }
-        let groups = match self.all_groups().await {
-            Ok(groups) => groups,
-            Err(err) => return Ok(Err(err)),
-        };
         let found = match self
             .call(
                 "describing an instance",
@@ -118,11 +112,13 @@ impl Session {
             };
             return self.deny(OP, id, &denial).map(Err);
         };
-        let group = instance
-            .group
-            .as_ref()
-            .and_then(|name| groups.get(name))
-            .map(Arc::as_ref);
+        // The victim's group alone: a listing gone stale is not read again
+        // for every termination of a large fleet.
+        let group = match self.group_of(&instance).await {
+            Ok(group) => group,
+            Err(err) => return Ok(Err(err)),
+        };
+        let group = group.as_deref();
         if let Err(denial) = self.setup.policy.check_reach(&instance, group) {
             return self.deny(OP, id, &denial).map(Err);
         }

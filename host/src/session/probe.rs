@@ -7,25 +7,32 @@ use crate::policy::Grant;
 impl Session {
     /// `probe.instance`.
     pub async fn instance(&mut self, id: &str) -> Result<Instance, PluginError> {
-        let groups = self.all_groups().await?;
+        let not_found =
+            || PluginError::NotFound(format!("no instance {id} in this experiment's view"));
         let found = self
             .call(
                 "describing an instance",
                 self.setup.view.describe_instance(id),
             )
-            .await?;
-        found.filter(|i| self.visible(i, &groups)).ok_or_else(|| {
-            PluginError::NotFound(format!("no instance {id} in this experiment's view"))
-        })
+            .await?
+            .ok_or_else(not_found)?;
+        let group = self.group_of(&found).await?;
+        match self
+            .setup
+            .policy
+            .instance_visibility(&found, group.as_deref())
+        {
+            Ok(()) => Ok(found),
+            Err(_) => Err(not_found()),
+        }
     }
 
     /// `probe.group-health`.
     pub(crate) async fn group_health(&mut self, name: &str) -> Result<Capacity, PluginError> {
-        let groups = self.all_groups().await?;
         let not_found =
             || PluginError::NotFound(format!("no group {name} in this experiment's view"));
-        let group = groups.get(name).ok_or_else(not_found)?;
-        if self.setup.policy.group_visibility(group).is_err() {
+        let group = self.group_named(name).await?.ok_or_else(not_found)?;
+        if self.setup.policy.group_visibility(&group).is_err() {
             return Err(not_found());
         }
         let names = [name.to_owned()];
