@@ -239,14 +239,16 @@ struct Sdk {
     type_nodes: HashMap<String, Node>,
     /// The text of each function of [`ITEM_FILES`], by node.
     item_texts: HashMap<Node, String>,
-    families: BTreeSet<Node>,
+    /// The files of each file node.
+    families: HashMap<Node, Vec<String>>,
 }
 
 impl Sdk {
     fn read(root: &Path) -> Result<Sdk> {
-        let mut files = Vec::new();
-        list(root, root, &mut files)?;
-        files.sort();
+        let files: Vec<String> = files_below(root)?
+            .into_iter()
+            .filter(|f| f.ends_with(".rs"))
+            .collect();
         let mut texts = HashMap::new();
         for rel in &files {
             let path = root.join(rel);
@@ -254,7 +256,12 @@ impl Sdk {
                 .with_context(|| format!("reading {}", path.display()))?;
             texts.insert(rel.clone(), text);
         }
-        let families = files.iter().filter_map(|f| family(f)).collect();
+        let mut families: HashMap<Node, Vec<String>> = HashMap::new();
+        for rel in &files {
+            if let Some(node) = family(rel) {
+                families.entry(node).or_default().push(rel.clone());
+            }
+        }
         let mut type_nodes = HashMap::new();
         for index in ["types.rs", "types/builders.rs"] {
             for line in texts.get(index).map(String::as_str).unwrap_or("").lines() {
@@ -308,7 +315,7 @@ impl Sdk {
         let mut work = Vec::new();
         for op in operations {
             for node in [format!("operation/{op}"), format!("client/{op}")] {
-                if !self.families.contains(&node) {
+                if !self.families.contains_key(&node) {
                     bail!("aws-sdk-ec2 {VERSION} has no operation `{op}` ({node})");
                 }
                 work.push(node);
@@ -334,9 +341,10 @@ impl Sdk {
         if let Some(text) = self.item_texts.get(node) {
             return vec![text];
         }
-        self.files
-            .iter()
-            .filter(|f| family(f).as_deref() == Some(node))
+        self.families
+            .get(node)
+            .into_iter()
+            .flatten()
             .filter_map(|f| self.texts.get(f).map(String::as_str))
             .collect()
     }
@@ -349,7 +357,7 @@ impl Sdk {
     }
 
     fn resolve(&self, segments: &[&str]) -> Option<Node> {
-        let family = |node: String| self.families.contains(&node).then_some(node);
+        let family = |node: String| self.families.contains_key(&node).then_some(node);
         match segments {
             ["operation", op, ..] => family(format!("operation/{op}")),
             ["client", module, ..] => family(format!("client/{module}")),
@@ -371,20 +379,26 @@ fn item_node(file: &str, function: &str) -> Node {
     format!("{file}#{function}")
 }
 
-/// All `.rs` files below `dir`, relative to `root`, with `/` separators.
-fn list(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let path = entry?.path();
-        if path.is_dir() {
-            list(root, &path, out)?;
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            let rel = path
-                .strip_prefix(root)
-                .context("a listed file outside its directory")?;
-            out.push(rel.to_string_lossy().replace('\\', "/"));
+/// Every file below `dir`, relative to it, with `/` separators.
+fn files_below(dir: &Path) -> Result<Vec<String>> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(root, &path, out)?;
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .context("a listed file outside its directory")?;
+                out.push(rel.to_string_lossy().replace('\\', "/"));
+            }
         }
+        Ok(())
     }
-    Ok(())
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files)?;
+    files.sort();
+    Ok(files)
 }
 
 /// The segments after each `crate::` in a text: `crate::types::Instance`
@@ -474,13 +488,10 @@ fn filter_items(
         };
         // An `impl` or `trait` block stays when its header names nothing
         // dropped; its members are then judged one by one.
-        let members: Option<&[syn::ImplItem]> = match item {
-            syn::Item::Impl(block) => Some(&block.items),
-            _ => None,
-        };
-        let trait_members: Option<&[syn::TraitItem]> = match item {
-            syn::Item::Trait(block) => Some(&block.items),
-            _ => None,
+        let members: Vec<&dyn ToTokens> = match item {
+            syn::Item::Impl(block) => block.items.iter().map(|i| i as &dyn ToTokens).collect(),
+            syn::Item::Trait(block) => block.items.iter().map(|i| i as &dyn ToTokens).collect(),
+            _ => Vec::new(),
         };
         let header_dropped = match item {
             syn::Item::Impl(block) => {
@@ -504,12 +515,7 @@ fn filter_items(
             drop.push(lines.range(item.to_token_stream()));
             continue;
         }
-        for inner in members.into_iter().flatten() {
-            if names_dropped(inner, None) {
-                drop.push(lines.range(inner.to_token_stream()));
-            }
-        }
-        for inner in trait_members.into_iter().flatten() {
+        for inner in members {
             if names_dropped(inner, None) {
                 drop.push(lines.range(inner.to_token_stream()));
             }
@@ -593,7 +599,12 @@ fn compare(derived: &Path, committed: &Path) -> Result<Vec<String>> {
     let read_tree = |dir: &Path| -> Result<BTreeMap<String, Vec<u8>>> {
         let mut files = BTreeMap::new();
         if dir.is_dir() {
-            collect(dir, dir, &mut files)?;
+            for rel in files_below(dir)? {
+                let path = dir.join(&rel);
+                let bytes =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                files.insert(rel, bytes);
+            }
         }
         Ok(files)
     };
@@ -612,26 +623,6 @@ fn compare(derived: &Path, committed: &Path) -> Result<Vec<String>> {
     }
     differences.truncate(20);
     Ok(differences)
-}
-
-fn collect(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let path = entry?.path();
-        if path.is_dir() {
-            collect(root, &path, out)?;
-        } else {
-            let rel = path
-                .strip_prefix(root)
-                .context("a listed file outside its directory")?
-                .to_string_lossy()
-                .replace('\\', "/");
-            out.insert(
-                rel,
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-            );
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
