@@ -315,6 +315,22 @@ fn main() {
             by_action.join(", ")
         );
     }
+    // What each tool spends outside moto: process, runtime, SDK, plugin,
+    // disk. The wall ratio mixes it with moto's answers, which differ
+    // between the tools (wasmonkey reads the instances' states and tags).
+    println!("own time (wall minus time in moto), median ms:");
+    for (name, costs) in [("wasmonkey", &ours), ("boto3 script", &theirs)] {
+        let own = median(
+            costs
+                .iter()
+                .map(|c| {
+                    let in_moto: Duration = c.upstream.values().sum();
+                    c.wall.saturating_sub(in_moto).as_secs_f64() * 1e3
+                })
+                .collect(),
+        );
+        println!("{name:<14} {own:>6.0}");
+    }
     let ratio = median(
         ours.iter()
             .zip(&theirs)

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::hash::{Hash as _, Hasher as _};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -52,7 +52,9 @@ pub struct Sandbox {
     /// One engine per stack cap: the stack limit is an engine setting.
     engines: Arc<Mutex<BTreeMap<usize, Engine>>>,
     ticker: Option<JoinHandle<()>>,
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the ticker: its wait ends at once, so a run's exit
+    /// does not wait out the rest of a tick.
+    stop: Option<mpsc::Sender<()>>,
 }
 
 /// A component compiled for one engine.
@@ -170,15 +172,13 @@ impl Sandbox {
     /// A sandbox caching compiled code in `cache_dir`.
     pub fn new(cache_dir: &Path) -> anyhow::Result<Sandbox> {
         let engines: Arc<Mutex<BTreeMap<usize, Engine>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = mpsc::channel::<()>();
         let ticker = {
             let engines = Arc::clone(&engines);
-            let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("wasmonkey-epoch".into())
                 .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
+                    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
                         if let Ok(engines) = engines.lock() {
                             engines.values().for_each(Engine::increment_epoch);
                         }
@@ -190,7 +190,7 @@ impl Sandbox {
             cache: CodeCache::open(cache_dir)?,
             engines,
             ticker: Some(ticker),
-            stop,
+            stop: Some(stop),
         })
     }
 
@@ -559,7 +559,7 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(ticker) = self.ticker.take() {
             let _ = ticker.join();
         }
