@@ -102,7 +102,7 @@ pub async fn backend(config: &Config, seed: u64) -> anyhow::Result<Arc<dyn Cloud
         }
         #[cfg(feature = "aws")]
         BackendConfig::Aws(settings) => {
-            Arc::new(crate::cloud::aws::AwsCloud::connect(settings))
+            Arc::new(crate::cloud::aws::AwsCloud::connect(settings).await)
         }
         #[cfg(not(feature = "aws"))]
         BackendConfig::Aws(_) => anyhow::bail!(

@@ -33,8 +33,6 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use std::sync::{Arc, Mutex};
 
-use futures::future::{BoxFuture, FutureExt as _, Shared};
-
 /// Counts every attempt the SDK sends (retries included: they are what an
 /// account's API budget pays for), by service and operation.
 #[derive(Debug, Clone)]
@@ -113,22 +111,39 @@ impl AwsSettings {
     }
 }
 
-/// The SDK's clients, one per AWS service the host calls.
-struct Clients {
+/// The AWS backend.
+pub struct AwsCloud {
     ec2: ec2::Client,
     autoscaling: autoscaling::Client,
     cloudwatch: cloudwatch::Client,
     sns: sns::Client,
+    terminate_via: TerminateVia,
+    page_size: i32,
+    started: Instant,
+    calls: Arc<Mutex<super::ApiCalls>>,
 }
 
-impl Clients {
-    /// Each client counts the attempts it sends into `calls`.
-    fn new(sdk: &SdkConfig, calls: &Arc<Mutex<super::ApiCalls>>) -> Clients {
+impl AwsCloud {
+    /// Connect with the settings' SDK config.
+    pub async fn connect(settings: &AwsSettings) -> AwsCloud {
+        let sdk = settings.sdk_config().await;
+        AwsCloud::new(&sdk, settings.terminate_via).with_page_size(settings.page_size)
+    }
+
+    /// Read DescribeInstances in pages of `size` (clamped to AWS's 5..=1000).
+    pub fn with_page_size(mut self, size: i32) -> AwsCloud {
+        self.page_size = size.clamp(5, 1000);
+        self
+    }
+
+    /// Clients from an SDK config (tests build one with static credentials).
+    pub fn new(sdk: &SdkConfig, terminate_via: TerminateVia) -> AwsCloud {
+        let calls = Arc::new(Mutex::new(super::ApiCalls::new()));
         let counter = |service| CallCounter {
             service,
-            calls: Arc::clone(calls),
+            calls: Arc::clone(&calls),
         };
-        Clients {
+        AwsCloud {
             ec2: ec2::Client::from_conf(
                 ec2::config::Builder::from(sdk)
                     .interceptor(counter("ec2"))
@@ -152,82 +167,11 @@ impl Clients {
                     .interceptor(counter("sns"))
                     .build(),
             ),
-        }
-    }
-}
-
-/// The clients, once they are set up; shared by every call.
-type PendingClients = Shared<BoxFuture<'static, Result<Arc<Clients>, String>>>;
-
-/// The AWS backend.
-pub struct AwsCloud {
-    clients: PendingClients,
-    terminate_via: TerminateVia,
-    page_size: i32,
-    started: Instant,
-    calls: Arc<Mutex<super::ApiCalls>>,
-}
-
-impl AwsCloud {
-    /// Connect with the settings' SDK config. The config and clients are
-    /// set up on the runtime's other threads while the run goes on (the
-    /// TLS roots alone are hundreds of certificate files to read and
-    /// parse); the first call waits for them. Needs a Tokio runtime.
-    pub fn connect(settings: &AwsSettings) -> AwsCloud {
-        let calls = Arc::default();
-        let settings_for_setup = settings.clone();
-        let counted = Arc::clone(&calls);
-        let setup = tokio::spawn(async move {
-            Arc::new(Clients::new(
-                &settings_for_setup.sdk_config().await,
-                &counted,
-            ))
-        });
-        let clients = async move {
-            setup
-                .await
-                .map_err(|err| format!("setting up the AWS SDK failed: {err}"))
-        }
-        .boxed()
-        .shared();
-        AwsCloud::with_clients(clients, calls, settings.terminate_via)
-            .with_page_size(settings.page_size)
-    }
-
-    /// Read DescribeInstances in pages of `size` (clamped to AWS's 5..=1000).
-    pub fn with_page_size(mut self, size: i32) -> AwsCloud {
-        self.page_size = size.clamp(5, 1000);
-        self
-    }
-
-    /// Clients from an SDK config (tests build one with static credentials).
-    pub fn new(sdk: &SdkConfig, terminate_via: TerminateVia) -> AwsCloud {
-        let calls = Arc::default();
-        let clients = Arc::new(Clients::new(sdk, &calls));
-        AwsCloud::with_clients(
-            futures::future::ready(Ok(clients)).boxed().shared(),
-            calls,
-            terminate_via,
-        )
-    }
-
-    fn with_clients(
-        clients: PendingClients,
-        calls: Arc<Mutex<super::ApiCalls>>,
-        terminate_via: TerminateVia,
-    ) -> AwsCloud {
-        AwsCloud {
-            clients,
             terminate_via,
             page_size: default_page_size(),
             started: Instant::now(),
             calls,
         }
-    }
-
-    /// The clients, waiting for their set-up if it is still under way.
-    async fn clients(&self) -> Result<Arc<Clients>, CloudError> {
-        self.clients.clone().await.map_err(CloudError::Backend)
     }
 
     /// The configured termination API.
@@ -248,10 +192,9 @@ impl AwsCloud {
                 .map(|c| Some(c.to_vec()))
                 .collect(),
         };
-        let clients = self.clients().await?;
         let mut groups = Vec::new();
         for batch in batches {
-            let mut pages = clients
+            let mut pages = self
                 .autoscaling
                 .describe_auto_scaling_groups()
                 .set_max_records(batch.is_none().then_some(GROUPS_PER_CALL as i32))
@@ -273,8 +216,6 @@ impl AwsCloud {
         filters: Vec<ec2::types::Filter>,
     ) -> Result<Vec<ec2::types::Instance>, CloudError> {
         let mut pages = self
-            .clients()
-            .await?
             .ec2
             .describe_instances()
             .set_filters(if filters.is_empty() {
@@ -579,9 +520,8 @@ impl Cloud for AwsCloud {
         id: &str,
         via: TerminateVia,
     ) -> Result<Option<InstanceState>, CloudError> {
-        let clients = self.clients().await?;
         match via {
-            TerminateVia::Ec2 => clients
+            TerminateVia::Ec2 => self
                 .ec2
                 .terminate_instances()
                 .instance_ids(id)
@@ -595,7 +535,7 @@ impl Cloud for AwsCloud {
                         .map(|change| state_of(change.current_state()))
                 })
                 .map_err(|err| classify("ec2:TerminateInstances", err)),
-            TerminateVia::AutoScaling => clients
+            TerminateVia::AutoScaling => self
                 .autoscaling
                 .terminate_instance_in_auto_scaling_group()
                 .instance_id(id)
@@ -614,10 +554,9 @@ impl Cloud for AwsCloud {
             Some(StateValue::Ok) => AlarmState::Ok,
             _ => AlarmState::InsufficientData,
         };
-        let clients = self.clients().await?;
         let mut found = Vec::new();
         for chunk in names.chunks(ALARMS_PER_CALL) {
-            let mut pages = clients
+            let mut pages = self
                 .cloudwatch
                 .describe_alarms()
                 .set_alarm_names(Some(chunk.to_vec()))
@@ -649,8 +588,6 @@ impl Cloud for AwsCloud {
 
     async fn check_terminate_permission(&self, id: &str) -> Result<(), CloudError> {
         match self
-            .clients()
-            .await?
             .ec2
             .terminate_instances()
             .instance_ids(id)
@@ -666,9 +603,7 @@ impl Cloud for AwsCloud {
     }
 
     async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError> {
-        self.clients()
-            .await?
-            .sns
+        self.sns
             .publish()
             .topic_arn(topic)
             .subject(sns_subject(subject))
