@@ -12,6 +12,10 @@
 //!    grows with the square of the fleet: with 1,000 groups one listing
 //!    takes it minutes, and the run's attempt timeout grows to match.)
 //!
+//! `WASMONKEY_BENCH_AGAINST` names another `wasmonkey` binary (an earlier
+//! build, say) to run in the same rounds, so that a change is measured
+//! against what it changes on the same moto, in the same minutes.
+//!
 //! Needs `cargo xtask plugins` and moto (`cargo xtask test` installs it;
 //! `WASMONKEY_MOTO` names its `moto_server`). Run with
 //! `cargo bench -p wasmonkey --bench aws_api`.
@@ -186,8 +190,9 @@ impl Lab {
         (cost, stdout)
     }
 
-    fn wasmonkey(&self) -> Cost {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmonkey"));
+    /// A run of the `wasmonkey` binary at `binary`.
+    fn wasmonkey(&self, binary: &Path) -> Cost {
+        let mut cmd = Command::new(binary);
         cmd.args(["run", "--execute", "--json", "--config"])
             .arg(&self.config)
             .current_dir(self.dir.path())
@@ -225,6 +230,23 @@ impl Lab {
     }
 }
 
+/// What the rounds run.
+enum Tool {
+    /// A `wasmonkey` binary.
+    Wasmonkey(PathBuf),
+    /// `seed_monkey.py`.
+    Script,
+}
+
+impl Tool {
+    fn run(&self, lab: &Lab) -> Cost {
+        match self {
+            Tool::Wasmonkey(binary) => lab.wasmonkey(binary),
+            Tool::Script => lab.script(),
+        }
+    }
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
@@ -250,28 +272,47 @@ fn main() {
         .unwrap_or(5);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
 
+    // This build, another build to compare it with (a path in
+    // `WASMONKEY_BENCH_AGAINST`), and the script, in rounds whose order
+    // rotates, so that a drift of moto's speed over the run (it keeps every
+    // terminated instance) falls on each tool alike.
+    let this_build = PathBuf::from(env!("CARGO_BIN_EXE_wasmonkey"));
+    let other_build = std::env::var_os("WASMONKEY_BENCH_AGAINST").map(PathBuf::from);
+    let mut tools = vec![("wasmonkey", Tool::Wasmonkey(this_build.clone()))];
+    if let Some(other) = &other_build {
+        assert!(
+            other.is_file(),
+            "WASMONKEY_BENCH_AGAINST: no file at {}",
+            other.display()
+        );
+        tools.push(("other build", Tool::Wasmonkey(other.clone())));
+    }
+    tools.push(("boto3 script", Tool::Script));
+
     let lab = runtime.block_on(Lab::new(moto::SEED_OPTED_IN + 1));
-    // The first run compiles the plugin into the cache; it is not counted.
-    drop(lab.wasmonkey());
-    let mut ours = Vec::new();
-    let mut theirs = Vec::new();
+    // The first runs compile the plugin into the cache; they are not counted.
+    for (_, tool) in &tools[..tools.len() - 1] {
+        drop(tool.run(&lab));
+    }
+    let mut costs: Vec<Vec<Cost>> = vec![Vec::new(); tools.len()];
     for round in 0..rounds {
-        if round % 2 == 0 {
-            ours.push(lab.wasmonkey());
-            theirs.push(lab.script());
-        } else {
-            theirs.push(lab.script());
-            ours.push(lab.wasmonkey());
+        for step in 0..tools.len() {
+            let tool = (round + step) % tools.len();
+            costs[tool].push(tools[tool].1.run(&lab));
         }
     }
     println!(
-        "seed experiment on moto: 11 groups of 3, 10 opted in; median of {rounds} alternating rounds"
+        "seed experiment on moto: 11 groups of 3, 10 opted in; median of {rounds} rounds, the tools' order rotating"
     );
+    if let Some(other) = &other_build {
+        println!("other build: {}", other.display());
+    }
     println!(
         "{:<14} {:>6} {:>9} {:>9} {:>10}  calls by action",
         "tool", "calls", "wall ms", "cpu ms", "peak RSS"
     );
-    for (name, costs) in [("wasmonkey", &ours), ("boto3 script", &theirs)] {
+    let named = || tools.iter().map(|(name, _)| *name).zip(&costs);
+    for (name, costs) in named() {
         let ms = |f: fn(&Cost) -> Duration| {
             median(costs.iter().map(|c| f(c).as_secs_f64() * 1e3).collect())
         };
@@ -296,7 +337,7 @@ fn main() {
         );
     }
     println!("time the calls spent in moto, median ms (by action):");
-    for (name, costs) in [("wasmonkey", &ours), ("boto3 script", &theirs)] {
+    for (name, costs) in named() {
         let last = costs.last().expect("a round");
         let ms = |spent: &dyn Fn(&Cost) -> Duration| {
             median(costs.iter().map(|c| spent(c).as_secs_f64() * 1e3).collect())
@@ -319,7 +360,7 @@ fn main() {
     // disk. The wall ratio mixes it with moto's answers, which differ
     // between the tools (wasmonkey reads the instances' states and tags).
     println!("own time (wall minus time in moto), median ms:");
-    for (name, costs) in [("wasmonkey", &ours), ("boto3 script", &theirs)] {
+    for (name, costs) in named() {
         let own = median(
             costs
                 .iter()
@@ -331,13 +372,26 @@ fn main() {
         );
         println!("{name:<14} {own:>6.0}");
     }
-    let ratio = median(
-        ours.iter()
-            .zip(&theirs)
-            .map(|(a, b)| a.wall.as_secs_f64() / b.wall.as_secs_f64())
-            .collect(),
+    let ratio = |a: &[Cost], b: &[Cost]| {
+        median(
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| a.wall.as_secs_f64() / b.wall.as_secs_f64())
+                .collect(),
+        )
+    };
+    let ours = &costs[0];
+    let theirs = costs.last().expect("the script");
+    println!(
+        "wall time, wasmonkey / boto3 script (median of the rounds' ratios): {:.2}",
+        ratio(ours, theirs)
     );
-    println!("wall time, wasmonkey / boto3 script (median of the rounds' ratios): {ratio:.2}");
+    if other_build.is_some() {
+        println!(
+            "wall time, wasmonkey / other build (median of the rounds' ratios): {:.3}",
+            ratio(ours, &costs[1])
+        );
+    }
     let recovery: Vec<f64> = ours.iter().flat_map(|c| c.recovery.clone()).collect();
     println!(
         "recovery times wasmonkey measured: median {:.3} s, max {:.3} s",
@@ -367,9 +421,9 @@ fn main() {
             "(moto fleet of {groups} groups built in {:.0?})",
             started.elapsed()
         );
-        drop(lab.wasmonkey());
+        drop(lab.wasmonkey(&this_build));
         for (name, cost) in [
-            ("wasmonkey", lab.wasmonkey()),
+            ("wasmonkey", lab.wasmonkey(&this_build)),
             ("boto3 script", lab.script()),
         ] {
             println!(
