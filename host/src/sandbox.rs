@@ -683,3 +683,43 @@ fn compiled(
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ticker alone ends a plugin that never yields to the host (the
+    /// timeout around a call can only act when the plugin yields): an
+    /// endless loop with fuel to spare traps at its epoch deadline.
+    #[test]
+    fn the_epoch_ticker_interrupts_a_loop_that_never_yields() {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = Sandbox::new(dir.path()).unwrap();
+        let engine = sandbox.engine(512 * 1024).unwrap();
+        let wasm = wat::parse_str(r#"(module (func (export "spin") (loop (br 0))))"#).unwrap();
+        let module = wasmtime::Module::new(&engine, wasm).unwrap();
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut store = wasmtime::Store::new(&engine, ());
+            store.set_fuel(u64::MAX).unwrap();
+            store.set_epoch_deadline(2);
+            store.epoch_deadline_trap();
+            let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+            let spin = instance
+                .get_typed_func::<(), ()>(&mut store, "spin")
+                .unwrap();
+            let _ = done.send(spin.call(&mut store, ()));
+        });
+        // Two ticks are 20 ms: ten seconds without an answer is no tick.
+        let answer = finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the loop was never interrupted: the epoch does not advance");
+        let err = answer.expect_err("an endless loop cannot return");
+        assert_eq!(
+            err.downcast_ref::<wasmtime::Trap>(),
+            Some(&wasmtime::Trap::Interrupt),
+            "{err:?}"
+        );
+        drop(sandbox);
+    }
+}
