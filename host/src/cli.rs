@@ -6,12 +6,13 @@ mod unattended;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::journal;
-use crate::kill_switch::{FileSwitch, Switch as _};
+use crate::kill_switch::{FileSwitch, Switch, SwitchScope, Switches};
 use crate::limits::LimitOverrides;
 use crate::plugins::{Catalog, Plugin};
 use crate::report::Report;
@@ -120,28 +121,30 @@ pub enum Command {
         #[command(flatten)]
         outputs: Outputs,
     },
-    /// Set the kill switch: no run starts, and running ones stop.
+    /// Set a kill switch: no run starts, and running ones stop. Without a
+    /// flag, the operator's own, which every run of theirs honours,
+    /// wherever its config points.
     Pause {
         /// Why, for the operators who find it set.
         #[arg(long, default_value = "")]
         reason: String,
-        /// A run config whose state_dir holds the switch (default: the
-        /// operator's state directory).
-        #[arg(long)]
-        config: Option<PathBuf>,
+        /// Which switch.
+        #[command(flatten)]
+        which: WhichSwitch,
     },
-    /// Clear the kill switch.
+    /// Clear a kill switch (whatever stands at its place), and say which
+    /// switches are still set.
     Resume {
-        /// A run config whose state_dir holds the switch (default: the operator's state
-        /// directory).
-        #[arg(long)]
-        config: Option<PathBuf>,
+        /// Which switch.
+        #[command(flatten)]
+        which: WhichSwitch,
     },
-    /// Whether the kill switch is set; with --config, the stop
-    /// conditions, the schedule's next slots and the last runs.
+    /// Every kill switch in force and its state; with --config, also the
+    /// stop conditions, the schedule's next slots and the last runs.
     Status {
-        /// A run config whose state_dir holds the switch; with it, also its stop conditions,
-        /// next slots and last runs.
+        /// A run config: its state_dir's switch (and, on AWS, its
+        /// account's) are in force too; its stop conditions, next slots
+        /// and last runs are shown.
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -224,6 +227,25 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// Which kill switch `pause` and `resume` act on.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct WhichSwitch {
+    /// The switch of this run config's state_dir (with --account: its
+    /// account's).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The host's switch, honoured by every user's runs on this machine
+    /// (`/var/lib/wasmonkey`, or WASMONKEY_HOST_STATE_DIR): root or its
+    /// group may set it.
+    #[arg(long, conflicts_with = "account")]
+    pub host: bool,
+    /// The account-and-region switch of the config's AWS backend (an SSM
+    /// parameter), honoured by every operator of the account; needs
+    /// --config.
+    #[arg(long, requires = "config")]
+    pub account: bool,
 }
 
 /// Compiled-code cache commands.
@@ -347,31 +369,37 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Pause { reason, config } => {
-            let switch = switch(config.as_deref())?;
-            let pause = switch.pause(&reason)?;
+        Command::Pause { reason, which } => {
+            let switch = chosen_switch(&which).await?;
+            let pause = switch.pause(&reason).await?;
             println!(
-                "{} ({})",
-                one_line(&pause.to_string()),
-                one_line(&switch.location())
+                "set the {} switch ({}): {}",
+                switch.scope(),
+                one_line(&switch.location()),
+                one_line(&pause.to_string())
             );
+            print_switches(&switches_in_force(which.config.as_deref()).await?).await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Resume { config } => {
-            let switch = switch(config.as_deref())?;
-            match switch.resume()? {
-                Some(was) => println!("resumed; it was {}", one_line(&was.to_string())),
-                None => println!("not paused ({})", one_line(&switch.location())),
+        Command::Resume { which } => {
+            let switch = chosen_switch(&which).await?;
+            let scope = switch.scope();
+            let location = one_line(&switch.location()).into_owned();
+            match switch.resume().await? {
+                Some(was) => println!(
+                    "cleared the {scope} switch ({location}); it was {}",
+                    one_line(&was.to_string())
+                ),
+                None => println!("the {scope} switch ({location}) was not set"),
+            }
+            let in_force = switches_in_force(which.config.as_deref()).await?;
+            if print_switches(&in_force).await {
+                println!("runs stay paused until every switch above is clear");
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config } => {
-            let switch = switch(config.as_deref())?;
-            match switch.paused() {
-                Some(pause) => println!("kill switch: SET, {}", one_line(&pause.to_string())),
-                None => println!("kill switch: clear"),
-            }
-            println!("  ({})", one_line(&switch.location()));
+            print_switches(&switches_in_force(config.as_deref()).await?).await;
             if let Some(path) = config {
                 let config = Config::load(&path)?;
                 if config.stop_conditions.is_empty() {
@@ -466,15 +494,57 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The kill switch of a config's state directory, or of the operator's.
-fn switch(config: Option<&std::path::Path>) -> anyhow::Result<FileSwitch> {
-    let dir = match config {
-        Some(path) => Config::load(path)?.state_dir()?,
-        None => crate::config::default_state_dir().ok_or_else(|| {
+/// The switch `pause` or `resume` acts on.
+async fn chosen_switch(which: &WhichSwitch) -> anyhow::Result<Arc<dyn Switch>> {
+    if which.host {
+        return Ok(Arc::new(FileSwitch::host()));
+    }
+    let Some(path) = &which.config else {
+        let dir = crate::config::default_state_dir().ok_or_else(|| {
             anyhow::anyhow!("no state directory: set XDG_STATE_HOME or HOME, or pass --config")
-        })?,
+        })?;
+        return Ok(Arc::new(FileSwitch::with_scope(
+            &dir,
+            SwitchScope::Operator,
+        )));
     };
-    Ok(FileSwitch::new(&dir))
+    let config = Config::load(path)?;
+    if !which.account {
+        return Ok(Arc::new(FileSwitch::new(&config.state_dir()?)));
+    }
+    let cloud = runner::backend(&config, config.seed.unwrap_or(0)).await?;
+    cloud.account_switch().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: the {} backend has no account switch (backend kind = \"aws\" has one, unless account_switch is \"off\")",
+            config.path.display(),
+            cloud.kind()
+        )
+    })
+}
+
+/// Every switch in force for a run of `config` (or, without one, for any
+/// run of this operator's on this host).
+async fn switches_in_force(config: Option<&std::path::Path>) -> anyhow::Result<Switches> {
+    let Some(path) = config else {
+        return Ok(Switches::local(None));
+    };
+    let config = Config::load(path)?;
+    let cloud = runner::backend(&config, config.seed.unwrap_or(0)).await?;
+    config.switches(cloud.as_ref())
+}
+
+/// Print each switch's state and the verdict; whether any is set.
+async fn print_switches(switches: &Switches) -> bool {
+    let states = switches.states(true).await;
+    let set = states.iter().any(|s| s.pause.is_some());
+    match states.iter().find_map(|s| s.pause.as_ref()) {
+        Some(pause) => println!("kill switch: SET, {}", one_line(&pause.to_string())),
+        None => println!("kill switch: clear"),
+    }
+    for state in &states {
+        println!("  {}", one_line(&state.to_string()));
+    }
+    set
 }
 
 fn mib(bytes: u64) -> f64 {

@@ -345,4 +345,10 @@ pub trait Cloud: Send + Sync {
     fn api_calls(&self) -> ApiCalls {
         ApiCalls::new()
     }
+
+    /// The kill switch every operator of this account and region sees, if
+    /// the backend has one (AWS: an SSM parameter).
+    fn account_switch(&self) -> Option<std::sync::Arc<dyn crate::kill_switch::Switch>> {
+        None
+    }
 }

@@ -56,6 +56,11 @@ pub struct Config {
     /// The end-of-run notification.
     #[serde(default)]
     pub report: ReportConfig,
+    /// Send the notifications of dry runs (their subject says "[dry run]").
+    /// By default a dry run journals each as "would publish" and sends
+    /// nothing: rehearsals page no one.
+    #[serde(default)]
+    pub notify_dry_runs: bool,
     /// Conditions that stop the run, checked by the host before it starts,
     /// before every termination and on every poll.
     #[serde(default)]
@@ -647,6 +652,19 @@ impl Config {
                 "{}: no place for the state directory (the kill switch and the kill history): set state_dir, or XDG_STATE_HOME or HOME",
                 self.path.display()
             )
+        })
+    }
+
+    /// Every kill switch in force for a run of this config on `cloud`: the
+    /// host's, the operator's, the state directory's and the account's.
+    pub fn switches(
+        &self,
+        cloud: &dyn crate::cloud::Cloud,
+    ) -> anyhow::Result<crate::kill_switch::Switches> {
+        let switches = crate::kill_switch::Switches::local(Some(&self.state_dir()?));
+        Ok(match cloud.account_switch() {
+            Some(account) => switches.with(account),
+            None => switches,
         })
     }
 

@@ -366,6 +366,15 @@ impl Daemon {
             journal: Some(journal),
             history: Some(Arc::clone(&self.history)),
             unsynced_journal: self.throwaway,
+            // A rehearsal touches nothing real: the operator's switches do
+            // not pause it, only its own throw-away one.
+            switches: match (self.throwaway, &self.config.state_dir) {
+                (true, Some(dir)) => Some(
+                    crate::kill_switch::Switches::none()
+                        .with(Arc::new(crate::kill_switch::FileSwitch::new(dir))),
+                ),
+                _ => None,
+            },
             ..RunOptions::default()
         };
         let cloud: anyhow::Result<Arc<dyn Cloud>> = match &self.clock {

@@ -67,9 +67,25 @@ pub(crate) fn check(metadata: &Metadata, max: u64) -> Result<(), FileProblem> {
 /// from the descriptor. Opening never blocks: a FIFO opens at once
 /// (non-blocking) and is then refused for what it is.
 pub(crate) fn open(path: &Path, max: u64) -> Result<(File, Metadata), FileProblem> {
+    open_with(path, max, 0)
+}
+
+/// [`open`], but a symbolic link at `path` is refused, not followed: for
+/// state the host reads back (a kill switch), where a link, even a
+/// dangling one, is not what the host wrote.
+pub(crate) fn open_no_follow(path: &Path, max: u64) -> Result<(File, Metadata), FileProblem> {
+    match open_with(path, max, libc::O_NOFOLLOW) {
+        Err(FileProblem::Io(err)) if err.raw_os_error() == Some(libc::ELOOP) => {
+            Err(FileProblem::NotRegular("a symbolic link"))
+        }
+        other => other,
+    }
+}
+
+fn open_with(path: &Path, max: u64, flags: i32) -> Result<(File, Metadata), FileProblem> {
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | flags)
         .open(path)?;
     let metadata = file.metadata()?;
     check(&metadata, max)?;
@@ -97,10 +113,15 @@ pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, FileProblem
 /// Create a directory (and its parents) that only the user may enter, as
 /// the state directory must be: it holds the kill switch and the history.
 pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    create_dir_with_mode(dir, 0o700)
+}
+
+/// Create a directory (and its parents) with `mode` (less the umask).
+pub(crate) fn create_dir_with_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(mode)
         .create(dir)
 }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::cloud::view::FleetView;
 use crate::cloud::{AlarmState, Millis};
 use crate::config::{StopCondition, TargetConfig};
-use crate::kill_switch::Switch;
+use crate::kill_switch::Switches;
 
 /// How long a plugin may go on, on the run's clock, once the run is
 /// stopped: enough to log and return what it did.
@@ -64,6 +64,8 @@ pub(crate) enum Verdict {
 #[derive(Debug, Default)]
 struct State {
     tripped: Option<Trip>,
+    /// When it tripped, on the wall clock.
+    tripped_wall: Option<std::time::Instant>,
     /// Whether the trip has been handed out to be journalled.
     journalled: bool,
     /// Since when each target condition saw its target unhealthy.
@@ -74,7 +76,7 @@ struct State {
 pub(crate) struct Guard {
     conditions: BTreeMap<String, StopCondition>,
     targets: Arc<BTreeMap<String, TargetConfig>>,
-    switch: Arc<dyn Switch>,
+    switches: Switches,
     call_timeout: Duration,
     state: Mutex<State>,
 }
@@ -83,71 +85,75 @@ impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard")
             .field("conditions", &self.conditions.keys().collect::<Vec<_>>())
-            .field("switch", &self.switch.location())
+            .field("switches", &self.switches)
             .finish_non_exhaustive()
-    }
-}
-
-/// A switch that is never set, for guards outside a run.
-struct NeverPaused;
-
-impl Switch for NeverPaused {
-    fn paused(&self) -> Option<crate::kill_switch::Pause> {
-        None
-    }
-    fn pause(&self, _reason: &str) -> anyhow::Result<crate::kill_switch::Pause> {
-        anyhow::bail!("this switch cannot be set")
-    }
-    fn resume(&self) -> anyhow::Result<Option<crate::kill_switch::Pause>> {
-        Ok(None)
-    }
-    fn location(&self) -> String {
-        "nowhere".into()
     }
 }
 
 impl Guard {
     /// The brakes of a run: its conditions, the health targets they may
-    /// name, and the kill switch; backend calls bounded by `call_timeout`.
+    /// name, and the kill switches; backend calls bounded by `call_timeout`.
     pub(crate) fn new(
         conditions: BTreeMap<String, StopCondition>,
         targets: Arc<BTreeMap<String, TargetConfig>>,
-        switch: Arc<dyn Switch>,
+        switches: Switches,
         call_timeout: Duration,
     ) -> Guard {
         Guard {
             conditions,
             targets,
-            switch,
+            switches,
             call_timeout,
             state: Mutex::default(),
         }
     }
 
-    /// The brakes a run config sets: its stop conditions and targets, and
-    /// the kill switch of its state directory.
-    pub(crate) fn for_config(config: &crate::config::Config) -> anyhow::Result<Guard> {
+    /// The brakes a run config sets on `cloud`: its stop conditions and
+    /// targets, and every kill switch in force for it.
+    pub(crate) fn for_config(
+        config: &crate::config::Config,
+        cloud: &dyn crate::cloud::Cloud,
+    ) -> anyhow::Result<Guard> {
         Ok(Guard::new(
             config.stop_conditions.clone(),
             Arc::new(config.targets.clone()),
-            Arc::new(crate::kill_switch::FileSwitch::new(&config.state_dir()?)),
+            config.switches(cloud)?,
             config.default_limits().host_call_timeout(),
         ))
     }
 
-    /// The pause in force, if the kill switch is set.
-    pub(crate) fn paused(&self) -> Option<crate::kill_switch::Pause> {
-        self.switch.paused()
+    /// The pause in force, if a kill switch is set.
+    pub(crate) async fn paused(&self) -> Option<crate::kill_switch::Pause> {
+        self.switches.paused(true).await
     }
 
-    /// No condition and a switch that is never set.
+    /// No condition and no switch.
     pub(crate) fn none() -> Guard {
         Guard::new(
             BTreeMap::new(),
             Arc::default(),
-            Arc::new(NeverPaused),
+            Switches::none(),
             Duration::from_secs(10),
         )
+    }
+
+    /// Trip the run if a kill switch is set, reading the remote ones only
+    /// when `remote`: the watch over a plugin that computes without calling
+    /// the host.
+    pub(crate) async fn check_switches(&self, now: Millis, remote: bool) {
+        if self.tripped().is_some() {
+            return;
+        }
+        if let Some(pause) = self.switches.paused(remote).await {
+            self.trip(KILL_SWITCH, true, pause.to_string(), now);
+        }
+    }
+
+    /// How long ago, on the wall clock, the run was stopped: a plugin's
+    /// grace runs on it too, so one that computes (or sleeps on a virtual
+    /// clock that does not move) is still ended.
+    pub(crate) fn stopped_for(&self) -> Option<Duration> {
+        self.state().tripped_wall.map(|at| at.elapsed())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -178,6 +184,9 @@ impl Guard {
 
     fn trip(&self, condition: &str, paused: bool, saw: String, at_ms: Millis) -> Verdict {
         let mut state = self.state();
+        state
+            .tripped_wall
+            .get_or_insert_with(std::time::Instant::now);
         let trip = state
             .tripped
             .get_or_insert_with(|| Trip {
@@ -197,7 +206,7 @@ impl Guard {
             return Verdict::Tripped(trip);
         }
         let now = view.cloud().now_ms();
-        if let Some(pause) = self.switch.paused() {
+        if let Some(pause) = self.switches.paused(true).await {
             return self.trip(KILL_SWITCH, true, pause.to_string(), now);
         }
         let mut unknown = Vec::new();

@@ -131,6 +131,12 @@ pub enum Event {
         /// The message, bounded.
         body: String,
     },
+    /// A dry run's notification, journalled and not sent: rehearsals page
+    /// no one (unless the config's `notify_dry_runs` says so).
+    NotifyWithheld {
+        /// The channel.
+        channel: String,
+    },
     /// A publish attempt succeeded.
     NotifyDone {
         /// The channel.
@@ -146,6 +152,17 @@ pub enum Event {
         attempt: u32,
         /// What the cloud answered.
         error: String,
+    },
+    /// A dry run's `--preflight` answer: whether the cloud would permit the
+    /// termination (EC2's DryRun).
+    Preflight {
+        /// The instance.
+        instance_id: String,
+        /// Whether the cloud said it would be permitted.
+        permitted: bool,
+        /// What it said when it would not.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        detail: String,
     },
     /// The host saw a victim's group recovered.
     Recovered {

@@ -10,22 +10,68 @@ use crate::journal::Event;
 /// Attempts at publishing one notification.
 pub(crate) const ATTEMPTS: u32 = 3;
 
+/// What a run that changes nothing does with its notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rehearsal {
+    /// A real run: send.
+    No,
+    /// A dry run: journal it as "would publish", send nothing.
+    Withhold,
+    /// A dry run whose operator asked for its notifications
+    /// (`notify_dry_runs`): send, the subject saying it is a dry run.
+    Announce,
+}
+
+impl Rehearsal {
+    /// For a run that is `dry_run`, under the config's `notify_dry_runs`.
+    pub(crate) fn of(dry_run: bool, notify_dry_runs: bool) -> Rehearsal {
+        match (dry_run, notify_dry_runs) {
+            (false, _) => Rehearsal::No,
+            (true, false) => Rehearsal::Withhold,
+            (true, true) => Rehearsal::Announce,
+        }
+    }
+}
+
+/// How an announced dry run's subject begins.
+pub(crate) const DRY_RUN_SUBJECT: &str = "[dry run] ";
+
 /// Publish `subject`/`body` to `topic` (the channel alias `channel`),
-/// recording intent and every attempt through `journal` first.
+/// recording intent and every attempt through `journal` first; in a
+/// rehearsal, as `rehearsal` says.
+#[allow(clippy::too_many_arguments, reason = "each is one fact of the message")]
 pub(crate) async fn publish<E>(
     cloud: &dyn Cloud,
     call_timeout: Duration,
+    rehearsal: Rehearsal,
     channel: &str,
     topic: &str,
     subject: &str,
     body: &str,
     mut journal: impl FnMut(Event) -> Result<(), E>,
 ) -> Result<Result<(), CloudError>, E> {
+    let subject = match rehearsal {
+        Rehearsal::Announce => std::borrow::Cow::Owned(
+            crate::text::bounded(
+                &format!("{DRY_RUN_SUBJECT}{subject}"),
+                crate::session::SUBJECT_BYTES,
+            )
+            .into_owned(),
+        ),
+        _ => std::borrow::Cow::Borrowed(subject),
+    };
+    let subject = subject.as_ref();
     journal(Event::NotifyIntent {
         channel: channel.to_owned(),
         subject: subject.to_owned(),
         body: body.to_owned(),
     })?;
+    if rehearsal == Rehearsal::Withhold {
+        journal(Event::NotifyWithheld {
+            channel: channel.to_owned(),
+        })?;
+        return Ok(Ok(()));
+    }
     let mut last = CloudError::Backend("not attempted".into());
     for attempt in 1..=ATTEMPTS {
         let sent =

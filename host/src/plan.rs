@@ -199,7 +199,7 @@ pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Resu
         }
     }
 
-    let guard = Guard::for_config(config)?;
+    let guard = Guard::for_config(config, cloud.as_ref())?;
     let stop_conditions = guard
         .survey(&view)
         .await
@@ -223,7 +223,7 @@ pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Resu
             }
         })
         .collect();
-    let paused = guard.paused().map(|p| p.to_string());
+    let paused = guard.paused().await.map(|p| p.to_string());
 
     let experiments = preview_plugins(config).await?;
     Ok(Plan {

@@ -47,7 +47,12 @@ pub struct Plugin {
 impl Plugin {
     /// `name@version`, as errors and logs show it.
     pub fn label(&self) -> String {
-        format!("{}@{}", self.metadata.name, self.metadata.version)
+        // The plugin's own text: escaped and bounded wherever it is shown.
+        crate::session::PluginLabel {
+            name: self.metadata.name.clone(),
+            version: self.metadata.version.clone(),
+        }
+        .to_string()
     }
 }
 

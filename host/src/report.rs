@@ -55,6 +55,8 @@ named! {
         Delivered = "delivered",
         /// Every attempt failed.
         Failed = "failed",
+        /// A dry run's: journalled, not sent.
+        WouldPublish = "would-publish",
         /// The journal has no outcome for it.
         Unknown = "unknown",
     }
@@ -184,6 +186,8 @@ pub struct ExperimentReport {
     pub denials: Vec<DenialReport>,
     /// What it published.
     pub notifications: Vec<NotificationReport>,
+    /// A dry run's `--preflight` answers, one per termination checked.
+    pub preflight: Vec<PreflightReport>,
     /// The limits the plugin ran under (absent when it never started).
     pub limits: Option<Limits>,
     /// The limit whose breach ended the plugin, by its config key.
@@ -220,6 +224,17 @@ pub struct DenialReport {
     pub rule: String,
     /// The refusal, for the operator.
     pub message: String,
+}
+
+/// Whether the cloud would permit a dry run's termination.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PreflightReport {
+    /// The instance.
+    pub instance_id: String,
+    /// Whether it would be permitted.
+    pub permitted: bool,
+    /// What the cloud said when it would not.
+    pub detail: String,
 }
 
 /// A notification and what became of it.
@@ -281,6 +296,7 @@ impl ExperimentReport {
             error: None,
             denials: Vec::new(),
             notifications: Vec::new(),
+            preflight: Vec::new(),
             limits: None,
             limit_breached: None,
             started_clock_ms: None,
@@ -467,15 +483,34 @@ impl Report {
                     safe(&d.message)
                 );
             }
+            for p in &experiment.preflight {
+                let _ = match p.permitted {
+                    true => writeln!(out, "  preflight {}: permitted", safe(&p.instance_id)),
+                    false => writeln!(
+                        out,
+                        "  preflight {}: REFUSED: {}",
+                        safe(&p.instance_id),
+                        safe(&p.detail)
+                    ),
+                };
+            }
             for n in &experiment.notifications {
-                let _ = writeln!(
-                    out,
-                    "  notified {} \"{}\": {} after {} attempt(s)",
-                    safe(&n.channel),
-                    safe(&n.subject),
-                    n.status,
-                    n.attempts
-                );
+                let _ = match n.status {
+                    NotificationStatus::WouldPublish => writeln!(
+                        out,
+                        "  would publish to {} \"{}\" (dry run: not sent)",
+                        safe(&n.channel),
+                        safe(&n.subject)
+                    ),
+                    _ => writeln!(
+                        out,
+                        "  notified {} \"{}\": {} after {} attempt(s)",
+                        safe(&n.channel),
+                        safe(&n.subject),
+                        n.status,
+                        n.attempts
+                    ),
+                };
             }
             if let Some(summary) = &experiment.summary {
                 let _ = writeln!(out, "  summary: {}", safe(summary));
@@ -485,13 +520,20 @@ impl Report {
             }
         }
         for n in &self.notifications {
-            let _ = writeln!(
-                out,
-                "\nrun notification to {}: {} after {} attempt(s)",
-                safe(&n.channel),
-                n.status,
-                n.attempts
-            );
+            let _ = match n.status {
+                NotificationStatus::WouldPublish => writeln!(
+                    out,
+                    "\nrun notification to {}: would publish (dry run: not sent)",
+                    safe(&n.channel)
+                ),
+                _ => writeln!(
+                    out,
+                    "\nrun notification to {}: {} after {} attempt(s)",
+                    safe(&n.channel),
+                    n.status,
+                    n.attempts
+                ),
+            };
         }
         for note in &self.notes {
             let _ = writeln!(out, "\nnote: {}", safe(note));

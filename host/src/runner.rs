@@ -69,6 +69,9 @@ pub struct RunOptions {
     /// Leave the journal's syncs to the system: for throw-away runs on the
     /// simulated fleet only, where nothing real can be lost.
     pub unsynced_journal: bool,
+    /// The kill switches to honour (default: every one in force for the
+    /// config, see [`Config::switches`]). `simulate` honours its own only.
+    pub switches: Option<crate::kill_switch::Switches>,
 }
 
 /// A history several runs (and the daemon) share.
@@ -102,7 +105,11 @@ pub async fn backend(config: &Config, seed: u64) -> anyhow::Result<Arc<dyn Cloud
         }
         #[cfg(feature = "aws")]
         BackendConfig::Aws(settings) => {
-            Arc::new(crate::cloud::aws::AwsCloud::connect(settings).await)
+            Arc::new(
+                crate::cloud::aws::AwsCloud::connect(settings)
+                    .await
+                    .map_err(|err| err.context(config.path.display().to_string()))?,
+            )
         }
         #[cfg(not(feature = "aws"))]
         BackendConfig::Aws(_) => anyhow::bail!(
@@ -178,7 +185,15 @@ pub async fn run_on(
     }
     let sandbox = Sandbox::new(&config.cache_dir()?)?;
     let calls_before = cloud.api_calls();
-    let guard = Arc::new(Guard::for_config(config)?);
+    let guard = Arc::new(match &options.switches {
+        Some(switches) => Guard::new(
+            config.stop_conditions.clone(),
+            Arc::new(config.targets.clone()),
+            switches.clone(),
+            config.default_limits().host_call_timeout(),
+        ),
+        None => Guard::for_config(config, cloud.as_ref())?,
+    });
     let clock_ms = i64::try_from(cloud.now_ms()).unwrap_or(i64::MAX);
     let origin_ms = options
         .clock_origin_ms
@@ -428,9 +443,12 @@ async fn notify_run(
     }
     body.push_str(&report.recovery_lines());
     let body = text::bounded(&body, BODY_BYTES).into_owned();
+    let rehearsal =
+        crate::notify::Rehearsal::of(report.dry_run.unwrap_or(true), config.notify_dry_runs);
     let sent = crate::notify::publish(
         cloud,
         config.default_limits().host_call_timeout(),
+        rehearsal,
         channel,
         &topic,
         &subject,
@@ -573,10 +591,19 @@ impl Context<'_> {
                     config.recovery.targets.clone(),
                 )
                 .preflight(self.options.preflight)
+                .notify_dry_runs(config.notify_dry_runs)
                 .progress(Progress::new(self.options.progress)),
         );
         tracing::info!(plugin = %label, dry_run = self.dry_run, "experiment {} starting", index + 1);
+        // The switches are watched while the plugin runs, whether or not it
+        // calls the host: a pause during a long computation trips the run,
+        // and the sandbox ends the plugin when its grace is over.
+        let watcher = tokio::spawn(watch_switches(
+            Arc::clone(self.guard),
+            Arc::clone(self.cloud),
+        ));
         let (mut session, result) = self.sandbox.run(&plugin.prepared, session, params).await;
+        watcher.abort();
         let result = result.and_then(|answer| {
             check_outcome(answer, &session, config.blast_radius.max_terminations)
         });
@@ -602,6 +629,25 @@ impl Context<'_> {
                 },
             ),
         })
+    }
+}
+
+/// How often the kill switches are read while a plugin runs; the remote
+/// ones (an SSM parameter) every [`REMOTE_SWITCH_EVERY`]th time.
+const SWITCH_WATCH: std::time::Duration = std::time::Duration::from_secs(1);
+/// See [`SWITCH_WATCH`].
+const REMOTE_SWITCH_EVERY: u64 = 5;
+
+/// Trip `guard` when a kill switch is set, until aborted.
+async fn watch_switches(guard: Arc<Guard>, cloud: Arc<dyn Cloud>) {
+    for tick in 1_u64.. {
+        tokio::time::sleep(SWITCH_WATCH).await;
+        guard
+            .check_switches(cloud.now_ms(), tick % REMOTE_SWITCH_EVERY == 0)
+            .await;
+        if guard.tripped().is_some() {
+            return;
+        }
     }
 }
 

@@ -38,6 +38,10 @@ use code_cache::CodeCache;
 
 /// How often the epoch advances; the wall-clock deadline's resolution.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Ticks between two looks at the wall-clock deadline and the brakes.
+const BRAKE_TICKS: u64 = 10;
+/// A stopped run's grace, on the wall clock.
+const STOP_GRACE: Duration = Duration::from_millis(crate::guard::GRACE_MS);
 /// Fuel between cooperative yields, so a busy plugin cannot starve the host.
 const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
 /// Most bytes a WASI plugin may print to stdout or stderr per run.
@@ -526,9 +530,29 @@ impl Sandbox {
         let configured = store
             .set_fuel(limits.fuel)
             .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)));
-        let ticks = (limits.timeout().as_millis() / EPOCH_TICK.as_millis()).max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
+        // The clock's own brakes, looked at every few ticks whether or not
+        // the plugin calls the host: its wall-clock deadline, and the
+        // grace of a stopped run (a pause or a stop condition tripped
+        // while it computes).
+        let deadline = Instant::now() + limits.timeout();
+        let guard = std::sync::Arc::clone(store.data().session.guard());
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                return Err(wasmtime::Error::new(Trap::Interrupt));
+            }
+            if let Some(trip) = guard.tripped() {
+                if guard.stopped_for().is_some_and(|since| since >= STOP_GRACE) {
+                    return Err(wasmtime::Error::new(crate::session::Stopped(format!(
+                        "the run was stopped by {} ({}) and the plugin did not return within {} s",
+                        trip.condition,
+                        crate::text::one_line(&trip.saw),
+                        STOP_GRACE.as_secs()
+                    ))));
+                }
+            }
+            Ok(wasmtime::UpdateDeadline::Yield(BRAKE_TICKS))
+        });
+        store.set_epoch_deadline(BRAKE_TICKS);
 
         let result = match configured {
             Err(err) => Err(RunFailure::Trap(format!("configuring the store: {err}"))),

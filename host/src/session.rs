@@ -48,11 +48,18 @@ pub(crate) const MAX_LOG_LINE_BYTES: usize = 4096;
 /// Most plugin log bytes per run, in the journal and in the host log alike;
 /// the rest are counted.
 pub(crate) const LOG_BYTES_PER_RUN: usize = 1024 * 1024;
+/// Most plugin log lines per run, whatever their size: an empty line still
+/// costs a journal entry; the rest are counted.
+pub(crate) const LOG_LINES_PER_RUN: u64 = 2000;
 /// Most denials journalled and logged per run; the rest are counted (the
 /// plugin still gets each typed error).
 pub(crate) const DENIALS_PER_RUN: u64 = 1000;
 /// Most bytes kept of a denial's message (it quotes the target).
 const MAX_DENIAL_BYTES: usize = 2 * MAX_NAME_BYTES + 512;
+/// How every answer to a stopped run's plugin begins: `denied` with this
+/// text is the contract's "the run is stopped" (0.1 has no variant of its
+/// own for it).
+pub const STOPPED_PREFIX: &str = "the run is stopped by ";
 /// Most notifications a plugin may publish per run.
 pub(crate) const NOTIFICATIONS_PER_RUN: u32 = 20;
 /// SNS's own limits: a subject of at most 100 characters (the host keeps
@@ -187,6 +194,8 @@ pub struct SessionSetup {
     progress: Progress,
     /// `min_time_between_kills`, over the history and the run.
     spacing: Option<Arc<KillSpacing>>,
+    /// Send a dry run's notifications (marked) instead of withholding them.
+    notify_dry_runs: bool,
 }
 
 impl SessionSetup {
@@ -223,7 +232,15 @@ impl SessionSetup {
             preflight: false,
             progress: Progress::hidden(),
             spacing: None,
+            notify_dry_runs: false,
         }
+    }
+
+    /// Send a dry run's notifications, marked as a dry run's (the config's
+    /// `notify_dry_runs`), instead of only journalling them.
+    pub fn notify_dry_runs(mut self, notify: bool) -> Self {
+        self.notify_dry_runs = notify;
+        self
     }
 
     /// Keep kills of a group apart by the run's spacing rule.
@@ -309,6 +326,7 @@ pub struct Session {
     host_calls: u64,
     /// What the plugin's text cost so far, against the per-run bounds.
     log_bytes: usize,
+    log_lines: u64,
     suppressed_log_lines: u64,
     suppressed_log_bytes: u64,
     denials: u64,
@@ -416,6 +434,7 @@ impl Session {
             started_ms: setup.cloud.now_ms(),
             host_calls: 0,
             log_bytes: 0,
+            log_lines: 0,
             suppressed_log_lines: 0,
             suppressed_log_bytes: 0,
             denials: 0,
@@ -510,12 +529,13 @@ impl Session {
     }
 
     /// Once the run is stopped, the plugin has [`crate::guard::GRACE_MS`]
-    /// on the run's clock to return.
-    fn stopped_past_grace(&self) -> Result<(), Fatal> {
+    /// to return, on the run's clock or the wall clock, whichever runs out
+    /// first (a virtual clock does not move while a plugin computes).
+    pub(crate) fn stopped_past_grace(&self) -> Result<(), Fatal> {
         let Some(trip) = self.setup.guard.tripped() else {
             return Ok(());
         };
-        if self.setup.cloud.now_ms() < trip.at_ms.saturating_add(crate::guard::GRACE_MS) {
+        if self.grace_left_ms(&trip) > 0 {
             return Ok(());
         }
         Err(Fatal::Stopped(format!(
@@ -524,6 +544,37 @@ impl Session {
             text::one_line(&trip.saw),
             crate::guard::GRACE_MS / 1000
         )))
+    }
+
+    /// What is left of the plugin's grace after `trip`, in ms.
+    fn grace_left_ms(&self, trip: &crate::guard::Trip) -> Millis {
+        let grace = std::time::Duration::from_millis(crate::guard::GRACE_MS);
+        let wall_left = self
+            .setup
+            .guard
+            .stopped_for()
+            .map_or(grace, |since| grace.saturating_sub(since));
+        let clock_left = trip
+            .at_ms
+            .saturating_add(crate::guard::GRACE_MS)
+            .saturating_sub(self.setup.cloud.now_ms());
+        clock_left.min(u64::try_from(wall_left.as_millis()).unwrap_or(Millis::MAX))
+    }
+
+    /// The answer to every call that reads or acts once the run is
+    /// stopped: the plugin hears the brake as a typed `denied` that names
+    /// it, and has its grace to return its outcome.
+    pub(crate) fn stop_answer(&self) -> Option<PluginError> {
+        let trip = self.setup.guard.tripped()?;
+        Some(PluginError::Denied(format!(
+            "{}{}: return your outcome",
+            STOPPED_PREFIX, trip.condition
+        )))
+    }
+
+    /// The run's brakes, which the sandbox also enforces on the clock.
+    pub(crate) fn guard(&self) -> &Arc<Guard> {
+        &self.setup.guard
     }
 
     /// Look at the stop conditions and the kill switch now, journalling a
@@ -662,17 +713,23 @@ mod tests {
     }
 
     #[test]
-    fn plugin_log_lines_cost_no_fsync() {
+    fn plugin_log_lines_cost_no_fsync_and_are_bounded_by_count() {
         let (_dir, journal) = journal();
         let mut session = session(Arc::clone(&journal));
         for _ in 0..10_000 {
             session.log(tracing::Level::INFO, "").unwrap();
         }
         assert_eq!(journal.syncs(), 0);
-        assert_eq!(
-            crate::journal::read(journal.path()).unwrap().entries.len(),
-            10_000
-        );
+        session.journal_suppressed().unwrap();
+        let entries = crate::journal::read(journal.path()).unwrap().entries;
+        assert_eq!(entries.len() as u64, LOG_LINES_PER_RUN + 1);
+        let Some(Event::Suppressed { log_lines, .. }) = entries.last().map(|e| &e.event) else {
+            panic!("no suppressed entry: {:?}", entries.last());
+        };
+        assert_eq!(*log_lines, 10_000 - LOG_LINES_PER_RUN);
+        // Empty lines cost their entries, not a megabyte of journal.
+        let size = std::fs::metadata(journal.path()).unwrap().len();
+        assert!(size < 512 * 1024, "{size} bytes of journal");
     }
 
     #[test]

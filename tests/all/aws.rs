@@ -214,7 +214,7 @@ async fn classic_monkey_terminates_exactly_its_victims_and_reports_over_sns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dry_run_changes_nothing_and_preflight_checks_the_permission() {
+async fn a_dry_run_changes_nothing_pages_no_one_and_preflight_checks_the_permission() {
     let lab = Lab::new().await;
     let output = lab.run_classic(&lab.moto.endpoint, false, true).await;
     assert_eq!(output.report.victims.len(), 2);
@@ -223,6 +223,31 @@ async fn a_dry_run_changes_nothing_and_preflight_checks_the_permission() {
         lab.changed().await.is_empty(),
         "a dry run changed the fleet"
     );
+    // Rehearsals page no one: the plugin's message and the run's own are
+    // journalled as "would publish", and nothing reaches the topic.
+    let experiment = support::only_experiment(&output);
+    let notifications: Vec<_> = experiment
+        .notifications
+        .iter()
+        .chain(&output.report.notifications)
+        .collect();
+    assert_eq!(notifications.len(), 2, "{notifications:#?}");
+    for n in &notifications {
+        assert_eq!(
+            (n.status.name(), n.attempts),
+            ("would-publish", 0),
+            "{n:#?}"
+        );
+    }
+    assert!(output.report.render_text().contains("would publish"));
+    assert_eq!(
+        moto::messages(&lab.admin, &lab.fleet.queue_url).await,
+        Vec::<String>::new()
+    );
+    // Each preflight answer is journalled and in the report.
+    assert_eq!(experiment.preflight.len(), 2, "{experiment:#?}");
+    assert!(experiment.preflight.iter().all(|p| p.permitted));
+    assert!(output.report.render_text().contains(": permitted"));
 
     // Behind a proxy that refuses the permission, preflight denies, naming the IAM action.
     let proxy = FaultProxy::start(
@@ -240,7 +265,13 @@ async fn a_dry_run_changes_nothing_and_preflight_checks_the_permission() {
         "{:#?}",
         output.report.victims
     );
-    let denials = &support::only_experiment(&output).denials;
+    let experiment = support::only_experiment(&output);
+    assert_eq!(experiment.preflight.len(), 2, "{experiment:#?}");
+    for answer in &experiment.preflight {
+        assert!(!answer.permitted);
+        assert!(answer.detail.contains("access denied"), "{answer:#?}");
+    }
+    let denials = &experiment.denials;
     assert_eq!(denials.len(), 2, "{denials:#?}");
     for denial in denials {
         assert_eq!(denial.rule, "iam-permission");
@@ -391,9 +422,14 @@ async fn a_publish_that_keeps_failing_is_attempted_three_times_in_all() {
         }],
     )
     .await;
-    let output = lab.run_classic(&proxy.endpoint, false, false).await;
+    // A dry run whose operator asked for its notifications.
+    let mut config = lab.config(&support::plugin_dir(), &proxy.endpoint, CLASSIC);
+    config.notify_dry_runs = true;
+    let cloud = lab.cloud(&proxy.endpoint, TerminateVia::Ec2).await;
+    let output = run(&config, cloud, false, false).await;
     // classic-monkey's message and the run's own: each journalled, each
-    // sent at most notify::ATTEMPTS times, with no SDK retries on top.
+    // sent at most notify::ATTEMPTS times, with no SDK retries on top,
+    // each subject saying it is a dry run.
     let notifications: Vec<_> = support::only_experiment(&output)
         .notifications
         .iter()
@@ -402,6 +438,7 @@ async fn a_publish_that_keeps_failing_is_attempted_three_times_in_all() {
     assert_eq!(notifications.len(), 2, "{notifications:#?}");
     for n in &notifications {
         assert_eq!((n.status.name(), n.attempts), ("failed", 3), "{n:#?}");
+        assert!(n.subject.starts_with("[dry run] "), "{n:#?}");
     }
     assert_eq!(proxy.requests("Publish"), 2 * 3);
 }

@@ -168,9 +168,14 @@ fn behaviour((output, outbox): &(RunOutput, Vec<Published>), plugin: &str) -> Be
 /// Returns the reference's behaviour, for the caller's own checks.
 async fn conform(case: &Case) -> Behaviour {
     let reference = behaviour(&case.run(PLUGINS[0].1).await, PLUGINS[0].1);
+    // A dry run's notifications are journalled, not sent.
     assert_eq!(
         reference.published.len(),
-        reference.notifications.len(),
+        reference
+            .notifications
+            .iter()
+            .filter(|n| !n.ends_with(" would-publish"))
+            .count(),
         "{reference:#?}"
     );
     assert_eq!(

@@ -6,7 +6,7 @@
 
 use wasmonkey::cloud::sim::SimCloud;
 use wasmonkey::journal::Event;
-use wasmonkey::kill_switch::{FileSwitch, Switch as _};
+use wasmonkey::kill_switch::FileSwitch;
 use wasmonkey::report::RunOutcome;
 use wasmonkey::runner::RunOutput;
 
@@ -154,14 +154,26 @@ async fn terminate_wait_terminate(seed: u64, stop: &str, sleep_ms: u64) -> (RunO
 }
 
 #[tokio::test]
-async fn a_victim_over_its_recovery_budget_stops_the_run() {
+async fn a_victim_over_its_recovery_budget_stops_the_run_and_the_plugin_hears_it() {
     // web's replacement takes 40 s; the budget is 20 s. The plugin sleeps
-    // 60 s: the run stops at 21 s, and its grace ends the plugin's sleep.
+    // 60 s: the run stops at 21 s, which wakes the plugin; its next call is
+    // told the run is stopped, and it returns its own outcome: the report
+    // has the plugin's account, not a plugin failure.
     let stop = "[stop_conditions.slo]\nkind = \"recovery\"\nwithin_secs = 20\n";
     let (output, _keep) = terminate_wait_terminate(24, stop, 60_000).await;
     let experiment = support::only_experiment(&output);
-    let error = experiment.error.as_deref().unwrap_or_default();
-    assert!(error.contains("stopped by slo"), "{experiment:#?}");
+    assert_eq!(experiment.error, None, "{experiment:#?}");
+    let answers = answers(&output);
+    assert_eq!(answers[1], "slept 60000 ms");
+    assert!(
+        answers[2].ends_with(": denied: the run is stopped by slo: no more terminations"),
+        "{answers:?}"
+    );
+    // Its terminate came right after the trip at 21 s, not after the 60 s.
+    assert!(
+        experiment.denials.iter().all(|d| d.clock_ms < 30_000),
+        "the plugin slept on past the trip: {experiment:#?}"
+    );
     assert_eq!(intents(&output).len(), 1, "api was terminated too");
     let stop = output.report.stopped.as_ref().expect("stopped");
     assert!(
@@ -234,11 +246,15 @@ async fn pausing_while_a_run_waits_stops_it() {
     assert_eq!(trips(&output), [("kill-switch".to_owned(), true)]);
     let stop = output.report.stopped.as_ref().expect("stopped");
     assert!((3.0..=4.0).contains(&stop.at_seconds), "{stop:?}");
-    let error = support::only_experiment(&output)
-        .error
-        .clone()
-        .unwrap_or_default();
-    assert!(error.contains("stopped by kill-switch"), "{error}");
+    // The pause woke the plugin and answered its next terminate: it
+    // returned its outcome within its grace.
+    let experiment = support::only_experiment(&output);
+    assert_eq!(experiment.error, None, "{experiment:#?}");
+    assert!(
+        answers(&output)[2]
+            .ends_with(": denied: the run is stopped by kill-switch: no more terminations"),
+        "{experiment:#?}"
+    );
     assert_eq!(output.report.victims[0].host_verdict, "recovered");
     assert_eq!(output.report.outcome, RunOutcome::Paused);
 }

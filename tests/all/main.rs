@@ -10,6 +10,7 @@
 
 #[cfg(feature = "aws")]
 mod aws;
+mod brakes;
 mod cli;
 mod conformance;
 mod denials;

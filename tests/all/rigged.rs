@@ -13,7 +13,7 @@ use wasmonkey::cloud::{
 };
 use wasmonkey::config::Config;
 use wasmonkey::journal::{Entry, Event};
-use wasmonkey::kill_switch::{FileSwitch, Switch as _};
+use wasmonkey::kill_switch::FileSwitch;
 use wasmonkey::runner::{self, RunOptions, RunOutput};
 
 use crate::support::Setup;

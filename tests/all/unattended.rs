@@ -509,7 +509,7 @@ fn sigterm_ends_the_daemon_after_its_current_runs_journal_is_finished() {
 
 #[tokio::test]
 async fn a_paused_daemon_runs_nothing_and_records_each_slot_as_paused() {
-    use wasmonkey::kill_switch::{FileSwitch, Switch as _};
+    use wasmonkey::kill_switch::FileSwitch;
     let body = config(
         "",
         "[[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\nparams = { probability = 1.0, poll-secs = 1 }\nwhen = \"daily\"\n",
@@ -604,7 +604,7 @@ async fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn the_daemon_counts_its_runs_on_metrics_that_promtool_accepts() {
-    use wasmonkey::kill_switch::{FileSwitch, Switch as _};
+    use wasmonkey::kill_switch::FileSwitch;
     use wasmonkey::metrics::http;
 
     let lab = Lab::new(&config("", MONKEY_TWICE_A_DAY), 8);
@@ -618,7 +618,7 @@ async fn the_daemon_counts_its_runs_on_metrics_that_promtool_accepts() {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let served = http::Served {
         metrics: Arc::clone(&metrics),
-        switch: switch.clone(),
+        switches: wasmonkey::kill_switch::Switches::none().with(switch.clone()),
     };
     let server = tokio::spawn(http::serve(listener, served, stop));
 

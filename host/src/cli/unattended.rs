@@ -264,8 +264,8 @@ pub(super) async fn daemon(
         .map_err(|err| anyhow::anyhow!("{}: {err}", config.path.display()))?;
     let (shared, path) = daemon::open_history(&config)?;
     let metrics = Arc::new(Metrics::new());
-    let switch: Arc<dyn crate::kill_switch::Switch> =
-        Arc::new(crate::kill_switch::FileSwitch::new(&config.state_dir()?));
+    // The switches of the backend the slots run on: the account's too.
+    let switches = config.switches(crate::runner::backend(&config, seed).await?.as_ref())?;
     let daemon =
         Daemon::new(config, shared, Clock::Wall, execute, seed)?.with_metrics(Arc::clone(&metrics));
     let stop = stop_on_signals()?;
@@ -276,7 +276,7 @@ pub(super) async fn daemon(
             tracing::warn!("daemon.listen: /metrics is served beyond loopback, on {bound}");
         }
         tracing::info!("serving /metrics and /healthz on http://{bound}");
-        let served = crate::metrics::http::Served { metrics, switch };
+        let served = crate::metrics::http::Served { metrics, switches };
         tokio::spawn(crate::metrics::http::serve(listener, served, stop.clone()));
     }
     tracing::info!(

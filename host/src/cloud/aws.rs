@@ -26,11 +26,14 @@ use aws_sdk_cloudwatch as cloudwatch;
 use aws_sdk_ec2 as ec2;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sns as sns;
+use aws_sdk_ssm as ssm;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
+
+use crate::kill_switch::Pause;
 use std::sync::{Arc, Mutex};
 
 /// Counts every attempt the SDK sends (retries included: they are what an
@@ -117,6 +120,10 @@ pub struct AwsCloud {
     autoscaling: autoscaling::Client,
     cloudwatch: cloudwatch::Client,
     sns: sns::Client,
+    ssm: ssm::Client,
+    /// The account switch's SSM parameter, if it is on.
+    account_switch: Option<String>,
+    region: String,
     terminate_via: TerminateVia,
     page_size: i32,
     started: Instant,
@@ -124,10 +131,25 @@ pub struct AwsCloud {
 }
 
 impl AwsCloud {
-    /// Connect with the settings' SDK config.
-    pub async fn connect(settings: &AwsSettings) -> AwsCloud {
+    /// Connect with the settings' SDK config, once its region is checked:
+    /// no call is made to a region that is unset or that AWS does not have.
+    pub async fn connect(settings: &AwsSettings) -> anyhow::Result<AwsCloud> {
         let sdk = settings.sdk_config().await;
-        AwsCloud::new(&sdk, settings.terminate_via).with_page_size(settings.page_size)
+        settings
+            .check_region(sdk.region().map(Region::as_ref))
+            .map_err(|err| anyhow::anyhow!(err))?;
+        let cloud = AwsCloud::new(&sdk, settings.terminate_via).with_page_size(settings.page_size);
+        Ok(match settings.account_switch_parameter() {
+            Some(name) => cloud.with_account_switch(name),
+            None => cloud,
+        })
+    }
+
+    /// Honour the account-and-region kill switch kept in the SSM
+    /// parameter `name`.
+    pub fn with_account_switch(mut self, name: &str) -> AwsCloud {
+        self.account_switch = Some(name.to_owned());
+        self
     }
 
     /// Read DescribeInstances in pages of `size` (clamped to AWS's 5..=1000).
@@ -167,6 +189,13 @@ impl AwsCloud {
                     .interceptor(counter("sns"))
                     .build(),
             ),
+            ssm: ssm::Client::from_conf(
+                ssm::config::Builder::from(sdk)
+                    .interceptor(counter("ssm"))
+                    .build(),
+            ),
+            account_switch: None,
+            region: sdk.region().map_or_else(String::new, |r| r.to_string()),
             terminate_via,
             page_size: default_page_size(),
             started: Instant::now(),
@@ -368,22 +397,53 @@ fn state_name(state: InstanceState) -> &'static str {
     }
 }
 
-/// Turn an SDK error into ours, naming the API action (and, for a missing
-/// permission, the IAM action to grant).
+/// Turn an SDK error into ours: one line that names the API action, the
+/// AWS error code and message, and what to check. No `Debug` output of
+/// the SDK's reaches the operator.
 pub(crate) fn classify<E, R>(action: &str, err: SdkError<E, R>) -> CloudError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     let code = err.code().unwrap_or_default().to_owned();
     let message = err.message().unwrap_or_default().to_owned();
+    let chain = || crate::text::shown(&error_chain(&err), 1024);
     match &err {
-        SdkError::TimeoutError(_) => return CloudError::Backend(format!("{action} timed out")),
+        SdkError::TimeoutError(_) => {
+            return CloudError::Backend(format!(
+                "{action} timed out: no answer within backend.attempt_timeout_secs; check that the endpoint is reachable"
+            ))
+        }
         SdkError::DispatchFailure(failure) => {
-            return CloudError::Backend(format!("{action}: connection failed: {failure:?}"))
+            let text = chain();
+            let lower = text.to_ascii_lowercase();
+            return CloudError::Backend(if lower.contains("credential") || lower.contains("identity") {
+                format!(
+                    "{action}: no credentials ({text}); check the default credential chain (AWS_PROFILE or backend.profile, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, SSO, an instance role)"
+                )
+            } else if failure.is_io() || failure.is_timeout() {
+                format!(
+                    "{action}: endpoint unreachable ({text}); check the network, backend.endpoint_url and backend.region"
+                )
+            } else {
+                format!("{action}: the request could not be sent ({text})")
+            });
+        }
+        SdkError::ResponseError(_) => {
+            return CloudError::Backend(format!(
+                "{action}: the answer is not one AWS gives ({}); check that backend.endpoint_url is an AWS endpoint for backend.region",
+                chain()
+            ))
+        }
+        SdkError::ConstructionFailure(_) => {
+            return CloudError::Backend(format!(
+                "{action}: the request could not be built ({})",
+                chain()
+            ))
         }
         _ => {}
     }
+    let message = crate::text::shown(&message, 1024);
     match code.as_str() {
         "Throttling"
         | "ThrottlingException"
@@ -394,30 +454,112 @@ where
         c if c.starts_with("InvalidInstanceID")
             || c == "ValidationError" && message.contains("not found") =>
         {
-            CloudError::NotFound(format!("{action}: {message}"))
+            CloudError::NotFound(format!("{action}: {code}: {message}"))
         }
         "UnauthorizedOperation"
         | "AccessDenied"
         | "AccessDeniedException"
         | "AuthorizationError" => CloudError::Backend(format!(
-            "{action}: missing IAM permission {action}: {message}"
+            "{action}: access denied: {code}: {message}; grant the IAM action {action} to these credentials (docs/aws.md has a least-privilege policy)"
         )),
-        "" => CloudError::Backend(format!("{action}: {}", aws_error_text(&err))),
+        "AuthFailure"
+        | "InvalidClientTokenId"
+        | "UnrecognizedClientException"
+        | "SignatureDoesNotMatch"
+        | "ExpiredToken"
+        | "ExpiredTokenException" => CloudError::Backend(format!(
+            "{action}: the credentials were refused: {code}: {message}; check the credentials and that they are for this region's partition"
+        )),
+        "" => CloudError::Backend(format!("{action}: {}", chain())),
         _ => CloudError::Backend(format!("{action}: {code}: {message}")),
     }
 }
 
-fn aws_error_text<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
-    err: &SdkError<E, R>,
-) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
+/// An error and its sources, each in its own words (their `Display`),
+/// without repeats.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(current) = next {
+        let text = current.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = current.source();
     }
-    text
+    parts.join(": ")
+}
+
+/// The account-and-region kill switch: an SSM parameter holding the pause
+/// as JSON. No parameter is "clear"; any other answer that is not a pause
+/// (an error, a value that is not one) is "set".
+struct AccountSwitch {
+    ssm: ssm::Client,
+    name: String,
+    region: String,
+}
+
+/// Most bytes of a reason kept in the parameter (SSM's standard tier
+/// holds 4 KB).
+const ACCOUNT_REASON_BYTES: usize = 2048;
+
+#[async_trait::async_trait]
+impl crate::kill_switch::Switch for AccountSwitch {
+    async fn paused(&self) -> Option<Pause> {
+        let location = self.location();
+        match self.ssm.get_parameter().name(&self.name).send().await {
+            Ok(answer) => {
+                let value = answer
+                    .parameter()
+                    .and_then(|p| p.value())
+                    .unwrap_or_default();
+                Some(serde_json::from_str(value).unwrap_or_else(|err| {
+                    Pause::unreadable(&location, &format!("its value is not a pause: {err}"))
+                }))
+            }
+            Err(err) if err.code() == Some("ParameterNotFound") => None,
+            Err(err) => Some(Pause::unreadable(
+                &location,
+                &classify("ssm:GetParameter", err).to_string(),
+            )),
+        }
+    }
+
+    async fn pause(&self, reason: &str) -> anyhow::Result<Pause> {
+        let pause = Pause::now(&crate::text::bounded(reason, ACCOUNT_REASON_BYTES));
+        self.ssm
+            .put_parameter()
+            .name(&self.name)
+            .value(serde_json::to_string(&pause)?)
+            .r#type(ssm::types::ParameterType::String)
+            .overwrite(true)
+            .description("wasmonkey's kill switch: while it exists, no wasmonkey run on this account and region terminates anything")
+            .send()
+            .await
+            .map_err(|err| anyhow::anyhow!("{}", classify("ssm:PutParameter", err)))?;
+        Ok(pause)
+    }
+
+    async fn resume(&self) -> anyhow::Result<Option<Pause>> {
+        let was = self.paused().await;
+        match self.ssm.delete_parameter().name(&self.name).send().await {
+            Ok(_) => Ok(was),
+            Err(err) if err.code() == Some("ParameterNotFound") => Ok(None),
+            Err(err) => Err(anyhow::anyhow!("{}", classify("ssm:DeleteParameter", err))),
+        }
+    }
+
+    fn scope(&self) -> crate::kill_switch::SwitchScope {
+        crate::kill_switch::SwitchScope::Account
+    }
+
+    fn location(&self) -> String {
+        format!("ssm:{} in {}", self.name, self.region)
+    }
+
+    fn remote(&self) -> bool {
+        true
+    }
 }
 
 /// SNS subjects: ASCII, no control characters, at most 100 characters.
@@ -443,6 +585,15 @@ impl Cloud for AwsCloud {
 
     fn api_calls(&self) -> super::ApiCalls {
         self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn account_switch(&self) -> Option<Arc<dyn crate::kill_switch::Switch>> {
+        let name = self.account_switch.clone()?;
+        Some(Arc::new(AccountSwitch {
+            ssm: self.ssm.clone(),
+            name,
+            region: self.region.clone(),
+        }))
     }
 
     fn now_ms(&self) -> Millis {

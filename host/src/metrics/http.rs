@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use super::Metrics;
-use crate::kill_switch::Switch;
+use crate::kill_switch::Switches;
 
 /// Connections served at once; more wait to be accepted.
 const MAX_CONNECTIONS: usize = 16;
@@ -32,8 +32,10 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 pub struct Served {
     /// The metrics every run and slot adds to.
     pub metrics: Arc<Metrics>,
-    /// Read at every scrape, so `wasmonkey_paused` is never stale.
-    pub switch: Arc<dyn Switch>,
+    /// Every kill switch in force for the daemon, read at every scrape, so
+    /// `wasmonkey_paused` is never stale: 1 when any one is set (or cannot
+    /// be read).
+    pub switches: Switches,
 }
 
 /// Bind `address`, naming the config key when that fails.
@@ -69,7 +71,7 @@ pub async fn serve(listener: TcpListener, served: Served, mut stop: watch::Recei
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let served = served.clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&served, &request)) }
+                async move { Ok::<_, std::convert::Infallible>(answer(&served, &request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -84,13 +86,16 @@ pub async fn serve(listener: TcpListener, served: Served, mut stop: watch::Recei
     }
 }
 
-fn answer(served: &Served, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(served: &Served, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
     match request.uri().path() {
         "/metrics" => {
-            served.metrics.set_paused(served.switch.paused().is_some());
+            // Files are read without blocking; a remote switch is bounded
+            // by the switches' timeout, and one that does not answer is set.
+            let paused = served.switches.paused(true).await.is_some();
+            served.metrics.set_paused(paused);
             let openmetrics = request
                 .headers()
                 .get(ACCEPT)

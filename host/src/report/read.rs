@@ -7,8 +7,8 @@ use std::path::Path;
 
 use super::{
     seconds, CapacityPoint, DenialReport, ExperimentReport, HostVerdict, LogReport,
-    NotificationReport, NotificationStatus, Report, RunOutcome, StopReport, VictimReport,
-    VictimStatus,
+    NotificationReport, NotificationStatus, PreflightReport, Report, RunOutcome, StopReport,
+    VictimReport, VictimStatus,
 };
 use crate::journal::{Entry, Event, PluginOutcome, Replay};
 use crate::limits::Limits;
@@ -179,6 +179,22 @@ impl Reader {
             Event::NotifyIntent {
                 channel, subject, ..
             } => self.notify_intent(entry.experiment, channel, subject),
+            Event::NotifyWithheld { .. } => {
+                self.notify_outcome(entry.experiment, 0, NotificationStatus::WouldPublish);
+            }
+            Event::Preflight {
+                instance_id,
+                permitted,
+                detail,
+            } => {
+                if let Some(experiment) = self.experiments.get_mut(&index) {
+                    experiment.preflight.push(PreflightReport {
+                        instance_id: instance_id.clone(),
+                        permitted: *permitted,
+                        detail: detail.clone(),
+                    });
+                }
+            }
             Event::NotifyDone { attempt, .. } => {
                 self.notify_outcome(entry.experiment, *attempt, NotificationStatus::Delivered);
             }

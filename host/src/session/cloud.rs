@@ -14,6 +14,9 @@ impl Session {
         &mut self,
         pattern: Option<String>,
     ) -> Result<Vec<Group>, PluginError> {
+        if let Some(stopped) = self.stop_answer() {
+            return Err(stopped);
+        }
         let pattern = pattern
             .map(|p| GroupPatterns::new(&[p]).map_err(PluginError::Invalid))
             .transpose()?;
@@ -31,6 +34,9 @@ impl Session {
         &mut self,
         filter: InstanceFilter,
     ) -> Result<Vec<Instance>, PluginError> {
+        if let Some(stopped) = self.stop_answer() {
+            return Err(stopped);
+        }
         let pattern = filter
             .group_pattern
             .as_ref()
@@ -165,12 +171,21 @@ impl Session {
                     self.setup.cloud.check_terminate_permission(id),
                 )
                 .await;
+            self.journal(Event::Preflight {
+                instance_id: id.to_owned(),
+                permitted: permitted.is_ok(),
+                detail: permitted
+                    .as_ref()
+                    .err()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            })?;
             if let Err(err) = permitted {
                 let detail = match err {
                     PluginError::Backend(m)
                     | PluginError::Throttled(m)
                     | PluginError::NotFound(m) => m,
-                    other => format!("{other:?}"),
+                    other => other.to_string(),
                 };
                 let denial = Denial::Permission {
                     instance: id.to_owned(),
@@ -261,7 +276,7 @@ impl Session {
             .await
         {
             Ok(Some(now)) if now.is_going_away() => {
-                tracing::warn!(plugin = %self.setup.plugin, instance = id, "the terminate call failed ({err}), but the instance is {:?}: counted as a victim", now.state);
+                tracing::warn!(plugin = %self.setup.plugin, instance = %text::one_line(id), "the terminate call failed ({}), but the instance is {:?}: counted as a victim", text::one_line(&err.to_string()), now.state);
                 Settled::Happened
             }
             Ok(Some(now)) => Settled::Failed {

@@ -24,6 +24,9 @@ impl Session {
         subject: &str,
         body: &str,
     ) -> Result<Result<(), PluginError>, Fatal> {
+        if let Some(stopped) = self.stop_answer() {
+            return Ok(Err(stopped));
+        }
         if let Err(denial) = self.setup.policy.require(Grant::Notify) {
             return self.deny("publish", channel, &denial).map(Err);
         }
@@ -42,9 +45,12 @@ impl Session {
         self.notifications += 1;
         let timeout = self.setup.limits.host_call_timeout();
         let cloud = std::sync::Arc::clone(&self.setup.cloud);
+        let rehearsal =
+            crate::notify::Rehearsal::of(self.setup.policy.dry_run, self.setup.notify_dry_runs);
         let sent = crate::notify::publish(
             cloud.as_ref(),
             timeout,
+            rehearsal,
             channel,
             &topic,
             &text::bounded(subject, SUBJECT_BYTES),

@@ -7,6 +7,9 @@ use crate::policy::Grant;
 impl Session {
     /// `probe.instance`.
     pub async fn instance(&mut self, id: &str) -> Result<Instance, PluginError> {
+        if let Some(stopped) = self.stop_answer() {
+            return Err(stopped);
+        }
         let not_found =
             || PluginError::NotFound(format!("no instance {id} in this experiment's view"));
         let found = self
@@ -29,6 +32,9 @@ impl Session {
 
     /// `probe.group-health`.
     pub(crate) async fn group_health(&mut self, name: &str) -> Result<Capacity, PluginError> {
+        if let Some(stopped) = self.stop_answer() {
+            return Err(stopped);
+        }
         let not_found =
             || PluginError::NotFound(format!("no group {name} in this experiment's view"));
         let group = self.group_named(name).await?.ok_or_else(not_found)?;
@@ -57,6 +63,9 @@ impl Session {
 
     /// `probe.check`.
     pub async fn check(&mut self, target: &str) -> Result<Result<CheckResult, PluginError>, Fatal> {
+        if let Some(stopped) = self.stop_answer() {
+            return Ok(Err(stopped));
+        }
         if let Err(denial) = self.setup.policy.require(Grant::ProbeTargets) {
             return self.deny("check", target, &denial).map(Err);
         }

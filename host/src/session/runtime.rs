@@ -3,7 +3,9 @@
 
 use rand::RngCore as _;
 
-use super::{CheckResult, Fatal, Session, LOG_BYTES_PER_RUN, MAX_LOG_LINE_BYTES};
+use super::{
+    CheckResult, Fatal, Session, LOG_BYTES_PER_RUN, LOG_LINES_PER_RUN, MAX_LOG_LINE_BYTES,
+};
 use crate::cloud::Millis;
 use crate::journal::Event;
 use crate::limits::{Limit, LimitBreach};
@@ -11,17 +13,20 @@ use crate::text;
 
 impl Session {
     /// `runtime.log`: each line cut to [`MAX_LOG_LINE_BYTES`], and at most
-    /// [`LOG_BYTES_PER_RUN`] per run, to the journal and the host log alike.
+    /// [`LOG_BYTES_PER_RUN`] and [`LOG_LINES_PER_RUN`] per run, to the journal and the host log alike.
     /// Never synced on its own.
     pub fn log(&mut self, level: tracing::Level, message: &str) -> Result<(), Fatal> {
         let message = text::bounded(message, MAX_LOG_LINE_BYTES);
-        if self.log_bytes.saturating_add(message.len()) > LOG_BYTES_PER_RUN {
+        if self.log_bytes.saturating_add(message.len()) > LOG_BYTES_PER_RUN
+            || self.log_lines >= LOG_LINES_PER_RUN
+        {
             self.suppressed_log_lines += 1;
             self.suppressed_log_bytes += message.len() as u64;
             return Ok(());
         }
         // An empty line still costs a journal line.
         self.log_bytes += message.len().max(1);
+        self.log_lines += 1;
         let plugin = &self.setup.plugin;
         let shown = text::one_line(&message);
         match level {
@@ -68,14 +73,19 @@ impl Session {
     }
 
     /// Let `ms` pass on the backend's clock, looking at pending victims every
-    /// poll interval.
+    /// poll interval. A stop wakes the plugin at once, so it hears the
+    /// brake; once stopped, a sleep lasts at most what is left of its grace.
     pub(crate) async fn pass_time(&mut self, ms: Millis) -> Result<(), Fatal> {
         // New victims are looked at before the clock moves on: a fleet that
         // recovers at once is seen to.
         if self.watch.has_unseen() {
             self.observe().await?;
         }
-        let mut left = ms;
+        let stopped_before = self.setup.guard.tripped();
+        let mut left = match &stopped_before {
+            Some(trip) => ms.min(self.grace_left_ms(trip)),
+            None => ms,
+        };
         while left > 0 {
             // Every poll interval: the victims, the stop conditions and the
             // kill switch.
@@ -84,6 +94,9 @@ impl Session {
             left -= step;
             self.observe().await?;
             self.stopped_past_grace()?;
+            if stopped_before.is_none() && self.setup.guard.tripped().is_some() {
+                break;
+            }
         }
         Ok(())
     }
