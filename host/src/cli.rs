@@ -298,7 +298,7 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WASMONKEY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(quiet_libraries(level))),
         )
         .with_writer(std::io::stderr)
         // Colour only for a terminal, and never under NO_COLOR (no-color.org).
@@ -492,6 +492,29 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The default log filter: `level` for wasmonkey, and nothing of the AWS
+/// SDK's and its HTTP stack's own logging, which writes its errors as Rust
+/// debug dumps (an IMDS 403 answer, whole). Every SDK error that matters
+/// reaches the operator through the host, as one line that says what to
+/// check; `WASMONKEY_LOG` can still turn them on.
+fn quiet_libraries(level: &str) -> String {
+    const QUIET: [&str; 9] = [
+        "aws_config",
+        "aws_runtime",
+        "aws_sigv4",
+        "aws_smithy_runtime",
+        "aws_smithy_runtime_api",
+        "aws_smithy_http_client",
+        "hyper",
+        "hyper_util",
+        "rustls",
+    ];
+    std::iter::once(level.to_owned())
+        .chain(QUIET.iter().map(|target| format!("{target}=off")))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The switch `pause` or `resume` acts on.

@@ -663,7 +663,12 @@ impl Config {
     ) -> anyhow::Result<crate::kill_switch::Switches> {
         let switches = crate::kill_switch::Switches::local(Some(&self.state_dir()?));
         Ok(match cloud.account_switch() {
-            Some(account) => switches.with(account),
+            // Read no more often than the fleet: a pause reaches a run
+            // within one poll.
+            Some(account) => switches.with(std::sync::Arc::new(crate::kill_switch::Cached::new(
+                account,
+                std::time::Duration::from_millis(self.max_read_age_ms()),
+            ))),
             None => switches,
         })
     }

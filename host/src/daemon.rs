@@ -308,7 +308,9 @@ impl Daemon {
         for (key, journal) in unfinished {
             let mut run_id = None;
             if let Some(path) = journal.as_deref().map(std::path::Path::new) {
-                match crate::journal::read(path) {
+                // Read back from the history: checked like any state the
+                // host trusts (a regular file, bounded, no link followed).
+                match crate::journal::read_no_follow(path) {
                     Ok(replay) => {
                         let report = crate::report::Report::from_journal(&replay, path);
                         run_id = report.run_id.clone();

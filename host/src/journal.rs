@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read as _, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -394,12 +394,33 @@ pub struct Replay {
     pub torn_tail: Option<usize>,
 }
 
+/// The largest journal read back. A run's plugin text is bounded per
+/// experiment (a megabyte of log lines), so a real journal is far smaller;
+/// anything larger is not read into memory.
+pub const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Read a journal. A torn last line (from a crash mid-write) is tolerated and
 /// reported; a bad line elsewhere is an error naming the file and line, and
-/// so is a file without one whole entry.
+/// so is a file without one whole entry. The file must be a regular file of
+/// at most [`MAX_JOURNAL_BYTES`], checked before a byte is read and opened
+/// without blocking (a FIFO or a device is refused, not waited on).
 pub fn read(path: &Path) -> anyhow::Result<Replay> {
-    let file = File::open(path).with_context(|| format!("opening journal {}", path.display()))?;
-    let lines: Vec<String> = BufReader::new(file)
+    read_opened(path, crate::files::open(path, MAX_JOURNAL_BYTES))
+}
+
+/// [`read`], for a path the host did not just write but reads back from
+/// its own state (a daemon's unfinished slot): a symbolic link there is
+/// refused, not followed.
+pub fn read_no_follow(path: &Path) -> anyhow::Result<Replay> {
+    read_opened(path, crate::files::open_no_follow(path, MAX_JOURNAL_BYTES))
+}
+
+fn read_opened(
+    path: &Path,
+    opened: Result<(File, std::fs::Metadata), crate::files::FileProblem>,
+) -> anyhow::Result<Replay> {
+    let (file, _) = opened.with_context(|| format!("opening journal {}", path.display()))?;
+    let lines: Vec<String> = BufReader::new(file.take(MAX_JOURNAL_BYTES))
         .lines()
         .collect::<Result<_, _>>()
         .with_context(|| format!("reading journal {}", path.display()))?;

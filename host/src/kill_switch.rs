@@ -349,6 +349,69 @@ impl Switch for FileSwitch {
     }
 }
 
+/// A remote switch whose answer is used for at most `max_age`, as the
+/// fleet's reads are: a run checks its switches before every termination
+/// and on every poll, and an account switch would otherwise cost an API
+/// call each time. A pause reaches a run within `max_age`.
+pub struct Cached {
+    inner: Arc<dyn Switch>,
+    max_age: Duration,
+    last: std::sync::Mutex<Option<(std::time::Instant, Option<Pause>)>>,
+}
+
+impl Cached {
+    /// `inner`, read at most once per `max_age`.
+    pub fn new(inner: Arc<dyn Switch>, max_age: Duration) -> Cached {
+        Cached {
+            inner,
+            max_age,
+            last: std::sync::Mutex::default(),
+        }
+    }
+
+    fn last(&self) -> std::sync::MutexGuard<'_, Option<(std::time::Instant, Option<Pause>)>> {
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl Switch for Cached {
+    async fn paused(&self) -> Option<Pause> {
+        if let Some((at, pause)) = self.last().as_ref() {
+            if at.elapsed() < self.max_age {
+                return pause.clone();
+            }
+        }
+        let pause = self.inner.paused().await;
+        *self.last() = Some((std::time::Instant::now(), pause.clone()));
+        pause
+    }
+
+    async fn pause(&self, reason: &str) -> anyhow::Result<Pause> {
+        self.last().take();
+        self.inner.pause(reason).await
+    }
+
+    async fn resume(&self) -> anyhow::Result<Option<Pause>> {
+        self.last().take();
+        self.inner.resume().await
+    }
+
+    fn scope(&self) -> SwitchScope {
+        self.inner.scope()
+    }
+
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    fn remote(&self) -> bool {
+        self.inner.remote()
+    }
+}
+
 /// One switch's state, as `status` and `/metrics` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SwitchState {

@@ -835,3 +835,245 @@ async fn a_failing_describe_alarms_fails_closed() {
     assert!(stop.saw.contains("cannot tell"), "{stop:?}");
     assert!(lab.changed().await.is_empty());
 }
+
+/// `wasmonkey ARGS` with moto's credentials in the environment (as
+/// [`wasmonkey_run`]) and an operator state directory of its own.
+fn wasmonkey_cli(lab: &Lab, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("XDG_STATE_HOME", lab.dir.path().join("xdg"))
+        .env("WASMONKEY_HOST_STATE_DIR", lab.dir.path().join("host"))
+        .env("WASMONKEY_LOG", "warn")
+        .output()
+        .expect("wasmonkey runs")
+}
+
+fn said(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A copy of `config`'s file named `name`, with each `(from, to)` replaced.
+fn variant(config: &Config, name: &str, edits: &[(&str, &str)]) -> String {
+    let mut text = std::fs::read_to_string(&config.path).expect("config text");
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from} not in {text}");
+        text = text.replace(from, to);
+    }
+    let path = config.path.with_file_name(name);
+    std::fs::write(&path, text).expect("variant");
+    path.display().to_string()
+}
+
+/// No Rust debug output of the SDK's reaches the operator.
+fn no_debug_dump(text: &str) {
+    for dump in [
+        "DispatchFailure",
+        "ConnectorError",
+        "Some(",
+        " { ",
+        "source:",
+    ] {
+        assert!(!text.contains(dump), "{dump:?} in {text}");
+    }
+}
+
+#[test]
+fn the_account_switch_stops_a_run_started_elsewhere_and_fails_closed() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lab = runtime.block_on(Lab::new());
+    let config = lab.config(&support::plugin_dir(), &lab.moto.endpoint, CLASSIC);
+    // Another operator, on another host: another config, another state.
+    let here = config.path.display().to_string();
+    let elsewhere = variant(
+        &config,
+        "elsewhere.toml",
+        &[("state_dir = \"state\"", "state_dir = \"elsewhere\"")],
+    );
+    let paused = wasmonkey_cli(
+        &lab,
+        &[
+            "pause",
+            "--account",
+            "--config",
+            &here,
+            "--reason",
+            "region freeze",
+        ],
+    );
+    let text = said(&paused);
+    assert!(paused.status.success(), "{text}");
+    assert!(
+        text.contains("set the account switch (ssm:/wasmonkey/kill-switch in us-east-1)"),
+        "{text}"
+    );
+    let run = wasmonkey_cli(&lab, &["run", "--execute", "--config", &elsewhere]);
+    let text = said(&run);
+    assert_eq!(run.status.code(), Some(6), "{text}");
+    assert!(text.contains("region freeze"), "{text}");
+    assert!(runtime.block_on(lab.changed()).is_empty());
+    let status = said(&wasmonkey_cli(&lab, &["status", "--config", &elsewhere]));
+    assert!(status.contains("account switch SET"), "{status}");
+
+    // Cleared from the other host, runs go on.
+    let resumed = wasmonkey_cli(&lab, &["resume", "--account", "--config", &elsewhere]);
+    assert!(
+        said(&resumed).contains("cleared the account switch"),
+        "{}",
+        said(&resumed)
+    );
+    let status = said(&wasmonkey_cli(&lab, &["status", "--config", &here]));
+    assert!(status.contains("kill switch: clear"), "{status}");
+
+    // A parameter that is not a pause counts as set.
+    let ssm = aws_sdk_ssm::Client::new(&lab.admin);
+    runtime
+        .block_on(
+            ssm.put_parameter()
+                .name("/wasmonkey/kill-switch")
+                .value("not a pause")
+                .r#type(aws_sdk_ssm::types::ParameterType::String)
+                .send(),
+        )
+        .expect("put");
+    let run = wasmonkey_cli(&lab, &["run", "--execute", "--config", &here]);
+    let text = said(&run);
+    assert_eq!(run.status.code(), Some(6), "{text}");
+    assert!(
+        text.contains("cannot be trusted (its value is not a pause"),
+        "{text}"
+    );
+    assert!(runtime.block_on(lab.changed()).is_empty());
+}
+
+#[test]
+fn each_sdk_failure_is_one_line_that_says_what_to_check() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lab = runtime.block_on(Lab::new());
+    let config = lab.config(&support::plugin_dir(), &lab.moto.endpoint, CLASSIC);
+    let endpoint = format!("endpoint_url = {:?}", lab.moto.endpoint);
+
+    // Nothing listens: the switch cannot be read, so the run is paused.
+    let unreachable = variant(
+        &config,
+        "unreachable.toml",
+        &[(
+            &endpoint,
+            "endpoint_url = \"http://127.0.0.1:9\"\nmax_attempts = 1",
+        )],
+    );
+    let status = said(&wasmonkey_cli(&lab, &["status", "--config", &unreachable]));
+    assert!(
+        status.contains(
+            "backend failure: ssm:GetParameter: endpoint unreachable (dispatch failure: io error"
+        ) && status.contains("); check the network, backend.endpoint_url and backend.region"),
+        "{status}"
+    );
+    no_debug_dump(&status);
+    let run = wasmonkey_cli(&lab, &["run", "--execute", "--config", &unreachable]);
+    assert_eq!(run.status.code(), Some(6), "{}", said(&run));
+    no_debug_dump(&said(&run));
+
+    // No credentials anywhere in the default chain, and an instance
+    // metadata service (on loopback) that refuses, as IMDS does off EC2:
+    // the SDK's own log of that refusal is a debug dump, never shown.
+    let imds = runtime.block_on(refusing_server());
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args(["status", "--config", &config.path.display().to_string()])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", lab.dir.path().join("no-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            lab.dir.path().join("no-credentials"),
+        )
+        .env_remove("AWS_EC2_METADATA_DISABLED")
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds)
+        .env("XDG_STATE_HOME", lab.dir.path().join("xdg"))
+        .output()
+        .expect("runs");
+    let status = said(&status);
+    assert!(
+        status.contains("backend failure: ssm:GetParameter: no credentials (")
+            && status.contains("); check the default credential chain (AWS_PROFILE or backend.profile, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, SSO, an instance role)"),
+        "{status}"
+    );
+    no_debug_dump(&status);
+
+    // A region AWS does not have: refused before any call.
+    let nowhere = variant(
+        &config,
+        "nowhere.toml",
+        &[("region = \"us-east-1\"", "region = \"us-east-9\"")],
+    );
+    let run = wasmonkey_cli(&lab, &["run", "--execute", "--config", &nowhere]);
+    let text = said(&run);
+    assert_eq!(run.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("backend.region: \"us-east-9\" is not an AWS region (regions like it: us-east-1, us-east-2, us-gov-east-1, us-gov-west-1, us-iso-east-1, us-iso-west-1, us-isob-east-1, us-west-1, us-west-2); if it is one newer than this build, set backend.unlisted_region = true"),
+        "{text}"
+    );
+
+    // Access denied: the IAM action to grant, by name.
+    let proxy = runtime.block_on(FaultProxy::start(
+        &lab.moto.endpoint,
+        vec![Rule {
+            needle: "Action=DescribeInstances",
+            fault: Fault::Unauthorized,
+            times: 100,
+        }],
+    ));
+    let denied = variant(
+        &config,
+        "denied.toml",
+        &[(&endpoint, &format!("endpoint_url = {:?}", proxy.endpoint))],
+    );
+    // The proxy is served by the runtime's worker threads meanwhile.
+    let plan = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args(["plan", "--config", &denied])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("XDG_STATE_HOME", lab.dir.path().join("xdg"))
+        .output()
+        .expect("runs");
+    let text = said(&plan);
+    assert!(!plan.status.success(), "{text}");
+    assert!(
+        text.contains("ec2:DescribeInstances: access denied: UnauthorizedOperation: ")
+            && text.contains("; grant the IAM action ec2:DescribeInstances to these credentials"),
+        "{text}"
+    );
+    no_debug_dump(&text);
+}
+
+/// An HTTP server on loopback that answers every request 403, served by
+/// the runtime it is started on; its URL.
+async fn refusing_server() -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0_u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 9\r\nconnection: close\r\n\r\nforbidden")
+                    .await;
+            });
+        }
+    });
+    url
+}

@@ -342,3 +342,70 @@ async fn a_stop_while_the_plugin_waits_keeps_the_plugins_verdict_and_the_run_is_
         experiment.logs
     );
 }
+
+/// GET `path` from `address` over a plain connection: the whole answer.
+fn get(address: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address).expect("connects");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: wasmonkey\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("asks");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answers");
+    answer
+}
+
+#[test]
+fn a_running_daemon_shows_the_operators_pause_on_its_metrics_at_once() {
+    use std::io::BufRead as _;
+    let world = World::new();
+    let body = format!(
+        "[daemon]\nlisten = \"127.0.0.1:0\"\n{}",
+        crate::unattended::config("", crate::unattended::MONKEY_TWICE_A_DAY)
+    );
+    // The daemon's config has a state directory of its own.
+    let setup = support::setup(FLEET, &support::plugin_dir(), &body);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args(["daemon", "--config"])
+        .arg(&setup.config)
+        .env("XDG_STATE_HOME", world.xdg())
+        .env("WASMONKEY_HOST_STATE_DIR", world.host())
+        .env("WASMONKEY_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the daemon starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("the daemon says where it serves")
+            .expect("a line");
+        if let Some((_, rest)) = line.split_once("serving /metrics and /healthz on http://") {
+            break rest.trim().to_owned();
+        }
+    };
+    let before = get(&address, "/metrics");
+    let paused = world.wasmonkey(&["pause", "--reason", "incident"]);
+    let during = get(&address, "/metrics");
+    let host = world.wasmonkey(&["pause", "--host"]);
+    let resumed = world.wasmonkey(&["resume"]);
+    let host_only = get(&address, "/metrics");
+    let all_clear = world.wasmonkey(&["resume", "--host"]);
+    let after = get(&address, "/metrics");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().expect("the daemon ends").success());
+    for done in [&paused, &host, &resumed, &all_clear] {
+        assert!(done.status.success(), "{}", text(done));
+    }
+    assert!(before.contains("\nwasmonkey_paused 0\n"), "{before}");
+    assert!(during.contains("\nwasmonkey_paused 1\n"), "{during}");
+    assert!(host_only.contains("\nwasmonkey_paused 1\n"), "{host_only}");
+    assert!(after.contains("\nwasmonkey_paused 0\n"), "{after}");
+}

@@ -107,10 +107,23 @@ fn plugin_listings_show_hostile_metadata_escaped() {
             .description(forged)
             .build(),
     )]);
-    let setup = support::setup(FLEET, plugins.path(), "");
+    let setup = support::setup(
+        FLEET,
+        plugins.path(),
+        "[[experiment]]\nplugin = \"forger\"\n",
+    );
     let list = wasmonkey(&["plugins", "list"], &setup.config);
+    // A run's host log names the plugin by its own name and version.
+    let run = wasmonkey(&["run"], &setup.config);
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        log.contains("plugin=forger@1.0\\u{1b}[31m") && log.contains("experiment 1 starting"),
+        "{log}"
+    );
+    let mut found = raw_text("run stderr", &run.stderr);
+    found.extend(raw_text("run stdout", &run.stdout));
     let inspect = wasmonkey(&["plugins", "inspect", "forger"], &setup.config);
-    let mut found = raw_text("list", &list.stdout);
+    found.extend(raw_text("list", &list.stdout));
     found.extend(raw_text("inspect", &inspect.stdout));
     found.extend(raw_text("list stderr", &list.stderr));
     assert!(found.is_empty(), "{found:#?}");

@@ -26,7 +26,7 @@ const DAY_MS: EpochMs = 86_400_000;
 
 /// Scope, blast radius and schedule of these tests; `extra` adds to the
 /// blast radius, `experiments` the experiments.
-fn config(extra: &str, experiments: &str) -> String {
+pub(crate) fn config(extra: &str, experiments: &str) -> String {
     format!(
         r#"
 [scope]
@@ -52,7 +52,7 @@ mean_time_between_kills = "2 workdays"
     )
 }
 
-const MONKEY_TWICE_A_DAY: &str = r#"
+pub(crate) const MONKEY_TWICE_A_DAY: &str = r#"
 [[experiment]]
 plugin = "classic-monkey"
 grants = ["terminate"]
