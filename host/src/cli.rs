@@ -346,11 +346,19 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 progress: !json,
                 ..RunOptions::default()
             };
-            let shutdown = async {
-                if tokio::signal::ctrl_c().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-                tracing::warn!("interrupted: finishing the journal");
+            // SIGTERM (a service manager, `kill`) as Ctrl-C: the journal is
+            // finished, the victims named, and the exit code says so.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let shutdown = async move {
+                let name = tokio::select! {
+                    interrupt = tokio::signal::ctrl_c() => match interrupt {
+                        Ok(()) => "SIGINT",
+                        Err(_) => std::future::pending().await,
+                    },
+                    _ = term.recv() => "SIGTERM",
+                };
+                tracing::warn!("{name}: finishing the journal");
             };
             let output = runner::run(&options, shutdown).await?;
             print_report(&output.report, json)?;

@@ -23,11 +23,28 @@ use crate::config::Config;
 use crate::history::{self, Filter, GroupStats, History as _, SlotMark, SlotStatus};
 use crate::metrics::Metrics;
 use crate::runner::{self, RunOptions, SharedHistory};
-use crate::schedule::{self, EpochMs, Schedule, Skip, Slot};
+use crate::schedule::{self, CatchUp, EpochMs, Schedule, Skip, Slot};
 
 /// The longest the wall clock sleeps at once: a suspended machine or a
 /// changed system clock is noticed within it.
 const WALL_NAP_MS: EpochMs = 60_000;
+
+/// A slot due at most this long ago is on time: the loop woke for it.
+/// Older ones passed while no daemon could run them (it was down, the
+/// machine slept, the clock jumped, a run held the loop).
+const ON_TIME_MS: EpochMs = 2 * WALL_NAP_MS;
+
+/// Most missed slots recorded at one wake-up (a per-second cron over a
+/// day's downtime would be tens of thousands).
+const MAX_MISSED_MARKED: usize = 1000;
+
+/// What the loop does with a due slot.
+enum Picked {
+    /// It passed: recorded as missed.
+    Missed(Slot),
+    /// It runs now.
+    Run(Slot),
+}
 
 /// Whose time the daemon keeps.
 #[derive(Clone)]
@@ -181,6 +198,13 @@ impl Daemon {
     /// `stop` turns true. A stop during a run interrupts it as Ctrl-C does
     /// `wasmonkey run`: its journal is finished, then the loop ends.
     /// `each` hears of every slot as it ends.
+    ///
+    /// No storm, whatever the clock does: the slots due at each wake-up are
+    /// taken together, and of each experiment only the latest may run,
+    /// on time, or (`catch_up = "latest"`) as the one catch-up for slots
+    /// that passed while no daemon could run them; the others are missed.
+    /// On a first start (no daemon was ever seen on this history) no past
+    /// slot is due.
     pub async fn run(
         &self,
         until: Option<EpochMs>,
@@ -188,68 +212,151 @@ impl Daemon {
         mut each: impl FnMut(&SlotRun),
     ) -> anyhow::Result<Vec<SlotRun>> {
         self.recover_unfinished()?;
-        let calendar = &self.schedule.calendar;
         let started = self.clock.now_ms();
-        // Slots of today's window the daemon may have missed are looked at
-        // too; the history says which already ran.
-        let today = calendar.window_of(calendar.date_of(started));
-        let mut cursor = today.start.min(started);
+        // Slots after the last moment a daemon was seen alive on this
+        // history were missed while none ran; before it, they were its.
+        let seen = self.history().daemon_seen()?;
+        let mut cursor = match seen {
+            Some(seen) => seen.min(started).saturating_add(1),
+            None => started,
+        };
         let mut ran = Vec::new();
         loop {
             if *stop.borrow() {
                 break;
             }
-            let Some(slot) = self.schedule.next(cursor, 1).into_iter().next() else {
-                tracing::warn!("no slot within a year: the daemon stops");
-                break;
+            let now = self.clock.now_ms();
+            self.history().note_daemon(now)?;
+            let Some(next) = self.schedule.next(cursor, 1).into_iter().next() else {
+                anyhow::bail!(
+                    "{}: no slot of the schedule within a year (a when that never falls in the working days and hours?): the daemon has nothing to run",
+                    self.config.path.display()
+                );
             };
-            if until.is_some_and(|until| slot.at >= until) {
+            if until.is_some_and(|until| next.at >= until) {
                 break;
             }
-            cursor = slot.at.saturating_add(1);
+            if next.at > now {
+                tracing::info!(
+                    slot = %next.key,
+                    experiment = next.experiment + 1,
+                    "next slot at {}",
+                    schedule::show(next.at, self.schedule.calendar.time_zone())
+                );
+                if !self.clock.sleep_until(next.at, &mut stop).await {
+                    break;
+                }
+                continue;
+            }
+            // Everything due by now, at once.
+            let now = self.clock.now_ms();
+            let end = until.map_or(now.saturating_add(1), |u| u.min(now.saturating_add(1)));
+            let (due, _) = self.schedule.between(cursor, end);
+            cursor = end;
+            for slot in self.pick(due, now)? {
+                if *stop.borrow() {
+                    break;
+                }
+                match slot {
+                    Picked::Missed(slot) => {
+                        if self.claim(&slot, SlotStatus::Missed, None)? {
+                            let missed = self.slot_run(slot, SlotStatus::Missed, None, 0, None);
+                            each(&missed);
+                            ran.push(missed);
+                        }
+                    }
+                    Picked::Run(slot) => {
+                        // Marked, with its journal, before the run: a crash
+                        // mid-run never reruns the slot, and the next start
+                        // brings its journal into the history.
+                        let journal = self.journal_of(&slot);
+                        if !self.claim(&slot, SlotStatus::Started, Some(&journal))? {
+                            tracing::warn!(slot = %slot.key, "another daemon on this history took the slot");
+                            continue;
+                        }
+                        let done = self.run_slot(slot, journal, &stop).await?;
+                        self.mark(&done.slot, done.run_id.as_deref(), done.status)?;
+                        self.history().note_daemon(self.clock.now_ms())?;
+                        each(&done);
+                        ran.push(done);
+                    }
+                }
+            }
+        }
+        Ok(ran)
+    }
+
+    /// Of the slots due at `now`, what to run and what was missed. Per
+    /// experiment, the latest slot not yet done runs if it is on time, or
+    /// as a catch-up when `catch_up` allows it; every other one is missed
+    /// (at most [`MAX_MISSED_MARKED`] of them recorded, the latest).
+    fn pick(&self, due: Vec<Slot>, now: EpochMs) -> anyhow::Result<Vec<Picked>> {
+        let mut latest: BTreeMap<usize, Slot> = BTreeMap::new();
+        let mut missed = Vec::new();
+        for slot in due {
             if self.history().slot_done(&slot.key)? {
                 tracing::info!(slot = %slot.key, "already run");
                 continue;
             }
-            let now = self.clock.now_ms();
-            if slot.at < now {
-                let open =
-                    calendar.in_window(now) && calendar.date_of(now) == calendar.date_of(slot.at);
-                if !open {
-                    if !self.claim(&slot, SlotStatus::Missed, None)? {
-                        continue;
-                    }
-                    let missed = self.slot_run(slot, SlotStatus::Missed, None, 0, None);
-                    each(&missed);
-                    ran.push(missed);
-                    continue;
-                }
-                tracing::warn!(slot = %slot.key, "missed while the daemon was down; its window is open, so it runs now");
-            } else {
-                tracing::info!(
-                    slot = %slot.key,
-                    experiment = slot.experiment + 1,
-                    "next slot at {}",
-                    schedule::show(slot.at, calendar.time_zone())
-                );
-                if !self.clock.sleep_until(slot.at, &mut stop).await {
-                    break;
-                }
+            if let Some(earlier) = latest.insert(slot.experiment, slot) {
+                missed.push(earlier);
             }
-            // Marked, with its journal, before the run: a crash mid-run
-            // never reruns the slot, and the next start brings its journal
-            // into the history.
-            let journal = self.journal_of(&slot);
-            if !self.claim(&slot, SlotStatus::Started, Some(&journal))? {
-                tracing::warn!(slot = %slot.key, "another daemon on this history took the slot");
-                continue;
-            }
-            let done = self.run_slot(slot, journal, &stop).await?;
-            self.mark(&done.slot, done.run_id.as_deref(), done.status)?;
-            each(&done);
-            ran.push(done);
         }
-        Ok(ran)
+        let mut picked = Vec::new();
+        for slot in latest.into_values() {
+            let on_time = slot.at >= now.saturating_sub(ON_TIME_MS);
+            if on_time || self.may_catch_up(&slot, now) {
+                if !on_time {
+                    tracing::warn!(slot = %slot.key, "passed while no daemon could run it: run now, once (catch_up = \"latest\")");
+                }
+                picked.push(Picked::Run(slot));
+            } else {
+                missed.push(slot);
+            }
+        }
+        missed.sort_by_key(|s| (s.at, s.experiment));
+        if missed.len() > MAX_MISSED_MARKED {
+            tracing::warn!(
+                "{} slots passed while no daemon could run them; the latest {MAX_MISSED_MARKED} are recorded as missed",
+                missed.len()
+            );
+            missed.drain(..missed.len() - MAX_MISSED_MARKED);
+        }
+        let mut all: Vec<Picked> = missed.into_iter().map(Picked::Missed).collect();
+        all.extend(picked);
+        Ok(all)
+    }
+
+    /// Whether a slot that passed may still run now: `catch_up =
+    /// "latest"`, its working window still open, and its experiment's next
+    /// slot no closer than the experiment's own interval (so two runs of
+    /// it are never closer than its schedule allows).
+    fn may_catch_up(&self, slot: &Slot, now: EpochMs) -> bool {
+        let calendar = &self.schedule.calendar;
+        let catch_up = self
+            .config
+            .schedule
+            .as_ref()
+            .map_or(CatchUp::default(), |s| s.catch_up);
+        if catch_up == CatchUp::None
+            || !calendar.in_window(now)
+            || calendar.date_of(now) != calendar.date_of(slot.at)
+        {
+            return false;
+        }
+        if self.schedule.is_daily(slot.experiment) {
+            // Its next slot is on another working day.
+            return true;
+        }
+        match self
+            .schedule
+            .next_of(slot.experiment, now.saturating_add(1))[..]
+        {
+            [ref next, ref after] => {
+                next.at.saturating_sub(now) >= after.at.saturating_sub(next.at)
+            }
+            _ => true,
+        }
     }
 
     /// What became of a slot's run.

@@ -21,6 +21,68 @@ use crate::schedule::{Calendar, EpochMs};
 /// The history's file in the state directory.
 pub(crate) const FILE: &str = "history.sqlite";
 
+/// Most bytes of a queued import's file (a journal's path).
+const MAX_QUEUED_BYTES: u64 = 16 * 1024;
+
+/// Queue `journal` for the next run to import into the history in the
+/// state directory: a file in `dir` naming it, written whole.
+pub(crate) fn queue_import(dir: &Path, journal: &Path) -> anyhow::Result<()> {
+    crate::files::create_private_dir(dir)
+        .with_context(|| format!("{}: creating it", dir.display()))?;
+    let journal = std::path::absolute(journal)
+        .with_context(|| format!("{}: its absolute path", journal.display()))?;
+    let name = format!(
+        "{}.path",
+        journal
+            .file_name()
+            .map_or_else(|| "journal".into(), |n| n.to_string_lossy().into_owned())
+    );
+    crate::files::write_atomic(&dir.join(name), journal.as_os_str().as_encoded_bytes())
+}
+
+/// Import every journal queued in `dir` into `history`, removing each
+/// queue entry once its journal is in. An entry is read as state is (a
+/// regular file, bounded, no link followed); one that cannot be read, or
+/// whose journal cannot, is an error naming it, left for the next time.
+pub(crate) fn import_pending(history: &mut dyn History, dir: &Path) -> anyhow::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(anyhow::anyhow!("{}: {err}", dir.display())),
+    };
+    let mut problems = Vec::new();
+    for entry in entries.flatten() {
+        let queued = entry.path();
+        if queued.extension().is_none_or(|e| e != "path") {
+            continue;
+        }
+        let imported = (|| -> anyhow::Result<()> {
+            let (file, _) = crate::files::open_no_follow(&queued, MAX_QUEUED_BYTES)?;
+            let bytes = crate::files::read(file, MAX_QUEUED_BYTES)?;
+            let journal = PathBuf::from(String::from_utf8(bytes)?);
+            let replay = crate::journal::read(&journal)?;
+            history.record(&Report::from_journal(&replay, &journal))?;
+            std::fs::remove_file(&queued)?;
+            tracing::info!("imported {} into the kill history", journal.display());
+            Ok(())
+        })();
+        if let Err(err) = imported {
+            problems.push(format!("{}: {err:#}", queued.display()));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "journals queued for the kill history could not be imported: {}",
+            problems.join("; ")
+        )
+    }
+}
+
+/// How long a writer waits for another process's write to end.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Statuses of a victim that count as a kill: it went (for real or in a dry
 /// run), or nobody can say it did not (fail closed for the spacing rule).
 /// Queries choose whether dry-run ones count by `dry_run`.
@@ -104,6 +166,12 @@ SELECT group_name,
 FROM victims
 WHERE group_name IS NOT NULL AND status IN ('terminated', 'unknown', 'uncertain', 'dry-run')
 GROUP BY group_name;
+",
+    "
+CREATE TABLE daemon_seen (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last_ms INTEGER NOT NULL
+);
 ",
 ];
 
@@ -200,6 +268,9 @@ crate::names::named! {
         NotRecovered = "not-recovered",
         /// An experiment failed.
         ExperimentFailed = "experiment-failed",
+        /// Its run could not see all it needed (a failed call, an
+        /// undelivered notification).
+        Inconclusive = "inconclusive",
         /// A stop condition tripped.
         Stopped = "stopped",
         /// The kill switch was set.
@@ -224,6 +295,8 @@ impl From<crate::report::RunOutcome> for SlotStatus {
             RunOutcome::ExperimentFailed => SlotStatus::ExperimentFailed,
             RunOutcome::Stopped => SlotStatus::Stopped,
             RunOutcome::Paused => SlotStatus::Paused,
+            RunOutcome::Inconclusive => SlotStatus::Inconclusive,
+            RunOutcome::Interrupted => SlotStatus::Interrupted,
         }
     }
 }
@@ -312,6 +385,12 @@ pub trait History: Send + std::fmt::Debug {
     /// Slots whose run started but was never marked ended (the daemon
     /// died during it), with their journals.
     fn unfinished_slots(&self) -> anyhow::Result<Vec<(String, Option<String>)>>;
+    /// The last moment a daemon was seen running on this history (epoch
+    /// ms), if one ever was.
+    fn daemon_seen(&self) -> anyhow::Result<Option<EpochMs>>;
+    /// A daemon is running at `at` (epoch ms): the latest such moment is
+    /// kept.
+    fn note_daemon(&mut self, at: EpochMs) -> anyhow::Result<()>;
 }
 
 /// What became of a schedule slot.
@@ -388,11 +467,19 @@ impl SqliteHistory {
 
     fn migrate(&mut self) -> anyhow::Result<()> {
         // Several processes may share the file: wait for a writer rather
-        // than fail at once.
-        self.conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let version: i64 = self
+        // than fail at once, and let readers go on beside one (WAL).
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        if self.path != Path::new(":memory:") {
+            self.conn
+                .pragma_update(None, "journal_mode", "WAL")
+                .context("switching to write-ahead logging")?;
+        }
+        // The version is read inside an exclusive transaction, so that two
+        // processes opening a new history do not both create its tables.
+        let tx = self
             .conn
-            .query_row("PRAGMA user_version", [], |row| row.get(0))?;
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
             anyhow::bail!(
@@ -400,12 +487,11 @@ impl SqliteHistory {
             );
         }
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = self.conn.transaction()?;
             tx.execute_batch(sql)
                 .with_context(|| format!("migration {}", index + 1))?;
             tx.pragma_update(None, "user_version", index as i64 + 1)?;
-            tx.commit()?;
         }
+        tx.commit()?;
         Ok(())
     }
 
@@ -480,7 +566,11 @@ impl History for SqliteHistory {
             anyhow::bail!("{}: the journal has no run-started entry", report.journal);
         };
         let origin = report.clock_origin_ms.unwrap_or(0);
-        let tx = self.conn.transaction()?;
+        // A writer from the start: a reader that turns writer mid-way gets
+        // SQLITE_BUSY at once, whatever the busy timeout.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // Groups whose last kill this write may move: those of the run's
         // rows before and after it.
         let mut touched: std::collections::BTreeSet<String> = report
@@ -598,12 +688,31 @@ impl History for SqliteHistory {
         Ok(())
     }
 
+    /// The latest kill of each group, from the victims themselves as well
+    /// as from the summary table (a summary is never trusted over the
+    /// rows it sums up). A time that is not a number is "unreadable"
+    /// ([`EpochMs::MAX`]), which the spacing rule counts as just now.
     fn last_kills(&self, dry_runs: bool) -> anyhow::Result<BTreeMap<String, EpochMs>> {
-        let column = if dry_runs { "any_ms" } else { "executed_ms" };
+        let (column, executed) = if dry_runs {
+            ("any_ms", "")
+        } else {
+            ("executed_ms", "AND dry_run = 0")
+        };
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT group_name, {column} FROM last_kills WHERE {column} IS NOT NULL"
+            "SELECT group_name, MAX(at) FROM (
+                 SELECT group_name, killed_ms AS at FROM victims
+                 WHERE group_name IS NOT NULL AND status IN {KILLED} {executed}
+                 UNION ALL
+                 SELECT group_name, {column} FROM last_kills WHERE {column} IS NOT NULL
+             ) GROUP BY group_name"
         ))?;
-        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let rows = stmt.query_map([], |row| {
+            let at = match row.get::<_, rusqlite::types::Value>(1)? {
+                rusqlite::types::Value::Integer(at) => at,
+                _ => EpochMs::MAX,
+            };
+            Ok((row.get(0)?, at))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -708,6 +817,24 @@ impl History for SqliteHistory {
             .prepare("SELECT slot, journal FROM slots WHERE status = 'started' ORDER BY due_ms")?;
         let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn daemon_seen(&self) -> anyhow::Result<Option<EpochMs>> {
+        Ok(self
+            .conn
+            .query_row("SELECT last_ms FROM daemon_seen WHERE id = 1", [], |row| {
+                row.get(0)
+            })
+            .optional()?)
+    }
+
+    fn note_daemon(&mut self, at: EpochMs) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO daemon_seen (id, last_ms) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET last_ms = MAX(last_ms, excluded.last_ms)",
+            [at],
+        )?;
+        Ok(())
     }
 }
 
@@ -815,6 +942,7 @@ mod tests {
                 )
                 .collect(),
             notifications: Vec::new(),
+            unknowns: Vec::new(),
             notes: Vec::new(),
             capacity: Vec::new(),
             last_clock_ms: 0,

@@ -215,6 +215,14 @@ pub enum Event {
         /// What the host read.
         capacity: Capacity,
     },
+    /// A backend call made for the plugin failed (or was throttled): what
+    /// the run saw of the fleet is incomplete, so it cannot be a success.
+    CallFailed {
+        /// What the host was doing, e.g. `listing instances`.
+        operation: String,
+        /// What the backend answered.
+        error: String,
+    },
     /// Plugin text the journal did not take, over its per-run bounds.
     Suppressed {
         /// Log lines not journalled.
@@ -223,6 +231,9 @@ pub enum Event {
         log_bytes: u64,
         /// Denials not journalled.
         denials: u64,
+        /// Failed backend calls not journalled.
+        #[serde(default)]
+        call_failures: u64,
     },
     /// A stop condition tripped, or the kill switch was found set: the run
     /// is stopped (`condition` is the condition's name or `kill-switch`).
@@ -247,7 +258,10 @@ impl Event {
     pub(crate) fn must_sync(&self) -> bool {
         !matches!(
             self,
-            Event::PluginLog { .. } | Event::Denied { .. } | Event::Capacity { .. }
+            Event::PluginLog { .. }
+                | Event::Denied { .. }
+                | Event::Capacity { .. }
+                | Event::CallFailed { .. }
         )
     }
 }

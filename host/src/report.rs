@@ -98,6 +98,9 @@ pub struct Report {
     pub victims: Vec<VictimReport>,
     /// Notifications of the run itself (the end-of-run report).
     pub notifications: Vec<NotificationReport>,
+    /// What the run could not learn: backend calls that failed for the
+    /// plugin. Any makes the run `inconclusive` at best.
+    pub unknowns: Vec<String>,
     /// Things a reader must know, e.g. that the journal was cut short.
     pub notes: Vec<String>,
     /// What the host saw of each group's capacity, in journal order.
@@ -142,10 +145,16 @@ named! {
         Paused = "paused",
         /// A stop condition tripped.
         Stopped = "stopped",
+        /// The operator interrupted it (Ctrl-C, SIGTERM).
+        Interrupted = "interrupted",
         /// An experiment failed, or the journal ends before the run did.
         ExperimentFailed = "experiment-failed",
         /// A victim did not recover, or a termination failed.
         NotRecovered = "not-recovered",
+        /// Nothing went wrong that the run saw, but it could not see all:
+        /// a backend call made for the plugin failed, or a notification
+        /// was not delivered.
+        Inconclusive = "inconclusive",
         /// Everything went as intended.
         Succeeded = "succeeded",
     }
@@ -161,6 +170,8 @@ impl RunOutcome {
             RunOutcome::ExperimentFailed => 4,
             RunOutcome::Stopped => 5,
             RunOutcome::Paused => 6,
+            RunOutcome::Inconclusive => 7,
+            RunOutcome::Interrupted => 8,
         }
     }
 }
@@ -350,7 +361,8 @@ impl Report {
                 .push(format!("{} {why}: check it by hand", v.instance_id));
         }
         if self.interrupted {
-            self.notes.push("the run was interrupted (Ctrl-C)".into());
+            self.notes
+                .push("the run was interrupted (Ctrl-C or SIGTERM)".into());
         }
     }
 
@@ -360,13 +372,30 @@ impl Report {
             Some(_) => return RunOutcome::Stopped,
             None => {}
         }
+        if self.interrupted {
+            return RunOutcome::Interrupted;
+        }
         if !self.complete || self.experiments.iter().any(|e| e.error.is_some()) {
             return RunOutcome::ExperimentFailed;
         }
-        if self.succeeded() {
-            RunOutcome::Succeeded
+        if !self.succeeded() {
+            return RunOutcome::NotRecovered;
+        }
+        let undelivered = self
+            .experiments
+            .iter()
+            .flat_map(|e| &e.notifications)
+            .chain(&self.notifications)
+            .any(|n| {
+                matches!(
+                    n.status,
+                    NotificationStatus::Failed | NotificationStatus::Unknown
+                )
+            });
+        if undelivered || !self.unknowns.is_empty() {
+            RunOutcome::Inconclusive
         } else {
-            RunOutcome::NotRecovered
+            RunOutcome::Succeeded
         }
     }
 
@@ -534,6 +563,9 @@ impl Report {
                     n.attempts
                 ),
             };
+        }
+        for unknown in &self.unknowns {
+            let _ = writeln!(out, "\nunknown: {}", safe(unknown));
         }
         for note in &self.notes {
             let _ = writeln!(out, "\nnote: {}", safe(note));

@@ -30,6 +30,10 @@ use crate::session::{PluginLabel, Session, SessionSetup, BODY_BYTES};
 use crate::spacing::KillSpacing;
 use crate::text;
 
+/// The directory, in the state directory, of journals waiting to be
+/// imported into the kill history.
+const PENDING_IMPORTS: &str = "pending-imports";
+
 /// Most bytes kept of a plugin's summary.
 pub(crate) const MAX_SUMMARY_BYTES: usize = 16 * 1024;
 /// Most bytes kept of why an experiment failed (it may quote the plugin).
@@ -209,9 +213,27 @@ pub async fn run_on(
         .ok()
     })
     .unwrap_or_default();
-    let run_id = format!("{stamp}-{seed}");
+    // The start second and the seed alone can repeat (two runs started in
+    // the same second): a UUIDv7's random part makes the id the run's own.
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    let run_id = format!("{stamp}-{seed}-{}", &unique[unique.len() - 8..]);
     let dry_run = !options.execute;
     let history = open_history(config, options)?;
+    // Journals earlier runs could not write to the history come in first:
+    // the spacing rule must know their kills.
+    let pending = config.state_dir().ok().map(|dir| dir.join(PENDING_IMPORTS));
+    if let (Some(history), Some(dir)) = (&history, &pending) {
+        let imported = crate::history::import_pending(&mut *lock(history), dir);
+        if let Err(err) = imported {
+            if config.blast_radius.min_time_between_kills.is_some() {
+                return Err(err.context(format!(
+                    "{}: blast_radius.min_time_between_kills needs every earlier run in the kill history; nothing was run",
+                    config.path.display()
+                )));
+            }
+            tracing::warn!("{err:#}");
+        }
+    }
     let gap = config.blast_radius.min_time_between_kills;
     let spacing = if gap.is_some() || options.kill_deadline_ms.is_some() {
         let last = match (&history, gap) {
@@ -264,6 +286,7 @@ pub async fn run_on(
         run_tally: Arc::default(),
         spacing,
         history: history.as_ref(),
+        pending: pending.clone(),
         terminate_via: match &config.backend {
             BackendConfig::Aws(settings) => settings.terminate_via,
             BackendConfig::Sim { .. } => TerminateVia::default(),
@@ -281,7 +304,7 @@ pub async fn run_on(
                 result?;
                 // The run's end writes the last one's.
                 if Some(index) != last && ctx.history.is_some() {
-                    record_history(ctx.history, &journal)?;
+                    record_history(ctx.history, &journal, ctx.pending.as_deref())?;
                 }
             }
             () = &mut shutdown => {
@@ -303,7 +326,7 @@ pub async fn run_on(
         notify_run(config, cloud.as_ref(), &journal, channel).await?;
     }
     journal.append(cloud.now_ms(), None, Event::RunFinished { interrupted })?;
-    let report = record_history(history.as_ref(), &journal)?;
+    let report = record_history(history.as_ref(), &journal, pending.as_deref())?;
     Ok(RunOutput {
         report,
         journal: journal.path().to_owned(),
@@ -352,18 +375,53 @@ fn open_history(config: &Config, options: &RunOptions) -> anyhow::Result<Option<
 }
 
 /// Bring the history up to what the journal says so far; the report of
-/// the journal as it is.
-fn record_history(history: Option<&SharedHistory>, journal: &Journal) -> anyhow::Result<Report> {
+/// the journal as it is. A write that fails (a history another process
+/// holds past the busy timeout, a full disk) is tried once more; if it
+/// still fails, the run goes on and keeps its report, the journal is
+/// queued for the next run to import (`pending`), and the report says so:
+/// a kill is never lost from the history, and a run that acted never ends
+/// without its report.
+fn record_history(
+    history: Option<&SharedHistory>,
+    journal: &Journal,
+    pending: Option<&std::path::Path>,
+) -> anyhow::Result<Report> {
     let replay = journal::read(journal.path())?;
-    let report = Report::from_journal(&replay, journal.path());
-    if let Some(history) = history {
-        lock(history).record(&report).with_context(|| {
-            format!(
-                "writing the kill history (`wasmonkey history import {}` brings the run in later)",
-                journal.path().display()
-            )
-        })?;
+    let mut report = Report::from_journal(&replay, journal.path());
+    let Some(history) = history else {
+        return Ok(report);
+    };
+    let mut failed = None;
+    for attempt in 0..2 {
+        match lock(history).record(&report) {
+            Ok(()) => return Ok(report),
+            Err(err) => {
+                tracing::warn!(
+                    attempt = attempt + 1,
+                    "writing the kill history failed: {err:#}"
+                );
+                failed = Some(err);
+            }
+        }
     }
+    let err = failed.map_or_else(String::new, |err| format!("{err:#}"));
+    let queued = match pending {
+        Some(dir) => crate::history::queue_import(dir, journal.path())
+            .map(|()| "the next run on this state imports this journal".to_owned())
+            .unwrap_or_else(|why| {
+                format!("it could not be queued for the next run either ({why:#})")
+            }),
+        None => "nothing queues it".to_owned(),
+    };
+    tracing::error!(
+        "the kill history could not be written ({}); {queued}; `wasmonkey history import {}` brings it in by hand",
+        text::one_line(&err),
+        journal.path().display()
+    );
+    report.notes.push(format!(
+        "the kill history could not be written ({err}); {queued} (`wasmonkey history import {}` does it by hand)",
+        journal.path().display()
+    ));
     Ok(report)
 }
 
@@ -479,6 +537,8 @@ struct Context<'a> {
     run_tally: Arc<std::sync::Mutex<Tally>>,
     /// `min_time_between_kills`, shared by the run's experiments.
     spacing: Option<Arc<KillSpacing>>,
+    /// Where a journal the history could not take is queued.
+    pending: Option<PathBuf>,
     /// Written when each experiment starts and ends.
     history: Option<&'a SharedHistory>,
     terminate_via: TerminateVia,
@@ -566,7 +626,7 @@ impl Context<'_> {
             },
         )?;
         if self.history.is_some() {
-            record_history(self.history, self.journal)?;
+            record_history(self.history, self.journal, self.pending.as_deref())?;
         }
         let plugin_label = PluginLabel {
             name: plugin.metadata.name.clone(),

@@ -43,6 +43,26 @@ pub struct ScheduleConfig {
     /// `"5 workdays"`): `simulate` compares what it achieves against it.
     #[serde(default)]
     pub mean_time_between_kills: Option<KillGap>,
+    /// What the daemon does with slots that passed while it could not run
+    /// them (it was down, the machine slept, the clock jumped, a long run
+    /// held it): `"latest"` runs the latest of each experiment once, if
+    /// its working window is still open and the experiment's next slot is
+    /// not closer than its own interval; `"none"` runs none. Either way
+    /// the others are recorded as missed, and a first start runs no past
+    /// slot.
+    #[serde(default)]
+    pub catch_up: CatchUp,
+}
+
+/// `[schedule] catch_up`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CatchUp {
+    /// No slot that passed is run.
+    None,
+    /// The latest passed slot of each experiment is run once.
+    #[default]
+    Latest,
 }
 
 fn utc() -> String {
@@ -135,6 +155,17 @@ pub(crate) fn date_in(at: EpochMs, tz: &TimeZone) -> Date {
         .unwrap_or(Timestamp::UNIX_EPOCH)
         .to_zoned(tz.clone())
         .date()
+}
+
+/// Whether an instant is one the calendar can read: inside the date
+/// library's range, with a day before and after it to spare.
+pub(crate) fn is_readable(at: EpochMs) -> bool {
+    const DAY_MS: EpochMs = 86_400_000;
+    [at.saturating_sub(DAY_MS), at, at.saturating_add(DAY_MS)]
+        .into_iter()
+        .all(|t| Timestamp::from_millisecond(t).is_ok())
+        && at.checked_add(DAY_MS).is_some()
+        && at.checked_sub(DAY_MS).is_some()
 }
 
 /// An instant as the operator reads it: RFC 3339 in the calendar's zone.
@@ -558,6 +589,27 @@ impl Schedule {
         (slots, skipped)
     }
 
+    /// The next two slots of `experiment` at or after `from`, within a
+    /// year: how soon it comes again, and its own interval after that.
+    pub(crate) fn next_of(&self, experiment: usize, from: EpochMs) -> Vec<Slot> {
+        let Some((index, plan)) = self.plans.iter().find(|(i, _)| *i == experiment) else {
+            return Vec::new();
+        };
+        let alone = Schedule {
+            calendar: self.calendar.clone(),
+            plans: vec![(*index, plan.clone())],
+            seed: self.seed,
+        };
+        alone.next(from, 2)
+    }
+
+    /// Whether an experiment runs daily (at most once a working day).
+    pub(crate) fn is_daily(&self, experiment: usize) -> bool {
+        self.plans
+            .iter()
+            .any(|(i, plan)| *i == experiment && matches!(plan, Plan::Daily))
+    }
+
     /// The next `n` slots at or after `from`, looking up to a year ahead.
     pub fn next(&self, from: EpochMs, n: usize) -> Vec<Slot> {
         const HOUR_MS: EpochMs = 3_600_000;
@@ -590,6 +642,7 @@ mod tests {
             hours: hours.into(),
             holidays: holidays.iter().map(|h| h.to_string()).collect(),
             mean_time_between_kills: None,
+            catch_up: CatchUp::default(),
         }
     }
 

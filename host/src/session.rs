@@ -51,6 +51,8 @@ pub(crate) const LOG_BYTES_PER_RUN: usize = 1024 * 1024;
 /// Most plugin log lines per run, whatever their size: an empty line still
 /// costs a journal entry; the rest are counted.
 pub(crate) const LOG_LINES_PER_RUN: u64 = 2000;
+/// Most failed backend calls journalled per run; the rest are counted.
+pub(crate) const CALL_FAILURES_PER_RUN: u64 = 100;
 /// Most denials journalled and logged per run; the rest are counted (the
 /// plugin still gets each typed error).
 pub(crate) const DENIALS_PER_RUN: u64 = 1000;
@@ -330,6 +332,8 @@ pub struct Session {
     suppressed_log_lines: u64,
     suppressed_log_bytes: u64,
     denials: u64,
+    /// Backend calls made for the plugin that failed.
+    call_failures: std::sync::atomic::AtomicU64,
     notifications: u32,
     rng: ChaCha8Rng,
     tally: Tally,
@@ -438,6 +442,7 @@ impl Session {
             suppressed_log_lines: 0,
             suppressed_log_bytes: 0,
             denials: 0,
+            call_failures: std::sync::atomic::AtomicU64::new(0),
             notifications: 0,
             rng,
             tally: Tally::default(),
@@ -634,7 +639,11 @@ impl Session {
     /// after the plugin returned.
     pub(crate) fn journal_suppressed(&self) -> Result<(), Fatal> {
         let denials = self.denials.saturating_sub(DENIALS_PER_RUN);
-        if denials == 0 && self.suppressed_log_lines == 0 {
+        let call_failures = self
+            .call_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(CALL_FAILURES_PER_RUN);
+        if denials == 0 && self.suppressed_log_lines == 0 && call_failures == 0 {
             return Ok(());
         }
         tracing::warn!(plugin = %self.setup.plugin, denials, log_lines = self.suppressed_log_lines, "plugin text over the per-run bounds was counted, not kept");
@@ -642,23 +651,39 @@ impl Session {
             log_lines: self.suppressed_log_lines,
             log_bytes: self.suppressed_log_bytes,
             denials,
+            call_failures,
         })
     }
 
-    /// Run a backend call under the per-call timeout.
+    /// Run a backend call under the per-call timeout. A failure (or a
+    /// throttle) is journalled: the run's view of the fleet is incomplete,
+    /// and its report cannot say "succeeded".
     async fn call<T>(
         &self,
         what: &str,
         fut: impl Future<Output = Result<T, CloudError>>,
     ) -> Result<T, PluginError> {
         let limit = self.setup.limits.host_call_timeout();
-        match tokio::time::timeout(limit, fut).await {
+        let answer = match tokio::time::timeout(limit, fut).await {
             Ok(result) => result.map_err(PluginError::from),
             Err(_) => Err(PluginError::Backend(format!(
                 "{what} timed out after {} s",
                 limit.as_secs()
             ))),
+        };
+        if let Err(err @ (PluginError::Backend(_) | PluginError::Throttled(_))) = &answer {
+            let seen = self
+                .call_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if seen < CALL_FAILURES_PER_RUN {
+                // Unsynced, as a denial is: the next action's sync carries it.
+                let _ = self.journal(Event::CallFailed {
+                    operation: what.to_owned(),
+                    error: text::bounded(&err.to_string(), MAX_DENIAL_BYTES).into_owned(),
+                });
+            }
         }
+        answer
     }
 
     /// Every group, keyed by name, as the backend has them.

@@ -81,14 +81,30 @@ impl KillSpacing {
             .get(group)
             .copied();
         let Some(last) = last else { return Ok(()) };
+        // A kill time the calendar cannot read (forged, or out of its
+        // range) is a kill just now, never one in 1970; and a next time
+        // that came out before the last one is arithmetic that gave up.
+        let (last, readable) = if schedule::is_readable(last) {
+            (last, true)
+        } else {
+            (now, false)
+        };
         let next = gap.next_allowed(last, self.calendar.as_ref());
-        if now >= next {
+        if readable && next > last && now >= next {
             return Ok(());
         }
         Err(Denial::TooSoon {
             group: group.to_owned(),
-            last: self.show(last),
-            next: self.show(next),
+            last: if readable {
+                self.show(last)
+            } else {
+                "at a time the history cannot read (counted as just now)".to_owned()
+            },
+            next: if next > last {
+                self.show(next)
+            } else {
+                "not before the history is repaired".to_owned()
+            },
             gap,
         })
     }

@@ -493,7 +493,7 @@ async fn a_large_fleet_is_listed_whole() {
 }
 
 #[test]
-fn ctrl_c_ends_the_run_cleanly_and_the_journal_says_so() {
+fn ctrl_c_and_sigterm_end_the_run_cleanly_and_the_journal_says_so() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let lab = runtime.block_on(Lab::new());
     // On AWS a sleep is real: this plugin would sleep for an hour.
@@ -502,52 +502,55 @@ fn ctrl_c_ends_the_run_cleanly_and_the_journal_says_so() {
         &lab.moto.endpoint,
         "[[experiment]]\nplugin = \"hostile\"\nparams = { attack = \"sleep-forever\" }\n",
     );
-    let journal = lab.dir.path().join("interrupted.jsonl");
-    let child = wasmonkey_run(&config)
-        .arg("--json")
-        .arg("--journal")
-        .arg(&journal)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until the experiment has started, then interrupt.
-    let started = std::time::Instant::now();
-    while !std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("experiment-started")) {
+    for signal in ["-TERM", "-INT"] {
+        let journal = lab.dir.path().join(format!("interrupted{signal}.jsonl"));
+        let child = wasmonkey_run(&config)
+            .arg("--json")
+            .arg("--journal")
+            .arg(&journal)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the experiment has started, then interrupt.
+        let started = std::time::Instant::now();
+        while !std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("experiment-started")) {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the experiment never started"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let status = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = child.wait_with_output().unwrap();
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "the experiment never started"
+            "the run did not stop on {signal}"
         );
-        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            output.status.code(),
+            Some(8),
+            "{signal}: an interrupted run has its own exit code"
+        );
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["interrupted"], true);
+        assert_eq!(report["outcome"], "interrupted");
+        assert_eq!(report["complete"], true);
+        assert_eq!(
+            report["experiments"][0]["error"],
+            "interrupted by the operator"
+        );
+        let last = std::fs::read_to_string(&journal).unwrap();
+        let last = last.lines().last().unwrap();
+        assert!(
+            last.contains("\"event\":\"run-finished\"") && last.contains("\"interrupted\":true"),
+            "{last}"
+        );
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "the run did not stop on Ctrl-C"
-    );
-    assert_eq!(
-        output.status.code(),
-        Some(4),
-        "an interrupted run is an experiment that did not finish"
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(report["interrupted"], true);
-    assert_eq!(report["complete"], true);
-    assert_eq!(
-        report["experiments"][0]["error"],
-        "interrupted by the operator"
-    );
-    let last = std::fs::read_to_string(&journal).unwrap();
-    let last = last.lines().last().unwrap();
-    assert!(
-        last.contains("\"event\":\"run-finished\"") && last.contains("\"interrupted\":true"),
-        "{last}"
-    );
 }
 
 /// Runs killed with SIGKILL at random moments in the crash test.

@@ -335,3 +335,36 @@ async fn every_exit_code_means_what_the_docs_say() {
     let (code, out) = exit_code(&bad, &["--no-such-flag"]);
     assert_eq!(code, 2, "a bad command line: {out}");
 }
+
+#[tokio::test]
+async fn a_run_that_could_not_read_the_fleet_is_inconclusive_never_succeeded() {
+    // Every group read is throttled: the terminate cannot be decided, the
+    // plugin reports it and returns; nothing went wrong that the run saw,
+    // but it could not see what it needed.
+    let seed = 29;
+    let web = ids(FLEET, "web", seed).await;
+    let body = format!("{}{}", rules(""), attack(&web[..1]));
+    let setup = support::setup(FLEET, &support::test_plugin_dir(), &body);
+    let faults = Faults {
+        throttle_groups_from_ms: Some(0),
+        ..Faults::default()
+    };
+    let (output, _) = rigged::run(&setup, seed, true, faults).await;
+    assert!(output.report.victims.is_empty());
+    assert_eq!(support::only_experiment(&output).error, None);
+    assert_eq!(output.report.outcome, RunOutcome::Inconclusive);
+    assert_eq!(output.report.outcome.exit_code(), 7);
+    assert!(
+        output
+            .report
+            .unknowns
+            .iter()
+            .any(|u| u.starts_with("experiment 1: describing an instance failed: throttled")),
+        "{:#?}",
+        output.report.unknowns
+    );
+    assert!(output
+        .report
+        .render_text()
+        .contains("unknown: experiment 1: describing an instance failed"));
+}

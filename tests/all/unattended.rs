@@ -504,7 +504,7 @@ fn sigterm_ends_the_daemon_after_its_current_runs_journal_is_finished() {
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout)
         .expect("stdout");
-    assert!(stdout.contains("experiment-failed"), "{stdout}");
+    assert!(stdout.contains(": interrupted"), "{stdout}");
 }
 
 #[tokio::test]
@@ -768,4 +768,190 @@ fn simulate_html_draws_a_bar_per_day_with_kills_and_a_dot_per_recovery() {
     assert!(recovered > 10, "{report:#}");
     assert_eq!(count(&dom, "circle", &recovery_fill()), recovered as usize);
     assert_eq!(count(&dom, "tr", "class=\"group\""), groups.len());
+}
+
+/// A schedule open all day every day, and an experiment every 30 s that
+/// terminates nothing: a catch-up storm's conditions, quick to run.
+fn every_thirty_seconds() -> String {
+    config(
+        "",
+        "[[experiment]]\nplugin = \"classic-monkey\"\nparams = { probability = 0.0, poll-secs = 1 }\nwhen = { cron = \"*/30 * * * * *\" }\n",
+    )
+    .replace(
+        "hours = \"09:00-15:00\"",
+        "hours = \"00:00-24:00\"\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]",
+    )
+}
+
+fn missed(slots: &[SlotRun]) -> usize {
+    slots.iter().filter(|s| s.status.name() == "missed").count()
+}
+
+#[tokio::test]
+async fn a_first_start_runs_no_past_slot() {
+    let lab = Lab::new(&every_thirty_seconds(), 1);
+    // Noon: 1,440 slots of the day are already past.
+    let start = at(MONDAY) + DAY_MS / 2;
+    let ran = lab.run(&lab.daemon(start, 1), start + 120_000).await;
+    let keys: Vec<&str> = ran.iter().map(|s| s.slot.key.as_str()).collect();
+    assert_eq!(ran.len(), 4, "{keys:?}");
+    assert!(ran.iter().all(|s| s.slot.at >= start), "{keys:?}");
+    assert_eq!(missed(&ran), 0, "{keys:?}");
+}
+
+#[tokio::test]
+async fn after_three_hours_down_at_most_one_slot_catches_up() {
+    let lab = Lab::new(&every_thirty_seconds(), 2);
+    let start = at(MONDAY) + DAY_MS / 2;
+    let first = lab.run(&lab.daemon(start, 2), start + 300_000).await;
+    assert_eq!(first.len(), 10, "{first:#?}");
+    // Down for three hours: 360 slots pass with no daemon.
+    let clock = Clock::Sim {
+        cloud: Arc::clone(&lab.cloud),
+        origin_ms: start,
+    };
+    let down = 3 * 3_600_000;
+    wasmonkey::cloud::Cloud::sleep_ms(
+        lab.cloud.as_ref(),
+        u64::try_from(start + 300_000 + down - clock.now_ms()).unwrap(),
+    )
+    .await;
+    let restarted_at = clock.now_ms();
+    let ran = lab.run(&lab.daemon(start, 3), restarted_at + 61_000).await;
+    let during: Vec<&SlotRun> = ran.iter().filter(|s| s.slot.at <= restarted_at).collect();
+    let caught_up = during
+        .iter()
+        .filter(|s| s.status.name() != "missed")
+        .count();
+    assert_eq!(
+        caught_up,
+        1,
+        "at most one run for the downtime: {}",
+        during.len()
+    );
+    assert!(
+        missed(&ran) >= 300,
+        "the rest are recorded as missed: {}",
+        missed(&ran)
+    );
+    // Then on time again: 15:05:30 and 15:06:00.
+    let after = ran.iter().filter(|s| s.slot.at > restarted_at).count();
+    assert_eq!(
+        after,
+        2,
+        "{:?}",
+        ran.iter().rev().take(3).collect::<Vec<_>>()
+    );
+    // Never two runs closer than the schedule's 30 s.
+    let mut runs: Vec<EpochMs> = ran
+        .iter()
+        .filter(|s| s.status.name() != "missed")
+        .map(|s| s.slot.at)
+        .collect();
+    runs.sort_unstable();
+    assert!(runs.windows(2).all(|w| w[1] - w[0] >= 30_000), "{runs:?}");
+}
+
+#[test]
+fn sixteen_processes_opening_a_new_history_together_all_open_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("history.sqlite");
+    let barrier = Arc::new(std::sync::Barrier::new(16));
+    let opened: Vec<_> = (0..16)
+        .map(|_| {
+            let (path, barrier) = (path.clone(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                SqliteHistory::open(&path)
+                    .map(drop)
+                    .map_err(|err| format!("{err:#}"))
+            })
+        })
+        .collect();
+    for handle in opened {
+        handle.join().expect("no panic").expect("the history opens");
+    }
+}
+
+#[tokio::test]
+async fn two_runs_started_in_the_same_second_with_one_seed_keep_two_histories() {
+    let body = config(
+        "",
+        "[[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\nparams = { probability = 1.0, poll-secs = 1 }\n",
+    );
+    let lab = Lab::new(&body, 4);
+    let mut ids = Vec::new();
+    for execute in [true, false] {
+        let sim = Arc::new(
+            SimCloud::from_fleet_file(&lab.setup.dir.path().join("fleet.toml"), 4).expect("fleet"),
+        );
+        let options = wasmonkey::runner::RunOptions {
+            config: lab.setup.config.clone(),
+            execute,
+            clock_origin_ms: Some(at(MONDAY) + DAY_MS / 2),
+            history: Some(lab.history.clone()),
+            ..wasmonkey::runner::RunOptions::default()
+        };
+        let output =
+            wasmonkey::runner::run_on(&lab.config, sim, 4, &options, std::future::pending())
+                .await
+                .expect("run");
+        ids.push(output.report.run_id.clone().expect("an id"));
+    }
+    assert_ne!(ids[0], ids[1]);
+    let runs = lab.history.lock().unwrap().runs(10).expect("runs");
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    // The executed run's kills are still there: the dry run replaced none.
+    assert!(!lab.kills().iter().all(|k| k.dry_run), "{:#?}", lab.kills());
+}
+
+#[tokio::test]
+async fn kill_times_the_calendar_cannot_read_deny_as_a_kill_just_now() {
+    let body = config(
+        "min_time_between_kills = \"1 workday\"",
+        "[[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\nparams = { probability = 1.0, poll-secs = 1 }\n",
+    );
+    let lab = Lab::new(&body, 6);
+    // Forged rows: a time past the calendar's range for web, a text for api.
+    let conn = rusqlite::Connection::open(lab.setup.dir.path().join("state/history.sqlite"))
+        .expect("open");
+    for (group, killed) in [
+        ("web", rusqlite::types::Value::Integer(i64::MAX / 2)),
+        ("api", rusqlite::types::Value::Text("yesterday".into())),
+    ] {
+        conn.execute(
+            "INSERT INTO victims (run_id, instance_id, experiment, group_name, zone, killed_ms, status, dry_run, host_verdict)
+             VALUES ('forged', ?1, 0, ?2, 'us-east-1a', ?3, 'terminated', 0, 'recovered')",
+            rusqlite::params![format!("i-{group}"), group, killed],
+        )
+        .expect("insert");
+    }
+    let sim = Arc::new(
+        SimCloud::from_fleet_file(&lab.setup.dir.path().join("fleet.toml"), 6).expect("fleet"),
+    );
+    let options = wasmonkey::runner::RunOptions {
+        config: lab.setup.config.clone(),
+        execute: true,
+        clock_origin_ms: Some(at(MONDAY) + DAY_MS / 2),
+        ..wasmonkey::runner::RunOptions::default()
+    };
+    let output = wasmonkey::runner::run_on(&lab.config, sim, 6, &options, std::future::pending())
+        .await
+        .expect("run");
+    assert!(
+        output.report.victims.is_empty(),
+        "{:#?}",
+        output.report.victims
+    );
+    let denials = &support::only_experiment(&output).denials;
+    assert_eq!(denials.len(), 2, "{denials:#?}");
+    for denial in denials {
+        assert_eq!(denial.rule, "min-time-between-kills");
+        assert!(
+            denial
+                .message
+                .contains("at a time the history cannot read (counted as just now)"),
+            "{denial:#?}"
+        );
+    }
 }

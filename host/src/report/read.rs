@@ -43,6 +43,7 @@ impl Reader {
                 experiments: Vec::new(),
                 victims: Vec::new(),
                 notifications: Vec::new(),
+                unknowns: Vec::new(),
                 notes: Vec::new(),
                 capacity: Vec::new(),
                 last_clock_ms: replay.entries.last().map_or(0, |e| e.clock_ms),
@@ -221,9 +222,22 @@ impl Reader {
                 log_lines,
                 log_bytes,
                 denials,
+                call_failures,
             } => {
                 self.report.notes.push(format!(
-                    "experiment {}: {log_lines} log line(s) ({log_bytes} bytes) and {denials} denial(s) over the per-run bounds were counted, not journalled",
+                    "experiment {}: {log_lines} log line(s) ({log_bytes} bytes), {denials} denial(s) and {call_failures} failed call(s) over the per-run bounds were counted, not journalled",
+                    index + 1
+                ));
+                if *call_failures > 0 {
+                    self.report.unknowns.push(format!(
+                        "experiment {}: {call_failures} more failed backend call(s)",
+                        index + 1
+                    ));
+                }
+            }
+            Event::CallFailed { operation, error } => {
+                self.report.unknowns.push(format!(
+                    "experiment {}: {operation} failed: {error}",
                     index + 1
                 ));
             }
