@@ -588,6 +588,11 @@ fn most_at_once(mut intervals: Vec<(EpochMs, EpochMs)>) -> u32 {
     u32::try_from(most).unwrap_or(0)
 }
 
+/// The longest `simulate` runs, in days.
+pub const MAX_SIMULATED_DAYS: u32 = 3660;
+/// The most slots `simulate` runs (each is a whole run of a plugin).
+pub const MAX_SIMULATED_SLOTS: u64 = 200_000;
+
 /// Run the daemon's loop over `days` from `start` (epoch ms) on the config's
 /// simulated fleet, with a history in memory and the kill switch and
 /// journals in a throw-away directory. Everything follows from the seed.
@@ -617,6 +622,18 @@ pub async fn simulate(
         origin_ms: start_ms,
     };
     let daemon = Daemon::new(config.clone(), shared, clock, true, seed)?.throwaway();
+    if days > MAX_SIMULATED_DAYS {
+        anyhow::bail!(
+            "simulate: at most {MAX_SIMULATED_DAYS} days (ten years) are simulated, not {days}"
+        );
+    }
+    let estimate = daemon.schedule().estimate_slots(start_ms, days);
+    if estimate > MAX_SIMULATED_SLOTS {
+        anyhow::bail!(
+            "{}: simulating {days} days would run about {estimate} slots; at most {MAX_SIMULATED_SLOTS} are simulated (fewer --days, or a sparser when)",
+            config.path.display()
+        );
+    }
     // Calendar days: a day with a DST change is 23 or 25 hours long.
     let calendar = &daemon.schedule().calendar;
     let end_ms = calendar

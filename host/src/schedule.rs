@@ -464,6 +464,28 @@ enum Plan {
 /// year stays bounded.
 const MAX_OCCURRENCES: usize = 1_000_000;
 
+/// The shortest interval a cron `when` may fire at: a chaos experiment
+/// more often than this is a typo (a seconds field), and each slot is a
+/// whole run.
+pub const MIN_CRON_INTERVAL_SECS: i64 = 10;
+
+/// Occurrences of a cron looked at to find its shortest interval.
+const INTERVAL_SAMPLE: usize = 400;
+
+/// The shortest interval between two firings of `cron` over its first
+/// [`INTERVAL_SAMPLE`] firings from a fixed instant (UTC), in seconds.
+fn shortest_interval_secs(cron: &croner::Cron) -> Option<i64> {
+    let from = Timestamp::from_second(1_796_947_200)
+        .ok()?
+        .to_zoned(TimeZone::UTC);
+    let times: Vec<i64> = cron
+        .iter_from(from, croner::Direction::Forward)
+        .take(INTERVAL_SAMPLE)
+        .map(|at| at.timestamp().as_second())
+        .collect();
+    times.windows(2).map(|w| w[1] - w[0]).min()
+}
+
 impl Schedule {
     /// Build from the calendar and each experiment's `when`; errors name
     /// the experiment.
@@ -478,9 +500,18 @@ impl Schedule {
                 let plan = match when {
                     When::Daily => Plan::Daily,
                     When::Cron(expr) => {
-                        Plan::Cron(Box::new(croner::Cron::from_str(expr).map_err(|err| {
+                        let cron = croner::Cron::from_str(expr).map_err(|err| {
                             format!("experiment {}: when.cron = {expr:?}: {err}", index + 1)
-                        })?))
+                        })?;
+                        if let Some(secs) = shortest_interval_secs(&cron) {
+                            if secs < MIN_CRON_INTERVAL_SECS {
+                                return Err(format!(
+                                    "experiment {}: when.cron = {expr:?} fires every {secs} s; the shortest interval allowed is {MIN_CRON_INTERVAL_SECS} s",
+                                    index + 1
+                                ));
+                            }
+                        }
+                        Plan::Cron(Box::new(cron))
                     }
                 };
                 Ok((*index, plan))
@@ -496,6 +527,14 @@ impl Schedule {
     /// Whether any experiment is scheduled.
     pub fn is_empty(&self) -> bool {
         self.plans.is_empty()
+    }
+
+    /// About how many slots `days` days from `from` hold: a week's count,
+    /// scaled (for refusing a simulation too large before it starts).
+    pub fn estimate_slots(&self, from: EpochMs, days: u32) -> u64 {
+        const WEEK_MS: EpochMs = 7 * 86_400_000;
+        let week = self.between(from, from.saturating_add(WEEK_MS)).0.len() as u64;
+        week.saturating_mul(u64::from(days)).div_ceil(7)
     }
 
     /// The daily slot of an experiment on a date: uniform in the window,
@@ -807,5 +846,56 @@ mod tests {
                 .next_allowed(friday, Some(&cal)),
             friday + 36 * 3_600_000
         );
+    }
+}
+
+#[cfg(test)]
+mod extremes {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn calendar(tz: &str) -> Calendar {
+        let config: ScheduleConfig = toml::from_str(&format!(
+            "time_zone = \"{tz}\"\nholidays = [\"2026-12-24\"]"
+        ))
+        .unwrap();
+        Calendar::new(&config).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// No date arithmetic panics, however far out the instant or
+        /// however long the gap: the extremes come back as instants, or
+        /// as "unreadable", never as a panic.
+        #[test]
+        fn date_arithmetic_never_panics(
+            at in prop_oneof![
+                any::<i64>(),
+                Just(i64::MIN),
+                Just(i64::MAX),
+                -377_705_116_800_000_i64..253_402_300_800_000_i64,
+            ],
+            days in any::<u32>(),
+            secs in any::<i64>(),
+            tz in prop_oneof![Just("UTC"), Just("Europe/Berlin"), Just("Pacific/Kiritimati")],
+        ) {
+            let calendar = calendar(tz);
+            let date = calendar.date_of(at);
+            let _ = calendar.window_of(date);
+            let _ = calendar.in_window(at);
+            let _ = calendar.workdays_after(at, days.min(10_000));
+            let _ = calendar.workdays_between(at, at.saturating_add(86_400_000 * 3));
+            let _ = show(at, calendar.time_zone());
+            let _ = is_readable(at);
+            for gap in [KillGap::Workdays(days), KillGap::Duration(jiff::SignedDuration::from_secs(secs))] {
+                let _ = gap.next_allowed(at, Some(&calendar));
+                let _ = gap.next_allowed(at, None);
+            }
+            let when = [(0, &When::Daily)];
+            let schedule = Schedule::new(calendar, &when, 1).unwrap();
+            let _ = schedule.between(at, at.saturating_add(3 * 86_400_000));
+            let _ = schedule.estimate_slots(at, days.min(4000));
+        }
     }
 }

@@ -437,7 +437,7 @@ fn sigterm_ends_the_daemon_after_its_current_runs_journal_is_finished() {
         [schedule]\ntime_zone = \"UTC\"\nhours = \"00:00-24:00\"\n\
         days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
         [[experiment]]\nplugin = \"hostile\"\nparams = { attack = \"loop\" }\n\
-        limits = { timeout_secs = 300 }\nwhen = { cron = \"* * * * * *\" }\n";
+        limits = { timeout_secs = 300 }\nwhen = { cron = \"*/10 * * * * *\" }\n";
     let setup = support::setup(FLEET, &support::test_plugin_dir(), body);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
         .args(["daemon", "--seed", "1", "--config"])
@@ -954,4 +954,67 @@ async fn kill_times_the_calendar_cannot_read_deny_as_a_kill_just_now() {
             "{denial:#?}"
         );
     }
+}
+
+/// `wasmonkey ARGS --config` of `setup` with a deadline: its exit code and
+/// all it printed.
+fn bounded_run(args: &[&str], setup: &support::Setup) -> (Option<i32>, String) {
+    let started = std::time::Instant::now();
+    let out = support::wasmonkey(args, &setup.config);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{args:?} took {:?}",
+        started.elapsed()
+    );
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_operators_own_input_cannot_ask_for_unbounded_work() {
+    let daily = config("", MONKEY_TWICE_A_DAY);
+    let setup = support::setup(FLEET, &support::plugin_dir(), &daily);
+    let (code, out) = bounded_run(&["simulate", "--days", "100000000"], &setup);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("at most 3660 days (ten years) are simulated"),
+        "{out}"
+    );
+
+    // A cron every second is a typo, refused by every command.
+    let per_second = every_thirty_seconds().replace("*/30 * * * * *", "* * * * * *");
+    let per_second = format!("[daemon]\nlisten = \"off\"\n{per_second}");
+    let setup = support::setup(FLEET, &support::plugin_dir(), &per_second);
+    for args in [&["simulate", "--days", "1"][..], &["daemon"], &["status"]] {
+        let (code, out) = bounded_run(args, &setup);
+        assert_eq!(code, Some(1), "{args:?}: {out}");
+        assert!(
+            out.contains("when.cron = \"* * * * * *\" fires every 1 s; the shortest interval allowed is 10 s"),
+            "{args:?}: {out}"
+        );
+    }
+
+    // A cron at the shortest interval, over years: too many runs to simulate.
+    let dense = every_thirty_seconds().replace("*/30 * * * * *", "*/10 * * * * *");
+    let setup = support::setup(FLEET, &support::plugin_dir(), &dense);
+    let (code, out) = bounded_run(&["simulate", "--days", "3000"], &setup);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("slots; at most 200000 are simulated"), "{out}");
+
+    // A daemon with nothing to run says so and fails.
+    let never = "[daemon]\nlisten = \"off\"\n".to_owned()
+        + &config(
+        "",
+        "[[experiment]]\nplugin = \"classic-monkey\"\nparams = { probability = 0.0 }\nwhen = { cron = \"0 3 * * *\" }\n",
+        );
+    let setup = support::setup(FLEET, &support::plugin_dir(), &never);
+    let (code, out) = bounded_run(&["daemon"], &setup);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("the daemon has nothing to run"), "{out}");
 }
