@@ -173,7 +173,30 @@ CREATE TABLE daemon_seen (
     last_ms INTEGER NOT NULL
 );
 ",
+    "
+CREATE TABLE ledger (
+    run_id TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    group_name TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (run_id, instance_id)
+);
+CREATE INDEX ledger_by_group ON ledger (group_name, at_ms);
+",
 ];
+
+/// A kill about to happen, as the ledger keeps it.
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerKill<'a> {
+    /// The run.
+    pub run_id: &'a str,
+    /// The victim.
+    pub instance: &'a str,
+    /// Its group.
+    pub group: &'a str,
+    /// When, epoch ms.
+    pub at: EpochMs,
+}
 
 /// One kill (or dry-run kill) as the history keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -391,6 +414,19 @@ pub trait History: Send + std::fmt::Debug {
     /// A daemon is running at `at` (epoch ms): the latest such moment is
     /// kept.
     fn note_daemon(&mut self, at: EpochMs) -> anyhow::Result<()>;
+    /// In one write transaction, across processes: the group's last
+    /// executed kill (victims, summary, ledger) is read, `allowed` decides
+    /// on it, and when it allows, the kill is written to the ledger before
+    /// the transaction ends; whether it was. Two writers can never both
+    /// pass the check.
+    fn reserve_kill(
+        &mut self,
+        kill: &LedgerKill<'_>,
+        allowed: &mut dyn FnMut(Option<EpochMs>) -> bool,
+    ) -> anyhow::Result<bool>;
+    /// A reserved kill that certainly did not happen (the backend refused
+    /// it) leaves the ledger.
+    fn release_kill(&mut self, run_id: &str, instance: &str) -> anyhow::Result<()>;
 }
 
 /// What became of a schedule slot.
@@ -704,6 +740,8 @@ impl History for SqliteHistory {
                  WHERE group_name IS NOT NULL AND status IN {KILLED} {executed}
                  UNION ALL
                  SELECT group_name, {column} FROM last_kills WHERE {column} IS NOT NULL
+                 UNION ALL
+                 SELECT group_name, at_ms FROM ledger
              ) GROUP BY group_name"
         ))?;
         let rows = stmt.query_map([], |row| {
@@ -833,6 +871,54 @@ impl History for SqliteHistory {
             "INSERT INTO daemon_seen (id, last_ms) VALUES (1, ?1)
              ON CONFLICT (id) DO UPDATE SET last_ms = MAX(last_ms, excluded.last_ms)",
             [at],
+        )?;
+        Ok(())
+    }
+
+    fn reserve_kill(
+        &mut self,
+        kill: &LedgerKill<'_>,
+        allowed: &mut dyn FnMut(Option<EpochMs>) -> bool,
+    ) -> anyhow::Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let last = tx.query_row(
+            &format!(
+                "SELECT MAX(at) FROM (
+                     SELECT killed_ms AS at FROM victims
+                     WHERE group_name = ?1 AND status IN {KILLED} AND dry_run = 0
+                     UNION ALL
+                     SELECT executed_ms FROM last_kills WHERE group_name = ?1 AND executed_ms IS NOT NULL
+                     UNION ALL
+                     SELECT at_ms FROM ledger WHERE group_name = ?1
+                 )"
+            ),
+            [kill.group],
+            |row| row.get::<_, rusqlite::types::Value>(0),
+        )?;
+        let last = match last {
+            rusqlite::types::Value::Null => None,
+            rusqlite::types::Value::Integer(at) => Some(at),
+            // Unreadable: the spacing rule counts it as just now.
+            _ => Some(EpochMs::MAX),
+        };
+        if !allowed(last) {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO ledger (run_id, instance_id, group_name, at_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (run_id, instance_id) DO UPDATE SET at_ms = excluded.at_ms",
+            params![kill.run_id, kill.instance, kill.group, kill.at],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn release_kill(&mut self, run_id: &str, instance: &str) -> anyhow::Result<()> {
+        self.conn.execute(
+            "DELETE FROM ledger WHERE run_id = ?1 AND instance_id = ?2",
+            [run_id, instance],
         )?;
         Ok(())
     }

@@ -360,6 +360,12 @@ pub(crate) enum Denial {
         /// Why it cannot be read.
         why: String,
     },
+    /// The kill could not be recorded in the kill ledger before it: with
+    /// `min_time_between_kills`, no kill happens unrecorded.
+    Ledger {
+        /// Why.
+        why: String,
+    },
 }
 
 impl Denial {
@@ -384,6 +390,7 @@ impl Denial {
             Denial::OutsideHours { .. } => "outside-hours",
             Denial::Stopped { .. } => "stop-condition",
             Denial::StopUnknown { .. } => "stop-condition-unknown",
+            Denial::Ledger { .. } => "kill-ledger",
         }
     }
 
@@ -409,6 +416,9 @@ impl Denial {
             // The backend's words may carry an account's ARNs.
             Denial::StopUnknown { .. } => {
                 "a stop condition cannot be read, so nothing is terminated until it can".into()
+            }
+            Denial::Ledger { .. } => {
+                "the kill cannot be recorded before it happens, so it does not happen".into()
             }
             other => other.to_string(),
         }
@@ -473,6 +483,10 @@ impl fmt::Display for Denial {
             Denial::StopUnknown { why } => write!(
                 f,
                 "a stop condition cannot be read, so nothing is terminated until it can: {why}"
+            ),
+            Denial::Ledger { why } => write!(
+                f,
+                "the kill ledger cannot record this kill before it happens, so it does not happen: {why}"
             ),
         }
     }

@@ -248,7 +248,10 @@ pub async fn run_on(
         let calendar = config
             .calendar()
             .map_err(|err| anyhow::anyhow!("{}: {err}", config.path.display()))?;
-        let spacing = KillSpacing::new(gap, calendar, origin_ms, last);
+        let mut spacing = KillSpacing::new(gap, calendar, origin_ms, last);
+        if let (Some(history), Some(_), false) = (&history, gap, dry_run) {
+            spacing = spacing.with_ledger(Arc::clone(history), &run_id);
+        }
         Some(Arc::new(match options.kill_deadline_ms {
             Some(end) => spacing.until(end),
             None => spacing,

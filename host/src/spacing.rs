@@ -8,9 +8,10 @@
 //! are over, however long its strategy goes on.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::cloud::Millis;
+use crate::history::{History, LedgerKill};
 use crate::policy::Denial;
 use crate::schedule::{self, Calendar, EpochMs, KillGap};
 
@@ -24,6 +25,23 @@ pub(crate) struct KillSpacing {
     /// Epoch ms of the run clock's 0.
     origin_ms: EpochMs,
     last: Mutex<BTreeMap<String, EpochMs>>,
+    /// Where an executed run's kills are checked and recorded in one step,
+    /// across processes.
+    ledger: Option<Ledger>,
+}
+
+/// The kill history a run's executed kills are reserved in, and the run.
+struct Ledger {
+    history: Arc<Mutex<dyn History>>,
+    run_id: String,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("run_id", &self.run_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KillSpacing {
@@ -40,6 +58,78 @@ impl KillSpacing {
             calendar,
             origin_ms,
             last: Mutex::new(last),
+            ledger: None,
+        }
+    }
+
+    /// Reserve each executed kill in `history`'s ledger, for `run_id`: the
+    /// gap is checked again against every process's kills and the kill is
+    /// recorded, in one write transaction, before the terminate call.
+    pub(crate) fn with_ledger(
+        mut self,
+        history: Arc<Mutex<dyn History>>,
+        run_id: &str,
+    ) -> KillSpacing {
+        self.ledger = Some(Ledger {
+            history,
+            run_id: run_id.to_owned(),
+        });
+        self
+    }
+
+    /// Before an executed kill of an instance of `group`: the gap checked
+    /// against the ledger (what every process has killed, up to now) and
+    /// the kill written to it, atomically. A ledger that cannot be written
+    /// denies (no kill happens unrecorded). Without a ledger or a gap, the
+    /// run's own [`KillSpacing::check`] stands.
+    pub(crate) fn reserve(
+        &self,
+        group: Option<&str>,
+        instance: &str,
+        clock_ms: Millis,
+    ) -> Result<(), Denial> {
+        let (Some(ledger), Some(group), Some(gap)) = (&self.ledger, group, self.gap) else {
+            return Ok(());
+        };
+        let now = self.at(clock_ms);
+        let kill = LedgerKill {
+            run_id: &ledger.run_id,
+            instance,
+            group,
+            at: now,
+        };
+        let mut denied = None;
+        let mut allowed = |last: Option<EpochMs>| {
+            denied = last.and_then(|last| self.allowed_after(group, last, now, gap).err());
+            denied.is_none()
+        };
+        let mut history = ledger
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let reserved = history.reserve_kill(&kill, &mut allowed);
+        drop(history);
+        match reserved {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(denied.unwrap_or_else(|| Denial::Ledger {
+                why: "the ledger refused the kill without saying why".into(),
+            })),
+            Err(err) => Err(Denial::Ledger {
+                why: format!("{err:#}"),
+            }),
+        }
+    }
+
+    /// A reserved kill that certainly did not happen leaves the ledger.
+    pub(crate) fn release(&self, instance: &str) {
+        let Some(ledger) = &self.ledger else { return };
+        let mut history = ledger
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Err(err) = history.release_kill(&ledger.run_id, instance) {
+            // It stays counted as a kill: the safe side.
+            tracing::warn!("the kill ledger keeps {instance}, whose terminate failed: {err:#}");
         }
     }
 
@@ -81,6 +171,17 @@ impl KillSpacing {
             .get(group)
             .copied();
         let Some(last) = last else { return Ok(()) };
+        self.allowed_after(group, last, now, gap)
+    }
+
+    /// Whether a kill of `group` at `now` keeps `gap` after its `last`.
+    fn allowed_after(
+        &self,
+        group: &str,
+        last: EpochMs,
+        now: EpochMs,
+        gap: KillGap,
+    ) -> Result<(), Denial> {
         // A kill time the calendar cannot read (forged, or out of its
         // range) is a kill just now, never one in 1970; and a next time
         // that came out before the last one is arithmetic that gave up.
@@ -188,5 +289,34 @@ mod tests {
             denial.to_string().contains("2026-12-07T15:00:00+01:00"),
             "{denial}"
         );
+    }
+
+    #[test]
+    fn two_runs_that_both_read_no_kill_cannot_both_kill_the_group() {
+        use crate::history::SqliteHistory;
+        let dir = tempfile::tempdir().unwrap();
+        let open = || -> Arc<Mutex<dyn History>> {
+            Arc::new(Mutex::new(SqliteHistory::in_state_dir(dir.path()).unwrap()))
+        };
+        let origin = at("2026-12-07T10:00:00+01:00[Europe/Berlin]");
+        let gap = Some(KillGap::parse("1h").unwrap());
+        // Two processes, each with its own connection, started before
+        // either killed: both read no last kill.
+        let (a, b) = (open(), open());
+        let first = KillSpacing::new(gap, None, origin, BTreeMap::new()).with_ledger(a, "run-a");
+        let second = KillSpacing::new(gap, None, origin, BTreeMap::new()).with_ledger(b, "run-b");
+        assert_eq!(first.check(Some("web"), 0), Ok(()));
+        assert_eq!(second.check(Some("web"), 1_000), Ok(()));
+        // The first to reserve kills; the other is denied by the ledger.
+        assert_eq!(first.reserve(Some("web"), "i-a", 0), Ok(()));
+        let denial = second.reserve(Some("web"), "i-b", 1_000).unwrap_err();
+        assert_eq!(denial.rule(), "min-time-between-kills");
+        // A kill that certainly failed leaves the ledger: the group is free.
+        first.release("i-a");
+        assert_eq!(second.reserve(Some("web"), "i-b", 2_000), Ok(()));
+        // And a third run, started later, reads it as a kill.
+        let third_history = open();
+        let last = third_history.lock().unwrap().last_kills(false).unwrap();
+        assert_eq!(last.get("web"), Some(&(origin + 2_000)));
     }
 }

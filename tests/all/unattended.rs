@@ -1018,3 +1018,48 @@ fn the_operators_own_input_cannot_ask_for_unbounded_work() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("the daemon has nothing to run"), "{out}");
 }
+
+#[test]
+fn runs_started_together_on_one_history_never_kill_a_group_twice_within_the_gap() {
+    let body = config(
+        "min_time_between_kills = \"1h\"",
+        "[[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\nparams = { probability = 1.0, poll-secs = 1, recovery-timeout-secs = 0 }\n",
+    );
+    let setup = support::setup(FLEET, &support::plugin_dir(), &body);
+    // Six operators (or daemons) at once, each on the fleet as it stands.
+    let children: Vec<_> = (0..6)
+        .map(|n| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+                .args([
+                    "run",
+                    "--execute",
+                    "--json",
+                    "--seed",
+                    &n.to_string(),
+                    "--config",
+                ])
+                .arg(&setup.config)
+                .env("WASMONKEY_LOG", "error")
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("runs")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().expect("ends");
+        assert!(out.status.code().is_some(), "{out:?}");
+    }
+    let history = SqliteHistory::in_state_dir(&setup.dir.path().join("state")).expect("history");
+    let kills = history.kills(&Filter::default()).expect("kills");
+    let mut per_group: std::collections::BTreeMap<String, usize> = Default::default();
+    for kill in kills.iter().filter(|k| !k.dry_run) {
+        *per_group
+            .entry(kill.group.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    assert!(!per_group.is_empty(), "nothing was killed at all");
+    assert!(
+        per_group.values().all(|&n| n == 1),
+        "{per_group:?} {kills:#?}"
+    );
+}

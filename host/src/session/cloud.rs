@@ -194,6 +194,20 @@ impl Session {
                 return self.deny(OP, id, &denial).map(Err);
             }
         }
+        if !dry_run {
+            // Checked again and recorded with every process's kills, in one
+            // step: two runs never both pass the gap.
+            let reserved = self.setup.spacing.as_ref().map(|spacing| {
+                spacing.reserve(
+                    instance.group.as_deref(),
+                    &instance.id,
+                    self.setup.cloud.now_ms(),
+                )
+            });
+            if let Some(Err(denial)) = reserved {
+                return self.deny(OP, id, &denial).map(Err);
+            }
+        }
         self.journal(Event::TerminateIntent {
             instance_id: instance.id.clone(),
             group: instance.group.clone(),
@@ -226,6 +240,11 @@ impl Session {
                     Settled::Happened => confirmed_after = Some(err.to_string()),
                     Settled::Failed { uncertain, seen } => {
                         self.setup.view.settled(&instance.id);
+                        if !uncertain {
+                            if let Some(spacing) = &self.setup.spacing {
+                                spacing.release(&instance.id);
+                            }
+                        }
                         self.journal(Event::TerminateFailed {
                             instance_id: instance.id.clone(),
                             error: format!("{err}; {seen}"),
