@@ -410,6 +410,32 @@ async fn a_lost_terminate_answer_is_settled_by_describing_the_instance_again() {
 }
 
 #[tokio::test]
+async fn a_lost_answer_followed_by_throttled_retries_is_settled_never_failed() {
+    let seed = 6;
+    let probe = support::setup(FLEET, &support::test_plugin_dir(), "");
+    let web = fleet_ids(&probe, seed).await.web;
+    let faults = Faults {
+        throttle_after_terminate: true,
+        ..Faults::default()
+    };
+    let (_, output, _, _keep) = rigged_attack(seed, &[&web[0]], faults).await;
+    // The instance is gone: the journal says so, and the victim counts.
+    let victim = &output.report.victims[0];
+    assert_eq!(victim.status, "terminated", "{victim:#?}");
+    let events = support::events(&output);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::TerminateFailed { .. })),
+        "{events:#?}"
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::TerminateDone { confirmed_after: Some(why), .. } if why.contains("RequestLimitExceeded")
+    )));
+}
+
+#[tokio::test]
 async fn the_run_wide_blast_radius_counts_every_experiment() {
     let seed = 7;
     let probe = support::setup(FLEET, &support::test_plugin_dir(), "");

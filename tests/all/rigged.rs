@@ -27,6 +27,9 @@ pub struct Faults {
     pub throttle_listing: bool,
     /// `terminate` acts, then answers as if the connection dropped.
     pub lose_terminate_answer: bool,
+    /// `terminate` acts, then answers throttled (the answer to the first
+    /// attempt was lost, and the retries were throttled).
+    pub throttle_after_terminate: bool,
     /// Every group read from this time on (the fleet's clock) is throttled.
     pub throttle_groups_from_ms: Option<Millis>,
     /// The kill switch of this state directory is set once the fleet's
@@ -179,6 +182,11 @@ impl Cloud for Rigged {
         if self.faults.lose_terminate_answer {
             return Err(CloudError::Backend(
                 "dispatch failure: connection reset before the answer arrived".into(),
+            ));
+        }
+        if self.faults.throttle_after_terminate {
+            return Err(CloudError::Throttled(
+                "ec2:TerminateInstances: RequestLimitExceeded: Request limit exceeded.".into(),
             ));
         }
         Ok(answer)

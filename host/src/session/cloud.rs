@@ -275,12 +275,13 @@ impl Session {
         Ok(Ok(termination))
     }
 
-    /// After a terminate call failed: did it happen anyway? A throttled or
-    /// not-found answer is a definite no. Any other failure (a timeout, a
-    /// lost answer, a 5xx) may have come after the backend acted, so the
-    /// instance is described again.
+    /// After a terminate call failed: did it happen anyway? A not-found
+    /// answer is a definite no. Any other failure (a timeout, a lost
+    /// answer, a 5xx, and a throttle too: the SDK retries, and an earlier
+    /// attempt whose answer was lost may have acted) may have come after
+    /// the backend acted, so the instance is described again.
     async fn settle_ambiguous(&self, id: &str, err: &PluginError) -> Settled {
-        if !matches!(err, PluginError::Backend(_)) {
+        if !matches!(err, PluginError::Backend(_) | PluginError::Throttled(_)) {
             return Settled::Failed {
                 uncertain: false,
                 seen: "the backend refused it".into(),
