@@ -108,18 +108,27 @@ impl Guard {
         }
     }
 
-    /// The brakes a run config sets on `cloud`: its stop conditions and
-    /// targets, and every kill switch in force for it.
-    pub(crate) fn for_config(
-        config: &crate::config::Config,
-        cloud: &dyn crate::cloud::Cloud,
-    ) -> anyhow::Result<Guard> {
-        Ok(Guard::new(
+    /// The brakes a run config sets: its stop conditions and targets, and
+    /// `switches` (for a run, every one in force: [`Config::switches`]).
+    ///
+    /// [`Config::switches`]: crate::config::Config::switches
+    pub(crate) fn for_config(config: &crate::config::Config, switches: Switches) -> Guard {
+        Guard::new(
             config.stop_conditions.clone(),
             Arc::new(config.targets.clone()),
-            config.switches(cloud)?,
+            switches,
             config.default_limits().host_call_timeout(),
-        ))
+        )
+    }
+
+    /// Why a stopped plugin's run was ended, once its grace is over.
+    pub(crate) fn past_grace(trip: &Trip) -> String {
+        format!(
+            "the run was stopped by {} ({}) and the plugin did not return within {} s",
+            trip.condition,
+            crate::text::one_line(&trip.saw),
+            GRACE_MS / 1000
+        )
     }
 
     /// The pause in force, if a kill switch is set.

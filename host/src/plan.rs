@@ -199,7 +199,7 @@ pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Resu
         }
     }
 
-    let guard = Guard::for_config(config, cloud.as_ref())?;
+    let guard = Guard::for_config(config, config.switches(cloud.as_ref())?);
     let stop_conditions = guard
         .survey(&view)
         .await

@@ -189,15 +189,11 @@ pub async fn run_on(
     }
     let sandbox = Sandbox::new(&config.cache_dir()?)?;
     let calls_before = cloud.api_calls();
-    let guard = Arc::new(match &options.switches {
-        Some(switches) => Guard::new(
-            config.stop_conditions.clone(),
-            Arc::new(config.targets.clone()),
-            switches.clone(),
-            config.default_limits().host_call_timeout(),
-        ),
-        None => Guard::for_config(config, cloud.as_ref())?,
-    });
+    let switches = match &options.switches {
+        Some(switches) => switches.clone(),
+        None => config.switches(cloud.as_ref())?,
+    };
+    let guard = Arc::new(Guard::for_config(config, switches));
     let clock_ms = i64::try_from(cloud.now_ms()).unwrap_or(i64::MAX);
     let origin_ms = options
         .clock_origin_ms

@@ -542,12 +542,9 @@ impl Sandbox {
             }
             if let Some(trip) = guard.tripped() {
                 if guard.stopped_for().is_some_and(|since| since >= STOP_GRACE) {
-                    return Err(wasmtime::Error::new(crate::session::Stopped(format!(
-                        "the run was stopped by {} ({}) and the plugin did not return within {} s",
-                        trip.condition,
-                        crate::text::one_line(&trip.saw),
-                        STOP_GRACE.as_secs()
-                    ))));
+                    return Err(wasmtime::Error::new(crate::session::Stopped(
+                        crate::guard::Guard::past_grace(&trip),
+                    )));
                 }
             }
             Ok(wasmtime::UpdateDeadline::Yield(BRAKE_TICKS))

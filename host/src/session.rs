@@ -543,12 +543,7 @@ impl Session {
         if self.grace_left_ms(&trip) > 0 {
             return Ok(());
         }
-        Err(Fatal::Stopped(format!(
-            "the run was stopped by {} ({}) and the plugin did not return within {} s",
-            trip.condition,
-            text::one_line(&trip.saw),
-            crate::guard::GRACE_MS / 1000
-        )))
+        Err(Fatal::Stopped(Guard::past_grace(&trip)))
     }
 
     /// What is left of the plugin's grace after `trip`, in ms.

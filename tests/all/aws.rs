@@ -126,10 +126,16 @@ async fn run(config: &Config, cloud: AwsCloud, execute: bool, preflight: bool) -
 /// default chain in the environment, and nothing of this machine's own AWS
 /// set-up (profile, instance metadata).
 fn wasmonkey_run(config: &Config) -> std::process::Command {
+    let mut cmd = wasmonkey_with_moto_credentials();
+    cmd.args(["run", "--config"]).arg(&config.path);
+    cmd
+}
+
+/// The `wasmonkey` binary with moto's credentials in the environment for
+/// the default chain, and nothing of this machine's own AWS set-up.
+fn wasmonkey_with_moto_credentials() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"));
-    cmd.args(["run", "--config"])
-        .arg(&config.path)
-        .env("AWS_ACCESS_KEY_ID", "testing")
+    cmd.env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env_remove("AWS_PROFILE")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -842,15 +848,10 @@ async fn a_failing_describe_alarms_fails_closed() {
 /// `wasmonkey ARGS` with moto's credentials in the environment (as
 /// [`wasmonkey_run`]) and an operator state directory of its own.
 fn wasmonkey_cli(lab: &Lab, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+    wasmonkey_with_moto_credentials()
         .args(args)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("XDG_STATE_HOME", lab.dir.path().join("xdg"))
         .env("WASMONKEY_HOST_STATE_DIR", lab.dir.path().join("host"))
-        .env("WASMONKEY_LOG", "warn")
         .output()
         .expect("wasmonkey runs")
 }
@@ -1041,14 +1042,7 @@ fn each_sdk_failure_is_one_line_that_says_what_to_check() {
         &[(&endpoint, &format!("endpoint_url = {:?}", proxy.endpoint))],
     );
     // The proxy is served by the runtime's worker threads meanwhile.
-    let plan = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
-        .args(["plan", "--config", &denied])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("XDG_STATE_HOME", lab.dir.path().join("xdg"))
-        .output()
-        .expect("runs");
+    let plan = wasmonkey_cli(&lab, &["plan", "--config", &denied]);
     let text = said(&plan);
     assert!(!plan.status.success(), "{text}");
     assert!(

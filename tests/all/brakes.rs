@@ -360,7 +360,6 @@ fn get(address: &str, path: &str) -> String {
 
 #[test]
 fn a_running_daemon_shows_the_operators_pause_on_its_metrics_at_once() {
-    use std::io::BufRead as _;
     let world = World::new();
     let body = format!(
         "[daemon]\nlisten = \"127.0.0.1:0\"\n{}",
@@ -368,27 +367,14 @@ fn a_running_daemon_shows_the_operators_pause_on_its_metrics_at_once() {
     );
     // The daemon's config has a state directory of its own.
     let setup = support::setup(FLEET, &support::plugin_dir(), &body);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
-        .args(["daemon", "--config"])
-        .arg(&setup.config)
-        .env("XDG_STATE_HOME", world.xdg())
-        .env("WASMONKEY_HOST_STATE_DIR", world.host())
-        .env("WASMONKEY_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the daemon starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let address = loop {
-        let line = lines
-            .next()
-            .expect("the daemon says where it serves")
-            .expect("a line");
-        if let Some((_, rest)) = line.split_once("serving /metrics and /healthz on http://") {
-            break rest.trim().to_owned();
-        }
-    };
+    let (xdg, host) = (world.xdg(), world.host());
+    let (mut child, address) = crate::unattended::start_daemon(
+        &setup,
+        &[
+            ("XDG_STATE_HOME", &xdg),
+            ("WASMONKEY_HOST_STATE_DIR", &host),
+        ],
+    );
     let before = get(&address, "/metrics");
     let paused = world.wasmonkey(&["pause", "--reason", "incident"]);
     let during = get(&address, "/metrics");

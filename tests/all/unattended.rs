@@ -673,22 +673,24 @@ async fn the_daemon_counts_its_runs_on_metrics_that_promtool_accepts() {
         .expect("it did not panic");
 }
 
-#[test]
-fn the_daemon_binary_serves_healthz_on_its_configured_address_and_stops_on_sigterm() {
+/// `wasmonkey daemon` of `setup` (its config listening on a free port)
+/// with `env`, started; the child and where it serves `/metrics`.
+pub(crate) fn start_daemon(
+    setup: &support::Setup,
+    env: &[(&str, &std::path::Path)],
+) -> (std::process::Child, String) {
     use std::io::BufRead as _;
-    let body = format!(
-        "[daemon]\nlisten = \"127.0.0.1:0\"\n{}",
-        config("", MONKEY_TWICE_A_DAY)
-    );
-    let setup = support::setup(FLEET, &support::plugin_dir(), &body);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"));
+    command
         .args(["daemon", "--config"])
         .arg(&setup.config)
         .env("WASMONKEY_LOG", "info")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the daemon starts");
+        .stderr(std::process::Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("the daemon starts");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = std::io::BufReader::new(stderr).lines();
     let address = loop {
@@ -700,6 +702,19 @@ fn the_daemon_binary_serves_healthz_on_its_configured_address_and_stops_on_sigte
             break rest.trim().to_owned();
         }
     };
+    // Keep draining, so the daemon never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, address)
+}
+
+#[test]
+fn the_daemon_binary_serves_healthz_on_its_configured_address_and_stops_on_sigterm() {
+    let body = format!(
+        "[daemon]\nlisten = \"127.0.0.1:0\"\n{}",
+        config("", MONKEY_TWICE_A_DAY)
+    );
+    let setup = support::setup(FLEET, &support::plugin_dir(), &body);
+    let (mut child, address) = start_daemon(&setup, &[]);
     let health = (|| -> std::io::Result<String> {
         use std::io::{Read as _, Write as _};
         let mut stream = std::net::TcpStream::connect(&address)?;
