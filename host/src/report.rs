@@ -381,22 +381,26 @@ impl Report {
         if !self.succeeded() {
             return RunOutcome::NotRecovered;
         }
-        let undelivered = self
-            .experiments
-            .iter()
-            .flat_map(|e| &e.notifications)
-            .chain(&self.notifications)
-            .any(|n| {
-                matches!(
-                    n.status,
-                    NotificationStatus::Failed | NotificationStatus::Unknown
-                )
-            });
+        let undelivered = self.every_notification().any(|n| {
+            matches!(
+                n.status,
+                NotificationStatus::Failed | NotificationStatus::Unknown
+            )
+        });
         if undelivered || !self.unknowns.is_empty() {
             RunOutcome::Inconclusive
         } else {
             RunOutcome::Succeeded
         }
+    }
+
+    /// Every notification of the run: each experiment's (its plugin's),
+    /// then the run's own.
+    pub fn every_notification(&self) -> impl Iterator<Item = &NotificationReport> {
+        self.experiments
+            .iter()
+            .flat_map(|e| &e.notifications)
+            .chain(&self.notifications)
     }
 
     /// Whether the run went as intended: it finished, no experiment failed,
