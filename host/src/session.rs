@@ -666,19 +666,29 @@ impl Session {
                 limit.as_secs()
             ))),
         };
-        if let Err(err @ (PluginError::Backend(_) | PluginError::Throttled(_))) = &answer {
-            let seen = self
-                .call_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if seen < CALL_FAILURES_PER_RUN {
-                // Unsynced, as a denial is: the next action's sync carries it.
-                let _ = self.journal(Event::CallFailed {
-                    operation: what.to_owned(),
-                    error: text::bounded(&err.to_string(), MAX_DENIAL_BYTES).into_owned(),
-                });
-            }
+        if let Err(err) = &answer {
+            self.note_call_failure(what, err);
         }
         answer
+    }
+
+    /// Journal a backend failure (or throttle) answered to the plugin: the
+    /// run could not see what it asked for. Other errors are the plugin's
+    /// own (a bad name, a denial) and say nothing of the fleet.
+    pub(crate) fn note_call_failure(&self, what: &str, err: &PluginError) {
+        if !matches!(err, PluginError::Backend(_) | PluginError::Throttled(_)) {
+            return;
+        }
+        let seen = self
+            .call_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if seen < CALL_FAILURES_PER_RUN {
+            // Unsynced, as a denial is: the next action's sync carries it.
+            let _ = self.journal(Event::CallFailed {
+                operation: what.to_owned(),
+                error: text::bounded(&err.to_string(), MAX_DENIAL_BYTES).into_owned(),
+            });
+        }
     }
 
     /// Every group, keyed by name, as the backend has them.

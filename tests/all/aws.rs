@@ -1067,3 +1067,52 @@ async fn refusing_server() -> String {
     });
     url
 }
+
+#[test]
+fn a_run_whose_control_plane_goes_away_mid_run_never_ends_succeeded() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut lab = runtime.block_on(Lab::new());
+    let config = lab.config(
+        &support::plugin_dir(),
+        &lab.moto.endpoint,
+        "[[experiment]]\nplugin = \"rolling\"\ngrants = [\"terminate\", \"notify\"]\n\
+         params = { count = 3, poll-secs = 1, recovery-timeout-secs = 3 }\n",
+    );
+    // Without the account's switch, which would fail closed (paused) once
+    // SSM is gone too: what is left to judge is what the run saw.
+    let endpoint = format!("endpoint_url = {:?}", lab.moto.endpoint);
+    let path = variant(
+        &config,
+        "gone.toml",
+        &[(&endpoint, &format!("{endpoint}\naccount_switch = \"off\""))],
+    );
+    let config = Config::load(std::path::Path::new(&path)).unwrap();
+    let journal = lab.dir.path().join("gone.jsonl");
+    let child = wasmonkey_run(&config)
+        .args(["--execute", "--json", "--journal"])
+        .arg(&journal)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the first victim is gone, so is the control plane.
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"terminate-done\"")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no termination happened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lab.moto.stop();
+    let output = child.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_ne!(output.status.code(), Some(0), "{report:#}");
+    assert_ne!(output.status.code(), Some(1), "it acted: {report:#}");
+    assert_ne!(report["outcome"], "succeeded", "{report:#}");
+    assert_eq!(report["complete"], true, "{report:#}");
+    assert!(
+        report["victims"].as_array().is_some_and(|v| !v.is_empty()),
+        "{report:#}"
+    );
+    eprintln!("outcome with the control plane gone: {}", report["outcome"]);
+}

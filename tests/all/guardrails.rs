@@ -368,3 +368,30 @@ async fn a_run_that_could_not_read_the_fleet_is_inconclusive_never_succeeded() {
         .render_text()
         .contains("unknown: experiment 1: describing an instance failed"));
 }
+
+#[tokio::test]
+async fn a_probe_that_failed_for_the_plugin_makes_the_run_inconclusive() {
+    // The plugin checks a group target while every group read is
+    // throttled: it reports the failure and returns normally.
+    let body = format!(
+        "{}[targets.web-up]\ngroup = \"web\"\nmin_healthy = 1\n\
+         [[experiment]]\nplugin = \"hostile\"\ngrants = [\"probe-targets\"]\nparams = {{ attack = \"check\" }}\n",
+        rules("")
+    );
+    let setup = support::setup(FLEET, &support::test_plugin_dir(), &body);
+    let faults = Faults {
+        throttle_groups_from_ms: Some(0),
+        ..Faults::default()
+    };
+    let (output, _) = rigged::run(&setup, 30, false, faults).await;
+    let experiment = support::only_experiment(&output);
+    assert_eq!(experiment.error, None, "{experiment:#?}");
+    assert!(
+        experiment
+            .summary
+            .as_deref()
+            .is_some_and(|s| s.contains("web-up: throttled")),
+        "{experiment:#?}"
+    );
+    assert_eq!(output.report.outcome, RunOutcome::Inconclusive);
+}

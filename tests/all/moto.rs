@@ -76,6 +76,14 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// Stop the server now, as a control plane that goes away mid-run.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();

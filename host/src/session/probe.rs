@@ -69,7 +69,11 @@ impl Session {
         if let Err(denial) = self.setup.policy.require(Grant::ProbeTargets) {
             return self.deny("check", target, &denial).map(Err);
         }
-        Ok(self.check_target(target).await)
+        let answer = self.check_target(target).await;
+        if let Err(err) = &answer {
+            self.note_call_failure("checking a target", err);
+        }
+        Ok(answer)
     }
 
     pub(super) async fn check_target(&self, target: &str) -> Result<CheckResult, PluginError> {
