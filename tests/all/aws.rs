@@ -512,13 +512,7 @@ fn ctrl_c_and_sigterm_end_the_run_cleanly_and_the_journal_says_so() {
             .unwrap();
         // Wait until the experiment has started, then interrupt.
         let started = std::time::Instant::now();
-        while !std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("experiment-started")) {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the experiment never started"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_journal(&journal, "experiment-started");
         std::thread::sleep(Duration::from_millis(500));
         let status = std::process::Command::new("kill")
             .args([signal, &child.id().to_string()])
@@ -1095,14 +1089,7 @@ fn a_run_whose_control_plane_goes_away_mid_run_never_ends_succeeded() {
         .spawn()
         .unwrap();
     // Once the first victim is gone, so is the control plane.
-    let started = std::time::Instant::now();
-    while !std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"terminate-done\"")) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no termination happened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_journal(&journal, "\"terminate-done\"");
     lab.moto.stop();
     let output = child.wait_with_output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -1115,4 +1102,18 @@ fn a_run_whose_control_plane_goes_away_mid_run_never_ends_succeeded() {
         "{report:#}"
     );
     eprintln!("outcome with the control plane gone: {}", report["outcome"]);
+}
+
+/// Wait (a minute at most) until the journal a running child writes holds
+/// `needle`.
+fn wait_for_journal(journal: &Path, needle: &str) {
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(journal).is_ok_and(|j| j.contains(needle)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{needle} never reached {}",
+            journal.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
