@@ -161,11 +161,13 @@ pub(crate) fn date_in(at: EpochMs, tz: &TimeZone) -> Date {
 /// library's range, with a day before and after it to spare.
 pub(crate) fn is_readable(at: EpochMs) -> bool {
     const DAY_MS: EpochMs = 86_400_000;
-    [at.saturating_sub(DAY_MS), at, at.saturating_add(DAY_MS)]
-        .into_iter()
-        .all(|t| Timestamp::from_millisecond(t).is_ok())
-        && at.checked_add(DAY_MS).is_some()
-        && at.checked_sub(DAY_MS).is_some()
+    // The range is one interval: a day either side in it puts `at` in it.
+    match (at.checked_sub(DAY_MS), at.checked_add(DAY_MS)) {
+        (Some(before), Some(after)) => [before, after]
+            .into_iter()
+            .all(|t| Timestamp::from_millisecond(t).is_ok()),
+        _ => false,
+    }
 }
 
 /// An instant as the operator reads it: RFC 3339 in the calendar's zone.
