@@ -4,6 +4,7 @@
 
 mod unattended;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use crate::journal;
 use crate::kill_switch::{FileSwitch, Switch, SwitchScope, Switches};
 use crate::limits::LimitOverrides;
 use crate::plugins::{Catalog, Plugin};
-use crate::report::Report;
+use crate::report::{Report, RunOutcome};
 use crate::runner::{self, RunOptions};
 use crate::sandbox::Sandbox;
 use crate::text::{self, one_line};
@@ -361,9 +362,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 tracing::warn!("{name}: finishing the journal");
             };
             let output = runner::run(&options, shutdown).await?;
-            print_report(&output.report, json)?;
-            outputs.write(&output.report, &output.api_calls)?;
-            Ok(ExitCode::from(output.report.outcome.exit_code()))
+            Ok(ExitCode::from(deliver(&output, json, &outputs)))
         }
         Command::Plan { config, json } => {
             let config = Config::load(&config)?;
@@ -582,13 +581,42 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// Print a finished run's report and write the files asked for; the exit
+/// code. What the run did decides it: a report that cannot be printed or
+/// written never turns a run that acted into exit 1 ("nothing was done"),
+/// and never leaves it a success either (inconclusive, as an undelivered
+/// notification is).
+fn deliver(output: &runner::RunOutput, json: bool, outputs: &Outputs) -> u8 {
+    let delivered = print_report(&output.report, json)
+        .and_then(|()| outputs.write(&output.report, &output.api_calls));
+    let outcome = output.report.outcome;
+    match delivered {
+        Ok(()) => outcome.exit_code(),
+        Err(err) => {
+            eprintln!(
+                "error: the run's report could not be delivered: {err:#} (the journal {} keeps it: `wasmonkey report {0}`)",
+                output.journal.display()
+            );
+            if outcome == RunOutcome::Succeeded {
+                RunOutcome::Inconclusive.exit_code()
+            } else {
+                outcome.exit_code()
+            }
+        }
+    }
+}
+
 fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
+    // Written, not `println!`: a closed stdout is an error to report, not
+    // a panic.
+    let mut stdout = std::io::stdout().lock();
     if json {
         let json = serde_json::to_string_pretty(report)?;
-        println!("{}", text::json_safe(&json));
+        writeln!(stdout, "{}", text::json_safe(&json))?;
     } else {
-        print!("{}", report.render_text());
+        write!(stdout, "{}", report.render_text())?;
     }
+    stdout.flush()?;
     Ok(())
 }
 

@@ -301,6 +301,10 @@ struct Appender {
     syncs: u64,
     /// False only for throw-away journals (see [`Journal::create_unsynced`]).
     durable: bool,
+    /// Every entry written so far: the run's report is built from what the
+    /// journal holds without reading the file back, so nothing after an
+    /// action can fail on a read.
+    written: Vec<Entry>,
 }
 
 impl Appender {
@@ -310,6 +314,7 @@ impl Appender {
             seq: 0,
             syncs: 0,
             durable: true,
+            written: Vec::new(),
         }
     }
 }
@@ -395,7 +400,20 @@ impl Journal {
             .with_context(|| format!("writing journal {}", self.path.display()))?;
         appender.seq += 1;
         appender.syncs += u64::from(sync);
+        appender.written.push(entry.clone());
         Ok(entry)
+    }
+
+    /// What the journal holds so far: every entry written, as [`read`]
+    /// would give them back, without touching the file.
+    pub fn replay(&self) -> Replay {
+        Replay {
+            entries: self.inner.lock().map_or_else(
+                |poisoned| poisoned.into_inner().written.clone(),
+                |a| a.written.clone(),
+            ),
+            torn_tail: None,
+        }
     }
 }
 
@@ -406,6 +424,20 @@ pub struct Replay {
     pub entries: Vec<Entry>,
     /// A last line that was cut off mid-write (a crash), if any.
     pub torn_tail: Option<usize>,
+}
+
+impl Replay {
+    /// Whether the run did something beyond reading: a real terminate was
+    /// about to be made, or a notification about to be sent. A run that
+    /// acted always ends with its report, never with "nothing was done".
+    pub fn acted(&self) -> bool {
+        self.entries.iter().any(|entry| {
+            matches!(
+                entry.event,
+                Event::TerminateIntent { dry_run: false, .. } | Event::NotifyIntent { .. }
+            )
+        })
+    }
 }
 
 /// The largest journal read back. A run's plugin text is bounded per

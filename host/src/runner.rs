@@ -19,7 +19,7 @@ use crate::config::{BackendConfig, Config, ExperimentConfig};
 use crate::contract::{self, Outcome, RunError};
 use crate::guard::{Guard, Verdict};
 use crate::history::{History, SqliteHistory};
-use crate::journal::{self, Event, Journal, PluginOutcome, PluginVictim};
+use crate::journal::{Event, Journal, PluginOutcome, PluginVictim};
 use crate::limits::{Limit, LimitBreach};
 use crate::plugins::Catalog;
 use crate::policy::{effective_grants, Policy, Tally};
@@ -292,40 +292,51 @@ pub async fn run_on(
         },
     };
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut interrupted = false;
-    let last = experiments.last().map(|(index, _)| *index);
-    for (index, experiment) in experiments {
-        if guard.tripped().is_some() {
-            break;
-        }
-        tokio::select! {
-            result = ctx.experiment(index, experiment) => {
-                result?;
-                // The run's end writes the last one's.
-                if Some(index) != last && ctx.history.is_some() {
-                    record_history(ctx.history, &journal, ctx.pending.as_deref())?;
-                }
-            }
-            () = &mut shutdown => {
-                interrupted = true;
-                journal.append(cloud.now_ms(), Some(index), Event::ExperimentFinished {
-                    plugin: experiment.plugin.clone(),
-                    outcome: None,
-                    error: Some("interrupted by the operator".into()),
-                    limit: None,
-                })?;
+    let conducted: anyhow::Result<Report> = async {
+        let mut interrupted = false;
+        let last = experiments.last().map(|(index, _)| *index);
+        for (index, experiment) in experiments {
+            if guard.tripped().is_some() {
                 break;
             }
+            tokio::select! {
+                result = ctx.experiment(index, experiment) => {
+                    result?;
+                    // The run's end writes the last one's.
+                    if Some(index) != last && ctx.history.is_some() {
+                        record_history(ctx.history, &journal, ctx.pending.as_deref());
+                    }
+                }
+                () = &mut shutdown => {
+                    interrupted = true;
+                    journal.append(cloud.now_ms(), Some(index), Event::ExperimentFinished {
+                        plugin: experiment.plugin.clone(),
+                        outcome: None,
+                        error: Some("interrupted by the operator".into()),
+                        limit: None,
+                    })?;
+                    break;
+                }
+            }
         }
+        if let Some(trip) = guard.unjournalled() {
+            journal_trip(&journal, cloud.now_ms(), trip)?;
+        }
+        if let Some(channel) = &config.report.channel {
+            notify_run(config, cloud.as_ref(), &journal, channel).await?;
+        }
+        journal.append(cloud.now_ms(), None, Event::RunFinished { interrupted })?;
+        Ok(record_history(
+            history.as_ref(),
+            &journal,
+            pending.as_deref(),
+        ))
     }
-    if let Some(trip) = guard.unjournalled() {
-        journal_trip(&journal, cloud.now_ms(), trip)?;
-    }
-    if let Some(channel) = &config.report.channel {
-        notify_run(config, cloud.as_ref(), &journal, channel).await?;
-    }
-    journal.append(cloud.now_ms(), None, Event::RunFinished { interrupted })?;
-    let report = record_history(history.as_ref(), &journal, pending.as_deref())?;
+    .await;
+    let report = match conducted {
+        Ok(report) => report,
+        Err(err) => cut_short(history.as_ref(), &journal, pending.as_deref(), err)?,
+    };
     Ok(RunOutput {
         report,
         journal: journal.path().to_owned(),
@@ -384,16 +395,15 @@ fn record_history(
     history: Option<&SharedHistory>,
     journal: &Journal,
     pending: Option<&std::path::Path>,
-) -> anyhow::Result<Report> {
-    let replay = journal::read(journal.path())?;
-    let mut report = Report::from_journal(&replay, journal.path());
+) -> Report {
+    let mut report = Report::from_journal(&journal.replay(), journal.path());
     let Some(history) = history else {
-        return Ok(report);
+        return report;
     };
     let mut failed = None;
     for attempt in 0..2 {
         match lock(history).record(&report) {
-            Ok(()) => return Ok(report),
+            Ok(()) => return report,
             Err(err) => {
                 tracing::warn!(
                     attempt = attempt + 1,
@@ -420,6 +430,29 @@ fn record_history(
     report.notes.push(format!(
         "the kill history could not be written ({err}); {queued} (`wasmonkey history import {}` does it by hand)",
         journal.path().display()
+    ));
+    report
+}
+
+/// A run that failed after it acted (a journal write refused by a full
+/// disk, a lost history) still ends with its report and the outcome of
+/// what it did, never with "nothing was done": the report is what the
+/// journal holds, with the failure in its notes, and the history gets it
+/// (or the next run does). A run that had not acted yet fails as before.
+fn cut_short(
+    history: Option<&SharedHistory>,
+    journal: &Journal,
+    pending: Option<&std::path::Path>,
+    err: anyhow::Error,
+) -> anyhow::Result<Report> {
+    if !journal.replay().acted() {
+        return Err(err);
+    }
+    tracing::error!("the run could not go on after it acted: {err:#}");
+    let mut report = record_history(history, journal, pending);
+    report.notes.push(format!(
+        "the host could not go on: {}",
+        text::one_line(&format!("{err:#}"))
     ));
     Ok(report)
 }
@@ -483,7 +516,7 @@ async fn notify_run(
     let Some(topic) = config.channels.get(channel).map(|c| c.topic.clone()) else {
         return Ok(());
     };
-    let report = Report::from_journal(&journal::read(journal.path())?, journal.path());
+    let report = Report::from_journal(&journal.replay(), journal.path());
     let stopped = report
         .stopped
         .as_ref()
@@ -625,7 +658,7 @@ impl Context<'_> {
             },
         )?;
         if self.history.is_some() {
-            record_history(self.history, self.journal, self.pending.as_deref())?;
+            record_history(self.history, self.journal, self.pending.as_deref());
         }
         let plugin_label = PluginLabel {
             name: plugin.metadata.name.clone(),

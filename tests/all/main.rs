@@ -14,6 +14,7 @@ mod brakes;
 mod cli;
 mod conformance;
 mod denials;
+mod exit_codes;
 #[cfg(feature = "aws")]
 mod fault_proxy;
 mod guardrails;
