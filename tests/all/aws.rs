@@ -1119,3 +1119,224 @@ fn wait_for_journal(journal: &Path, needle: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// How many times `needle` is in the journal a running child writes.
+fn journal_count(journal: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(journal).map_or(0, |j| j.matches(needle).count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminate_whose_answer_is_lost_then_throttled_is_settled_and_spaces_the_next_kill() {
+    let lab = Lab::new().await;
+    // The first terminate reaches moto and its answer is lost; every retry
+    // is throttled.
+    let proxy = FaultProxy::start(
+        &lab.moto.endpoint,
+        vec![
+            Rule {
+                needle: "Action=TerminateInstances",
+                fault: Fault::LoseAnswer,
+                times: 1,
+            },
+            Rule {
+                needle: "Action=TerminateInstances",
+                fault: Fault::Throttle,
+                times: 3,
+            },
+        ],
+    )
+    .await;
+    let web = moto::members(&lab.admin, "web").await;
+    let config = lab.config(
+        &support::test_plugin_dir(),
+        &proxy.endpoint,
+        &hostile_terminate(&[&web[0]]),
+    );
+    let path = variant(
+        &config,
+        "spaced.toml",
+        &[(
+            "min_healthy_per_group = 1",
+            "min_healthy_per_group = 1\nmin_time_between_kills = \"36h\"",
+        )],
+    );
+    let config = Config::load(Path::new(&path)).expect("config");
+    let cloud = lab.cloud(&proxy.endpoint, TerminateVia::Ec2).await;
+    let output = run(&config, cloud, true, false).await;
+    assert_eq!(
+        proxy.requests("TerminateInstances"),
+        4,
+        "{:?}",
+        proxy.injected()
+    );
+    let events = support::events(&output);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::TerminateFailed { .. })),
+        "{events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::TerminateDone { instance_id, confirmed_after: Some(_), .. } if *instance_id == web[0]
+        )),
+        "{events:#?}"
+    );
+    assert_eq!(lab.changed().await, vec![web[0].clone()]);
+    // The history counts it: the next run may not kill in the group.
+    let history = wasmonkey::history::SqliteHistory::in_state_dir(&lab.dir.path().join("state"))
+        .expect("history");
+    let last = wasmonkey::history::History::last_kills(&history, false).expect("last kills");
+    assert!(last.contains_key("web"), "{last:?}");
+    let path = variant(&config, "again.toml", &[(&web[0], &web[1])]);
+    let again = Config::load(Path::new(&path)).expect("config");
+    let cloud = lab.cloud(&proxy.endpoint, TerminateVia::Ec2).await;
+    let output = run(&again, cloud, true, false).await;
+    assert_eq!(
+        proxy.requests("TerminateInstances"),
+        4,
+        "the group was killed again within the gap"
+    );
+    assert!(support::events(&output).iter().any(|e| matches!(
+        e,
+        Event::Denied { rule, .. } if rule.contains("min-time-between-kills")
+    )));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_the_recovery_wait_ends_interrupted_and_names_every_victim() {
+    let lab = Lab::new().await;
+    let proxy = FaultProxy::start(&lab.moto.endpoint, Vec::new()).await;
+    // Once both terminates went through, no read answers: the host waits
+    // for a recovery it cannot see (up to the config's 30 s).
+    proxy.then(
+        "Action=TerminateInstances",
+        2,
+        vec![
+            Rule {
+                needle: "Action=DescribeAutoScalingGroups",
+                fault: Fault::Throttle,
+                times: usize::MAX,
+            },
+            Rule {
+                needle: "Action=DescribeInstances",
+                fault: Fault::Throttle,
+                times: usize::MAX,
+            },
+        ],
+    );
+    let web = moto::members(&lab.admin, "web").await;
+    let api = moto::members(&lab.admin, "api").await;
+    let config = lab.config(
+        &support::test_plugin_dir(),
+        &proxy.endpoint,
+        &hostile_terminate(&[&web[0], &api[0]]),
+    );
+    let journal = lab.dir.path().join("waiting.jsonl");
+    let child = wasmonkey_run(&config)
+        .args(["--execute", "--json", "--journal"])
+        .arg(&journal)
+        .stdout(std::process::Stdio::piped())
+        // A warning for every failed poll.
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("wasmonkey runs");
+    let started = std::time::Instant::now();
+    while journal_count(&journal, "\"terminate-done\"") < 2 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no kills");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The plugin has returned; the host is watching.
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    assert!(
+        !text.contains("\"experiment-finished\""),
+        "not in the recovery wait: {text}"
+    );
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: a plain kill(2) of the child this test started.
+    #[allow(unsafe_code, reason = "std can only SIGKILL a child")]
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(output.status.code(), Some(8));
+    for report in [
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("JSON"),
+        serde_json::from_slice(
+            &wasmonkey_with_moto_credentials()
+                .args(["report", "--json"])
+                .arg(&journal)
+                .output()
+                .expect("report")
+                .stdout,
+        )
+        .expect("JSON"),
+    ] {
+        assert_eq!(report["outcome"], "interrupted", "{report:#}");
+        let mut ids: Vec<String> = report["victims"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["instance_id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        let mut expected = vec![web[0].clone(), api[0].clone()];
+        expected.sort();
+        assert_eq!(ids, expected, "{report:#}");
+    }
+    let last = std::fs::read_to_string(&journal).expect("journal");
+    let last = last.lines().last().expect("a line");
+    assert!(
+        last.contains("\"run-finished\"") && last.contains("\"interrupted\":true"),
+        "{last}"
+    );
+}
+
+#[test]
+fn a_run_whose_control_plane_goes_away_before_any_kill_is_exactly_inconclusive() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut lab = runtime.block_on(Lab::new());
+    // The plugin checks the group target, sleeps, and checks it again,
+    // reporting each failure and returning normally: what the run could
+    // not see is all that is wrong with it.
+    let config = lab.config(
+        &support::test_plugin_dir(),
+        &lab.moto.endpoint,
+        "[targets.web-up]\ngroup = \"web\"\nmin_healthy = 1\n\
+         [[experiment]]\nplugin = \"hostile\"\ngrants = [\"probe-targets\"]\n\
+         params = { attack = \"check\", targets = \"sleep:3000,web-up\" }\n",
+    );
+    // Without the run's report channel (an undelivered report is
+    // inconclusive by itself) and the account's switch (it fails closed).
+    let endpoint = format!("endpoint_url = {:?}", lab.moto.endpoint);
+    let path = variant(
+        &config,
+        "blind.toml",
+        &[
+            ("[report]\nchannel = \"ops\"\n", ""),
+            (&endpoint, &format!("{endpoint}\naccount_switch = \"off\"")),
+        ],
+    );
+    let config = Config::load(Path::new(&path)).expect("config");
+    let journal = lab.dir.path().join("blind.jsonl");
+    let child = wasmonkey_run(&config)
+        .args(["--execute", "--json", "--journal"])
+        .arg(&journal)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("wasmonkey runs");
+    wait_for_journal(&journal, "\"experiment-started\"");
+    lab.moto.stop();
+    let output = child.wait_with_output().expect("wait");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(output.status.code(), Some(7), "{report:#}");
+    assert_eq!(report["outcome"], "inconclusive", "{report:#}");
+    assert!(
+        report["unknowns"].as_array().is_some_and(|u| u
+            .iter()
+            .any(|u| u.as_str().is_some_and(|u| u.contains("web-up")))),
+        "{report:#}"
+    );
+}

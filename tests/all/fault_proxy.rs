@@ -22,6 +22,9 @@ pub enum Fault {
     Delay(Duration),
     /// Close the connection without an answer.
     Drop,
+    /// Forward the request, then close the connection without its answer:
+    /// the call took effect and the caller cannot know.
+    LoseAnswer,
     /// Answer EC2's `UnauthorizedOperation` (403): a missing IAM permission.
     Unauthorized,
 }
@@ -50,12 +53,22 @@ pub struct Tally {
 pub struct FaultProxy {
     pub endpoint: String,
     pub tally: Arc<Mutex<Tally>>,
+    plan: Arc<Plan>,
 }
 
 struct Plan {
     upstream: String,
     rules: Mutex<Vec<Rule>>,
+    /// Rules that apply once `after` requests holding `trigger` were
+    /// forwarded (see [`FaultProxy::then`]).
+    later: Mutex<Vec<Later>>,
     tally: Arc<Mutex<Tally>>,
+}
+
+struct Later {
+    trigger: &'static str,
+    after: usize,
+    rules: Vec<Rule>,
 }
 
 impl FaultProxy {
@@ -68,14 +81,31 @@ impl FaultProxy {
         let plan = Arc::new(Plan {
             upstream: upstream.trim_start_matches("http://").to_owned(),
             rules: Mutex::new(rules),
+            later: Mutex::new(Vec::new()),
             tally: Arc::clone(&tally),
         });
+        let serving = Arc::clone(&plan);
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(serve(socket, Arc::clone(&plan)));
+                tokio::spawn(serve(socket, Arc::clone(&serving)));
             }
         });
-        FaultProxy { endpoint, tally }
+        FaultProxy {
+            endpoint,
+            tally,
+            plan,
+        }
+    }
+
+    /// Apply `rules` too once `after` requests holding `trigger` have been
+    /// forwarded upstream (e.g. throttle every read after the second
+    /// terminate went through).
+    pub fn then(&self, trigger: &'static str, after: usize, rules: Vec<Rule>) {
+        self.plan.later.lock().expect("later").push(Later {
+            trigger,
+            after,
+            rules,
+        });
     }
 
     /// Requests seen for one API action.
@@ -176,6 +206,11 @@ async fn serve(mut client: TcpStream, plan: Arc<Plan>) {
         }
         let reply = match fault {
             Some(Fault::Drop) => return,
+            Some(Fault::LoseAnswer) => {
+                let _ = forward(&plan.upstream, &request).await;
+                arm(&plan, &text);
+                return;
+            }
             Some(Fault::Unavailable) => {
                 b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n".to_vec()
             }
@@ -220,10 +255,30 @@ async fn serve(mut client: TcpStream, plan: Arc<Plan>) {
         };
         if fault.is_none() {
             plan.tally.lock().expect("tally").forwarded += 1;
+            arm(&plan, &text);
         }
         if client.write_all(&reply).await.is_err() {
             return;
         }
+    }
+}
+
+/// A request went upstream: count it against the later rules' triggers,
+/// and apply those whose count is reached.
+fn arm(plan: &Plan, request: &str) {
+    let mut later = plan.later.lock().expect("later");
+    for waiting in later.iter_mut() {
+        if request.contains(waiting.trigger) {
+            waiting.after = waiting.after.saturating_sub(1);
+        }
+    }
+    let (due, waiting): (Vec<Later>, Vec<Later>) = std::mem::take(&mut *later)
+        .into_iter()
+        .partition(|l| l.after == 0);
+    *later = waiting;
+    let mut rules = plan.rules.lock().expect("rules");
+    for later in due {
+        rules.extend(later.rules);
     }
 }
 

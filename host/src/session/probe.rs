@@ -71,7 +71,9 @@ impl Session {
         }
         let answer = self.check_target(target).await;
         if let Err(err) = &answer {
-            self.note_call_failure("checking a target", err);
+            // Only a configured target reaches the backend: its name is the
+            // operator's.
+            self.note_call_failure(&format!("checking target {target}"), err);
         }
         Ok(answer)
     }

@@ -27,7 +27,7 @@
 //! and answers `slept <ms> ms`. `list` reports the ids comma-separated. `check` puts
 //! one line per target in the summary: `<name>: healthy=<bool> <detail>` or
 //! `<name>: <error-kind>: <message>`; it checks the names of `targets` (comma-
-//! separated) after those `probe::targets` gives.
+//! separated) after those `probe::targets` gives, sleeping at a `sleep:<ms>`.
 
 use std::hint::black_box;
 
@@ -260,9 +260,16 @@ fn check_all(extra: &str) -> String {
         .iter()
         .map(String::as_str)
         .chain(extra)
-        .map(|name| match probe::check(name) {
+        .map(|name| {
+            // `sleep:MS` among the names lets the world change between checks.
+            if let Some(ms) = name.strip_prefix("sleep:").and_then(|ms| ms.parse().ok()) {
+                runtime::sleep_ms(ms);
+                return format!("slept {ms} ms");
+            }
+            match probe::check(name) {
             Ok(c) => format!("{name}: healthy={} {}", c.healthy, c.detail),
             Err(err) => format!("{name}: {}", err.describe()),
+            }
         })
         .collect::<Vec<_>>()
         .join("\n")
