@@ -1078,3 +1078,96 @@ fn runs_started_together_on_one_history_never_kill_a_group_twice_within_the_gap(
         "{per_group:?} {kills:#?}"
     );
 }
+
+/// The preloadable libfaketime: `WASMONKEY_LIBFAKETIME` (`cargo xtask
+/// test` installs Debian's `faketime` and sets it), else where Debian puts it.
+fn libfaketime() -> std::path::PathBuf {
+    if let Some(lib) = std::env::var_os("WASMONKEY_LIBFAKETIME") {
+        return lib.into();
+    }
+    std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("faketime").join("libfaketime.so.1"))
+        .find(|lib| lib.is_file())
+        .expect("libfaketime (apt-get install faketime, or run the tests with `cargo xtask test`)")
+}
+
+/// Slot runs the daemon has started: one journal each.
+fn journals_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.flatten().count())
+}
+
+#[test]
+fn the_system_clock_jumping_an_hour_either_way_runs_no_extra_slot() {
+    let body = "[scope]\ngroups = [\"web\"]\n\
+        [schedule]\ntime_zone = \"UTC\"\nhours = \"00:00-24:00\"\n\
+        days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
+        [[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\n\
+        params = { probability = 1.0, poll-secs = 1 }\nwhen = { cron = \"*/10 * * * * *\" }\n";
+    let setup = support::setup(FLEET, &support::plugin_dir(), body);
+    // The offset libfaketime adds to the system clock, read again at every
+    // clock read; the monotonic clock (the daemon's sleeps) stays real.
+    let offset = setup.dir.path().join("offset");
+    std::fs::write(&offset, "+0\n").expect("offset");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args(["daemon", "--seed", "1", "--config"])
+        .arg(&setup.config)
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME_TIMESTAMP_FILE", &offset)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("WASMONKEY_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the daemon starts");
+    let journals = setup.dir.path().join("journal");
+    let wait_for = |count: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while journals_in(&journals) < count {
+            assert!(std::time::Instant::now() < deadline, "no slot ran");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait_for(1);
+    // An hour forward: 360 slots pass at once.
+    std::fs::write(&offset, "+1h\n").expect("offset");
+    let forward = std::time::Instant::now();
+    wait_for(2);
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    let before_back = journals_in(&journals);
+    let forward_secs = forward.elapsed().as_secs();
+    // And back: the next slot is an hour away again.
+    std::fs::write(&offset, "+0\n").expect("offset");
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    let after_back = journals_in(&journals);
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: a plain kill(2) of the child this test started.
+    #[allow(unsafe_code, reason = "std can only SIGKILL a child")]
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout)
+        .expect("stdout");
+    assert!(child.wait().expect("wait").success(), "{stdout}");
+    let missed = stdout.lines().filter(|l| l.ends_with(": missed")).count();
+    // The jump was seen (the slots in between recorded as missed), and it
+    // cost at most the runs real time allows: one per 10 s, plus the one
+    // on time at the jump.
+    assert!(
+        missed >= 350,
+        "{missed} missed: the jump was not seen\n{stdout}"
+    );
+    let forward_runs = before_back - 1;
+    let allowed = usize::try_from(forward_secs / 10 + 2).expect("small");
+    assert!(
+        forward_runs <= allowed,
+        "{forward_runs} runs in {forward_secs} s after the jump forward\n{stdout}"
+    );
+    assert_eq!(
+        after_back, before_back,
+        "a run after the jump back\n{stdout}"
+    );
+}

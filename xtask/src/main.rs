@@ -225,6 +225,10 @@ fn test(args: &[String]) -> Result<()> {
         system::ensure(&system::PROMTOOL)
     })?;
     cmd.env("WASMONKEY_PROMTOOL", promtool);
+    let faketime = step("libfaketime (for the daemon's clock-jump test)", || {
+        system::libfaketime()
+    })?;
+    cmd.env("WASMONKEY_LIBFAKETIME", faketime);
     cmd.args(["test", "--workspace"]).args(args);
     step("cargo test", || run(&mut cmd))?;
     if args.is_empty() {

@@ -1,6 +1,7 @@
 //! Programs the tests drive from Debian's packages: Chromium (the HTML
-//! report is checked in a real browser) and promtool (the metrics are
-//! checked by Prometheus's own linter). Installed with apt-get when
+//! report is checked in a real browser), promtool (the metrics are
+//! checked by Prometheus's own linter) and libfaketime (the daemon's
+//! clock is jumped under it). Installed with apt-get when
 //! missing, as root; anyone else is told the one command to run.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,25 @@ pub const PROMTOOL: Needed = Needed {
     program: "promtool",
     packages: &["prometheus"],
 };
+
+/// libfaketime, which moves the system clock a process sees.
+pub const FAKETIME: Needed = Needed {
+    program: "faketime",
+    packages: &["faketime"],
+};
+
+/// The preloadable libfaketime the `faketime` package brings, wherever the
+/// machine's multiarch directory puts it.
+pub fn libfaketime() -> Result<PathBuf> {
+    ensure(&FAKETIME)?;
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("faketime").join("libfaketime.so.1"))
+        .find(|lib| lib.is_file());
+    found.context("`faketime` is installed but no /usr/lib/*/faketime/libfaketime.so.1 was found")
+}
 
 /// The program's path, installing its packages first if it is missing.
 pub fn ensure(needed: &Needed) -> Result<PathBuf> {
