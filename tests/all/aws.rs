@@ -1340,3 +1340,79 @@ fn a_run_whose_control_plane_goes_away_before_any_kill_is_exactly_inconclusive()
         "{report:#}"
     );
 }
+
+#[test]
+fn a_history_another_process_holds_at_the_runs_last_write_is_waited_for() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let lab = runtime.block_on(Lab::new());
+    let web = runtime.block_on(moto::members(&lab.admin, "web"));
+    // One kill, then a real 3 s sleep in the plugin: time to take the lock.
+    let config = lab.config(
+        &support::test_plugin_dir(),
+        &lab.moto.endpoint,
+        &hostile_terminate(&[&web[0], "sleep:3000"]),
+    );
+    let spaced = |name: &str, target: &str| {
+        let path = variant(
+            &config,
+            name,
+            &[
+                (
+                    "min_healthy_per_group = 1",
+                    "min_healthy_per_group = 1\nmin_time_between_kills = \"36h\"",
+                ),
+                (&web[0], target),
+            ],
+        );
+        Config::load(Path::new(&path)).expect("config")
+    };
+    let first = spaced("locked.toml", &web[0]);
+    let journal = lab.dir.path().join("locked.jsonl");
+    let mut child = wasmonkey_run(&first)
+        .args(["--execute", "--json", "--journal"])
+        .arg(&journal)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("wasmonkey runs");
+    wait_for_journal(&journal, "\"terminate-done\"");
+    // Another process takes the history's write lock and keeps it.
+    let mut holder = rusqlite::Connection::open(lab.dir.path().join("state/history.sqlite"))
+        .expect("open the history");
+    let lock = holder
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .expect("the write lock");
+    wait_for_journal(&journal, "\"run-finished\"");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the run ended while its last history write could not be made"
+    );
+    lock.commit().expect("release");
+    let output = child.wait_with_output().expect("wait");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(output.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["notes"], serde_json::json!([]), "{report:#}");
+    let history = wasmonkey::history::SqliteHistory::in_state_dir(&lab.dir.path().join("state"))
+        .expect("history");
+    let runs = wasmonkey::history::History::runs(&history, 10).expect("runs");
+    assert!(
+        runs.iter()
+            .any(|r| Some(r.run_id.as_str()) == report["run_id"].as_str()
+                && r.complete
+                && r.victims == 1),
+        "{runs:#?}"
+    );
+    // The next run may not kill in the group.
+    let second = spaced("next.toml", &web[1]);
+    let output = wasmonkey_run(&second)
+        .arg("--execute")
+        .arg("--json")
+        .output()
+        .expect("wasmonkey runs");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(report["victims"], serde_json::json!([]), "{report:#}");
+    assert_eq!(
+        report["experiments"][0]["denials"][0]["rule"], "min-time-between-kills",
+        "{report:#}"
+    );
+}

@@ -9,15 +9,16 @@ use wasmonkey::cloud::sim::SimCloud;
 use crate::support::{self, FLEET};
 
 /// A sim setup whose first experiment terminates one `web` instance (the
-/// hostile plugin, seed 5) and whose second one is `second`.
-async fn acting_setup(second: &str) -> support::Setup {
+/// hostile plugin, seed 5) and whose second one is `second`; `rules` adds
+/// to the blast radius.
+async fn acting_setup(rules: &str, second: &str) -> support::Setup {
     let probe = support::setup(FLEET, &support::test_plugin_dir(), "");
     let sim = SimCloud::from_fleet_file(&probe.dir.path().join("fleet.toml"), 5).expect("fleet");
     let web = support::ids_of(&sim, Some("web")).await;
     let body = format!(
         "{}[[experiment]]\nplugin = \"hostile\"\ngrants = [\"terminate\"]\n\
          params = {{ attack = \"terminate\", targets = {:?} }}\n{second}",
-        support::RULES,
+        support::RULES.replace("[blast_radius]", &format!("[blast_radius]\n{rules}")),
         web[0]
     );
     support::setup(FLEET, &support::test_plugin_dir(), &body)
@@ -34,7 +35,7 @@ fn run(setup: &support::Setup, extra: &[&str]) -> Command {
 
 #[tokio::test]
 async fn a_report_that_cannot_be_written_after_a_kill_never_exits_1_or_0() {
-    let setup = acting_setup("").await;
+    let setup = acting_setup("", "").await;
     // The HTML report's directory does not exist: the write fails after
     // the run terminated an instance.
     let html = setup.dir.path().join("missing").join("report.html");
@@ -59,6 +60,7 @@ async fn a_journal_that_fills_up_after_a_kill_ends_with_the_report_not_exit_1() 
     // The second experiment floods the journal past the file size limit
     // the run is given: the write after the kill fails.
     let setup = acting_setup(
+        "min_time_between_kills = \"36h\"",
         "[[experiment]]\nplugin = \"hostile\"\nparams = { attack = \"log-flood\", count = 1000, size = 500 }\n",
     )
     .await;
@@ -96,12 +98,25 @@ async fn a_journal_that_fills_up_after_a_kill_ends_with_the_report_not_exit_1() 
         "{report:#}"
     );
     // The kill reaches the history (the file size limit may have refused
-    // that write too: then the next run imports the journal first).
-    let next = support::wasmonkey(&["run", "--seed", "6"], &setup.config);
-    assert_eq!(next.status.code(), Some(0), "{next:?}");
+    // that write too: then the next run imports the journal first), and
+    // the next run may not kill in the group again.
+    let next = run(&setup, &[]).output().expect("wasmonkey runs");
+    let again: serde_json::Value = serde_json::from_slice(&next.stdout).expect("a report");
+    assert_eq!(
+        again["victims"].as_array().map(Vec::len),
+        Some(0),
+        "{again:#}"
+    );
+    assert_eq!(
+        again["experiments"][0]["denials"][0]["rule"], "min-time-between-kills",
+        "{again:#}"
+    );
     let history = wasmonkey::history::SqliteHistory::in_state_dir(&setup.dir.path().join("state"))
         .expect("history");
     let runs = wasmonkey::history::History::runs(&history, 10).expect("runs");
-    let cut = runs.iter().find(|r| !r.dry_run).expect("the executed run");
+    let cut = runs
+        .iter()
+        .find(|r| Some(r.run_id.as_str()) == report["run_id"].as_str())
+        .expect("the run cut short");
     assert_eq!(cut.victims, 1, "{runs:#?} {report:#}");
 }

@@ -1171,3 +1171,107 @@ fn the_system_clock_jumping_an_hour_either_way_runs_no_extra_slot() {
         "a run after the jump back\n{stdout}"
     );
 }
+
+#[test]
+fn four_hundred_history_imports_beside_a_running_daemon_all_land() {
+    const IMPORTS: usize = 400;
+    let body = "[scope]\ngroups = [\"web\", \"api\"]\n\
+        [blast_radius]\nmax_terminations = 2\nmin_healthy_per_group = 1\n\
+        [schedule]\ntime_zone = \"UTC\"\nhours = \"00:00-24:00\"\n\
+        days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
+        [[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\n\
+        params = { probability = 1.0, poll-secs = 1 }\nwhen = { cron = \"*/10 * * * * *\" }\n";
+    let setup = support::setup(FLEET, &support::plugin_dir(), body);
+    // One executed run's journal, copied under 400 run ids.
+    let template = setup.dir.path().join("template.jsonl");
+    let made = support::wasmonkey(
+        &[
+            "run",
+            "--execute",
+            "--seed",
+            "3",
+            "--journal",
+            template.to_str().expect("utf-8"),
+        ],
+        &setup.config,
+    );
+    assert!(made.status.success(), "{made:?}");
+    let text = std::fs::read_to_string(&template).expect("journal");
+    let replay = wasmonkey::journal::read(&template).expect("journal");
+    let report = wasmonkey::report::Report::from_journal(&replay, &template);
+    let run_id = report.run_id.clone().expect("a run id");
+    let victims = u32::try_from(report.victims.len()).expect("few");
+    assert!(victims > 0, "the template run killed nothing");
+    let copies = setup.dir.path().join("copies");
+    std::fs::create_dir(&copies).expect("dir");
+    let ids: Vec<String> = (0..IMPORTS).map(|i| format!("{run_id}-copy{i}")).collect();
+    for id in &ids {
+        std::fs::write(
+            copies.join(format!("{id}.jsonl")),
+            text.replace(&run_id, id),
+        )
+        .expect("copy");
+    }
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args(["daemon", "--execute", "--seed", "1", "--config"])
+        .arg(&setup.config)
+        .env("WASMONKEY_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the daemon starts");
+    // Its first slot is running (or ran) when the imports start.
+    let journals = setup.dir.path().join("journal");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while journals_in(&journals) < 1 {
+        assert!(std::time::Instant::now() < deadline, "no slot ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let imports: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+                .args(["history", "--config"])
+                .arg(&setup.config)
+                .arg("import")
+                .arg(copies.join(format!("{id}.jsonl")))
+                .env("WASMONKEY_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("an import starts")
+        })
+        .collect();
+    let failed: Vec<String> = imports
+        .into_iter()
+        .map(|child| child.wait_with_output().expect("wait"))
+        .filter(|out| !out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stderr).into_owned())
+        .collect();
+    let pid = i32::try_from(daemon.id()).expect("pid");
+    // SAFETY: a plain kill(2) of the child this test started.
+    #[allow(unsafe_code, reason = "std can only SIGKILL a child")]
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let stopped = daemon.wait().expect("wait");
+    assert!(
+        failed.is_empty(),
+        "{} imports failed: {failed:#?}",
+        failed.len()
+    );
+    assert!(stopped.success(), "the daemon: {stopped:?}");
+    let history = SqliteHistory::in_state_dir(&setup.dir.path().join("state")).expect("history");
+    let runs = history.runs(10_000).expect("runs");
+    for id in &ids {
+        let row = runs.iter().find(|r| r.run_id == *id);
+        assert_eq!(row.map(|r| r.victims), Some(victims), "{id}: {row:?}");
+    }
+    // And every slot the daemon ran is in it, with its kills.
+    let slots = journals_in(&journals);
+    let daemon_runs = runs
+        .iter()
+        .filter(|r| r.journal.starts_with(&journals.display().to_string()))
+        .count();
+    assert_eq!(daemon_runs, slots, "{runs:#?}");
+    assert!(history.unfinished_slots().expect("slots").is_empty());
+}
