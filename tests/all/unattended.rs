@@ -1275,3 +1275,106 @@ fn four_hundred_history_imports_beside_a_running_daemon_all_land() {
     assert_eq!(daemon_runs, slots, "{runs:#?}");
     assert!(history.unfinished_slots().expect("slots").is_empty());
 }
+
+#[test]
+fn two_daemons_and_a_manual_run_on_one_history_never_kill_a_group_twice_within_the_gap() {
+    // Two daemons (every 7 and every 10 minutes) and an operator's runs,
+    // each on a thread of its own with its own connection to one history,
+    // all on one simulated fleet and clock, over a working day, racing for
+    // the one group in scope.
+    let experiment = |cron: &str| {
+        format!(
+            "[[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\n\
+             params = {{ probability = 1.0, poll-secs = 5, recovery-timeout-secs = 60 }}\n\
+             when = {{ cron = \"{cron}\" }}\n"
+        )
+    };
+    let body = config(
+        "min_time_between_kills = \"1h\"",
+        &experiment("*/10 * * * *"),
+    )
+    .replace("groups = [\"web\", \"api\"]", "groups = [\"web\"]");
+    let setup = support::setup(FLEET, &support::plugin_dir(), &body);
+    let other = setup.dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&setup.config)
+            .expect("config")
+            .replace("*/10 * * * *", "*/7 * * * *"),
+    )
+    .expect("second config");
+    let cloud = Arc::new(
+        SimCloud::from_fleet_file(&setup.dir.path().join("fleet.toml"), 8).expect("fleet"),
+    );
+    let state = setup.dir.path().join("state");
+    let open = || -> SharedHistory {
+        Arc::new(Mutex::new(
+            SqliteHistory::in_state_dir(&state).expect("history"),
+        ))
+    };
+    // Monday 09:00 in Berlin, the window's start; the day ends at 15:00.
+    let origin = at(MONDAY) + 9 * 3_600_000;
+    let until = origin + 6 * 3_600_000;
+    let clock = Clock::Sim {
+        cloud: Arc::clone(&cloud),
+        origin_ms: origin,
+    };
+    std::thread::scope(|scope| {
+        for (path, seed) in [(&setup.config, 1), (&other, 2)] {
+            let (clock, history) = (clock.clone(), open());
+            scope.spawn(move || {
+                let config = Config::load(path).expect("config");
+                let daemon = Daemon::new(config, history, clock, true, seed).expect("daemon");
+                let (_keep, stop) = tokio::sync::watch::channel(false);
+                tokio::runtime::Runtime::new()
+                    .expect("runtime")
+                    .block_on(daemon.run(Some(until), stop, |_| {}))
+                    .expect("the daemon runs");
+            });
+        }
+        let (cloud, history, clock) = (Arc::clone(&cloud), open(), clock.clone());
+        let config = Config::load(&setup.config).expect("config");
+        scope.spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().expect("runtime");
+            for seed in 0..40 {
+                if clock.now_ms() >= until {
+                    break;
+                }
+                let options = wasmonkey::runner::RunOptions {
+                    config: config.path.clone(),
+                    execute: true,
+                    clock_origin_ms: Some(origin),
+                    history: Some(Arc::clone(&history)),
+                    ..wasmonkey::runner::RunOptions::default()
+                };
+                let cloud: Arc<dyn wasmonkey::cloud::Cloud> = cloud.clone();
+                runtime
+                    .block_on(wasmonkey::runner::run_on(
+                        &config,
+                        cloud,
+                        100 + seed,
+                        &options,
+                        std::future::pending(),
+                    ))
+                    .expect("a manual run");
+            }
+        });
+    });
+    let history = SqliteHistory::in_state_dir(&state).expect("history");
+    let mut times: Vec<EpochMs> = history
+        .kills(&Filter::default())
+        .expect("kills")
+        .into_iter()
+        .filter(|k| !k.dry_run && k.group.as_deref() == Some("web"))
+        .map(|k| k.killed_ms)
+        .collect();
+    times.sort_unstable();
+    assert!(times.len() >= 3, "too few kills to tell: {times:?}");
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 3_600_000,
+            "web killed {} s apart: {times:?}",
+            (pair[1] - pair[0]) / 1000
+        );
+    }
+}
