@@ -433,7 +433,8 @@ fn history_import_of_a_journal_cut_short_gives_the_rows_the_run_wrote() {
 
 #[test]
 fn sigterm_ends_the_daemon_after_its_current_runs_journal_is_finished() {
-    let body = "[scope]\ngroups = [\"web\"]\n\
+    // No /metrics: daemons of other tests may run beside it.
+    let body = "[daemon]\nlisten = \"off\"\n[scope]\ngroups = [\"web\"]\n\
         [schedule]\ntime_zone = \"UTC\"\nhours = \"00:00-24:00\"\n\
         days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
         [[experiment]]\nplugin = \"hostile\"\nparams = { attack = \"loop\" }\n\
@@ -1101,7 +1102,8 @@ fn journals_in(dir: &std::path::Path) -> usize {
 
 #[test]
 fn the_system_clock_jumping_an_hour_either_way_runs_no_extra_slot() {
-    let body = "[scope]\ngroups = [\"web\"]\n\
+    // No /metrics: daemons of other tests may run beside it.
+    let body = "[daemon]\nlisten = \"off\"\n[scope]\ngroups = [\"web\"]\n\
         [schedule]\ntime_zone = \"UTC\"\nhours = \"00:00-24:00\"\n\
         days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
         [[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\n\
@@ -1175,7 +1177,7 @@ fn the_system_clock_jumping_an_hour_either_way_runs_no_extra_slot() {
 #[test]
 fn four_hundred_history_imports_beside_a_running_daemon_all_land() {
     const IMPORTS: usize = 400;
-    let body = "[scope]\ngroups = [\"web\", \"api\"]\n\
+    let body = "[daemon]\nlisten = \"off\"\n[scope]\ngroups = [\"web\", \"api\"]\n\
         [blast_radius]\nmax_terminations = 2\nmin_healthy_per_group = 1\n\
         [schedule]\ntime_zone = \"UTC\"\nhours = \"00:00-24:00\"\n\
         days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
