@@ -369,12 +369,27 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let seed = config.seed.unwrap_or_else(runner::fresh_seed);
             let cloud = runner::backend(&config, seed).await?;
             let plan = crate::plan::plan(&config, cloud).await?;
+            let mut stdout = std::io::stdout().lock();
             if json {
-                println!("{}", text::json_safe(&serde_json::to_string_pretty(&plan)?));
+                writeln!(
+                    stdout,
+                    "{}",
+                    text::json_safe(&serde_json::to_string_pretty(&plan)?)
+                )?;
             } else {
-                print!("{}", plan.render_text());
+                write!(stdout, "{}", plan.render_text())?;
             }
-            Ok(ExitCode::SUCCESS)
+            stdout.flush()?;
+            // A gate for scripts: a plan the run would refuse, or one that
+            // could do nothing, is not a success.
+            if plan.problems.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for problem in &plan.problems {
+                    eprintln!("error: {}: {}", config.path.display(), one_line(problem));
+                }
+                Ok(ExitCode::FAILURE)
+            }
         }
         Command::Pause { reason, which } => {
             let switch = chosen_switch(&which).await?;

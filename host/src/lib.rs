@@ -33,6 +33,7 @@ pub(crate) mod notify;
 pub(crate) mod plan;
 pub mod plugins;
 pub mod policy;
+pub(crate) mod prepare;
 pub(crate) mod probe;
 pub(crate) mod progress;
 pub(crate) mod recovery;

@@ -17,7 +17,8 @@ use crate::config::Config;
 use crate::guard::Guard;
 use crate::limits::Limits;
 use crate::plugins::Catalog;
-use crate::policy::{effective_grants, BlastRadius, Hidden, Policy};
+use crate::policy::{BlastRadius, Hidden, Policy};
+use crate::prepare;
 use crate::sandbox::Sandbox;
 use crate::text::one_line;
 
@@ -42,6 +43,10 @@ pub(crate) struct Plan {
     pub out_of_scope: Vec<Excluded>,
     /// Each experiment, as it would run.
     pub experiments: Vec<ExperimentPlan>,
+    /// Why the run would not start or could do nothing, one line each
+    /// (empty when it would run): an experiment that would not run, a
+    /// scope with nothing in it. `plan` exits non-zero when there is one.
+    pub problems: Vec<String>,
 }
 
 /// A stop condition and its state now.
@@ -118,9 +123,44 @@ fn rule(why: &Hidden) -> &'static str {
     }
 }
 
-/// Build the preview of `config` on `cloud`.
-pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Result<Plan> {
-    let view = FleetView::new(Arc::clone(&cloud), config.max_read_age_ms());
+/// What of the fleet is in scope now, as the run's policy sees it: one
+/// read of the groups and the instances.
+pub(crate) struct ScopeSurvey {
+    /// Groups in scope.
+    pub groups: Vec<GroupPlan>,
+    /// Standalone instances in scope.
+    pub standalone: Vec<String>,
+    /// What is out of scope, and by which rule.
+    pub out_of_scope: Vec<Excluded>,
+    /// Groups the backend listed.
+    pub groups_seen: usize,
+    /// Instances the backend listed.
+    pub instances_seen: usize,
+}
+
+impl ScopeSurvey {
+    /// Why a run of `config` could touch nothing, when it could not: no
+    /// instance of any group, and no standalone one, is in scope.
+    pub(crate) fn emptiness(&self, config: &Config) -> Option<String> {
+        if self.groups.iter().any(|g| !g.instances.is_empty()) || !self.standalone.is_empty() {
+            return None;
+        }
+        let region = match &config.backend {
+            crate::config::BackendConfig::Aws(aws) => aws
+                .region
+                .as_deref()
+                .map_or(String::new(), |r| format!(" in region {}", one_line(r))),
+            crate::config::BackendConfig::Sim { .. } => String::new(),
+        };
+        Some(format!(
+            "nothing is in scope: of {} group(s) and {} instance(s) the backend lists{region}, none is in scope (check [scope], the tags, and the backend's region and account)",
+            self.groups_seen, self.instances_seen
+        ))
+    }
+}
+
+/// Survey the scope of `config` through `view`.
+pub(crate) async fn survey_scope(config: &Config, view: &FleetView) -> anyhow::Result<ScopeSurvey> {
     let scope = config
         .scope
         .compile()
@@ -199,6 +239,19 @@ pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Resu
         }
     }
 
+    Ok(ScopeSurvey {
+        groups: plans,
+        standalone,
+        out_of_scope,
+        groups_seen: groups.len(),
+        instances_seen: instances.len(),
+    })
+}
+
+/// Build the preview of `config` on `cloud`.
+pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Result<Plan> {
+    let view = FleetView::new(Arc::clone(&cloud), config.max_read_age_ms());
+    let survey = survey_scope(config, &view).await?;
     let guard = Guard::for_config(config, config.switches(cloud.as_ref())?);
     let stop_conditions = guard
         .survey(&view)
@@ -226,65 +279,71 @@ pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Resu
     let paused = guard.paused().await.map(|p| p.to_string());
 
     let experiments = preview_plugins(config).await?;
+    let mut problems: Vec<String> = experiments
+        .iter()
+        .filter_map(|e| {
+            e.error.as_ref().map(|error| {
+                format!(
+                    "experiment {} ({}) would not run: {}",
+                    e.index + 1,
+                    one_line(&e.plugin),
+                    one_line(error)
+                )
+            })
+        })
+        .collect();
+    problems.extend(survey.emptiness(config));
     Ok(Plan {
         config: config.path.display().to_string(),
         backend: cloud.kind().to_owned(),
         paused,
         stop_conditions,
-        blast_radius: radius,
-        groups: plans,
-        standalone,
-        out_of_scope,
+        blast_radius: config.blast_radius,
+        groups: survey.groups,
+        standalone: survey.standalone,
+        out_of_scope: survey.out_of_scope,
         experiments,
+        problems,
     })
 }
 
-/// Load each experiment's plugin (metadata only) for its grants and limits.
+/// Make each experiment ready as the run does (the plugin loaded, metadata
+/// only; grants narrowed; params checked), for what it would run with.
 async fn preview_plugins(config: &Config) -> anyhow::Result<Vec<ExperimentPlan>> {
     let catalog = Catalog::scan(&config.plugin_dir())?.with_pins(config.pins());
     let sandbox = Sandbox::new(&config.cache_dir()?)?;
-    let mut out = Vec::new();
-    for (index, experiment) in config.experiments.iter().enumerate() {
-        let loaded = catalog
-            .load(
-                &sandbox,
-                &experiment.plugin,
-                &config.limit_rules(),
-                &experiment.limits,
-            )
-            .await;
-        out.push(match loaded {
-            Ok(plugin) => {
-                let requested = plugin
-                    .manifest
-                    .as_ref()
-                    .map(|m| m.grants.clone())
-                    .unwrap_or_default();
-                ExperimentPlan {
-                    index,
-                    plugin: experiment.plugin.clone(),
-                    version: Some(plugin.metadata.version.clone()),
-                    sha256: Some(plugin.prepared.compiled.sha256.clone()),
-                    grants: effective_grants(&requested, &experiment.grants)
-                        .iter()
-                        .map(|g| g.name().to_owned())
-                        .collect(),
-                    limits: Some(plugin.limits),
-                    error: None,
-                }
-            }
-            Err(failure) => ExperimentPlan {
+    let prepared = prepare::prepare_all(
+        config,
+        &catalog,
+        &sandbox,
+        config.experiments.iter().enumerate(),
+    )
+    .await;
+    Ok(prepared
+        .into_iter()
+        .zip(&config.experiments)
+        .enumerate()
+        .map(|(index, (prepared, experiment))| match prepared {
+            Ok(ready) => ExperimentPlan {
+                index,
+                plugin: experiment.plugin.clone(),
+                version: Some(ready.plugin.metadata.version.clone()),
+                sha256: Some(ready.plugin.prepared.compiled.sha256.clone()),
+                grants: ready.grants.iter().map(|g| g.name().to_owned()).collect(),
+                limits: Some(ready.plugin.limits),
+                error: None,
+            },
+            Err(unready) => ExperimentPlan {
                 index,
                 plugin: experiment.plugin.clone(),
                 version: None,
                 sha256: None,
                 grants: Vec::new(),
                 limits: None,
-                error: Some(failure.to_string()),
+                error: Some(unready.problem),
             },
-        });
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 impl Plan {
@@ -381,6 +440,12 @@ impl Plan {
                     );
                 }
                 (None, None) => {}
+            }
+        }
+        if !self.problems.is_empty() {
+            let _ = writeln!(out, "\nWOULD NOT RUN:");
+            for problem in &self.problems {
+                let _ = writeln!(out, "  {}", one_line(problem));
             }
         }
         out

@@ -16,13 +16,14 @@ use crate::cloud::sim::SimCloud;
 use crate::cloud::view::FleetView;
 use crate::cloud::{ApiCalls, Cloud, TerminateVia};
 use crate::config::{BackendConfig, Config, ExperimentConfig};
-use crate::contract::{self, Outcome, RunError};
+use crate::contract::{Outcome, RunError};
 use crate::guard::{Guard, Verdict};
 use crate::history::{History, SqliteHistory};
 use crate::journal::{Event, Journal, PluginOutcome, PluginVictim};
 use crate::limits::{Limit, LimitBreach};
 use crate::plugins::Catalog;
-use crate::policy::{effective_grants, Policy, Tally};
+use crate::policy::{Policy, Tally};
+use crate::prepare::{self, Ready};
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::sandbox::{RunFailure, Sandbox};
@@ -188,6 +189,27 @@ pub async fn run_on(
         }
     }
     let sandbox = Sandbox::new(&config.cache_dir()?)?;
+    // Every experiment made ready before anything is journalled or sent:
+    // one that would not run (a plugin missing or failing to load, a params
+    // typo) stops the whole run before it starts, as `plan` says it would.
+    let mut ready = Vec::new();
+    let mut unready = Vec::new();
+    let prepared =
+        prepare::prepare_all(config, &catalog, &sandbox, experiments.iter().copied()).await;
+    for (prepared, (index, experiment)) in prepared.into_iter().zip(&experiments) {
+        match prepared {
+            Ok(prepared) => ready.push((*index, *experiment, prepared)),
+            Err(problem) => unready.push(problem.to_string()),
+        }
+    }
+    if !unready.is_empty() {
+        anyhow::bail!(
+            "{}: {} experiment(s) would not run, so nothing was run (`wasmonkey plan` shows the same):\n  {}",
+            config.path.display(),
+            unready.len(),
+            unready.join("\n  ")
+        );
+    }
     let calls_before = cloud.api_calls();
     let switches = match &options.switches {
         Some(switches) => switches.clone(),
@@ -277,7 +299,6 @@ pub async fn run_on(
         view: &view,
         guard: &guard,
         sandbox: &sandbox,
-        catalog: &catalog,
         journal: &journal,
         seed,
         dry_run,
@@ -294,13 +315,13 @@ pub async fn run_on(
     let mut shutdown = std::pin::pin!(shutdown);
     let conducted: anyhow::Result<Report> = async {
         let mut interrupted = false;
-        let last = experiments.last().map(|(index, _)| *index);
-        for (index, experiment) in experiments {
+        let last = ready.last().map(|(index, _, _)| *index);
+        for (index, experiment, prepared) in ready {
             if guard.tripped().is_some() {
                 break;
             }
             tokio::select! {
-                result = ctx.experiment(index, experiment) => {
+                result = ctx.experiment(index, experiment, prepared) => {
                     result?;
                     // The run's end writes the last one's.
                     if Some(index) != last && ctx.history.is_some() {
@@ -560,7 +581,6 @@ struct Context<'a> {
     /// One view of the fleet for the whole run.
     view: &'a Arc<FleetView>,
     sandbox: &'a Sandbox,
-    catalog: &'a Catalog,
     journal: &'a Arc<Journal>,
     seed: u64,
     dry_run: bool,
@@ -579,8 +599,13 @@ struct Context<'a> {
 impl Context<'_> {
     /// Run one experiment; its failures go to the journal, only journal
     /// failures come back as errors.
-    async fn experiment(&self, index: usize, experiment: &ExperimentConfig) -> anyhow::Result<()> {
-        let (outcome, error, limit) = match self.try_experiment(index, experiment).await {
+    async fn experiment(
+        &self,
+        index: usize,
+        experiment: &ExperimentConfig,
+        ready: Ready,
+    ) -> anyhow::Result<()> {
+        let (outcome, error, limit) = match self.try_experiment(index, experiment, ready).await {
             Ok(ended) => ended,
             Err(err) => (None, Some(format!("{err:#}")), None),
         };
@@ -604,6 +629,7 @@ impl Context<'_> {
         &self,
         index: usize,
         experiment: &ExperimentConfig,
+        ready: Ready,
     ) -> anyhow::Result<(Option<PluginOutcome>, Option<String>, Option<Limit>)> {
         let config = self.config;
         let where_ = format!(
@@ -612,26 +638,13 @@ impl Context<'_> {
             index + 1,
             experiment.plugin
         );
-        let plugin = self
-            .catalog
-            .load(
-                self.sandbox,
-                &experiment.plugin,
-                &config.limit_rules(),
-                &experiment.limits,
-            )
-            .await
-            .map_err(|failure| anyhow::anyhow!("{where_}: plugin did not load: {failure}"))?;
+        let Ready {
+            plugin,
+            grants,
+            params,
+        } = ready;
         let label = plugin.label();
         let limits = plugin.limits;
-        let requested = plugin
-            .manifest
-            .as_ref()
-            .map(|m| m.grants.clone())
-            .unwrap_or_default();
-        let grants = effective_grants(&requested, &experiment.grants);
-        let params = contract::resolve_params(&plugin.metadata.params, &experiment.params)
-            .map_err(|err| anyhow::anyhow!("{where_}: plugin {label}: {err}"))?;
         let scope = config
             .scope
             .compile()

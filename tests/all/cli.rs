@@ -201,3 +201,88 @@ fn plugins_list_and_inspect() {
         );
     }
 }
+
+/// The example config with one experiment's text replaced.
+fn example_with(dir: &std::path::Path, from: &str, to: &str) -> std::path::PathBuf {
+    let path = example_config(dir);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{from} not in the example");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    path
+}
+
+#[test]
+fn plan_is_a_gate_and_run_refuses_what_plan_refuses() {
+    // Each a mistake `run` used to find only once it had started.
+    let params = "params = { probability = 1.0, channel = \"ops\" }";
+    let cases = [
+        (
+            "a misspelt plugin",
+            "plugin = \"classic-monkey\"",
+            "plugin = \"clasic-monkey\"",
+            "clasic-monkey",
+        ),
+        (
+            "a params typo",
+            params,
+            "params = { probabilty = 1.0, channel = \"ops\" }",
+            "probabilty",
+        ),
+        (
+            "a param of the wrong type",
+            params,
+            "params = { probability = \"1.0\", channel = \"ops\" }",
+            "probability",
+        ),
+        (
+            "a scope with nothing in it",
+            "groups = [\"*-prod\"]",
+            "groups = [\"no-such-group\"]",
+            "nothing is in scope",
+        ),
+    ];
+    for (what, from, to, named) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let config = example_with(dir.path(), from, to);
+        for json in [false, true] {
+            let mut plan = wasmonkey();
+            plan.arg("plan").arg("--config").arg(&config);
+            if json {
+                plan.arg("--json");
+            }
+            let output = plan.output().unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(1), "{what}: {output:?}");
+            assert!(stderr.contains(named), "{what}: {stderr}");
+            if json {
+                let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+                let problems = plan["problems"].as_array().expect("problems");
+                assert!(
+                    problems
+                        .iter()
+                        .any(|p| p.as_str().is_some_and(|p| p.contains(named))),
+                    "{what}: {plan:#}"
+                );
+            }
+        }
+        if what == "a scope with nothing in it" {
+            continue;
+        }
+        // The run refuses before anything is journalled.
+        let output = wasmonkey()
+            .args(["run", "--execute", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{what}: {stderr}");
+        assert!(
+            stderr.contains(named) && stderr.contains("nothing was run"),
+            "{what}: {stderr}"
+        );
+        let journals = std::fs::read_dir(dir.path().join("journal"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(journals, 0, "{what}: a journal was started");
+    }
+}

@@ -84,7 +84,7 @@ impl Case {
         }
     }
 
-    async fn run(&self, plugin: &str) -> (RunOutput, Vec<Published>) {
+    fn setup(&self, plugin: &str) -> support::Setup {
         let limits = if self.limits.is_empty() {
             String::new()
         } else {
@@ -94,9 +94,18 @@ impl Case {
             "{}\n[[experiment]]\nplugin = \"{plugin}\"\ngrants = [\"terminate\", \"notify\"]\nparams = {{ {} }}\n{limits}",
             self.rules, self.params
         );
-        let setup = support::setup(&self.fleet, &plugin_dir(plugin), &body);
-        let (output, sim) = support::run(&setup, self.seed, self.execute).await;
+        support::setup(&self.fleet, &plugin_dir(plugin), &body)
+    }
+
+    async fn run(&self, plugin: &str) -> (RunOutput, Vec<Published>) {
+        let (output, sim) = support::run(&self.setup(plugin), self.seed, self.execute).await;
         (output, sim.outbox())
+    }
+
+    /// What stopped the plugin: the run's refusal to start it, or its
+    /// experiment's error (with no victim).
+    async fn failure(&self, plugin: &str) -> Option<String> {
+        support::plugin_failure(&self.setup(plugin), self.seed, self.execute).await
     }
 }
 
@@ -275,30 +284,17 @@ async fn every_language_runs_within_the_default_limits_and_stops_at_its_own() {
     for (lang, plugin) in PLUGINS {
         let mut starved = Case::new("fuel = 20000", 1);
         starved.limits = "fuel = 20000";
-        let (output, _) = starved.run(plugin).await;
-        let error = support::only_experiment(&output)
-            .error
-            .clone()
-            .unwrap_or_default();
+        let error = starved.failure(plugin).await.unwrap_or_default();
         assert!(
             error.contains(plugin) && error.contains("(fuel)"),
             "{lang}: expected a fuel breach, got {error:?}"
-        );
-        assert!(
-            output.report.victims.is_empty(),
-            "{lang}: {:#?}",
-            output.report.victims
         );
     }
     // The language runtimes need memory of their own; one MiB is not enough.
     for (lang, plugin) in [PLUGINS[1], PLUGINS[2]] {
         let mut cramped = Case::new("memory_mib = 1", 1);
         cramped.limits = "memory_mib = 1";
-        let (output, _) = cramped.run(plugin).await;
-        let error = support::only_experiment(&output)
-            .error
-            .clone()
-            .unwrap_or_default();
+        let error = cramped.failure(plugin).await.unwrap_or_default();
         assert!(
             error.contains(plugin) && error.contains("(memory_mib)"),
             "{lang}: expected a memory breach, got {error:?}"
@@ -325,34 +321,29 @@ async fn a_runtime_may_ask_for_more_memory_within_the_ceiling_and_no_further() {
         format!("{manifest}\n[limits]\nmemory_mib = 96\n"),
     )
     .unwrap();
-    let run = |ceiling_mib: u64| {
+    let setup = |ceiling_mib: u64| {
         let body = format!(
             "{RULES}\n[limits]\nmemory_mib = 8\n[ceiling]\nmemory_mib = {ceiling_mib}\n\
              [[experiment]]\nplugin = \"{name}\"\ngrants = [\"terminate\"]\n"
         );
-        let setup = support::setup(FLEET, plugins.path(), &body);
-        async move { support::run(&setup, 7, true).await.0 }
+        support::setup(FLEET, plugins.path(), &body)
     };
 
-    let within = run(128).await;
+    let within = support::run(&setup(128), 7, true).await.0;
     let experiment = support::only_experiment(&within);
     assert_eq!(experiment.error, None, "{experiment:#?}");
     assert_eq!(within.report.victims.len(), 2, "{:#?}", within.report);
 
-    // Above the ceiling the plugin is refused before any of its code runs.
-    let above = run(64).await;
-    let error = support::only_experiment(&above)
-        .error
-        .clone()
+    // Above the ceiling the plugin is refused before any of its code runs,
+    // and so is the run.
+    let refused = support::try_run(&setup(64), 7, true)
+        .await
+        .err()
         .unwrap_or_default();
     assert!(
-        error.contains(&manifest_path.display().to_string())
-            && error.contains("memory_mib = 96 is above the operator's ceiling 64"),
-        "{error}"
-    );
-    assert!(above.report.victims.is_empty());
-    assert!(
-        !above.report.succeeded(),
-        "a refused plugin is a failed run"
+        refused.contains(&manifest_path.display().to_string())
+            && refused.contains("memory_mib = 96 is above the operator's ceiling 64")
+            && refused.contains("nothing was run"),
+        "{refused}"
     );
 }

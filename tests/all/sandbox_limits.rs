@@ -177,8 +177,7 @@ pub fn directory(plugins: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
 async fn run_error(dir: &Path, name: &str, limits: &str) -> Option<String> {
     let body = format!("{RULES}\n[[experiment]]\nplugin = \"{name}\"\nlimits = {{ {limits} }}\n");
     let setup = support::setup(FLEET, dir, &body);
-    let (output, _) = support::run(&setup, 1, false).await;
-    support::only_experiment(&output).error.clone()
+    support::plugin_failure(&setup, 1, false).await
 }
 
 /// `count` memories (`$m1`…) of one page, each grown by `pages` in `run`.

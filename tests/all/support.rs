@@ -153,6 +153,15 @@ pub fn own_cache_config(plugins: &Path, cache: &str) -> (tempfile::TempDir, Path
 
 /// Run a setup on a simulated fleet the caller can inspect afterwards.
 pub async fn run(setup: &Setup, seed: u64, execute: bool) -> (RunOutput, Arc<SimCloud>) {
+    try_run(setup, seed, execute).await.expect("run completes")
+}
+
+/// [`run`], or why the run refused to start.
+pub async fn try_run(
+    setup: &Setup,
+    seed: u64,
+    execute: bool,
+) -> Result<(RunOutput, Arc<SimCloud>), String> {
     let config = Config::load(&setup.config).expect("config loads");
     let sim = Arc::new(
         SimCloud::from_fleet_file(&setup.dir.path().join("fleet.toml"), seed).expect("fleet loads"),
@@ -162,10 +171,27 @@ pub async fn run(setup: &Setup, seed: u64, execute: bool) -> (RunOutput, Arc<Sim
         execute,
         ..RunOptions::default()
     };
-    let output = runner::run_on(&config, sim.clone(), seed, &options, std::future::pending())
+    runner::run_on(&config, sim.clone(), seed, &options, std::future::pending())
         .await
-        .expect("run completes");
-    (output, sim)
+        .map(|output| (output, sim))
+        .map_err(|err| format!("{err:#}"))
+}
+
+/// What stopped a one-experiment setup's plugin: the run's refusal to start
+/// (it would not load under its limits), or its experiment's error, which
+/// must then have left no victim.
+pub async fn plugin_failure(setup: &Setup, seed: u64, execute: bool) -> Option<String> {
+    match try_run(setup, seed, execute).await {
+        Err(refused) => Some(refused),
+        Ok((output, _)) => {
+            assert!(
+                output.report.victims.is_empty(),
+                "{:#?}",
+                output.report.victims
+            );
+            only_experiment(&output).error.clone()
+        }
+    }
 }
 
 /// The only experiment of a run.
