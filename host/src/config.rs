@@ -224,6 +224,7 @@ pub struct RecoveryConfig {
     pub timeout_secs: u64,
     /// How often the host looks, on the run's clock.
     #[serde(default = "default_poll")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub poll_secs: f64,
     /// Targets that must also be healthy for a recovery to count.
     #[serde(default)]
@@ -265,6 +266,7 @@ pub struct ReadsConfig {
     /// was sent; older data is read again, and 0 reads everything afresh.
     /// Default: the recovery poll interval.
     #[serde(default)]
+    #[schemars(range(min = 0.0, max = 3600.0))]
     pub max_age_secs: Option<f64>,
 }
 
@@ -287,6 +289,7 @@ pub enum StopCondition {
     /// stops the run too.
     Alarm {
         /// The alarms' names.
+        #[schemars(length(min = 1))]
         alarms: Vec<String>,
     },
     /// A `[targets.NAME]` unhealthy for longer than `grace_secs`.
@@ -295,11 +298,13 @@ pub enum StopCondition {
         target: String,
         /// How long it may be unhealthy before the run stops, in seconds.
         #[serde(default)]
+        #[schemars(range(min = 0.0))]
         grace_secs: f64,
     },
     /// A victim not recovered within `within_secs` of its termination.
     Recovery {
         /// Seconds from a termination to its group's recovery.
+        #[schemars(extend("exclusiveMinimum" = 0))]
         within_secs: f64,
     },
 }
@@ -453,104 +458,166 @@ impl Config {
             .map_err(|err| anyhow::anyhow!("{}: invalid config: {err}", path.display()))?;
         config.path = path.to_owned();
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        config
-            .check()
-            .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
-        Ok(config)
+        let problems = config.problems();
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        // Every problem at once, each at its line, in the file's order.
+        let mut located: Vec<(Option<usize>, &str)> = problems
+            .iter()
+            .map(|(key, message)| (line_of(&text, key), message.as_str()))
+            .collect();
+        located.sort_by_key(|(line, _)| line.unwrap_or(0));
+        let lines = located
+            .into_iter()
+            .map(|(line, message)| match line {
+                Some(line) => format!("{}:{line}: {message}", path.display()),
+                None => format!("{}: {message}", path.display()),
+            })
+            .collect::<Vec<_>>();
+        if let [only] = &lines[..] {
+            anyhow::bail!("{only}");
+        }
+        anyhow::bail!(
+            "{} problems in the config:\n  {}",
+            lines.len(),
+            lines.join("\n  ")
+        )
     }
 
-    fn check(&self) -> Result<(), String> {
-        self.scope
-            .compile()
-            .map_err(|err| format!("scope.groups: {err}"))?;
+    /// Every problem of a parsed config, each with the dotted key it is
+    /// at (for its line) and the message: the operator fixes them all in
+    /// one pass.
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut problems: Vec<(String, String)> = Vec::new();
+        let mut problem = |key: String, message: String| problems.push((key, message));
+        if let Err(err) = self.scope.compile() {
+            problem("scope.groups".into(), format!("scope.groups: {err}"));
+        }
         let fraction = self.blast_radius.max_fraction_per_group;
         if !(0.0..=1.0).contains(&fraction) {
-            return Err(format!(
-                "blast_radius.max_fraction_per_group must be within 0..=1, got {fraction}"
-            ));
+            problem(
+                "blast_radius.max_fraction_per_group".into(),
+                format!("blast_radius.max_fraction_per_group must be within 0..=1, got {fraction}"),
+            );
         }
         for (name, condition) in &self.stop_conditions {
             let at = format!("stop_conditions.{name}");
-            match condition {
+            let wrong = match condition {
                 StopCondition::Alarm { alarms } if alarms.is_empty() => {
-                    return Err(format!("{at}: alarms is empty"));
+                    Some(("alarms", "alarms is empty".to_owned()))
                 }
                 StopCondition::Target { target, .. } if !self.targets.contains_key(target) => {
-                    return Err(format!(
-                        "{at}: target {target:?} is not a [targets.{target}] entry"
-                    ));
+                    Some((
+                        "target",
+                        format!("target {target:?} is not a [targets.{target}] entry"),
+                    ))
                 }
                 StopCondition::Target { grace_secs, .. }
                     if !(grace_secs.is_finite() && *grace_secs >= 0.0) =>
                 {
-                    return Err(format!(
-                        "{at}: grace_secs must be 0 or more, got {grace_secs}"
-                    ));
+                    Some((
+                        "grace_secs",
+                        format!("grace_secs must be 0 or more, got {grace_secs}"),
+                    ))
                 }
                 StopCondition::Recovery { within_secs }
                     if !(within_secs.is_finite() && *within_secs > 0.0) =>
                 {
-                    return Err(format!(
-                        "{at}: within_secs must be above 0, got {within_secs}"
-                    ));
+                    Some((
+                        "within_secs",
+                        format!("within_secs must be above 0, got {within_secs}"),
+                    ))
                 }
-                _ => {}
+                _ => None,
+            };
+            if let Some((field, message)) = wrong {
+                problem(format!("{at}.{field}"), format!("{at}: {message}"));
             }
         }
-        let calendar = self.calendar()?;
-        if calendar.is_none() {
-            if let Some(i) = self.experiments.iter().position(|e| e.when.is_some()) {
-                return Err(format!(
-                    "experiment {} has a when, but there is no [schedule] to read it in",
-                    i + 1
-                ));
+        match self.calendar() {
+            Err(err) => problem("schedule".into(), err),
+            Ok(None) => {
+                for (i, _) in self
+                    .experiments
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| e.when.is_some())
+                {
+                    problem(
+                        format!("experiment.{}.when", i + 1),
+                        format!(
+                            "experiment {} has a when, but there is no [schedule] to read it in",
+                            i + 1
+                        ),
+                    );
+                }
+                if let Some(KillGap::Workdays(_)) = self.blast_radius.min_time_between_kills {
+                    problem(
+                        "blast_radius.min_time_between_kills".into(),
+                        "blast_radius.min_time_between_kills counts workdays, which need a [schedule]"
+                            .into(),
+                    );
+                }
             }
-            if let Some(KillGap::Workdays(_)) = self.blast_radius.min_time_between_kills {
-                return Err(
-                    "blast_radius.min_time_between_kills counts workdays, which need a [schedule]"
-                        .into(),
+            Ok(Some(_)) => {
+                if let Err(err) = self.schedule(0) {
+                    problem(schedule_key(&err), err);
+                }
+            }
+        }
+        if let Some(secs) = self.reads.max_age_secs {
+            if !(0.0..=3600.0).contains(&secs) {
+                problem(
+                    "reads.max_age_secs".into(),
+                    format!("reads.max_age_secs must be within 0..=3600, got {secs}"),
                 );
             }
         }
-        self.schedule(0)?;
-        if let Some(secs) = self.reads.max_age_secs {
-            if !(0.0..=3600.0).contains(&secs) {
-                return Err(format!(
-                    "reads.max_age_secs must be within 0..=3600, got {secs}"
-                ));
-            }
-        }
         if self.recovery.poll_secs.is_nan() || self.recovery.poll_secs <= 0.0 {
-            return Err(format!(
-                "recovery.poll_secs must be above 0, got {}",
-                self.recovery.poll_secs
-            ));
+            problem(
+                "recovery.poll_secs".into(),
+                format!(
+                    "recovery.poll_secs must be above 0, got {}",
+                    self.recovery.poll_secs
+                ),
+            );
         }
         for (name, target) in &self.targets {
-            target
-                .check()
-                .map_err(|err| format!("targets.{name}: {err}"))?;
+            if let Err(err) = target.check() {
+                problem(format!("targets.{name}"), format!("targets.{name}: {err}"));
+            }
         }
         if let Some(channel) = &self.report.channel {
             if !self.channels.contains_key(channel) {
-                return Err(format!(
-                    "report.channel names {channel:?}, which is not a [channels.{channel}] entry"
-                ));
+                problem(
+                    "report.channel".into(),
+                    format!(
+                        "report.channel names {channel:?}, which is not a [channels.{channel}] entry"
+                    ),
+                );
             }
         }
         for name in &self.recovery.targets {
             if !self.targets.contains_key(name) {
-                return Err(format!(
-                    "recovery.targets names {name:?}, which is not a [targets.{name}] entry"
-                ));
+                problem(
+                    "recovery.targets".into(),
+                    format!(
+                        "recovery.targets names {name:?}, which is not a [targets.{name}] entry"
+                    ),
+                );
             }
         }
-        self.merged_pins()?;
-        let exceeding = self.default_limits().exceeding(&self.ceiling());
-        if let Some((key, asked, max)) = exceeding.first() {
-            return Err(format!("limits.{key} = {asked} is above the ceiling {max}"));
+        if let Err(err) = self.merged_pins() {
+            problem("plugins.pins".into(), err);
         }
-        Ok(())
+        for (key, asked, max) in self.default_limits().exceeding(&self.ceiling()) {
+            problem(
+                format!("limits.{key}"),
+                format!("limits.{key} = {asked} is above the ceiling {max}"),
+            );
+        }
+        problems
     }
 
     /// Resolve a path from the config against its directory.
@@ -719,6 +786,58 @@ pub(crate) fn default_state_dir() -> Option<PathBuf> {
     absolute("XDG_STATE_HOME")
         .or_else(|| absolute("HOME").map(|home| home.join(".local").join("state")))
         .map(|dir| dir.join("wasmonkey"))
+}
+
+/// The key a schedule error is about: its message starts with it
+/// (`schedule.hours …`, `experiment 2 when …`).
+fn schedule_key(err: &str) -> String {
+    if let Some(rest) = err.strip_prefix("experiment ") {
+        let number: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        return format!("experiment.{number}.when");
+    }
+    err.split([' ', ':'])
+        .next()
+        .unwrap_or("schedule")
+        .to_owned()
+}
+
+/// The line (from 1) of a dotted key in a config's text, or of the deepest
+/// part of it the text has; `experiment.N` is the Nth `[[experiment]]`.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    use toml_edit::TableLike;
+    let document = toml_edit::ImDocument::parse(text).ok()?;
+    let mut table: &dyn TableLike = document.as_table();
+    let mut span = None;
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let Some((found, item)) = table.get_key_value(part) else {
+            break;
+        };
+        span = found.span().or(span);
+        let next = match item {
+            toml_edit::Item::ArrayOfTables(array) => {
+                let Some(index) = parts.next().and_then(|n| n.parse::<usize>().ok()) else {
+                    break;
+                };
+                let Some(entry) = index.checked_sub(1).and_then(|i| array.get(i)) else {
+                    break;
+                };
+                span = entry.span().or(span);
+                Some(entry as &dyn TableLike)
+            }
+            toml_edit::Item::Table(inner) => Some(inner as &dyn TableLike),
+            toml_edit::Item::Value(toml_edit::Value::InlineTable(inner)) => {
+                Some(inner as &dyn TableLike)
+            }
+            _ => None,
+        };
+        match next {
+            Some(inner) => table = inner,
+            None => break,
+        }
+    }
+    let start = span?.start;
+    Some(text.get(..start)?.matches('\n').count() + 1)
 }
 
 #[cfg(test)]

@@ -189,6 +189,7 @@ pub struct BlastRadius {
     /// A group must keep at least this many healthy in-service instances.
     pub min_healthy_per_group: u32,
     /// At most `floor(fraction × desired)` instances of a group per run.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub max_fraction_per_group: f64,
     /// A group is not killed again sooner than this after its last kill,
     /// across runs (from the kill history): `"1 workday"` (the next working

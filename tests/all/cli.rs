@@ -286,3 +286,61 @@ fn plan_is_a_gate_and_run_refuses_what_plan_refuses() {
         assert_eq!(journals, 0, "{what}: a journal was started");
     }
 }
+
+#[test]
+fn five_independent_mistakes_get_five_errors_each_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("five.toml");
+    // Each line that is wrong ends with `# wrong`.
+    let text = "\
+[backend]
+kind = \"sim\"
+fleet = \"f.toml\"
+[plugins]
+dir = \"p\"
+[blast_radius]
+max_terminations = 3
+max_fraction_per_group = 5 # wrong
+[recovery]
+poll_secs = 0 # wrong
+targets = [\"nowhere\"] # wrong
+[reads]
+max_age_secs = 7200 # wrong
+[stop_conditions.web]
+kind = \"alarm\"
+alarms = [] # wrong
+[[experiment]]
+plugin = \"classic-monkey\"
+";
+    std::fs::write(&config, text).unwrap();
+    let wrong: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.ends_with("# wrong"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(wrong.len(), 5);
+    for command in ["run", "plan"] {
+        let output = wasmonkey()
+            .args([command, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("5 problems in the config"), "{stderr}");
+        for (line, key) in wrong.iter().zip([
+            "blast_radius.max_fraction_per_group",
+            "recovery.poll_secs",
+            "recovery.targets",
+            "reads.max_age_secs",
+            "stop_conditions.web",
+        ]) {
+            let at = format!("five.toml:{line}: ");
+            assert!(
+                stderr.lines().any(|l| l.contains(&at) && l.contains(key)),
+                "{key} at line {line}: {stderr}"
+            );
+        }
+    }
+}

@@ -81,3 +81,51 @@ fn the_schema_in_docs_is_the_one_the_host_prints() {
          `cargo run -p wasmonkey -- config schema > docs/wasmonkey.schema.json`"
     );
 }
+
+#[test]
+fn the_schema_and_the_binary_agree_on_every_boundary() {
+    let schema = Config::schema();
+    let validator = jsonschema::validator_for(&schema).expect("the schema is a valid JSON Schema");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    // Each value just inside and just outside what the host accepts.
+    let cases = [
+        ("[blast_radius]\nmax_fraction_per_group = 0.0", true),
+        ("[blast_radius]\nmax_fraction_per_group = 1.0", true),
+        ("[blast_radius]\nmax_fraction_per_group = 1.01", false),
+        ("[blast_radius]\nmax_fraction_per_group = 5", false),
+        ("[blast_radius]\nmax_fraction_per_group = -0.01", false),
+        ("[reads]\nmax_age_secs = 0", true),
+        ("[reads]\nmax_age_secs = 3600", true),
+        ("[reads]\nmax_age_secs = 3600.5", false),
+        ("[reads]\nmax_age_secs = -1", false),
+        ("[recovery]\npoll_secs = 0.001", true),
+        ("[recovery]\npoll_secs = 0", false),
+        ("[recovery]\npoll_secs = -1", false),
+        ("[stop_conditions.a]\nkind = \"alarm\"\nalarms = [\"x\"]", true),
+        ("[stop_conditions.a]\nkind = \"alarm\"\nalarms = []", false),
+        ("[stop_conditions.r]\nkind = \"recovery\"\nwithin_secs = 0.5", true),
+        ("[stop_conditions.r]\nkind = \"recovery\"\nwithin_secs = 0", false),
+        (
+            "[targets.t]\ngroup = \"web\"\nmin_healthy = 1\n[stop_conditions.t]\nkind = \"target\"\ntarget = \"t\"\ngrace_secs = 0",
+            true,
+        ),
+        (
+            "[targets.t]\ngroup = \"web\"\nmin_healthy = 1\n[stop_conditions.t]\nkind = \"target\"\ntarget = \"t\"\ngrace_secs = -1",
+            false,
+        ),
+    ];
+    for (edge, valid) in cases {
+        let text = format!(
+            "[backend]\nkind = \"sim\"\nfleet = \"f.toml\"\n[plugins]\ndir = \"p\"\n{edge}\n[[experiment]]\nplugin = \"classic-monkey\"\n"
+        );
+        std::fs::write(&path, &text).unwrap();
+        let loaded = Config::load(&path);
+        assert_eq!(loaded.is_ok(), valid, "the binary on {edge:?}: {loaded:?}");
+        assert_eq!(
+            validator.is_valid(&as_json(&text, &path)),
+            valid,
+            "the schema on {edge:?}"
+        );
+    }
+}
