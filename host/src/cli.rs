@@ -545,7 +545,7 @@ async fn chosen_switch(which: &WhichSwitch) -> anyhow::Result<Arc<dyn Switch>> {
         return Ok(Arc::new(FileSwitch::host()));
     }
     let Some(path) = &which.config else {
-        let dir = crate::config::default_state_dir().ok_or_else(|| {
+        let dir = crate::kill_switch::operator_state_dir().ok_or_else(|| {
             anyhow::anyhow!("no state directory: set XDG_STATE_HOME or HOME, or pass --config")
         })?;
         return Ok(Arc::new(FileSwitch::with_scope(

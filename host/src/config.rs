@@ -714,7 +714,7 @@ impl Config {
         if let Some(dir) = &self.state_dir {
             return Ok(self.resolve(dir));
         }
-        default_state_dir().ok_or_else(|| {
+        crate::kill_switch::operator_state_dir().ok_or_else(|| {
             anyhow::anyhow!(
                 "{}: no place for the state directory (the kill switch and the kill history): set state_dir, or XDG_STATE_HOME or HOME",
                 self.path.display()
@@ -773,19 +773,6 @@ impl Config {
     pub fn journal_dir(&self) -> PathBuf {
         self.resolve(self.journal_dir.as_deref().unwrap_or(Path::new("journal")))
     }
-}
-
-/// `$XDG_STATE_HOME/wasmonkey`, else `~/.local/state/wasmonkey`; only
-/// absolute variables count.
-pub(crate) fn default_state_dir() -> Option<PathBuf> {
-    let absolute = |var: &str| {
-        std::env::var_os(var)
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
-    absolute("XDG_STATE_HOME")
-        .or_else(|| absolute("HOME").map(|home| home.join(".local").join("state")))
-        .map(|dir| dir.join("wasmonkey"))
 }
 
 /// The key a schedule error is about: its message starts with it

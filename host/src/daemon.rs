@@ -784,14 +784,6 @@ impl Simulation {
     }
 }
 
-/// The state directory's history, shared.
-pub(crate) fn open_history(config: &Config) -> anyhow::Result<(SharedHistory, PathBuf)> {
-    let dir = config.state_dir()?;
-    let history = history::SqliteHistory::in_state_dir(&dir)?;
-    let path = history.path().to_owned();
-    Ok((Arc::new(std::sync::Mutex::new(history)), path))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,7 +52,7 @@ impl Trip {
 
 /// What a check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub(crate) enum BrakeState {
     /// Every condition holds.
     Clear,
     /// The run is stopped.
@@ -191,7 +191,7 @@ impl Guard {
         self.trip(condition, false, saw, at_ms);
     }
 
-    fn trip(&self, condition: &str, paused: bool, saw: String, at_ms: Millis) -> Verdict {
+    fn trip(&self, condition: &str, paused: bool, saw: String, at_ms: Millis) -> BrakeState {
         let mut state = self.state();
         state
             .tripped_wall
@@ -205,14 +205,14 @@ impl Guard {
                 at_ms,
             })
             .clone();
-        Verdict::Tripped(trip)
+        BrakeState::Tripped(trip)
     }
 
     /// Look at the kill switch and every condition now. `pending` are the
     /// victims not yet recovered, with when they were terminated.
-    pub(crate) async fn check(&self, view: &FleetView, pending: &[(String, Millis)]) -> Verdict {
+    pub(crate) async fn check(&self, view: &FleetView, pending: &[(String, Millis)]) -> BrakeState {
         if let Some(trip) = self.tripped() {
-            return Verdict::Tripped(trip);
+            return BrakeState::Tripped(trip);
         }
         let now = view.cloud().now_ms();
         if let Some(pause) = self.switches.paused(true).await {
@@ -227,9 +227,9 @@ impl Guard {
             }
         }
         if unknown.is_empty() {
-            Verdict::Clear
+            BrakeState::Clear
         } else {
-            Verdict::Unknown(unknown.join("; "))
+            BrakeState::Unknown(unknown.join("; "))
         }
     }
 

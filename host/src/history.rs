@@ -8,13 +8,17 @@
 //! (no SQLite-only types or functions) so another store can serve the
 //! [`History`] trait later; migrations are numbered from the first schema.
 
+pub mod html;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use rusqlite::{params, Connection, OptionalExtension as _};
 use serde::Serialize;
 
+use crate::config::Config;
 use crate::report::{HostVerdict, Report, VictimStatus};
 use crate::schedule::{Calendar, EpochMs};
 
@@ -986,6 +990,17 @@ pub fn stats(kills: &[KillPoint], calendar: Option<&Calendar>) -> Vec<GroupStats
             }
         })
         .collect()
+}
+
+/// A history several runs (and the daemon) share.
+pub type SharedHistory = Arc<Mutex<dyn History>>;
+
+/// The kill history of a config's state directory, to share, and where it
+/// is: the one way every command opens it.
+pub(crate) fn open_shared(config: &Config) -> anyhow::Result<(SharedHistory, PathBuf)> {
+    let history = SqliteHistory::in_state_dir(&config.state_dir()?)?;
+    let path = history.path().to_owned();
+    Ok((Arc::new(Mutex::new(history)), path))
 }
 
 #[cfg(test)]

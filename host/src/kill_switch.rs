@@ -461,7 +461,7 @@ impl Switches {
     /// `state_dir`'s when that is another directory.
     pub fn local(state_dir: Option<&Path>) -> Switches {
         let mut switches = Switches::none().with(Arc::new(FileSwitch::host()));
-        let operator = crate::config::default_state_dir();
+        let operator = operator_state_dir();
         if let Some(dir) = &operator {
             switches = switches.with(Arc::new(FileSwitch::with_scope(dir, SwitchScope::Operator)));
         }
@@ -534,6 +534,19 @@ fn same_dir(a: &Path, b: &Path) -> bool {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
     }
+}
+
+/// `$XDG_STATE_HOME/wasmonkey`, else `~/.local/state/wasmonkey`; only
+/// absolute variables count.
+pub(crate) fn operator_state_dir() -> Option<PathBuf> {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    absolute("XDG_STATE_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".local").join("state")))
+        .map(|dir| dir.join("wasmonkey"))
 }
 
 #[cfg(test)]

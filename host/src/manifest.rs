@@ -7,6 +7,9 @@ use serde::Deserialize;
 use crate::limits::LimitOverrides;
 use crate::policy::Grant;
 
+/// The most bytes of a manifest the host reads.
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 64 * 1024;
+
 /// What a plugin declares about itself and asks of the operator.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,7 +35,7 @@ pub struct Manifest {
 impl Manifest {
     /// Read and parse a manifest file; errors name the file and the field.
     pub fn load(path: &Path) -> anyhow::Result<Manifest> {
-        let bytes = crate::files::read_bounded(path, crate::plugins::MAX_MANIFEST_BYTES)
+        let bytes = crate::files::read_bounded(path, MAX_MANIFEST_BYTES)
             .map_err(|err| anyhow::anyhow!("{}: cannot read manifest: {err}", path.display()))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| anyhow::anyhow!("{}: the manifest is not valid UTF-8", path.display()))?;

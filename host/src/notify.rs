@@ -7,6 +7,12 @@ use std::time::Duration;
 use crate::cloud::{Cloud, CloudError};
 use crate::journal::Event;
 
+/// SNS's own limits: a subject of at most 100 characters (the host keeps
+/// 100 bytes) and a message of at most 256 KiB.
+pub(crate) const SUBJECT_BYTES: usize = 100;
+/// See [`SUBJECT_BYTES`].
+pub(crate) const BODY_BYTES: usize = 256 * 1024;
+
 /// Attempts at publishing one notification.
 pub(crate) const ATTEMPTS: u32 = 3;
 
@@ -52,11 +58,8 @@ pub(crate) async fn publish<E>(
 ) -> Result<Result<(), CloudError>, E> {
     let subject = match rehearsal {
         Rehearsal::Announce => std::borrow::Cow::Owned(
-            crate::text::bounded(
-                &format!("{DRY_RUN_SUBJECT}{subject}"),
-                crate::session::SUBJECT_BYTES,
-            )
-            .into_owned(),
+            crate::text::bounded(&format!("{DRY_RUN_SUBJECT}{subject}"), SUBJECT_BYTES)
+                .into_owned(),
         ),
         _ => std::borrow::Cow::Borrowed(subject),
     };

@@ -98,9 +98,6 @@ pub(crate) fn valid_name(name: &str) -> bool {
             .is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
-/// The most bytes of a manifest the host reads.
-pub(crate) const MAX_MANIFEST_BYTES: u64 = 64 * 1024;
-
 /// The `.wasm` files of a plugin directory, by name, and every entry that
 /// cannot be a plugin.
 pub struct Catalog {

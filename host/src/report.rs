@@ -3,7 +3,6 @@
 //! short still gives a truthful report of what it recorded.
 
 pub mod html;
-pub mod kills_html;
 mod read;
 
 use std::fmt::Write as _;

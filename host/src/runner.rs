@@ -17,8 +17,8 @@ use crate::cloud::view::FleetView;
 use crate::cloud::{ApiCalls, Cloud, TerminateVia};
 use crate::config::{BackendConfig, Config, ExperimentConfig};
 use crate::contract::{Outcome, RunError};
-use crate::guard::{Guard, Verdict};
-use crate::history::{History, SqliteHistory};
+use crate::guard::{BrakeState, Guard};
+use crate::history::History;
 use crate::journal::{Event, Journal, PluginOutcome, PluginVictim};
 use crate::limits::{Limit, LimitBreach};
 use crate::plugins::Catalog;
@@ -79,8 +79,7 @@ pub struct RunOptions {
     pub switches: Option<crate::kill_switch::Switches>,
 }
 
-/// A history several runs (and the daemon) share.
-pub type SharedHistory = Arc<std::sync::Mutex<dyn History>>;
+pub use crate::history::SharedHistory;
 
 /// A finished (or interrupted) run.
 pub struct RunOutput {
@@ -293,7 +292,7 @@ pub async fn run_on(
     )?;
     let view = Arc::new(FleetView::new(Arc::clone(&cloud), config.max_read_age_ms()));
     check_before_start(&guard, &view, &journal).await?;
-    let ctx = Context {
+    let ctx = RunContext {
         config,
         cloud: &cloud,
         view: &view,
@@ -387,11 +386,8 @@ fn open_history(config: &Config, options: &RunOptions) -> anyhow::Result<Option<
     if let Some(history) = &options.history {
         return Ok(Some(Arc::clone(history)));
     }
-    let opened = config
-        .state_dir()
-        .and_then(|dir| SqliteHistory::in_state_dir(&dir));
-    match opened {
-        Ok(history) => Ok(Some(Arc::new(std::sync::Mutex::new(history)))),
+    match crate::history::open_shared(config) {
+        Ok((history, _)) => Ok(Some(history)),
         Err(err) if config.blast_radius.min_time_between_kills.is_some() => {
             Err(err.context(format!(
                 "{}: blast_radius.min_time_between_kills needs the kill history; nothing was run",
@@ -486,7 +482,7 @@ async fn check_before_start(
     journal: &Journal,
 ) -> anyhow::Result<()> {
     let now = view.cloud().now_ms();
-    if let Verdict::Unknown(why) = guard.check(view, &[]).await {
+    if let BrakeState::Unknown(why) = guard.check(view, &[]).await {
         guard.stop(
             "stop-conditions",
             format!("cannot tell whether the run may start: {why}"),
@@ -573,7 +569,7 @@ async fn notify_run(
     Ok(())
 }
 
-struct Context<'a> {
+struct RunContext<'a> {
     config: &'a Config,
     cloud: &'a Arc<dyn Cloud>,
     /// The run's stop conditions and kill switch.
@@ -596,7 +592,7 @@ struct Context<'a> {
     terminate_via: TerminateVia,
 }
 
-impl Context<'_> {
+impl RunContext<'_> {
     /// Run one experiment; its failures go to the journal, only journal
     /// failures come back as errors.
     async fn experiment(

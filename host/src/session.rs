@@ -24,7 +24,7 @@ use crate::cloud::{
     Millis, TerminateVia,
 };
 use crate::config::{ChannelConfig, TargetConfig};
-use crate::guard::{Guard, Verdict};
+use crate::guard::{BrakeState, Guard};
 use crate::journal::{Event, Journal};
 use crate::limits::{Limit, LimitBreach, Limits};
 use crate::policy::{Denial, GroupPatterns, Policy, Tally};
@@ -64,11 +64,7 @@ const MAX_DENIAL_BYTES: usize = 2 * MAX_NAME_BYTES + 512;
 pub const STOPPED_PREFIX: &str = "the run is stopped by ";
 /// Most notifications a plugin may publish per run.
 pub(crate) const NOTIFICATIONS_PER_RUN: u32 = 20;
-/// SNS's own limits: a subject of at most 100 characters (the host keeps
-/// 100 bytes) and a message of at most 256 KiB.
-pub(crate) const SUBJECT_BYTES: usize = 100;
-/// See [`SUBJECT_BYTES`].
-pub(crate) const BODY_BYTES: usize = 256 * 1024;
+pub(crate) use crate::notify::{BODY_BYTES, SUBJECT_BYTES};
 
 /// A plugin's name and version, as every error and log line shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -579,7 +575,7 @@ impl Session {
 
     /// Look at the stop conditions and the kill switch now, journalling a
     /// trip the first time it is seen.
-    pub(crate) async fn check_guard(&self) -> Result<Verdict, Fatal> {
+    pub(crate) async fn check_guard(&self) -> Result<BrakeState, Fatal> {
         let oldest: Vec<(String, Millis)> = self.watch.oldest_pending().into_iter().collect();
         let verdict = self.setup.guard.check(&self.setup.view, &oldest).await;
         if let Some(trip) = self.setup.guard.unjournalled() {

@@ -9,6 +9,7 @@
 )]
 
 #[cfg(feature = "aws")]
+mod architecture;
 mod aws;
 mod brakes;
 mod cli;

@@ -441,10 +441,7 @@ fn history_html_charts_the_kills_the_history_holds() {
 }
 
 pub(crate) fn kills_fill() -> String {
-    format!(
-        "fill=\"{}\"",
-        colour::hex(wasmonkey::report::kills_html::KILLS)
-    )
+    format!("fill=\"{}\"", colour::hex(wasmonkey::history::html::KILLS))
 }
 
 pub(crate) fn recovery_fill() -> String {

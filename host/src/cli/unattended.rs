@@ -80,7 +80,7 @@ pub(super) fn parse_since(text: &str, now: EpochMs) -> anyhow::Result<EpochMs> {
 fn history_of(config: Option<&Config>) -> anyhow::Result<SqliteHistory> {
     let dir = match config {
         Some(config) => config.state_dir()?,
-        None => crate::config::default_state_dir().ok_or_else(|| {
+        None => crate::kill_switch::operator_state_dir().ok_or_else(|| {
             anyhow::anyhow!("no state directory: set XDG_STATE_HOME or HOME, or pass --config")
         })?,
     };
@@ -119,7 +119,7 @@ pub(super) fn history(
     if let Some(path) = &args.html {
         let kills = store.kill_points(&filter)?;
         let stats = history::stats(&kills, calendar.as_ref());
-        let page = crate::report::kills_html::KillsPage {
+        let page = crate::history::html::KillsPage {
             title: "wasmonkey kill history".into(),
             facts: vec![
                 ("History", store.path().display().to_string()),
@@ -138,7 +138,7 @@ pub(super) fn history(
             time_zone: &tz,
             days: None,
         };
-        super::write_html(path, &crate::report::kills_html::render(&page))?;
+        super::write_html(path, &crate::history::html::render(&page))?;
     }
     match command {
         Some(HistoryCommand::Import { journal }) => {
@@ -262,7 +262,7 @@ pub(super) async fn daemon(
         .daemon
         .listen_address()
         .map_err(|err| anyhow::anyhow!("{}: {err}", config.path.display()))?;
-    let (shared, path) = daemon::open_history(&config)?;
+    let (shared, path) = crate::history::open_shared(&config)?;
     let metrics = Arc::new(Metrics::new());
     // The switches of the backend the slots run on: the account's too.
     let switches = config.switches(crate::runner::backend(&config, seed).await?.as_ref())?;
@@ -336,7 +336,7 @@ pub(super) async fn simulate(
     if let Some(path) = html {
         let stats: Vec<history::GroupStats> =
             simulation.groups.iter().map(|g| g.stats.clone()).collect();
-        let page = crate::report::kills_html::KillsPage {
+        let page = crate::history::html::KillsPage {
             title: format!("wasmonkey simulate: {days} days"),
             facts: vec![
                 ("Config", config.path.display().to_string()),
@@ -357,7 +357,7 @@ pub(super) async fn simulate(
             time_zone: calendar.time_zone(),
             days: Some(simulation.dates),
         };
-        super::write_html(path, &crate::report::kills_html::render(&page))?;
+        super::write_html(path, &crate::history::html::render(&page))?;
     }
     if json {
         println!(

@@ -44,7 +44,7 @@ pub mod colour {
 }
 
 /// Plugin or journal text, on one line, as the page shows it.
-pub(super) fn safe(text: &str) -> String {
+pub(crate) fn safe(text: &str) -> String {
     text::one_line(text).into_owned()
 }
 
@@ -88,7 +88,7 @@ pub(crate) fn render(report: &Report) -> String {
 
 /// The head of every page: its title, the style, and a content security
 /// policy that allows no script and nothing from the network.
-pub(super) fn head(title: &str) -> Markup {
+pub(crate) fn head(title: &str) -> Markup {
     html! {
         head {
             meta charset="utf-8";

@@ -3,7 +3,7 @@
 
 use super::{Fatal, InstanceFilter, PluginError, Session, Settled, Termination, MAX_REASON_BYTES};
 use crate::cloud::{Capacity, Group, Instance, InstanceQuery, Lifecycle};
-use crate::guard::Verdict;
+use crate::guard::BrakeState;
 use crate::journal::Event;
 use crate::policy::{Denial, Grant, GroupPatterns, GroupView, Hidden, Tally};
 use crate::text;
@@ -90,14 +90,14 @@ impl Session {
             return self.deny(OP, id, &denial).map(Err);
         }
         match self.check_guard().await? {
-            Verdict::Clear => {}
-            Verdict::Tripped(trip) => {
+            BrakeState::Clear => {}
+            BrakeState::Tripped(trip) => {
                 let denial = Denial::Stopped {
                     condition: trip.condition,
                 };
                 return self.deny(OP, id, &denial).map(Err);
             }
-            Verdict::Unknown(why) => {
+            BrakeState::Unknown(why) => {
                 return self.deny(OP, id, &Denial::StopUnknown { why }).map(Err);
             }
         }

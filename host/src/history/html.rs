@@ -10,8 +10,8 @@ use jiff::tz::TimeZone;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use plotters::prelude::*;
 
-use super::html::{colour, head, safe};
-use crate::history::{GroupStats, KillPoint};
+use super::{GroupStats, KillPoint};
+use crate::report::html::{colour, head, safe};
 use crate::schedule;
 
 /// Most days a kills-per-day chart draws (the latest ones).
