@@ -92,9 +92,12 @@ const COMMON: &[(&str, &str)] = &[
         ".gitignore",
         include_str!("../../templates/common/gitignore"),
     ),
-    ("wit/host.wit", include_str!("../../wit/host.wit")),
-    ("wit/strategy.wit", include_str!("../../wit/strategy.wit")),
-    ("wit/types.wit", include_str!("../../wit/types.wit")),
+    ("wit/host.wit", include_str!("../../wit/v0.1.0/host.wit")),
+    (
+        "wit/strategy.wit",
+        include_str!("../../wit/v0.1.0/strategy.wit"),
+    ),
+    ("wit/types.wit", include_str!("../../wit/v0.1.0/types.wit")),
 ];
 
 /// Check a plugin name: lowercase letters, digits and `-`, starting with a

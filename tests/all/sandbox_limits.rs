@@ -138,7 +138,7 @@ impl Wat {
         let mut module = wat::parse_str(&wat).expect("the test's WAT assembles");
         let mut resolve = wit_parser::Resolve::default();
         let (package, _) = resolve
-            .push_dir(support::root().join("wit"))
+            .push_dir(support::root().join("wit").join("v0.1.0"))
             .expect("the contract parses");
         let world = resolve
             .select_world(&[package], Some("strategy-plugin"))

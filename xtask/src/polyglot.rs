@@ -13,7 +13,7 @@
 //! | `plugin.zig`  | Zig        | wit-bindgen's C bindings, zig, wit-component     |
 //!
 //! The contract is the project's own `wit/` if it has one (as scaffolded
-//! projects do), else the repository's.
+//! projects do), else the repository's `wit/v0.1.0/`.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -29,6 +29,9 @@ use crate::toolchain::{self, TARGET};
 
 /// The world every plugin targets.
 pub const WORLD: &str = "strategy-plugin";
+/// The contract version under `wit/` the repository's plugins build
+/// against (each version's directory is frozen once released).
+pub const CONTRACT: &str = "v0.1.0";
 
 /// The reference strategy in each language, built into [`EXAMPLES_OUT`].
 pub const EXAMPLES: &[&str] = &[
@@ -107,7 +110,9 @@ impl Project {
         let wit = if own_wit.is_dir() {
             own_wit
         } else {
-            root.join("wit")
+            // The repository's contract, the version the binary links
+            // plugins without a contract import against.
+            root.join("wit").join(CONTRACT)
         };
         Ok(Project {
             dir,
@@ -330,7 +335,10 @@ fn build_js(project: &Project, build: &Path, guests: &mut Guests) -> Result<Vec<
     let output = build.join("component.wasm");
     // componentize-js wants the WIT directory below its working directory.
     let (cwd, wit) = match project.wit.parent() {
-        Some(parent) => (parent.to_path_buf(), PathBuf::from("wit")),
+        Some(parent) => (
+            parent.to_path_buf(),
+            PathBuf::from(project.wit.file_name().unwrap_or_default()),
+        ),
         None => bail!("{}: the WIT directory has no parent", project.wit.display()),
     };
     let mut cmd = guests.js()?.command();

@@ -10,11 +10,11 @@ use crate::cloud::{self as domain, InstanceState as DomainState, Lifecycle};
 use crate::contract;
 use crate::session::{self, PluginError, Session};
 
-/// What wasmtime generates from `wit/`; the WIT's comments document it.
+/// What wasmtime generates from `wit/v0.1.0/` (frozen); the WIT's comments document it.
 #[allow(missing_docs, reason = "generated from wit/, which documents it")]
 mod bindings {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/v0.1.0",
         world: "strategy-plugin",
         imports: { default: async | trappable },
         exports: { default: async },
@@ -386,5 +386,37 @@ fn outcome_from_wit(outcome: Outcome) -> contract::Outcome {
                 recovered_at_ms: v.recovered_at_ms,
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest as _, Sha256};
+
+    /// The released contract's files, as their digest (each file's name,
+    /// a NUL, its bytes, a NUL, in name order). A change to a released
+    /// version is a new version in a new directory, never an edit.
+    const FROZEN: &str = "f9a0d7be5ca622c525566142a95491992f8242cdd376ae96df95a5d3d94141cc";
+
+    #[test]
+    fn the_released_contract_is_frozen() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/v0.1.0");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        let mut digest = Sha256::new();
+        for name in &names {
+            digest.update(name.as_encoded_bytes());
+            digest.update([0]);
+            digest.update(std::fs::read(dir.join(name)).unwrap());
+            digest.update([0]);
+        }
+        assert_eq!(
+            crate::sandbox::hex(&digest.finalize()),
+            FROZEN,
+            "wit/v0.1.0/ changed: a released contract is never edited; add wit/v0.2.0/ and contract/v0_2_0.rs instead"
+        );
     }
 }

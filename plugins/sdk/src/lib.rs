@@ -33,7 +33,7 @@
 pub mod bindings {
     wit_bindgen::generate!({
         world: "strategy-plugin",
-        path: "../../wit",
+        path: "../../wit/v0.1.0",
         pub_export_macro: true,
         export_macro_name: "export_strategy",
         default_bindings_module: "wasmonkey_sdk::bindings",
