@@ -194,11 +194,7 @@ pub(crate) async fn survey_scope(config: &Config, view: &FleetView) -> anyhow::R
         .iter()
         .map(|s| {
             let healthy = s.capacity().healthy_in_service();
-            let share = (radius.max_fraction_per_group * f64::from(s.group.desired)).floor() as u32;
-            let mut may_lose = share.min(healthy.saturating_sub(radius.min_healthy_per_group));
-            if let Some(cap) = radius.max_terminations_per_group_per_run {
-                may_lose = may_lose.min(cap);
-            }
+            let may_lose = radius.may_lose(s.group.desired, healthy);
             GroupPlan {
                 name: s.group.name.clone(),
                 desired: s.group.desired,

@@ -216,6 +216,26 @@ impl BlastRadius {
         self.max_terminations_per_run
             .unwrap_or(self.max_terminations)
     }
+
+    /// A group's share of one run: `floor(max_fraction_per_group ×
+    /// desired)` (saturating; NaN is 0, which denies).
+    pub(crate) fn group_share(&self, desired: u32) -> u32 {
+        (self.max_fraction_per_group * f64::from(desired)).floor() as u32
+    }
+
+    /// The most one run may take from a group of `desired` with `healthy`
+    /// healthy in service, as [`Policy::check_terminate`] counts it: its
+    /// share, its cap, and no deeper than its healthy floor. What `plan`
+    /// shows; the policy decides each termination with the same rules.
+    pub(crate) fn may_lose(&self, desired: u32, healthy: u32) -> u32 {
+        let mut most = self
+            .group_share(desired)
+            .min(healthy.saturating_sub(self.min_healthy_per_group));
+        if let Some(cap) = self.max_terminations_per_group_per_run {
+            most = most.min(cap);
+        }
+        most
+    }
 }
 
 /// Why an instance or group is outside a plugin's view.
@@ -692,8 +712,7 @@ impl Policy {
             }
             let desired = view.group.desired;
             let fraction = self.blast_radius.max_fraction_per_group;
-            // Float to integer: saturating, and NaN becomes 0, which denies.
-            let allowed = (fraction * f64::from(desired)).floor() as u32;
+            let allowed = self.blast_radius.group_share(desired);
             if run.in_group(name) >= allowed {
                 return Err(Denial::GroupShare {
                     group: name.clone(),
@@ -1073,6 +1092,48 @@ mod tests {
         let mut unset = policy();
         unset.blast_radius.max_terminations_per_run = None;
         assert_eq!(unset.blast_radius.per_run(), 2);
+    }
+
+    proptest::proptest! {
+        /// What `plan` shows a group may lose is exactly how many of its
+        /// healthy instances the policy then allows terminating, one after
+        /// another, in a run with budget to spare.
+        #[test]
+        fn the_preview_of_a_group_is_what_the_policy_allows(
+            desired in 0u32..12,
+            healthy_part in 0u32..=100,
+            min_healthy in 0u32..6,
+            fraction in 0.0f64..=1.0,
+            cap in proptest::option::of(0u32..6),
+        ) {
+            let healthy = desired * healthy_part / 100;
+            let mut p = policy();
+            p.blast_radius = BlastRadius {
+                max_terminations: 100,
+                max_terminations_per_run: Some(100),
+                max_terminations_per_group_per_run: cap,
+                min_healthy_per_group: min_healthy,
+                max_fraction_per_group: fraction,
+                min_time_between_kills: None,
+            };
+            let web = group("web-1", desired, &[]);
+            let mut experiment = Tally::default();
+            let mut run = Tally::default();
+            let mut still_healthy = healthy;
+            let mut allowed = 0;
+            for n in 0..healthy {
+                let id = format!("i-{n}");
+                let candidate = instance(&id, Some("web-1"), &[]);
+                if p.check_terminate(&candidate, view(&web, still_healthy), &experiment, &run).is_err() {
+                    break;
+                }
+                experiment.record(&id, Some("web-1"));
+                run.record(&id, Some("web-1"));
+                still_healthy = still_healthy.saturating_sub(1);
+                allowed += 1;
+            }
+            proptest::prop_assert_eq!(p.blast_radius.may_lose(desired, healthy), allowed);
+        }
     }
 
     #[test]
