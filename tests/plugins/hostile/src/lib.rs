@@ -267,8 +267,8 @@ fn check_all(extra: &str) -> String {
                 return format!("slept {ms} ms");
             }
             match probe::check(name) {
-            Ok(c) => format!("{name}: healthy={} {}", c.healthy, c.detail),
-            Err(err) => format!("{name}: {}", err.describe()),
+                Ok(c) => format!("{name}: healthy={} {}", c.healthy, c.detail),
+                Err(err) => format!("{name}: {}", err.describe()),
             }
         })
         .collect::<Vec<_>>()
