@@ -38,6 +38,7 @@ mod cloud;
 mod notify;
 mod probe;
 mod runtime;
+mod termination;
 
 /// Most bytes kept of an id, channel or target name a plugin passed.
 pub(crate) const MAX_NAME_BYTES: usize = 256;

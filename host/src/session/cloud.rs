@@ -1,11 +1,10 @@
 //! `cloud.*`: listing what the plugin may see, and terminating within
 //! the policy, journalled before it acts.
 
-use super::{Fatal, InstanceFilter, PluginError, Session, Settled, Termination, MAX_REASON_BYTES};
+use super::{Fatal, InstanceFilter, PluginError, Session, Settled};
 use crate::cloud::{Capacity, Group, Instance, InstanceQuery, Lifecycle};
-use crate::guard::BrakeState;
 use crate::journal::Event;
-use crate::policy::{Denial, Grant, GroupPatterns, GroupView, Hidden, Tally};
+use crate::policy::{GroupPatterns, Tally};
 use crate::text;
 
 impl Session {
@@ -75,212 +74,12 @@ impl Session {
         Ok(instances)
     }
 
-    /// `cloud.terminate`.
-    ///
-    /// Scope is decided from the instance and its group before anything
-    /// else is read, and the calls made up to that point are the same
-    /// whether or not an out-of-scope id exists.
-    pub async fn terminate(
-        &mut self,
-        id: &str,
-        reason: &str,
-    ) -> Result<Result<Termination, PluginError>, Fatal> {
-        const OP: &str = "terminate";
-        if let Err(denial) = self.setup.policy.require(Grant::Terminate) {
-            return self.deny(OP, id, &denial).map(Err);
-        }
-        match self.check_guard().await? {
-            BrakeState::Clear => {}
-            BrakeState::Tripped(trip) => {
-                let denial = Denial::Stopped {
-                    condition: trip.condition,
-                };
-                return self.deny(OP, id, &denial).map(Err);
-            }
-            BrakeState::Unknown(why) => {
-                return self.deny(OP, id, &Denial::StopUnknown { why }).map(Err);
-            }
-        }
-        let found = match self
-            .call(
-                "describing an instance",
-                self.setup.view.describe_instance(id),
-            )
-            .await
-        {
-            Ok(found) => found,
-            Err(err) => return Ok(Err(err)),
-        };
-        let Some(instance) = found else {
-            let denial = Denial::OutOfScope {
-                target: id.to_owned(),
-                why: Hidden::Unknown,
-            };
-            return self.deny(OP, id, &denial).map(Err);
-        };
-        // The victim's group alone: a listing gone stale is not read again
-        // for every termination of a large fleet.
-        let group = match self.group_of(&instance).await {
-            Ok(group) => group,
-            Err(err) => return Ok(Err(err)),
-        };
-        let group = group.as_deref();
-        if let Err(denial) = self.setup.policy.check_reach(&instance, group) {
-            return self.deny(OP, id, &denial).map(Err);
-        }
-        let healthy = match group {
-            Some(group) => match self.healthy_in_service(&group.name).await {
-                Ok((count, capacity)) => {
-                    if let Some(capacity) = capacity {
-                        self.journal_capacity(&group.name, capacity)?;
-                    }
-                    Some(count)
-                }
-                Err(err) => return Ok(Err(err)),
-            },
-            None => None,
-        };
-        let view = group
-            .zip(healthy)
-            .map(|(group, healthy_in_service)| GroupView {
-                group,
-                healthy_in_service,
-            });
-        let decided = {
-            let run = self.run_tally();
-            self.setup
-                .policy
-                .check_terminate(&instance, view, &self.tally, &run)
-        };
-        let dry_run = match decided {
-            Ok(dry_run) => dry_run,
-            Err(denial) => return self.deny(OP, id, &denial).map(Err),
-        };
-        let spaced = self
-            .setup
-            .spacing
-            .as_ref()
-            .map(|spacing| spacing.check(instance.group.as_deref(), self.setup.cloud.now_ms()));
-        if let Some(Err(denial)) = spaced {
-            return self.deny(OP, id, &denial).map(Err);
-        }
-        if dry_run && self.setup.preflight {
-            let permitted = self
-                .call(
-                    "checking permission",
-                    self.setup.cloud.check_terminate_permission(id),
-                )
-                .await;
-            self.journal(Event::Preflight {
-                instance_id: id.to_owned(),
-                permitted: permitted.is_ok(),
-                detail: permitted
-                    .as_ref()
-                    .err()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-            })?;
-            if let Err(err) = permitted {
-                let detail = match err {
-                    PluginError::Backend(m)
-                    | PluginError::Throttled(m)
-                    | PluginError::NotFound(m) => m,
-                    other => other.to_string(),
-                };
-                let denial = Denial::Permission {
-                    instance: id.to_owned(),
-                    detail,
-                };
-                return self.deny(OP, id, &denial).map(Err);
-            }
-        }
-        if !dry_run {
-            // Checked again and recorded with every process's kills, in one
-            // step: two runs never both pass the gap.
-            let reserved = self.setup.spacing.as_ref().map(|spacing| {
-                spacing.reserve(
-                    instance.group.as_deref(),
-                    &instance.id,
-                    self.setup.cloud.now_ms(),
-                )
-            });
-            if let Some(Err(denial)) = reserved {
-                return self.deny(OP, id, &denial).map(Err);
-            }
-        }
-        self.journal(Event::TerminateIntent {
-            instance_id: instance.id.clone(),
-            group: instance.group.clone(),
-            zone: instance.zone.clone(),
-            reason: text::bounded(reason, MAX_REASON_BYTES).into_owned(),
-            dry_run,
-        })?;
-        // Counted before the call: a failed or uncertain call still spent budget.
-        self.tally.record(&instance.id, instance.group.as_deref());
-        if let (Some(spacing), Some(group)) = (&self.setup.spacing, &instance.group) {
-            spacing.record(group, self.setup.cloud.now_ms());
-        }
-        self.run_tally()
-            .record(&instance.id, instance.group.as_deref());
-        let at_ms = self.setup.cloud.now_ms();
-        let mut confirmed_after = None;
-        if !dry_run {
-            let via = self.setup.terminate_via;
-            // Whatever the answer, the view's word on it and its group is old.
-            self.setup
-                .view
-                .terminated(&instance.id, instance.group.as_deref());
-            match self
-                .call("terminating", self.setup.cloud.terminate(&instance.id, via))
-                .await
-            {
-                Ok(Some(state)) => self.setup.view.terminate_answered(&instance.id, state),
-                Ok(None) => {}
-                Err(err) => match self.settle_ambiguous(&instance.id, &err).await {
-                    Settled::Happened => confirmed_after = Some(err.to_string()),
-                    Settled::Failed { uncertain, seen } => {
-                        self.setup.view.settled(&instance.id);
-                        if !uncertain {
-                            if let Some(spacing) = &self.setup.spacing {
-                                spacing.release(&instance.id);
-                            }
-                        }
-                        self.journal(Event::TerminateFailed {
-                            instance_id: instance.id.clone(),
-                            error: format!("{err}; {seen}"),
-                            uncertain,
-                        })?;
-                        return Ok(Err(err));
-                    }
-                },
-            }
-        }
-        self.journal(Event::TerminateDone {
-            instance_id: instance.id.clone(),
-            dry_run,
-            confirmed_after,
-        })?;
-        tracing::info!(plugin = %self.setup.plugin, instance = %instance.id, dry_run, "terminated");
-        let termination = Termination {
-            instance_id: instance.id.clone(),
-            group: instance.group.clone(),
-            zone: instance.zone.clone(),
-            dry_run,
-            at_ms: at_ms - self.started_ms,
-        };
-        if let (false, Some(group)) = (dry_run, &instance.group) {
-            self.watch.add(&instance.id, group, at_ms);
-        }
-        self.terminations.push(termination.clone());
-        Ok(Ok(termination))
-    }
-
     /// After a terminate call failed: did it happen anyway? A not-found
     /// answer is a definite no. Any other failure (a timeout, a lost
     /// answer, a 5xx, and a throttle too: the SDK retries, and an earlier
     /// attempt whose answer was lost may have acted) may have come after
     /// the backend acted, so the instance is described again.
-    async fn settle_ambiguous(&self, id: &str, err: &PluginError) -> Settled {
+    pub(super) async fn settle_ambiguous(&self, id: &str, err: &PluginError) -> Settled {
         if !matches!(err, PluginError::Backend(_) | PluginError::Throttled(_)) {
             return Settled::Failed {
                 uncertain: false,
@@ -315,7 +114,7 @@ impl Session {
     }
 
     /// The run-wide tally, shared with the run's other experiments.
-    fn run_tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+    pub(super) fn run_tally(&self) -> std::sync::MutexGuard<'_, Tally> {
         // A poisoned lock still holds a correct count: every update is one
         // insert.
         self.setup
@@ -329,7 +128,7 @@ impl Session {
     /// view's bound.
     /// A fresh read of the group: its healthy in-service members the run
     /// has not terminated yet, and its capacity.
-    async fn healthy_in_service(
+    pub(super) async fn healthy_in_service(
         &self,
         group: &str,
     ) -> Result<(u32, Option<Capacity>), PluginError> {
