@@ -135,7 +135,10 @@ pub async fn run(
     run_on(&config, cloud, seed, options, shutdown).await
 }
 
-/// Run a config's experiments on a given backend.
+/// Run a config's experiments on a given backend: the steps of a run.
+/// Everything that can refuse the run (what to run, pins, each experiment
+/// made ready, the history it needs) comes before the journal; once the
+/// journal has begun, the run ends with a report.
 pub async fn run_on(
     config: &Config,
     cloud: Arc<dyn Cloud>,
@@ -143,139 +146,21 @@ pub async fn run_on(
     options: &RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunOutput> {
-    let experiments: Vec<(usize, &ExperimentConfig)> = config
-        .experiments
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| options.plugin.as_ref().is_none_or(|p| *p == e.plugin))
-        .filter(|(i, _)| options.only.is_none_or(|only| only == *i))
-        .collect();
-    if experiments.is_empty() {
-        let listed: Vec<&str> = config
-            .experiments
-            .iter()
-            .map(|e| e.plugin.as_str())
-            .collect();
-        anyhow::bail!(
-            "{}: no experiment to run{} (experiments: {listed:?})",
-            config.path.display(),
-            options
-                .plugin
-                .as_ref()
-                .map_or(String::new(), |p| format!(" for plugin {p}"))
-        );
-    }
-    let catalog = Catalog::scan(&config.plugin_dir())
-        .with_context(|| {
-            format!(
-                "{}: plugins.dir (build the plugins first: `cargo xtask plugins`)",
-                config.path.display()
-            )
-        })?
-        .with_pins(config.pins());
-    if options.execute && config.plugins.require_pins {
-        let unpinned: Vec<&str> = experiments
-            .iter()
-            .map(|(_, e)| e.plugin.as_str())
-            .filter(|name| catalog.pin(name).is_none())
-            .collect();
-        if !unpinned.is_empty() {
-            anyhow::bail!(
-                "{}: plugins.require_pins refuses to --execute unpinned plugins: {} (pin each in [plugins] pins with the sha256 `wasmonkey plugins inspect` shows); nothing was run",
-                config.path.display(),
-                unpinned.join(", ")
-            );
-        }
-    }
+    let experiments = select_experiments(config, options)?;
+    let catalog = pinned_catalog(config, options, &experiments)?;
     let sandbox = Sandbox::new(&config.cache_dir()?)?;
-    // Every experiment made ready before anything is journalled or sent:
-    // one that would not run (a plugin missing or failing to load, a params
-    // typo) stops the whole run before it starts, as `plan` says it would.
-    let mut ready = Vec::new();
-    let mut unready = Vec::new();
-    let prepared =
-        prepare::prepare_all(config, &catalog, &sandbox, experiments.iter().copied()).await;
-    for (prepared, (index, experiment)) in prepared.into_iter().zip(&experiments) {
-        match prepared {
-            Ok(prepared) => ready.push((*index, *experiment, prepared)),
-            Err(problem) => unready.push(problem.to_string()),
-        }
-    }
-    if !unready.is_empty() {
-        anyhow::bail!(
-            "{}: {} experiment(s) would not run, so nothing was run (`wasmonkey plan` shows the same):\n  {}",
-            config.path.display(),
-            unready.len(),
-            unready.join("\n  ")
-        );
-    }
+    let ready = make_ready(config, &catalog, &sandbox, &experiments).await?;
     let calls_before = cloud.api_calls();
     let switches = match &options.switches {
         Some(switches) => switches.clone(),
         None => config.switches(cloud.as_ref())?,
     };
     let guard = Arc::new(Guard::for_config(config, switches));
-    let clock_ms = i64::try_from(cloud.now_ms()).unwrap_or(i64::MAX);
-    let origin_ms = options
-        .clock_origin_ms
-        .unwrap_or_else(|| epoch_ms_now().saturating_sub(clock_ms));
-    let stamp = time::OffsetDateTime::from_unix_timestamp_nanos(
-        i128::from(origin_ms.saturating_add(clock_ms)) * 1_000_000,
-    )
-    .ok()
-    .and_then(|at| {
-        at.format(time::macros::format_description!(
-            "[year][month][day]T[hour][minute][second]Z"
-        ))
-        .ok()
-    })
-    .unwrap_or_default();
-    // The start second and the seed alone can repeat (two runs started in
-    // the same second): a UUIDv7's random part makes the id the run's own.
-    let unique = uuid::Uuid::now_v7().simple().to_string();
-    let run_id = format!("{stamp}-{seed}-{}", &unique[unique.len() - 8..]);
+    let (run_id, origin_ms) = identify(cloud.as_ref(), seed, options);
     let dry_run = !options.execute;
     let history = open_history(config, options)?;
-    // Journals earlier runs could not write to the history come in first:
-    // the spacing rule must know their kills.
-    let pending = config.state_dir().ok().map(|dir| dir.join(PENDING_IMPORTS));
-    if let (Some(history), Some(dir)) = (&history, &pending) {
-        let imported = crate::history::import_pending(&mut *lock(history), dir);
-        if let Err(err) = imported {
-            if config.blast_radius.min_time_between_kills.is_some() {
-                return Err(err.context(format!(
-                    "{}: blast_radius.min_time_between_kills needs every earlier run in the kill history; nothing was run",
-                    config.path.display()
-                )));
-            }
-            tracing::warn!("{err:#}");
-        }
-    }
-    let gap = config.blast_radius.min_time_between_kills;
-    let spacing = if gap.is_some() || options.kill_deadline_ms.is_some() {
-        let last = match (&history, gap) {
-            (Some(history), Some(_)) => lock(history).last_kills(dry_run).with_context(|| {
-                format!(
-                    "{}: blast_radius.min_time_between_kills needs the kill history",
-                    config.path.display()
-                )
-            })?,
-            _ => BTreeMap::new(),
-        };
-        let calendar = config
-            .calendar()
-            .map_err(|err| anyhow::anyhow!("{}: {err}", config.path.display()))?;
-        let mut spacing = KillSpacing::new(gap, calendar, origin_ms, last);
-        if let (Some(history), Some(_), false) = (&history, gap, dry_run) {
-            spacing = spacing.with_ledger(Arc::clone(history), &run_id);
-        }
-        Some(Arc::new(match options.kill_deadline_ms {
-            Some(end) => spacing.until(end),
-            None => spacing,
-        }))
-    } else {
-        None
-    };
+    let pending = import_pending(config, history.as_ref())?;
+    let spacing = spacing_for(config, options, history.as_ref(), origin_ms, &run_id)?;
     let journal = Arc::new(create_journal(options, config, &run_id)?);
     journal.append(
         cloud.now_ms(),
@@ -311,49 +196,7 @@ pub async fn run_on(
             BackendConfig::Sim { .. } => TerminateVia::default(),
         },
     };
-    let mut shutdown = std::pin::pin!(shutdown);
-    let conducted: anyhow::Result<Report> = async {
-        let mut interrupted = false;
-        let last = ready.last().map(|(index, _, _)| *index);
-        for (index, experiment, prepared) in ready {
-            if guard.tripped().is_some() {
-                break;
-            }
-            tokio::select! {
-                result = ctx.experiment(index, experiment, prepared) => {
-                    result?;
-                    // The run's end writes the last one's.
-                    if Some(index) != last && ctx.history.is_some() {
-                        record_history(ctx.history, &journal, ctx.pending.as_deref());
-                    }
-                }
-                () = &mut shutdown => {
-                    interrupted = true;
-                    journal.append(cloud.now_ms(), Some(index), Event::ExperimentFinished {
-                        plugin: experiment.plugin.clone(),
-                        outcome: None,
-                        error: Some("interrupted by the operator".into()),
-                        limit: None,
-                    })?;
-                    break;
-                }
-            }
-        }
-        if let Some(trip) = guard.unjournalled() {
-            journal_trip(&journal, cloud.now_ms(), trip)?;
-        }
-        if let Some(channel) = &config.report.channel {
-            notify_run(config, cloud.as_ref(), &journal, channel).await?;
-        }
-        journal.append(cloud.now_ms(), None, Event::RunFinished { interrupted })?;
-        Ok(record_history(
-            history.as_ref(),
-            &journal,
-            pending.as_deref(),
-        ))
-    }
-    .await;
-    let report = match conducted {
+    let report = match ctx.conduct(ready, shutdown).await {
         Ok(report) => report,
         Err(err) => cut_short(history.as_ref(), &journal, pending.as_deref(), err)?,
     };
@@ -363,6 +206,182 @@ pub async fn run_on(
         seed,
         api_calls: crate::metrics::calls_since(&calls_before, &cloud.api_calls()),
     })
+}
+
+/// The experiments this run runs: all of the config's, or those
+/// `--plugin` (or a daemon's slot) names; none is an error.
+fn select_experiments<'a>(
+    config: &'a Config,
+    options: &RunOptions,
+) -> anyhow::Result<Vec<(usize, &'a ExperimentConfig)>> {
+    let experiments: Vec<(usize, &ExperimentConfig)> = config
+        .experiments
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| options.plugin.as_ref().is_none_or(|p| *p == e.plugin))
+        .filter(|(i, _)| options.only.is_none_or(|only| only == *i))
+        .collect();
+    if experiments.is_empty() {
+        let listed: Vec<&str> = config
+            .experiments
+            .iter()
+            .map(|e| e.plugin.as_str())
+            .collect();
+        anyhow::bail!(
+            "{}: no experiment to run{} (experiments: {listed:?})",
+            config.path.display(),
+            options
+                .plugin
+                .as_ref()
+                .map_or(String::new(), |p| format!(" for plugin {p}"))
+        );
+    }
+    Ok(experiments)
+}
+
+/// The plugin directory with the operator's pins; under `--execute` with
+/// `require_pins`, every experiment's plugin must be pinned.
+fn pinned_catalog(
+    config: &Config,
+    options: &RunOptions,
+    experiments: &[(usize, &ExperimentConfig)],
+) -> anyhow::Result<Catalog> {
+    let catalog = Catalog::scan(&config.plugin_dir())
+        .with_context(|| {
+            format!(
+                "{}: plugins.dir (build the plugins first: `cargo xtask plugins`)",
+                config.path.display()
+            )
+        })?
+        .with_pins(config.pins());
+    if options.execute && config.plugins.require_pins {
+        let unpinned: Vec<&str> = experiments
+            .iter()
+            .map(|(_, e)| e.plugin.as_str())
+            .filter(|name| catalog.pin(name).is_none())
+            .collect();
+        if !unpinned.is_empty() {
+            anyhow::bail!(
+                "{}: plugins.require_pins refuses to --execute unpinned plugins: {} (pin each in [plugins] pins with the sha256 `wasmonkey plugins inspect` shows); nothing was run",
+                config.path.display(),
+                unpinned.join(", ")
+            );
+        }
+    }
+    Ok(catalog)
+}
+
+/// Every experiment made ready before anything is journalled or sent: one
+/// that would not run (a plugin missing or failing to load, a params typo)
+/// stops the whole run before it starts, as `plan` says it would.
+async fn make_ready<'a>(
+    config: &Config,
+    catalog: &Catalog,
+    sandbox: &Sandbox,
+    experiments: &[(usize, &'a ExperimentConfig)],
+) -> anyhow::Result<Vec<(usize, &'a ExperimentConfig, Ready)>> {
+    let mut ready = Vec::new();
+    let mut unready = Vec::new();
+    let prepared =
+        prepare::prepare_all(config, catalog, sandbox, experiments.iter().copied()).await;
+    for (prepared, (index, experiment)) in prepared.into_iter().zip(experiments) {
+        match prepared {
+            Ok(prepared) => ready.push((*index, *experiment, prepared)),
+            Err(problem) => unready.push(problem.to_string()),
+        }
+    }
+    if !unready.is_empty() {
+        anyhow::bail!(
+            "{}: {} experiment(s) would not run, so nothing was run (`wasmonkey plan` shows the same):\n  {}",
+            config.path.display(),
+            unready.len(),
+            unready.join("\n  ")
+        );
+    }
+    Ok(ready)
+}
+
+/// The run's id and the calendar instant of its clock's 0 (epoch ms).
+fn identify(cloud: &dyn Cloud, seed: u64, options: &RunOptions) -> (String, i64) {
+    let clock_ms = i64::try_from(cloud.now_ms()).unwrap_or(i64::MAX);
+    let origin_ms = options
+        .clock_origin_ms
+        .unwrap_or_else(|| epoch_ms_now().saturating_sub(clock_ms));
+    let stamp = time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(origin_ms.saturating_add(clock_ms)) * 1_000_000,
+    )
+    .ok()
+    .and_then(|at| {
+        at.format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .ok()
+    })
+    .unwrap_or_default();
+    // The start second and the seed alone can repeat (two runs started in
+    // the same second): a UUIDv7's random part makes the id the run's own.
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    let run_id = format!("{stamp}-{seed}-{}", &unique[unique.len() - 8..]);
+    (run_id, origin_ms)
+}
+
+/// Journals earlier runs could not write to the history come in first:
+/// the spacing rule must know their kills. Where such journals are queued.
+fn import_pending(
+    config: &Config,
+    history: Option<&SharedHistory>,
+) -> anyhow::Result<Option<PathBuf>> {
+    let pending = config.state_dir().ok().map(|dir| dir.join(PENDING_IMPORTS));
+    if let (Some(history), Some(dir)) = (history, &pending) {
+        let imported = crate::history::import_pending(&mut *lock(history), dir);
+        if let Err(err) = imported {
+            if config.blast_radius.min_time_between_kills.is_some() {
+                return Err(err.context(format!(
+                    "{}: blast_radius.min_time_between_kills needs every earlier run in the kill history; nothing was run",
+                    config.path.display()
+                )));
+            }
+            tracing::warn!("{err:#}");
+        }
+    }
+    Ok(pending)
+}
+
+/// `min_time_between_kills` (and a scheduled run's end), shared by the
+/// run's experiments: the last kills from the history, and for an executed
+/// run the ledger every process records its kills in.
+fn spacing_for(
+    config: &Config,
+    options: &RunOptions,
+    history: Option<&SharedHistory>,
+    origin_ms: i64,
+    run_id: &str,
+) -> anyhow::Result<Option<Arc<KillSpacing>>> {
+    let gap = config.blast_radius.min_time_between_kills;
+    if gap.is_none() && options.kill_deadline_ms.is_none() {
+        return Ok(None);
+    }
+    let dry_run = !options.execute;
+    let last = match (history, gap) {
+        (Some(history), Some(_)) => lock(history).last_kills(dry_run).with_context(|| {
+            format!(
+                "{}: blast_radius.min_time_between_kills needs the kill history",
+                config.path.display()
+            )
+        })?,
+        _ => BTreeMap::new(),
+    };
+    let calendar = config
+        .calendar()
+        .map_err(|err| anyhow::anyhow!("{}: {err}", config.path.display()))?;
+    let mut spacing = KillSpacing::new(gap, calendar, origin_ms, last);
+    if let (Some(history), Some(_), false) = (history, gap, dry_run) {
+        spacing = spacing.with_ledger(Arc::clone(history), run_id);
+    }
+    Ok(Some(Arc::new(match options.kill_deadline_ms {
+        Some(end) => spacing.until(end),
+        None => spacing,
+    })))
 }
 
 fn epoch_ms_now() -> i64 {
@@ -593,6 +612,57 @@ struct RunContext<'a> {
 }
 
 impl RunContext<'_> {
+    /// The experiments in turn, until the last, a brake or the operator
+    /// (Ctrl-C, SIGTERM); then the run's notification, its end, and the
+    /// history. Only a failure of the host's own (the journal) comes back
+    /// as an error.
+    async fn conduct(
+        &self,
+        ready: Vec<(usize, &ExperimentConfig, Ready)>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<Report> {
+        let (config, cloud, journal) = (self.config, self.cloud, self.journal);
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut interrupted = false;
+        let last = ready.last().map(|(index, _, _)| *index);
+        for (index, experiment, prepared) in ready {
+            if self.guard.tripped().is_some() {
+                break;
+            }
+            tokio::select! {
+                result = self.experiment(index, experiment, prepared) => {
+                    result?;
+                    // The run's end writes the last one's.
+                    if Some(index) != last && self.history.is_some() {
+                        record_history(self.history, journal, self.pending.as_deref());
+                    }
+                }
+                () = &mut shutdown => {
+                    interrupted = true;
+                    journal.append(cloud.now_ms(), Some(index), Event::ExperimentFinished {
+                        plugin: experiment.plugin.clone(),
+                        outcome: None,
+                        error: Some("interrupted by the operator".into()),
+                        limit: None,
+                    })?;
+                    break;
+                }
+            }
+        }
+        if let Some(trip) = self.guard.unjournalled() {
+            journal_trip(journal, cloud.now_ms(), trip)?;
+        }
+        if let Some(channel) = &config.report.channel {
+            notify_run(config, cloud.as_ref(), journal, channel).await?;
+        }
+        journal.append(cloud.now_ms(), None, Event::RunFinished { interrupted })?;
+        Ok(record_history(
+            self.history,
+            journal,
+            self.pending.as_deref(),
+        ))
+    }
+
     /// Run one experiment; its failures go to the journal, only journal
     /// failures come back as errors.
     async fn experiment(
