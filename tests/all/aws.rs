@@ -1254,11 +1254,7 @@ async fn sigterm_during_the_recovery_wait_ends_interrupted_and_names_every_victi
         !text.contains("\"experiment-finished\""),
         "not in the recovery wait: {text}"
     );
-    let pid = i32::try_from(child.id()).expect("pid");
-    // SAFETY: a plain kill(2) of the child this test started.
-    #[allow(unsafe_code, reason = "std can only SIGKILL a child")]
-    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(sent, 0);
+    support::sigterm(&child);
     let output = child.wait_with_output().expect("wait");
     assert_eq!(output.status.code(), Some(8));
     for report in [

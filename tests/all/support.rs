@@ -271,3 +271,12 @@ pub async fn load(
         )
         .await
 }
+
+/// Send SIGTERM to a child the test started (std can only SIGKILL).
+pub fn sigterm(child: &std::process::Child) {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: a plain kill(2) of the child this test started.
+    #[allow(unsafe_code, reason = "std can only SIGKILL a child")]
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0, "SIGTERM to {pid}");
+}

@@ -474,10 +474,7 @@ fn sigterm_ends_the_daemon_after_its_current_runs_journal_is_finished() {
             assert_eq!(thp.split_whitespace().nth(1), Some("0"), "{thp}");
         }
     }
-    // SAFETY: a plain kill(2) of the child this test started.
-    #[allow(unsafe_code, reason = "std can only SIGKILL a child")]
-    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(sent, 0);
+    support::sigterm(&child);
     let stopped_by = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -1100,15 +1097,26 @@ fn journals_in(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| d.flatten().count())
 }
 
+/// A daemon's config: classic-monkey every 10 s, all day, every day, with
+/// `rules` (scope, blast radius). No /metrics: daemons of other tests may
+/// run beside it.
+fn every_ten_seconds(rules: &str) -> String {
+    format!(
+        "[daemon]\nlisten = \"off\"\n{rules}\
+         [schedule]\ntime_zone = \"UTC\"\nhours = \"00:00-24:00\"\n\
+         days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
+         [[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\n\
+         params = {{ probability = 1.0, poll-secs = 1 }}\nwhen = {{ cron = \"*/10 * * * * *\" }}\n"
+    )
+}
+
 #[test]
 fn the_system_clock_jumping_an_hour_either_way_runs_no_extra_slot() {
-    // No /metrics: daemons of other tests may run beside it.
-    let body = "[daemon]\nlisten = \"off\"\n[scope]\ngroups = [\"web\"]\n\
-        [schedule]\ntime_zone = \"UTC\"\nhours = \"00:00-24:00\"\n\
-        days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
-        [[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\n\
-        params = { probability = 1.0, poll-secs = 1 }\nwhen = { cron = \"*/10 * * * * *\" }\n";
-    let setup = support::setup(FLEET, &support::plugin_dir(), body);
+    let setup = support::setup(
+        FLEET,
+        &support::plugin_dir(),
+        &every_ten_seconds("[scope]\ngroups = [\"web\"]\n"),
+    );
     // The offset libfaketime adds to the system clock, read again at every
     // clock read; the monotonic clock (the daemon's sleeps) stays real.
     let offset = setup.dir.path().join("offset");
@@ -1145,11 +1153,7 @@ fn the_system_clock_jumping_an_hour_either_way_runs_no_extra_slot() {
     std::fs::write(&offset, "+0\n").expect("offset");
     std::thread::sleep(std::time::Duration::from_secs(12));
     let after_back = journals_in(&journals);
-    let pid = i32::try_from(child.id()).expect("pid");
-    // SAFETY: a plain kill(2) of the child this test started.
-    #[allow(unsafe_code, reason = "std can only SIGKILL a child")]
-    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(sent, 0);
+    support::sigterm(&child);
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout)
         .expect("stdout");
@@ -1177,13 +1181,14 @@ fn the_system_clock_jumping_an_hour_either_way_runs_no_extra_slot() {
 #[test]
 fn four_hundred_history_imports_beside_a_running_daemon_all_land() {
     const IMPORTS: usize = 400;
-    let body = "[daemon]\nlisten = \"off\"\n[scope]\ngroups = [\"web\", \"api\"]\n\
-        [blast_radius]\nmax_terminations = 2\nmin_healthy_per_group = 1\n\
-        [schedule]\ntime_zone = \"UTC\"\nhours = \"00:00-24:00\"\n\
-        days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
-        [[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\n\
-        params = { probability = 1.0, poll-secs = 1 }\nwhen = { cron = \"*/10 * * * * *\" }\n";
-    let setup = support::setup(FLEET, &support::plugin_dir(), body);
+    let setup = support::setup(
+        FLEET,
+        &support::plugin_dir(),
+        &every_ten_seconds(
+            "[scope]\ngroups = [\"web\", \"api\"]\n\
+             [blast_radius]\nmax_terminations = 2\nmin_healthy_per_group = 1\n",
+        ),
+    );
     // One executed run's journal, copied under 400 run ids.
     let template = setup.dir.path().join("template.jsonl");
     let made = support::wasmonkey(
@@ -1250,11 +1255,7 @@ fn four_hundred_history_imports_beside_a_running_daemon_all_land() {
         .filter(|out| !out.status.success())
         .map(|out| String::from_utf8_lossy(&out.stderr).into_owned())
         .collect();
-    let pid = i32::try_from(daemon.id()).expect("pid");
-    // SAFETY: a plain kill(2) of the child this test started.
-    #[allow(unsafe_code, reason = "std can only SIGKILL a child")]
-    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(sent, 0);
+    support::sigterm(&daemon);
     let stopped = daemon.wait().expect("wait");
     assert!(
         failed.is_empty(),
