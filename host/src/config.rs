@@ -462,10 +462,15 @@ impl Config {
         if problems.is_empty() {
             return Ok(config);
         }
-        // Every problem at once, each at its line, in the file's order.
+        // Every problem at once, each at its line, in the file's order; the
+        // text parsed once more, with spans, for the lines.
+        let document = toml_edit::ImDocument::parse(text.as_str()).ok();
         let mut located: Vec<(Option<usize>, &str)> = problems
             .iter()
-            .map(|(key, message)| (line_of(&text, key), message.as_str()))
+            .map(|(key, message)| {
+                let line = document.as_ref().and_then(|d| line_of(&text, d, key));
+                (line, message.as_str())
+            })
             .collect();
         located.sort_by_key(|(line, _)| line.unwrap_or(0));
         let lines = located
@@ -788,11 +793,11 @@ fn schedule_key(err: &str) -> String {
         .to_owned()
 }
 
-/// The line (from 1) of a dotted key in a config's text, or of the deepest
-/// part of it the text has; `experiment.N` is the Nth `[[experiment]]`.
-fn line_of(text: &str, key: &str) -> Option<usize> {
+/// The line (from 1) of a dotted key in a config's text (`document` is
+/// that text parsed with spans), or of the deepest part of it the text
+/// has; `experiment.N` is the Nth `[[experiment]]`.
+fn line_of(text: &str, document: &toml_edit::ImDocument<&str>, key: &str) -> Option<usize> {
     use toml_edit::TableLike;
-    let document = toml_edit::ImDocument::parse(text).ok()?;
     let mut table: &dyn TableLike = document.as_table();
     let mut span = None;
     let mut parts = key.split('.').peekable();

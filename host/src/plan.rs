@@ -274,20 +274,7 @@ pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Resu
         .collect();
     let paused = guard.paused().await.map(|p| p.to_string());
 
-    let experiments = preview_plugins(config).await?;
-    let mut problems: Vec<String> = experiments
-        .iter()
-        .filter_map(|e| {
-            e.error.as_ref().map(|error| {
-                format!(
-                    "experiment {} ({}) would not run: {}",
-                    e.index + 1,
-                    one_line(&e.plugin),
-                    one_line(error)
-                )
-            })
-        })
-        .collect();
+    let (experiments, mut problems) = preview_plugins(config).await?;
     problems.extend(survey.emptiness(config));
     Ok(Plan {
         config: config.path.display().to_string(),
@@ -304,8 +291,9 @@ pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Resu
 }
 
 /// Make each experiment ready as the run does (the plugin loaded, metadata
-/// only; grants narrowed; params checked), for what it would run with.
-async fn preview_plugins(config: &Config) -> anyhow::Result<Vec<ExperimentPlan>> {
+/// only; grants narrowed; params checked), for what it would run with; and
+/// what is wrong with each one that would not run, in the run's words.
+async fn preview_plugins(config: &Config) -> anyhow::Result<(Vec<ExperimentPlan>, Vec<String>)> {
     let catalog = Catalog::scan(&config.plugin_dir())?.with_pins(config.pins());
     let sandbox = Sandbox::new(&config.cache_dir()?)?;
     let prepared = prepare::prepare_all(
@@ -315,7 +303,8 @@ async fn preview_plugins(config: &Config) -> anyhow::Result<Vec<ExperimentPlan>>
         config.experiments.iter().enumerate(),
     )
     .await;
-    Ok(prepared
+    let mut problems = Vec::new();
+    let experiments = prepared
         .into_iter()
         .zip(&config.experiments)
         .enumerate()
@@ -329,17 +318,21 @@ async fn preview_plugins(config: &Config) -> anyhow::Result<Vec<ExperimentPlan>>
                 limits: Some(ready.plugin.limits),
                 error: None,
             },
-            Err(unready) => ExperimentPlan {
-                index,
-                plugin: experiment.plugin.clone(),
-                version: None,
-                sha256: None,
-                grants: Vec::new(),
-                limits: None,
-                error: Some(unready.problem),
-            },
+            Err(unready) => {
+                problems.push(unready.to_string());
+                ExperimentPlan {
+                    index,
+                    plugin: experiment.plugin.clone(),
+                    version: None,
+                    sha256: None,
+                    grants: Vec::new(),
+                    limits: None,
+                    error: Some(unready.problem),
+                }
+            }
         })
-        .collect())
+        .collect();
+    Ok((experiments, problems))
 }
 
 impl Plan {
