@@ -23,9 +23,9 @@ use crate::journal::{Event, Journal, PluginOutcome, PluginVictim};
 use crate::limits::{Limit, LimitBreach};
 use crate::plugins::Catalog;
 use crate::policy::{Policy, Tally};
-use crate::prepare::{self, Ready};
 use crate::progress::Progress;
 use crate::report::Report;
+use crate::run_plan::{Ready, RunPlan};
 use crate::sandbox::{RunFailure, Sandbox};
 use crate::session::{PluginLabel, Session, SessionSetup, BODY_BYTES};
 use crate::spacing::KillSpacing;
@@ -149,8 +149,21 @@ pub async fn run_on(
     let experiments = select_experiments(config, options)?;
     let catalog = pinned_catalog(config, options, &experiments)?;
     let sandbox = Sandbox::new(&config.cache_dir()?)?;
-    let ready = make_ready(config, &catalog, &sandbox, &experiments).await?;
     let calls_before = cloud.api_calls();
+    let view = Arc::new(FleetView::new(Arc::clone(&cloud), config.max_read_age_ms()));
+    let run_plan = RunPlan::build(config, &catalog, &sandbox, &view, &experiments).await?;
+    if let Some(unknown) = run_plan.unknown_scope() {
+        tracing::warn!("{unknown}; the run starts, and every termination reads the fleet anew");
+    }
+    let ready = run_plan
+        .into_runnable(config)
+        .map_err(|problems| {
+            anyhow::anyhow!(
+                "{}: the run would not start, so nothing was run (`wasmonkey plan` shows the same):\n  {}",
+                config.path.display(),
+                problems.join("\n  ")
+            )
+        })?;
     let switches = match &options.switches {
         Some(switches) => switches.clone(),
         None => config.switches(cloud.as_ref())?,
@@ -175,7 +188,6 @@ pub async fn run_on(
             clock_origin_ms: Some(origin_ms),
         },
     )?;
-    let view = Arc::new(FleetView::new(Arc::clone(&cloud), config.max_read_age_ms()));
     check_before_start(&guard, &view, &journal).await?;
     let ctx = RunContext {
         config,
@@ -269,36 +281,6 @@ fn pinned_catalog(
         }
     }
     Ok(catalog)
-}
-
-/// Every experiment made ready before anything is journalled or sent: one
-/// that would not run (a plugin missing or failing to load, a params typo)
-/// stops the whole run before it starts, as `plan` says it would.
-async fn make_ready<'a>(
-    config: &Config,
-    catalog: &Catalog,
-    sandbox: &Sandbox,
-    experiments: &[(usize, &'a ExperimentConfig)],
-) -> anyhow::Result<Vec<(usize, &'a ExperimentConfig, Ready)>> {
-    let mut ready = Vec::new();
-    let mut unready = Vec::new();
-    let prepared =
-        prepare::prepare_all(config, catalog, sandbox, experiments.iter().copied()).await;
-    for (prepared, (index, experiment)) in prepared.into_iter().zip(experiments) {
-        match prepared {
-            Ok(prepared) => ready.push((*index, *experiment, prepared)),
-            Err(problem) => unready.push(problem.to_string()),
-        }
-    }
-    if !unready.is_empty() {
-        anyhow::bail!(
-            "{}: {} experiment(s) would not run, so nothing was run (`wasmonkey plan` shows the same):\n  {}",
-            config.path.display(),
-            unready.len(),
-            unready.join("\n  ")
-        );
-    }
-    Ok(ready)
 }
 
 /// The run's id and the calendar instant of its clock's 0 (epoch ms).

@@ -1412,3 +1412,40 @@ fn a_history_another_process_holds_at_the_runs_last_write_is_waited_for() {
         "{report:#}"
     );
 }
+
+/// A real region where the account has nothing: `plan` names the empty
+/// scope and the region, and `run --execute` starts nothing, terminates
+/// nothing and publishes nothing.
+#[test]
+fn a_region_with_nothing_in_scope_is_refused_by_plan_and_by_the_run() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lab = runtime.block_on(Lab::new());
+    let proxy = runtime.block_on(FaultProxy::start(&lab.moto.endpoint, Vec::new()));
+    let config = lab.config(&support::plugin_dir(), &proxy.endpoint, CLASSIC);
+    let elsewhere = variant(
+        &config,
+        "elsewhere.toml",
+        &[("region = \"us-east-1\"", "region = \"eu-west-3\"")],
+    );
+    let plan = wasmonkey_cli(&lab, &["plan", "--config", &elsewhere]);
+    let text = said(&plan);
+    assert_eq!(plan.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("nothing is in scope: of 0 group(s) and 0 instance(s) the backend lists in region eu-west-3"),
+        "{text}"
+    );
+    let run = wasmonkey_cli(&lab, &["run", "--execute", "--config", &elsewhere]);
+    let text = said(&run);
+    assert_eq!(run.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("nothing is in scope") && text.contains("nothing was run"),
+        "{text}"
+    );
+    assert_eq!(proxy.requests("TerminateInstances"), 0);
+    assert_eq!(proxy.requests("Publish"), 0);
+    let journals = std::fs::read_dir(lab.dir.path().join("journal"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(journals, 0, "a journal was started");
+    assert_eq!(runtime.block_on(lab.states()), lab.before);
+}

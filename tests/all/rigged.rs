@@ -74,6 +74,19 @@ impl Rigged {
     }
 
     /// Calls made so far whose text starts with `prefix`.
+    /// The calls after the run's survey of its scope (one listing of the
+    /// groups, one of the instances, before anything else): the plugin's
+    /// and the host's own for each decision.
+    pub fn after_survey(&self) -> Vec<String> {
+        let calls = self.calls.lock().expect("calls").clone();
+        assert_eq!(
+            calls.get(..2),
+            Some(&["groups all".to_owned(), "list_instances".to_owned()][..]),
+            "the run surveys its scope first: {calls:#?}"
+        );
+        calls[2..].to_vec()
+    }
+
     pub fn count(&self, prefix: &str) -> usize {
         self.calls
             .lock()

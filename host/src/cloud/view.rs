@@ -46,6 +46,10 @@ struct Cache {
     groups: BTreeMap<String, Read<Arc<GroupSnapshot>>>,
     /// Instances as the instance API answered, before completion.
     instances: BTreeMap<String, Read<Instance>>,
+    /// The last answer for every instance, as the instance API gave it: a
+    /// survey's read, which answers any query while fresh. Dropped at the
+    /// host's first termination.
+    everything: Option<Read<Arc<Vec<Instance>>>>,
     /// Victims being watched, with their group: read with every lookup.
     watched: BTreeMap<String, Option<String>>,
     /// What was known of each victim while its termination is under way,
@@ -233,7 +237,21 @@ impl FleetView {
         keep: impl Fn(&Instance) -> bool,
     ) -> Result<Vec<Instance>, CloudError> {
         let now = self.cloud.now_ms();
-        let raw = self.cloud.instances(query).await?;
+        let everything = self
+            .cache()
+            .everything
+            .as_ref()
+            .filter(|read| self.is_fresh(read.at, now))
+            .map(|read| (read.at, Arc::clone(&read.value)));
+        let (now, raw) = match everything {
+            // What the completion changes (lifecycle, health), a query
+            // does not ask: the raw answer filters as a query's would.
+            Some((at, all)) => (
+                at,
+                all.iter().filter(|i| query.matches(i)).cloned().collect(),
+            ),
+            None => (now, self.cloud.instances(query).await?),
+        };
         let completed = self.complete(raw.clone()).await?;
         let mut kept = Vec::new();
         let mut cache = self.cache();
@@ -250,6 +268,20 @@ impl FleetView {
             }
         }
         Ok(kept)
+    }
+
+    /// Every instance, completed, for a survey of the whole fleet: kept as
+    /// one listing that later queries reuse while it is fresh, but not one
+    /// by one, so a lookup by id costs what it cost before the survey.
+    pub(crate) async fn survey_instances(&self) -> Result<Vec<Instance>, CloudError> {
+        let now = self.cloud.now_ms();
+        let raw = self.cloud.instances(&InstanceQuery::default()).await?;
+        let completed = self.complete(raw.clone()).await?;
+        self.cache().everything = Some(Read {
+            at: now,
+            value: Arc::new(raw),
+        });
+        Ok(completed)
     }
 
     /// One instance, including one that terminated a while ago.
@@ -360,6 +392,7 @@ impl FleetView {
     /// watched until [`FleetView::settled`].
     pub fn terminated(&self, id: &str, group: Option<&str>) {
         let mut cache = self.cache();
+        cache.everything = None;
         if let Some(read) = cache.instances.remove(id) {
             cache.terminating.insert(id.to_owned(), read);
         }
@@ -449,6 +482,36 @@ mod tests {
         sim.sleep_ms(1).await;
         view.capacity(&names[..1]).await.unwrap();
         assert_eq!(sim.api_calls(), 2, "a read as old as the bound is not used");
+    }
+
+    #[tokio::test]
+    async fn a_survey_answers_later_queries_until_the_first_termination() {
+        let (sim, view, names) = view();
+        view.all_groups().await.unwrap();
+        let all = view.survey_instances().await.unwrap();
+        assert_eq!(all.len(), 30);
+        let calls = sim.api_calls();
+        let one_group = InstanceQuery {
+            groups: Some(names[..1].iter().cloned().collect()),
+            ..InstanceQuery::default()
+        };
+        let listed = view.list_instances(&one_group, |_| true).await.unwrap();
+        assert_eq!(listed.len(), 3);
+        assert!(listed.iter().all(|i| i.group.as_ref() == Some(&names[0])));
+        assert_eq!(sim.api_calls(), calls, "answered from the survey");
+        // A survey keeps no instance for lookups by id: an id costs what
+        // it cost before, shown to a plugin or not.
+        view.describe_instance(&all[29].id).await.unwrap();
+        assert_eq!(sim.api_calls(), calls + 1);
+        let victim = &listed[0];
+        sim.terminate(&victim.id, TerminateVia::Ec2).await.unwrap();
+        view.terminated(&victim.id, victim.group.as_deref());
+        let relisted = view.list_instances(&one_group, |_| true).await.unwrap();
+        let seen = relisted.iter().find(|i| i.id == victim.id);
+        assert!(
+            seen.is_none_or(|i| i.state != InstanceState::Running),
+            "the survey is dropped at a termination: {seen:?}"
+        );
     }
 
     #[tokio::test]

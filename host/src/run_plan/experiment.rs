@@ -1,8 +1,7 @@
 //! Each experiment made ready once, before anything runs: its plugin loaded
 //! under its limits (only `metadata()` runs, in a session that refuses
 //! every import), its grants narrowed to the operator's, its params checked
-//! against the ones the plugin declares. `plan` shows the result and `run`
-//! executes it, so what the preview refuses the run never starts.
+//! against the ones the plugin declares.
 
 use std::collections::BTreeSet;
 
@@ -80,19 +79,4 @@ pub(crate) async fn prepare(
         grants,
         params,
     })
-}
-
-/// Make every experiment of `experiments` ready, or say what is wrong with
-/// each one that is not.
-pub(crate) async fn prepare_all<'a>(
-    config: &Config,
-    catalog: &Catalog,
-    sandbox: &Sandbox,
-    experiments: impl IntoIterator<Item = (usize, &'a ExperimentConfig)>,
-) -> Vec<Result<Ready, Unready>> {
-    let mut out = Vec::new();
-    for (index, experiment) in experiments {
-        out.push(prepare(config, catalog, sandbox, index, experiment).await);
-    }
-    out
 }
