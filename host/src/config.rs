@@ -454,24 +454,40 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|err| anyhow::anyhow!("{}: cannot read config: {err}", path.display()))?;
-        let mut config: Config = toml::from_str(&text)
-            .map_err(|err| anyhow::anyhow!("{}: invalid config: {err}", path.display()))?;
-        config.path = path.to_owned();
-        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let problems = config.problems();
-        if problems.is_empty() {
-            return Ok(config);
-        }
+        let read = read_past_mistakes(&text);
+        let problems = match (read.config, read.mistakes.len()) {
+            (Some(mut config), 0) => {
+                config.path = path.to_owned();
+                config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                let problems = config.problems();
+                if problems.is_empty() {
+                    return Ok(config);
+                }
+                problems
+            }
+            (config, count) => {
+                let problems = config.map(|c| c.problems()).unwrap_or_default();
+                if count == 1 && problems.is_empty() {
+                    // One mistake: TOML's own words, with the line shown.
+                    if let Some(err) = read.first {
+                        anyhow::bail!("{}: invalid config: {err}", path.display());
+                    }
+                }
+                problems
+            }
+        };
         // Every problem at once, each at its line, in the file's order; the
         // text parsed once more, with spans, for the lines.
         let document = toml_edit::ImDocument::parse(text.as_str()).ok();
-        let mut located: Vec<(Option<usize>, &str)> = problems
+        let mut located: Vec<(Option<usize>, &str)> = read
+            .mistakes
             .iter()
-            .map(|(key, message)| {
-                let line = document.as_ref().and_then(|d| line_of(&text, d, key));
-                (line, message.as_str())
-            })
+            .map(|(line, message)| (*line, message.as_str()))
             .collect();
+        located.extend(problems.iter().map(|(key, message)| {
+            let line = document.as_ref().and_then(|d| line_of(&text, d, key));
+            (line, message.as_str())
+        }));
         located.sort_by_key(|(line, _)| line.unwrap_or(0));
         let lines = located
             .into_iter()
@@ -791,6 +807,113 @@ fn schedule_key(err: &str) -> String {
         .next()
         .unwrap_or("schedule")
         .to_owned()
+}
+
+/// Most mistakes one reading of a config reports.
+const MAX_MISTAKES: usize = 20;
+
+/// A config's text read past its mistakes.
+struct ReadPastMistakes {
+    /// The config, when the text reads once its mistaken lines are blanked.
+    config: Option<Config>,
+    /// Each mistake, at its line, naming its key.
+    mistakes: Vec<(Option<usize>, String)>,
+    /// The first mistake, as TOML words it.
+    first: Option<toml::de::Error>,
+}
+
+/// Deserialize a config, going on past each mistake that sits on one line:
+/// that line is blanked (its newline kept, so every later line keeps its
+/// number) and the text read again, so the operator gets every mistake at
+/// once. A mistake across lines (a missing field, a whole table) or one
+/// whose blanking breaks the syntax ends the reading: what would follow may
+/// be its consequence, not the operator's.
+fn read_past_mistakes(text: &str) -> ReadPastMistakes {
+    let mut read = ReadPastMistakes {
+        config: None,
+        mistakes: Vec::new(),
+        first: None,
+    };
+    let mut current = text.to_owned();
+    let document = toml_edit::ImDocument::parse(text).ok();
+    for _ in 0..MAX_MISTAKES {
+        let err = match toml::from_str::<Config>(&current) {
+            Ok(config) => {
+                read.config = Some(config);
+                break;
+            }
+            Err(err) => err,
+        };
+        let span = err.span();
+        let on_one_line = span
+            .clone()
+            .filter(|s| current.get(s.clone()).is_some_and(|t| !t.contains('\n')));
+        if !read.mistakes.is_empty() && on_one_line.is_none() {
+            break;
+        }
+        let line = span
+            .as_ref()
+            .and_then(|s| current.get(..s.start))
+            .map(|before| before.matches('\n').count() + 1);
+        let key = match (&document, &span) {
+            (Some(document), Some(span)) => key_at(document.as_table(), span.start, ""),
+            _ => None,
+        };
+        let message = err.message().trim_end().replace('\n', " ");
+        read.mistakes.push((
+            line,
+            key.map_or(message.clone(), |key| format!("{key}: {message}")),
+        ));
+        read.first.get_or_insert(err);
+        // A text TOML cannot read at all has no line to blank.
+        let (Some(span), Some(_)) = (on_one_line, &document) else {
+            break;
+        };
+        let start = current[..span.start].rfind('\n').map_or(0, |at| at + 1);
+        let end = current[span.end..]
+            .find('\n')
+            .map_or(current.len(), |at| span.end + at);
+        current.replace_range(start..end, &" ".repeat(end - start));
+        if toml_edit::ImDocument::parse(current.as_str()).is_err() {
+            break;
+        }
+    }
+    read
+}
+
+/// The dotted key (`experiment.N` for the Nth `[[experiment]]`) whose key or
+/// value holds `offset`, the innermost one.
+fn key_at(table: &dyn toml_edit::TableLike, offset: usize, prefix: &str) -> Option<String> {
+    let holds = |span: Option<std::ops::Range<usize>>| span.is_some_and(|s| s.contains(&offset));
+    for (name, item) in table.iter() {
+        let path = if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        let inner: Vec<(String, &dyn toml_edit::TableLike)> = match item {
+            toml_edit::Item::Table(inner) => vec![(path.clone(), inner)],
+            toml_edit::Item::ArrayOfTables(array) => array
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("{path}.{}", i + 1), t as &dyn toml_edit::TableLike))
+                .collect(),
+            toml_edit::Item::Value(toml_edit::Value::InlineTable(inner)) => {
+                vec![(path.clone(), inner)]
+            }
+            _ => Vec::new(),
+        };
+        for (path, inner) in inner {
+            if let Some(found) = key_at(inner, offset, &path) {
+                return Some(found);
+            }
+        }
+        let key = table.get_key_value(name).and_then(|(key, _)| key.span());
+        if holds(key) || holds(item.span()) {
+            return Some(path);
+        }
+    }
+    None
 }
 
 /// The line (from 1) of a dotted key in a config's text (`document` is

@@ -284,6 +284,58 @@ fn plan_is_a_gate_and_run_refuses_what_plan_refuses() {
     }
 }
 
+/// Mistakes only the deserializer sees (a wrong type, a misspelt key, an
+/// unknown name) are reported together with the checks', each at its line.
+#[test]
+fn mistakes_of_type_and_spelling_are_all_reported_with_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("typos.toml");
+    let text = "\
+seed = \"eleven\" # wrong
+[backend]
+kind = \"sim\"
+fleet = \"f.toml\"
+[plugins]
+dir = \"p\"
+[scope]
+grups = [\"*\"] # wrong
+[blast_radius]
+max_terminations = \"3\" # wrong
+max_fraction_per_group = 5 # wrong
+[[experiment]]
+plugin = \"classic-monkey\"
+grants = [\"terminate\", \"nuke\"] # wrong
+";
+    std::fs::write(&config, text).unwrap();
+    let wrong: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.ends_with("# wrong"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    let output = wasmonkey()
+        .args(["plan", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("5 problems in the config"), "{stderr}");
+    for (line, key) in wrong.iter().zip([
+        "seed: invalid type",
+        "scope.grups: unknown field `grups`",
+        "blast_radius.max_terminations: invalid type",
+        "blast_radius.max_fraction_per_group",
+        "experiment.1.grants: unknown variant `nuke`",
+    ]) {
+        let at = format!("typos.toml:{line}: ");
+        assert!(
+            stderr.lines().any(|l| l.contains(&at) && l.contains(key)),
+            "{key} at line {line}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn five_independent_mistakes_get_five_errors_each_at_its_line() {
     let dir = tempfile::tempdir().unwrap();
