@@ -2,6 +2,24 @@
 //! `daemon`, `simulate`, `history`, `plugins list`, `plugins inspect`,
 //! `cache [prune]`, `config schema`, `new`.
 
+/// `println!` that returns the write's error instead of panicking: a
+/// reader that closed the pipe (`| head`) ends the command with
+/// [`CLOSED_PIPE`], never a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` as [`outln!`] is `println!`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod unattended;
 
 use std::io::Write as _;
@@ -318,11 +336,29 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(execute(cli.command)) {
         Ok(code) => code,
+        // Whoever read our output stopped (`| head`): end quietly, with the
+        // status of a process SIGPIPE ended, which no script takes for a
+        // success. `run` never gets here: it reports an undelivered report
+        // and keeps its outcome's code.
+        Err(err) if closed_pipe(&err) => ExitCode::from(CLOSED_PIPE),
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The exit status of a command whose reader closed stdout: 128 + SIGPIPE,
+/// what a shell reports for `cat` in the same place.
+pub const CLOSED_PIPE: u8 = 141;
+
+/// Whether `err` is a write to a pipe nobody reads any more.
+fn closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 async fn execute(command: Command) -> anyhow::Result<ExitCode> {
@@ -394,13 +430,13 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Pause { reason, which } => {
             let switch = chosen_switch(&which).await?;
             let pause = switch.pause(&reason).await?;
-            println!(
+            outln!(
                 "set the {} switch ({}): {}",
                 switch.scope(),
                 one_line(&switch.location()),
                 one_line(&pause.to_string())
-            );
-            print_switches(&switches_in_force(which.config.as_deref()).await?).await;
+            )?;
+            print_switches(&switches_in_force(which.config.as_deref()).await?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Resume { which } => {
@@ -408,31 +444,31 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let scope = switch.scope();
             let location = one_line(&switch.location()).into_owned();
             match switch.resume().await? {
-                Some(was) => println!(
+                Some(was) => outln!(
                     "cleared the {scope} switch ({location}); it was {}",
                     one_line(&was.to_string())
-                ),
-                None => println!("the {scope} switch ({location}) was not set"),
+                )?,
+                None => outln!("the {scope} switch ({location}) was not set")?,
             }
             let in_force = switches_in_force(which.config.as_deref()).await?;
-            if print_switches(&in_force).await {
-                println!("runs stay paused until every switch above is clear");
+            if print_switches(&in_force).await? {
+                outln!("runs stay paused until every switch above is clear")?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config } => {
-            print_switches(&switches_in_force(config.as_deref()).await?).await;
+            print_switches(&switches_in_force(config.as_deref()).await?).await?;
             if let Some(path) = config {
                 let config = Config::load(&path)?;
                 if config.stop_conditions.is_empty() {
-                    println!("stop conditions: none");
+                    outln!("stop conditions: none")?;
                 }
                 for (name, condition) in &config.stop_conditions {
-                    println!(
+                    outln!(
                         "stop condition {}: {}",
                         one_line(name),
                         one_line(&condition.to_string())
-                    );
+                    )?;
                 }
                 unattended::status(&config)?;
             }
@@ -474,23 +510,23 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             match command {
                 None => {
                     let usage = Sandbox::cache_usage(&dir)?;
-                    println!(
+                    outln!(
                         "compiled-code cache {}",
                         one_line(&dir.display().to_string())
-                    );
-                    println!(
+                    )?;
+                    outln!(
                         "  {} compiled plugin(s), {:.1} MiB; {} remembered metadata() answer(s); {} plugin file record(s)",
                         usage.entries,
                         mib(usage.entry_bytes),
                         usage.answers,
                         usage.records
-                    );
+                    )?;
                 }
                 Some(CacheCommand::Prune { days }) => {
                     let max_age = std::time::Duration::from_secs(days.saturating_mul(24 * 3600));
                     let gone = Sandbox::prune_cache(&dir, max_age)?;
                     let left = Sandbox::cache_usage(&dir)?;
-                    println!(
+                    outln!(
                         "removed {} compiled plugin(s) ({:.1} MiB) unused for {days} day(s), {} answer(s) and {} file record(s); {} compiled plugin(s) ({:.1} MiB) remain",
                         gone.entries,
                         mib(gone.entry_bytes),
@@ -498,7 +534,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                         gone.records,
                         left.entries,
                         mib(left.entry_bytes)
-                    );
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -506,7 +542,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Schema,
         } => {
-            println!("{}", serde_json::to_string_pretty(&Config::schema())?);
+            outln!("{}", serde_json::to_string_pretty(&Config::schema())?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::New { lang, name, dir } => {
@@ -579,17 +615,17 @@ async fn switches_in_force(config: Option<&std::path::Path>) -> anyhow::Result<S
 }
 
 /// Print each switch's state and the verdict; whether any is set.
-async fn print_switches(switches: &Switches) -> bool {
+async fn print_switches(switches: &Switches) -> std::io::Result<bool> {
     let states = switches.states(true).await;
     let set = states.iter().any(|s| s.pause.is_some());
     match states.iter().find_map(|s| s.pause.as_ref()) {
-        Some(pause) => println!("kill switch: SET, {}", one_line(&pause.to_string())),
-        None => println!("kill switch: clear"),
+        Some(pause) => outln!("kill switch: SET, {}", one_line(&pause.to_string()))?,
+        None => outln!("kill switch: clear")?,
     }
     for state in &states {
-        println!("  {}", one_line(&state.to_string()));
+        outln!("  {}", one_line(&state.to_string()))?;
     }
-    set
+    Ok(set)
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -647,16 +683,16 @@ async fn plugins(command: PluginsCommand) -> anyhow::Result<ExitCode> {
         PluginsCommand::List { .. } => {
             let (loaded, failed) = catalog.load_all(&sandbox, &rules).await;
             for plugin in &loaded {
-                println!(
+                outln!(
                     "{:<20} {:<9} {:<17} {}",
                     one_line(&plugin.metadata.name),
                     one_line(&plugin.metadata.version),
                     pinning(&catalog, plugin),
                     text::shown(&plugin.metadata.description, DESCRIPTION_BYTES)
-                );
+                )?;
             }
             for failure in &failed {
-                println!("FAILED {failure}");
+                outln!("FAILED {failure}")?;
             }
             Ok(if failed.is_empty() {
                 ExitCode::SUCCESS
@@ -669,7 +705,7 @@ async fn plugins(command: PluginsCommand) -> anyhow::Result<ExitCode> {
                 .load(&sandbox, &name, &rules, &LimitOverrides::default())
                 .await
                 .map_err(|failure| anyhow::anyhow!("{failure}"))?;
-            print!("{}", describe(&plugin));
+            out!("{}", describe(&plugin))?;
             Ok(ExitCode::SUCCESS)
         }
     }

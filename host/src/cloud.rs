@@ -244,6 +244,11 @@ pub enum CloudError {
     /// Any other failure, as the backend put it.
     #[error("backend failure: {0}")]
     Backend(String),
+    /// The backend refused the request itself (what it names does not
+    /// exist, these credentials may not, a parameter is invalid): the same
+    /// request would be refused again, so it is not retried.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// State of a (CloudWatch) alarm.

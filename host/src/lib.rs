@@ -7,6 +7,9 @@
 //! [`runner`] drives it; [`cli`] is the command line.
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
+// `println!` panics when the reader of stdout has gone (`| head`): output
+// goes through a write whose error is handled (see `cli::CLOSED_PIPE`).
+#![deny(clippy::print_stdout)]
 
 /// The allocator of everything built on this crate (binary, tests, benchmark):
 /// wasmtime's loading of a compiled component makes tens of thousands of small

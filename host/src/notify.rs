@@ -99,7 +99,12 @@ pub(crate) async fn publish<E>(
                     attempt,
                     error: err.to_string(),
                 })?;
+                // What the backend refused it will refuse again.
+                let refused = matches!(err, CloudError::Refused(_));
                 last = err;
+                if refused {
+                    break;
+                }
                 if attempt < ATTEMPTS {
                     cloud.sleep_ms(500 << attempt).await;
                 }

@@ -6,6 +6,7 @@
 //! binary; each project gets a copy of the contract (`wit/`), so it builds
 //! wherever it lives.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
@@ -173,20 +174,25 @@ pub(crate) fn create(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<Vec<P
 pub(crate) fn run(lang: Lang, name: &str, dir: Option<&Path>) -> anyhow::Result<()> {
     let dir = dir.map_or_else(|| PathBuf::from(name), Path::to_path_buf);
     let written = create(lang, name, &dir)?;
-    println!(
+    // Written, not `println!`: a closed stdout is an error, not a panic.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
         "created {} plugin `{name}` in {} ({} files)",
         lang.language(),
         dir.display(),
         written.len()
-    );
-    println!(
+    )?;
+    writeln!(
+        stdout,
         "build it from a wasmonkey checkout:  cargo xtask build-plugin {}",
         dir.display()
-    );
-    println!(
+    )?;
+    writeln!(
+        stdout,
         "then load it:                        wasmonkey plugins inspect {name} --config {}",
         dir.join("try.toml").display()
-    );
+    )?;
     Ok(())
 }
 

@@ -117,7 +117,7 @@ impl From<CloudError> for PluginError {
         match err {
             CloudError::NotFound(msg) => PluginError::NotFound(msg),
             CloudError::Throttled(msg) => PluginError::Throttled(msg),
-            CloudError::Backend(msg) => PluginError::Backend(msg),
+            CloudError::Backend(msg) | CloudError::Refused(msg) => PluginError::Backend(msg),
         }
     }
 }

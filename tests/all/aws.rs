@@ -1449,3 +1449,151 @@ fn a_region_with_nothing_in_scope_is_refused_by_plan_and_by_the_run() {
     assert_eq!(journals, 0, "a journal was started");
     assert_eq!(runtime.block_on(lab.states()), lab.before);
 }
+
+/// An HTTP server on loopback that answers every request 200 and keeps
+/// each request's body, served by the runtime it is started on; its URL.
+async fn recording_server() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = Arc::clone(&bodies);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let kept = Arc::clone(&kept);
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0_u8; 8192];
+                // Headers, then as many bytes as Content-Length says.
+                loop {
+                    let Ok(n) = socket.read(&mut buffer).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buffer[..n]);
+                    let text = String::from_utf8_lossy(&request).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        kept.lock()
+                            .expect("bodies")
+                            .push(String::from_utf8_lossy(&request[end + 4..]).into_owned());
+                        break;
+                    }
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (url, bodies)
+}
+
+/// The on-call topic lives in another region than the fleet (the usual
+/// set-up): the report is published there, and reaches its subscriber. A
+/// topic that does not exist is tried once, not retried: no retry heals it.
+#[test]
+fn a_topic_in_another_region_gets_the_report_and_a_missing_one_is_tried_once() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lab = runtime.block_on(Lab::new());
+    let (receiver, bodies) = runtime.block_on(recording_server());
+    let topic = runtime.block_on(async {
+        let sns = aws_sdk_sns::Client::from_conf(
+            aws_sdk_sns::config::Builder::from(&lab.admin)
+                .region(aws_config::Region::new("eu-west-1"))
+                .build(),
+        );
+        let topic = sns
+            .create_topic()
+            .name("chaos-eu")
+            .send()
+            .await
+            .expect("topic")
+            .topic_arn
+            .expect("arn");
+        sns.subscribe()
+            .topic_arn(&topic)
+            .protocol("http")
+            .endpoint(&receiver)
+            .send()
+            .await
+            .expect("subscribe");
+        topic
+    });
+    assert!(topic.starts_with("arn:aws:sns:eu-west-1:"), "{topic}");
+    let proxy = runtime.block_on(FaultProxy::start(&lab.moto.endpoint, Vec::new()));
+    let config = lab.config(&support::plugin_dir(), &proxy.endpoint, CLASSIC);
+    let eu = variant(
+        &config,
+        "eu.toml",
+        &[(
+            &format!("topic = {:?}", lab.fleet.topic_arn),
+            &format!("topic = {topic:?}"),
+        )],
+    );
+    let run = wasmonkey_cli(&lab, &["run", "--execute", "--json", "--config", &eu]);
+    assert_eq!(run.status.code(), Some(0), "{}", said(&run));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("report");
+    let victims: Vec<&str> = report["victims"]
+        .as_array()
+        .expect("victims")
+        .iter()
+        .filter_map(|v| v["instance_id"].as_str())
+        .collect();
+    assert!(!victims.is_empty(), "{report:#}");
+    let received = bodies.lock().expect("bodies").clone();
+    assert!(
+        received
+            .iter()
+            .any(|body| victims.iter().all(|id| body.contains(id)) && body.contains("recovered")),
+        "the report did not reach the eu-west-1 subscriber: {received:#?}"
+    );
+
+    // A topic nobody created: one attempt, refused, and the run is not a
+    // success.
+    let publishes = proxy.requests("Publish");
+    let missing = variant(
+        &config,
+        "missing.toml",
+        &[(
+            &format!("topic = {:?}", lab.fleet.topic_arn),
+            "topic = \"arn:aws:sns:eu-west-1:123456789012:nowhere\"",
+        )],
+    );
+    let run = wasmonkey_cli(&lab, &["run", "--execute", "--json", "--config", &missing]);
+    let text = said(&run);
+    assert_ne!(run.status.code(), Some(0), "{text}");
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("report");
+    // The plugin's message and the run's report: each tried once.
+    let mut notifications: Vec<&serde_json::Value> = report["notifications"]
+        .as_array()
+        .expect("notifications")
+        .iter()
+        .collect();
+    for experiment in report["experiments"].as_array().expect("experiments") {
+        notifications.extend(
+            experiment["notifications"]
+                .as_array()
+                .expect("notifications"),
+        );
+    }
+    assert_eq!(notifications.len(), 2, "{report:#}");
+    for notification in &notifications {
+        assert_eq!(notification["attempts"], 1, "{report:#}");
+    }
+    assert_eq!(proxy.requests("Publish") - publishes, 2, "{text}");
+}

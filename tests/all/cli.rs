@@ -393,3 +393,54 @@ plugin = \"classic-monkey\"
         }
     }
 }
+
+/// A stdout whose reader has already gone, as `| true` or a `| head` that
+/// has read its lines leaves it.
+fn closed_stdout() -> std::process::Stdio {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    writer.into()
+}
+
+/// Scripts pipe this tool: a reader that stops early ends every command
+/// quietly with 141 (what a shell shows for `cat` there), never a panic or
+/// a backtrace; a run keeps its own outcome, its report undelivered.
+#[test]
+fn a_closed_stdout_ends_each_command_quietly_with_141() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(dir.path());
+    let config = config.to_str().expect("utf-8 path");
+    for args in [
+        vec!["config", "schema"],
+        vec!["plan", "--config", config],
+        vec!["plan", "--json", "--config", config],
+        vec!["history", "--config", config],
+        vec!["plugins", "list", "--config", config],
+        vec!["status", "--config", config],
+    ] {
+        let output = wasmonkey()
+            .args(&args)
+            .stdout(closed_stdout())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked")
+                && !stderr.contains("backtrace")
+                && !stderr.contains("error"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let run = wasmonkey()
+        .args(["run", "--config", config])
+        .stdout(closed_stdout())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.contains("the run's report could not be delivered") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}

@@ -145,7 +145,7 @@ pub(super) fn history(
             let replay = crate::journal::read(&journal)?;
             let report = Report::from_journal(&replay, &journal);
             store.record(&report)?;
-            println!(
+            outln!(
                 "imported run {} ({} victim(s){}) into {}",
                 one_line(report.run_id.as_deref().unwrap_or("?")),
                 report.victims.len(),
@@ -155,18 +155,18 @@ pub(super) fn history(
                     ", journal cut short"
                 },
                 one_line(&store.path().display().to_string())
-            );
+            )?;
         }
         Some(HistoryCommand::Stats) => {
             let kills = store.kill_points(&filter)?;
             let stats = history::stats(&kills, calendar.as_ref());
             if args.json {
-                println!(
+                outln!(
                     "{}",
                     text::json_safe(&serde_json::to_string_pretty(&stats)?)
-                );
+                )?;
             } else {
-                println!(
+                outln!(
                     "{:<24} {:>5} {:>11} {:>11} {:>8} {:>8} {:>8} {:>6}",
                     "group",
                     "kills",
@@ -176,10 +176,10 @@ pub(super) fn history(
                     "p95 s",
                     "max s",
                     "not ok"
-                );
+                )?;
                 let num = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
                 for s in &stats {
-                    println!(
+                    outln!(
                         "{:<24} {:>5} {:>11} {:>11} {:>8} {:>8} {:>8} {:>6}",
                         one_line(&s.group),
                         s.kills,
@@ -189,20 +189,20 @@ pub(super) fn history(
                         num(s.recovery_p95_seconds),
                         num(s.recovery_max_seconds),
                         s.not_recovered
-                    );
+                    )?;
                 }
             }
         }
         None => {
             let kills = store.kills(&filter)?;
             if args.json {
-                println!(
+                outln!(
                     "{}",
                     text::json_safe(&serde_json::to_string_pretty(&kills)?)
-                );
+                )?;
             } else {
                 for k in &kills {
-                    println!(
+                    outln!(
                         "{}  {:<20} {:<21} {:<11} {:<14} {:>8}  {}@{}{}",
                         schedule::show(k.killed_ms, &tz),
                         one_line(k.group.as_deref().unwrap_or("-")),
@@ -214,9 +214,9 @@ pub(super) fn history(
                         one_line(&k.plugin),
                         one_line(&k.version),
                         if k.dry_run { " (dry run)" } else { "" }
-                    );
+                    )?;
                 }
-                println!(
+                outln!(
                     "{} kill(s){}",
                     kills.len(),
                     if args.dry_runs {
@@ -224,7 +224,7 @@ pub(super) fn history(
                     } else {
                         " (executed runs; --dry-runs adds the dry-run ones)"
                     }
-                );
+                )?;
             }
         }
     }
@@ -287,7 +287,9 @@ pub(super) async fn daemon(
     );
     daemon
         .run(None, stop, |slot| {
-            println!(
+            // A daemon whose stdout nobody reads goes on: each slot is in
+            // the history and the log as well.
+            let _ = outln!(
                 "{} {}: {}{}{}",
                 one_line(&slot.slot.key),
                 schedule::show(slot.slot.at, daemon.schedule().calendar.time_zone()),
@@ -360,12 +362,12 @@ pub(super) async fn simulate(
         super::write_html(path, &crate::history::html::render(&page))?;
     }
     if json {
-        println!(
+        outln!(
             "{}",
             text::json_safe(&serde_json::to_string_pretty(&simulation)?)
-        );
+        )?;
     } else {
-        print!("{}", simulation.render_text());
+        out!("{}", simulation.render_text())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -379,7 +381,7 @@ pub(super) fn status(config: &Config) -> anyhow::Result<()> {
     match schedule {
         Some(schedule) if !schedule.is_empty() => {
             let tz = schedule.calendar.time_zone().clone();
-            println!("next slots:");
+            outln!("next slots:")?;
             for slot in schedule.next(now_ms(), 5) {
                 let when = if config.seed.is_some() {
                     schedule::show(slot.at, &tz)
@@ -388,27 +390,27 @@ pub(super) fn status(config: &Config) -> anyhow::Result<()> {
                     // so only the day is known.
                     slot.key.clone()
                 };
-                println!(
+                outln!(
                     "  {} experiment {} ({})",
                     one_line(&when),
                     slot.experiment + 1,
                     one_line(&config.experiments[slot.experiment].plugin)
-                );
+                )?;
             }
         }
-        _ => println!("schedule: none (no [schedule], or no experiment with a when)"),
+        _ => outln!("schedule: none (no [schedule], or no experiment with a when)")?,
     }
     let store = history_of(Some(config))?;
     let runs = store.runs(5)?;
     if runs.is_empty() {
-        println!(
+        outln!(
             "last runs: none in {}",
             one_line(&store.path().display().to_string())
-        );
+        )?;
     } else {
-        println!("last runs:");
+        outln!("last runs:")?;
         for run in runs {
-            println!(
+            outln!(
                 "  {} {} {}{} {} victim(s){}",
                 schedule::show(run.origin_ms, &jiff::tz::TimeZone::UTC),
                 one_line(&run.run_id),
@@ -418,7 +420,7 @@ pub(super) fn status(config: &Config) -> anyhow::Result<()> {
                 run.stopped_by
                     .as_deref()
                     .map_or(String::new(), |by| format!(", stopped by {}", one_line(by)))
-            );
+            )?;
         }
     }
     Ok(())

@@ -119,7 +119,11 @@ pub struct AwsCloud {
     ec2: ec2::Client,
     autoscaling: autoscaling::Client,
     cloudwatch: cloudwatch::Client,
-    sns: sns::Client,
+    /// SNS clients by region, each built at its first publish: a topic is
+    /// published to in the region its ARN names, whatever the backend's.
+    sns: Mutex<BTreeMap<String, sns::Client>>,
+    /// What the SNS clients are built from.
+    sdk: SdkConfig,
     ssm: ssm::Client,
     /// The account switch's SSM parameter, if it is on.
     account_switch: Option<String>,
@@ -181,14 +185,8 @@ impl AwsCloud {
                     .interceptor(counter("cloudwatch"))
                     .build(),
             ),
-            // Publishing is retried by `notify::publish`, which journals
-            // every attempt; a second retry layer here would multiply them.
-            sns: sns::Client::from_conf(
-                sns::config::Builder::from(sdk)
-                    .retry_config(RetryConfig::disabled())
-                    .interceptor(counter("sns"))
-                    .build(),
-            ),
+            sns: Mutex::default(),
+            sdk: sdk.clone(),
             ssm: ssm::Client::from_conf(
                 ssm::config::Builder::from(sdk)
                     .interceptor(counter("ssm"))
@@ -201,6 +199,34 @@ impl AwsCloud {
             started: Instant::now(),
             calls,
         }
+    }
+
+    /// The SNS client for `topic`'s region (from its ARN; the backend's
+    /// region for anything else), built at its first use.
+    fn sns_for(&self, topic: &str) -> sns::Client {
+        let region = topic_region(topic).unwrap_or(&self.region).to_owned();
+        let mut clients = self
+            .sns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        clients
+            .entry(region.clone())
+            .or_insert_with(|| {
+                sns::Client::from_conf(
+                    sns::config::Builder::from(&self.sdk)
+                        .region(Region::new(region))
+                        // Publishing is retried by `notify::publish`, which
+                        // journals every attempt; a second retry layer here
+                        // would multiply them.
+                        .retry_config(RetryConfig::disabled())
+                        .interceptor(CallCounter {
+                            service: "sns",
+                            calls: Arc::clone(&self.calls),
+                        })
+                        .build(),
+                )
+            })
+            .clone()
     }
 
     /// The configured termination API.
@@ -472,6 +498,47 @@ where
         )),
         "" => CloudError::Backend(format!("{action}: {}", chain())),
         _ => CloudError::Backend(format!("{action}: {code}: {message}")),
+    }
+}
+
+/// The region an SNS topic's ARN names (`arn:PARTITION:sns:REGION:ACCOUNT:NAME`).
+pub(crate) fn topic_region(topic: &str) -> Option<&str> {
+    let mut parts = topic.splitn(6, ':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("arn"), Some(_), Some("sns"), Some(region)) if !region.is_empty() => Some(region),
+        _ => None,
+    }
+}
+
+/// A publish's failure: what no retry can heal (the topic does not exist in
+/// its region, the credentials may not publish to it, a parameter is
+/// invalid) is [`CloudError::Refused`].
+fn classify_publish<E, R>(err: SdkError<E, R>) -> CloudError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let permanent = matches!(
+        err.code(),
+        Some(
+            "NotFound"
+                | "NotFoundException"
+                | "AuthorizationError"
+                | "AccessDenied"
+                | "AccessDeniedException"
+                | "InvalidParameter"
+                | "InvalidParameterValue"
+                | "KMSAccessDenied"
+                | "KMSDisabled"
+                | "KMSNotFound"
+                | "EndpointDisabled"
+        )
+    );
+    match classify("sns:Publish", err) {
+        CloudError::Backend(message) | CloudError::NotFound(message) if permanent => {
+            CloudError::Refused(message)
+        }
+        other => other,
     }
 }
 
@@ -754,7 +821,7 @@ impl Cloud for AwsCloud {
     }
 
     async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError> {
-        self.sns
+        self.sns_for(topic)
             .publish()
             .topic_arn(topic)
             .subject(sns_subject(subject))
@@ -762,7 +829,7 @@ impl Cloud for AwsCloud {
             .send()
             .await
             .map(drop)
-            .map_err(|err| classify("sns:Publish", err))
+            .map_err(classify_publish)
     }
 }
 
@@ -776,6 +843,26 @@ mod tests {
         assert_eq!(lifecycle("Pending:Wait"), Lifecycle::Pending);
         assert_eq!(lifecycle("Terminating:Proceed"), Lifecycle::Terminating);
         assert_eq!(lifecycle("Warmed:Pending"), Lifecycle::Pending);
+    }
+
+    #[test]
+    fn a_topic_is_published_to_in_the_region_its_arn_names() {
+        assert_eq!(
+            topic_region("arn:aws:sns:eu-west-1:123456789012:chaos-eu"),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            topic_region("arn:aws-cn:sns:cn-north-1:123456789012:t"),
+            Some("cn-north-1")
+        );
+        for not_an_arn in [
+            "chaos",
+            "arn:aws:sqs:eu-west-1:1:q",
+            "arn:aws:sns::1:t",
+            "arn:aws",
+        ] {
+            assert_eq!(topic_region(not_an_arn), None, "{not_an_arn}");
+        }
     }
 
     #[test]
