@@ -251,6 +251,27 @@ pub enum CloudError {
     Refused(String),
 }
 
+/// Where an SNS topic lives, from its ARN
+/// (`arn:PARTITION:sns:REGION:ACCOUNT:NAME`): its region and account.
+pub fn topic_home(topic: &str) -> Option<(&str, &str)> {
+    let mut parts = topic.splitn(6, ':');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("arn"), Some(_), Some("sns"), Some(region), Some(account), Some(name))
+            if !region.is_empty() && !account.is_empty() && !name.is_empty() =>
+        {
+            Some((region, account))
+        }
+        _ => None,
+    }
+}
+
 /// State of a (CloudWatch) alarm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -345,6 +366,13 @@ pub trait Cloud: Send + Sync {
 
     /// Publish a notification to a topic.
     async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError>;
+
+    /// Whether a topic can be published to, asked before a run that would
+    /// publish: it exists where its name says, and these credentials may
+    /// read it. The simulator takes any name.
+    async fn check_topic(&self, _topic: &str) -> Result<(), CloudError> {
+        Ok(())
+    }
 
     /// The API calls made so far.
     fn api_calls(&self) -> ApiCalls {

@@ -421,6 +421,12 @@ pub struct ReportConfig {
 pub struct ChannelConfig {
     /// The backend topic: an SNS topic ARN on AWS, any name on the simulator.
     pub topic: String,
+    /// Whether a run that would publish starts even when this topic cannot
+    /// be reached (checked before the run starts). Left false, such a run
+    /// refuses to start: a page that cannot arrive is found before the
+    /// chaos, not after.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// One experiment: a plugin, its parameters, and what the operator allows it.

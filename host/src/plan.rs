@@ -18,7 +18,7 @@ use crate::guard::Guard;
 use crate::limits::Limits;
 use crate::plugins::Catalog;
 use crate::policy::BlastRadius;
-use crate::run_plan::{Excluded, GroupPlan, RunPlan, ScopeSurvey};
+use crate::run_plan::{ChannelCheck, Excluded, GroupPlan, RunPlan, ScopeSurvey};
 use crate::sandbox::Sandbox;
 use crate::text::one_line;
 
@@ -43,6 +43,9 @@ pub(crate) struct Plan {
     pub out_of_scope: Vec<Excluded>,
     /// Each experiment, as it would run.
     pub experiments: Vec<ExperimentPlan>,
+    /// Each notification channel: its topic's region and account, and
+    /// whether it can be reached now.
+    pub channels: Vec<ChannelCheck>,
     /// Why the run would not start or could do nothing, one line each
     /// (empty when it would run): an experiment that would not run, a
     /// scope with nothing in it. `plan` exits non-zero when there is one.
@@ -87,7 +90,7 @@ pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Resu
     let catalog = Catalog::scan(&config.plugin_dir())?.with_pins(config.pins());
     let sandbox = Sandbox::new(&config.cache_dir()?)?;
     let every: Vec<_> = config.experiments.iter().enumerate().collect();
-    let run_plan = RunPlan::build(config, &catalog, &sandbox, &view, &every).await?;
+    let run_plan = RunPlan::build(config, &catalog, &sandbox, &view, &every, true).await?;
     let mut problems = run_plan.problems(config);
     problems.extend(run_plan.unknown_scope());
     let guard = Guard::for_config(config, config.switches(cloud.as_ref())?);
@@ -117,6 +120,7 @@ pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Resu
     let paused = guard.paused().await.map(|p| p.to_string());
 
     let experiments = run_plan.experiments.iter().map(experiment_plan).collect();
+    let channels = run_plan.channels;
     let scope = run_plan.scope.unwrap_or_else(|_| ScopeSurvey::unknown());
     Ok(Plan {
         config: config.path.display().to_string(),
@@ -125,6 +129,7 @@ pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Resu
         stop_conditions,
         blast_radius: config.blast_radius,
         experiments,
+        channels,
         groups: scope.groups,
         standalone: scope.standalone,
         out_of_scope: scope.out_of_scope,
@@ -252,6 +257,31 @@ impl Plan {
                 }
                 (None, None) => {}
             }
+        }
+        let _ = writeln!(out, "\nchannels:");
+        if self.channels.is_empty() {
+            let _ = writeln!(out, "  none");
+        }
+        for c in &self.channels {
+            let _ = writeln!(
+                out,
+                "  {}: {}{} — {}{}{}",
+                one_line(&c.name),
+                one_line(&c.topic),
+                match (&c.region, &c.account) {
+                    (Some(region), Some(account)) => format!(
+                        " (region {}, account {})",
+                        one_line(region),
+                        one_line(account)
+                    ),
+                    _ => String::new(),
+                },
+                c.state,
+                c.detail
+                    .as_ref()
+                    .map_or(String::new(), |d| format!(": {}", one_line(d))),
+                if c.optional { " (optional)" } else { "" }
+            );
         }
         if !self.problems.is_empty() {
             let _ = writeln!(out, "\nWOULD NOT RUN:");

@@ -1,13 +1,16 @@
 //! The plan a run executes, built once, before anything is journalled or
 //! sent: each experiment made ready (its plugin loaded under its limits, its
-//! grants narrowed, its params checked) and the scope surveyed with one read
-//! of the fleet. `plan` renders it; `run` (and each daemon slot) builds the
+//! grants narrowed, its params checked), the scope surveyed with one read
+//! of the fleet, and each notification channel checked when the run would
+//! publish. `plan` renders it; `run` (and each daemon slot) builds the
 //! same plan and executes it only when it has no problem, so the preview and
 //! the run cannot disagree on what would run.
 
+mod channels;
 mod experiment;
 mod scope;
 
+pub(crate) use channels::ChannelCheck;
 pub(crate) use experiment::{Ready, Unready};
 pub(crate) use scope::{Excluded, GroupPlan, ScopeSurvey};
 
@@ -34,17 +37,21 @@ pub(crate) struct RunPlan<'a> {
     /// survey failed still starts: every termination reads what it decides
     /// on afresh, and a fleet it cannot read ends the run inconclusive.
     pub scope: Result<ScopeSurvey, String>,
+    /// Each notification channel, checked when the run would publish.
+    pub channels: Vec<ChannelCheck>,
 }
 
 impl<'a> RunPlan<'a> {
     /// The plan of running `experiments` of `config`: each made ready, the
-    /// scope surveyed through `view` (whose reads the run then reuses).
+    /// scope surveyed through `view` (whose reads the run then reuses), and
+    /// each channel checked when the run would `publish`.
     pub(crate) async fn build(
         config: &Config,
         catalog: &Catalog,
         sandbox: &Sandbox,
         view: &FleetView,
         experiments: &[(usize, &'a ExperimentConfig)],
+        publish: bool,
     ) -> anyhow::Result<RunPlan<'a>> {
         let mut planned = Vec::with_capacity(experiments.len());
         for &(index, experiment) in experiments {
@@ -59,6 +66,7 @@ impl<'a> RunPlan<'a> {
             scope: scope::survey_scope(config, view)
                 .await
                 .map_err(|err| format!("{err:#}")),
+            channels: channels::check(config, view.cloud().as_ref(), publish).await,
         })
     }
 
@@ -73,6 +81,7 @@ impl<'a> RunPlan<'a> {
         if let Ok(scope) = &self.scope {
             problems.extend(scope.emptiness(config));
         }
+        problems.extend(self.channels.iter().filter_map(ChannelCheck::problem));
         problems
     }
 

@@ -151,7 +151,11 @@ pub async fn run_on(
     let sandbox = Sandbox::new(&config.cache_dir()?)?;
     let calls_before = cloud.api_calls();
     let view = Arc::new(FleetView::new(Arc::clone(&cloud), config.max_read_age_ms()));
-    let run_plan = RunPlan::build(config, &catalog, &sandbox, &view, &experiments).await?;
+    // A run that would publish checks its channels first: a rehearsal
+    // publishes only under `notify_dry_runs`.
+    let publishes = options.execute || options.preflight || config.notify_dry_runs;
+    let run_plan =
+        RunPlan::build(config, &catalog, &sandbox, &view, &experiments, publishes).await?;
     if let Some(unknown) = run_plan.unknown_scope() {
         tracing::warn!("{unknown}; the run starts, and every termination reads the fleet anew");
     }

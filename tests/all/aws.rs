@@ -730,10 +730,11 @@ async fn the_seed_experiment_costs_no_more_api_calls_than_the_floor_and_one() {
     for victim in victims {
         assert_eq!(victim.host_verdict, "recovered", "{victim:#?}");
     }
-    // The floor is 13: one read of the groups, ten terminations, one look
-    // at the victims, one publish. The view adds one read of the instances'
-    // states and tags (listing); the victims' states come in the answers to
-    // their terminations.
+    // The floor is 14: one look at the report's topic, one read of the
+    // groups, ten terminations, one look at the victims, one publish. The
+    // view adds one read of the instances' states and tags (the scope's
+    // survey, which the plugin's listing reuses); the victims' states come
+    // in the answers to their terminations.
     let actions = proxy.tally.lock().expect("tally").actions.clone();
     eprintln!("the seed experiment's calls: {actions:?}");
     let count = |action: &str| actions.get(action).copied().unwrap_or(0);
@@ -743,9 +744,11 @@ async fn the_seed_experiment_costs_no_more_api_calls_than_the_floor_and_one() {
         "{actions:?}"
     );
     assert_eq!(count("Publish"), 1, "{actions:?}");
+    // The report channel, checked before the run starts.
+    assert_eq!(count("GetTopicAttributes"), 1, "{actions:?}");
     assert!(count("DescribeAutoScalingGroups") <= 2, "{actions:?}");
     assert_eq!(count("DescribeInstances"), 1, "{actions:?}");
-    assert!(actions.values().sum::<usize>() <= 14, "{actions:?}");
+    assert!(actions.values().sum::<usize>() <= 15, "{actions:?}");
 }
 
 /// A CloudWatch alarm in moto, in `state`.
@@ -968,9 +971,22 @@ fn each_sdk_failure_is_one_line_that_says_what_to_check() {
         "{status}"
     );
     no_debug_dump(&status);
-    let run = wasmonkey_cli(&lab, &["run", "--execute", "--config", &unreachable]);
+    // A dry run (which publishes nothing) starts, and the unreadable
+    // switch pauses it; under --execute the report's topic cannot be
+    // checked either, and the run does not start.
+    let run = wasmonkey_cli(&lab, &["run", "--config", &unreachable]);
     assert_eq!(run.status.code(), Some(6), "{}", said(&run));
     no_debug_dump(&said(&run));
+    let run = wasmonkey_cli(&lab, &["run", "--execute", "--config", &unreachable]);
+    let text = said(&run);
+    assert_eq!(run.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("channel ops: topic ")
+            && text.contains("cannot be reached: backend failure: sns:GetTopicAttributes: endpoint unreachable (dispatch failure: io error")
+            && text.contains("nothing was run"),
+        "{text}"
+    );
+    no_debug_dump(&text);
 
     // No credentials anywhere in the default chain, and an instance
     // metadata service (on loopback) that refuses, as IMDS does off EC2:
@@ -1505,9 +1521,11 @@ async fn recording_server() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
 
 /// The on-call topic lives in another region than the fleet (the usual
 /// set-up): the report is published there, and reaches its subscriber. A
-/// topic that does not exist is tried once, not retried: no retry heals it.
+/// topic that does not exist is named by `plan` and stops a run that would
+/// publish before it starts; marked optional, it is tried once, not
+/// retried: no retry heals it.
 #[test]
-fn a_topic_in_another_region_gets_the_report_and_a_missing_one_is_tried_once() {
+fn a_topic_in_another_region_gets_the_report_and_a_missing_one_stops_the_run_first() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let lab = runtime.block_on(Lab::new());
     let (receiver, bodies) = runtime.block_on(recording_server());
@@ -1563,18 +1581,48 @@ fn a_topic_in_another_region_gets_the_report_and_a_missing_one_is_tried_once() {
         "the report did not reach the eu-west-1 subscriber: {received:#?}"
     );
 
-    // A topic nobody created: one attempt, refused, and the run is not a
-    // success.
-    let publishes = proxy.requests("Publish");
+    // A topic nobody created: `plan` names it, with its region and
+    // account, and a run that would publish refuses to start.
+    let nowhere = "arn:aws:sns:eu-west-1:123456789012:nowhere";
+    let topic_line = format!("topic = {:?}", lab.fleet.topic_arn);
     let missing = variant(
         &config,
         "missing.toml",
+        &[(&topic_line, &format!("topic = {nowhere:?}"))],
+    );
+    let plan = wasmonkey_cli(&lab, &["plan", "--config", &missing]);
+    let text = said(&plan);
+    assert_eq!(plan.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("ops: {nowhere} (region eu-west-1, account 123456789012) — unreachable: refused: sns:GetTopicAttributes: NotFound"))
+            && text.contains(&format!("channel ops: topic {nowhere} cannot be reached")),
+        "{text}"
+    );
+    let (publishes, terminations) = (
+        proxy.requests("Publish"),
+        proxy.requests("TerminateInstances"),
+    );
+    let run = wasmonkey_cli(&lab, &["run", "--execute", "--config", &missing]);
+    let text = said(&run);
+    assert_eq!(run.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("cannot be reached") && text.contains("nothing was run"),
+        "{text}"
+    );
+    assert_eq!(proxy.requests("Publish"), publishes);
+    assert_eq!(proxy.requests("TerminateInstances"), terminations);
+
+    // Marked optional, the run starts without it: each message is tried
+    // once (no retry heals NotFound), and the run is not a success.
+    let optional = variant(
+        &config,
+        "optional.toml",
         &[(
-            &format!("topic = {:?}", lab.fleet.topic_arn),
-            "topic = \"arn:aws:sns:eu-west-1:123456789012:nowhere\"",
+            &topic_line,
+            &format!("topic = {nowhere:?}\noptional = true"),
         )],
     );
-    let run = wasmonkey_cli(&lab, &["run", "--execute", "--json", "--config", &missing]);
+    let run = wasmonkey_cli(&lab, &["run", "--execute", "--json", "--config", &optional]);
     let text = said(&run);
     assert_ne!(run.status.code(), Some(0), "{text}");
     let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("report");

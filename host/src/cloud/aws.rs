@@ -204,7 +204,9 @@ impl AwsCloud {
     /// The SNS client for `topic`'s region (from its ARN; the backend's
     /// region for anything else), built at its first use.
     fn sns_for(&self, topic: &str) -> sns::Client {
-        let region = topic_region(topic).unwrap_or(&self.region).to_owned();
+        let region = super::topic_home(topic)
+            .map_or(self.region.as_str(), |(region, _)| region)
+            .to_owned();
         let mut clients = self
             .sns
             .lock()
@@ -501,19 +503,20 @@ where
     }
 }
 
-/// The region an SNS topic's ARN names (`arn:PARTITION:sns:REGION:ACCOUNT:NAME`).
-pub(crate) fn topic_region(topic: &str) -> Option<&str> {
-    let mut parts = topic.splitn(6, ':');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("arn"), Some(_), Some("sns"), Some(region)) if !region.is_empty() => Some(region),
-        _ => None,
-    }
-}
-
 /// A publish's failure: what no retry can heal (the topic does not exist in
 /// its region, the credentials may not publish to it, a parameter is
 /// invalid) is [`CloudError::Refused`].
 fn classify_publish<E, R>(err: SdkError<E, R>) -> CloudError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    classify_sns("sns:Publish", err)
+}
+
+/// An SNS call's failure, with what no retry can heal as
+/// [`CloudError::Refused`].
+fn classify_sns<E, R>(action: &str, err: SdkError<E, R>) -> CloudError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + 'static,
@@ -534,7 +537,7 @@ where
                 | "EndpointDisabled"
         )
     );
-    match classify("sns:Publish", err) {
+    match classify(action, err) {
         CloudError::Backend(message) | CloudError::NotFound(message) if permanent => {
             CloudError::Refused(message)
         }
@@ -820,6 +823,16 @@ impl Cloud for AwsCloud {
         }
     }
 
+    async fn check_topic(&self, topic: &str) -> Result<(), CloudError> {
+        self.sns_for(topic)
+            .get_topic_attributes()
+            .topic_arn(topic)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|err| classify_sns("sns:GetTopicAttributes", err))
+    }
+
     async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError> {
         self.sns_for(topic)
             .publish()
@@ -847,21 +860,23 @@ mod tests {
 
     #[test]
     fn a_topic_is_published_to_in_the_region_its_arn_names() {
+        use super::super::topic_home;
         assert_eq!(
-            topic_region("arn:aws:sns:eu-west-1:123456789012:chaos-eu"),
-            Some("eu-west-1")
+            topic_home("arn:aws:sns:eu-west-1:123456789012:chaos-eu"),
+            Some(("eu-west-1", "123456789012"))
         );
         assert_eq!(
-            topic_region("arn:aws-cn:sns:cn-north-1:123456789012:t"),
-            Some("cn-north-1")
+            topic_home("arn:aws-cn:sns:cn-north-1:123456789012:t"),
+            Some(("cn-north-1", "123456789012"))
         );
         for not_an_arn in [
             "chaos",
             "arn:aws:sqs:eu-west-1:1:q",
             "arn:aws:sns::1:t",
+            "arn:aws:sns:eu-west-1:1:",
             "arn:aws",
         ] {
-            assert_eq!(topic_region(not_an_arn), None, "{not_an_arn}");
+            assert_eq!(topic_home(not_an_arn), None, "{not_an_arn}");
         }
     }
 
