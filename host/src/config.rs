@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cloud::aws_settings::AwsSettings;
 use crate::limits::{LimitOverrides, LimitRules, Limits};
@@ -419,14 +419,39 @@ pub struct ReportConfig {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
-    /// The backend topic: an SNS topic ARN on AWS, any name on the simulator.
-    pub topic: String,
+    /// An SNS topic: its ARN on AWS (published to in the region it names),
+    /// any name on the simulator. One of `topic` and `webhook_url_env`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// A webhook: the environment variable that holds its URL (HTTPS, or
+    /// HTTP on loopback). The URL is a secret: only its host is ever shown.
+    #[serde(default)]
+    pub webhook_url_env: Option<String>,
+    /// A webhook's body: `json` (the message's fields) or `slack` (an
+    /// incoming-webhook message).
+    #[serde(default)]
+    pub format: Option<WebhookFormat>,
+    /// A webhook's signing secret, by environment variable: each POST then
+    /// carries an HMAC-SHA256 of its timestamp and body (docs/config.md).
+    #[serde(default)]
+    pub signing_secret_env: Option<String>,
     /// Whether a run that would publish starts even when this topic cannot
     /// be reached (checked before the run starts). Left false, such a run
     /// refuses to start: a page that cannot arrive is found before the
     /// chaos, not after.
     #[serde(default)]
     pub optional: bool,
+}
+
+/// The body a webhook channel posts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookFormat {
+    /// `{"source", "channel", "subject", "body"}`.
+    #[default]
+    Json,
+    /// `{"text"}`, as Slack's (and compatible) incoming webhooks read it.
+    Slack,
 }
 
 /// One experiment: a plugin, its parameters, and what the operator allows it.
@@ -527,6 +552,21 @@ impl Config {
                 "blast_radius.max_fraction_per_group".into(),
                 format!("blast_radius.max_fraction_per_group must be within 0..=1, got {fraction}"),
             );
+        }
+        for (name, channel) in &self.channels {
+            let at = format!("channels.{name}");
+            let webhook_only = channel.format.is_some() || channel.signing_secret_env.is_some();
+            match (&channel.topic, &channel.webhook_url_env) {
+                (Some(_), Some(_)) | (None, None) => problem(
+                    at.clone(),
+                    format!("{at}: give one of topic (SNS) and webhook_url_env (a webhook)"),
+                ),
+                (Some(_), None) if webhook_only => problem(
+                    at.clone(),
+                    format!("{at}: format and signing_secret_env are for webhook_url_env channels"),
+                ),
+                _ => {}
+            }
         }
         for (name, condition) in &self.stop_conditions {
             let at = format!("stop_conditions.{name}");
@@ -974,6 +1014,41 @@ mod tests {
 
     const MINIMAL: &str =
         "[backend]\nkind = \"sim\"\nfleet = \"fleet.toml\"\n[plugins]\ndir = \"plugins\"\n";
+
+    #[test]
+    fn a_channel_is_a_topic_or_a_webhook_never_both_nor_neither() {
+        for (channel, wrong) in [
+            (
+                "topic = \"t\"\nwebhook_url_env = \"V\"",
+                Some("give one of topic"),
+            ),
+            ("optional = true", Some("give one of topic")),
+            (
+                "topic = \"t\"\nformat = \"slack\"",
+                Some("are for webhook_url_env"),
+            ),
+            ("topic = \"t\"", None),
+            (
+                "webhook_url_env = \"V\"\nformat = \"slack\"\nsigning_secret_env = \"S\"",
+                None,
+            ),
+        ] {
+            let loaded = load(&format!("{MINIMAL}[channels.ops]\n{channel}\n"));
+            match wrong {
+                None => assert!(loaded.is_ok(), "{channel}: {loaded:?}"),
+                Some(words) => {
+                    let err = format!(
+                        "{:#}",
+                        loaded.err().unwrap_or_else(|| anyhow::anyhow!("loaded"))
+                    );
+                    assert!(
+                        err.contains(words) && err.contains("channels.ops"),
+                        "{channel}: {err}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn minimal_config_gets_safe_defaults() {

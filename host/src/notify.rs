@@ -2,10 +2,62 @@
 //! backoff, every attempt recorded. A failure is reported, never hidden, and
 //! never costs the caller more than the attempts.
 
+mod webhook;
+
 use std::time::Duration;
 
 use crate::cloud::{Cloud, CloudError};
+use crate::config::ChannelConfig;
 use crate::journal::Event;
+
+/// Where a channel's messages go, its secrets read from the environment.
+#[derive(Debug)]
+pub(crate) enum Destination {
+    /// An SNS topic (any name on the simulator), through the cloud backend.
+    Topic(String),
+    /// A webhook (its URL is a secret: only its host is shown).
+    Webhook(webhook::Webhook),
+}
+
+impl Destination {
+    /// Where `channel` sends, or why it cannot (a variable not set, a URL
+    /// that is not https); the words never carry a secret.
+    pub(crate) fn of(channel: &ChannelConfig) -> Result<Destination, String> {
+        match (&channel.topic, &channel.webhook_url_env) {
+            (Some(topic), None) => Ok(Destination::Topic(topic.clone())),
+            (None, Some(var)) => webhook::Webhook::from_env(
+                var,
+                channel.format.unwrap_or_default(),
+                channel.signing_secret_env.as_deref(),
+            )
+            .map(Destination::Webhook),
+            _ => Err("give one of topic and webhook_url_env".to_owned()),
+        }
+    }
+
+    /// For the operator: the topic, or `webhook to HOST`.
+    pub(crate) fn shown(&self) -> String {
+        match self {
+            Destination::Topic(topic) => topic.clone(),
+            Destination::Webhook(hook) => format!("webhook to {}", hook.host()),
+        }
+    }
+
+    /// One attempt at sending.
+    async fn send(
+        &self,
+        cloud: &dyn Cloud,
+        channel: &str,
+        subject: &str,
+        body: &str,
+        timeout: Duration,
+    ) -> Result<(), CloudError> {
+        match self {
+            Destination::Topic(topic) => cloud.publish(topic, subject, body).await,
+            Destination::Webhook(hook) => hook.post(channel, subject, body, timeout).await,
+        }
+    }
+}
 
 /// SNS's own limits: a subject of at most 100 characters (the host keeps
 /// 100 bytes) and a message of at most 256 KiB.
@@ -42,7 +94,7 @@ impl Rehearsal {
 /// How an announced dry run's subject begins.
 pub(crate) const DRY_RUN_SUBJECT: &str = "[dry run] ";
 
-/// Publish `subject`/`body` to `topic` (the channel alias `channel`),
+/// Publish `subject`/`body` to the channel `channel` (its `settings`),
 /// recording intent and every attempt through `journal` first; in a
 /// rehearsal, as `rehearsal` says.
 #[allow(clippy::too_many_arguments, reason = "each is one fact of the message")]
@@ -51,7 +103,7 @@ pub(crate) async fn publish<E>(
     call_timeout: Duration,
     rehearsal: Rehearsal,
     channel: &str,
-    topic: &str,
+    settings: &ChannelConfig,
     subject: &str,
     body: &str,
     mut journal: impl FnMut(Event) -> Result<(), E>,
@@ -75,16 +127,27 @@ pub(crate) async fn publish<E>(
         })?;
         return Ok(Ok(()));
     }
+    let destination = match Destination::of(settings) {
+        Ok(destination) => destination,
+        Err(why) => {
+            journal(Event::NotifyFailed {
+                channel: channel.to_owned(),
+                attempt: 1,
+                error: why.clone(),
+            })?;
+            return Ok(Err(CloudError::Refused(why)));
+        }
+    };
     let mut last = CloudError::Backend("not attempted".into());
     for attempt in 1..=ATTEMPTS {
-        let sent =
-            match tokio::time::timeout(call_timeout, cloud.publish(topic, subject, body)).await {
-                Ok(result) => result,
-                Err(_) => Err(CloudError::Backend(format!(
-                    "publishing timed out after {} s",
-                    call_timeout.as_secs()
-                ))),
-            };
+        let sending = destination.send(cloud, channel, subject, body, call_timeout);
+        let sent = match tokio::time::timeout(call_timeout, sending).await {
+            Ok(result) => result,
+            Err(_) => Err(CloudError::Backend(format!(
+                "publishing timed out after {} s",
+                call_timeout.as_secs()
+            ))),
+        };
         match sent {
             Ok(()) => {
                 journal(Event::NotifyDone {

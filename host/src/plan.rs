@@ -267,7 +267,7 @@ impl Plan {
                 out,
                 "  {}: {}{} — {}{}{}",
                 one_line(&c.name),
-                one_line(&c.topic),
+                one_line(&c.target),
                 match (&c.region, &c.account) {
                     (Some(region), Some(account)) => format!(
                         " (region {}, account {})",

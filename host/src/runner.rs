@@ -535,7 +535,7 @@ async fn notify_run(
     journal: &Journal,
     channel: &str,
 ) -> anyhow::Result<()> {
-    let Some(topic) = config.channels.get(channel).map(|c| c.topic.clone()) else {
+    let Some(settings) = config.channels.get(channel) else {
         return Ok(());
     };
     let report = Report::from_journal(&journal.replay(), journal.path());
@@ -562,7 +562,7 @@ async fn notify_run(
         config.default_limits().host_call_timeout(),
         rehearsal,
         channel,
-        &topic,
+        settings,
         &subject,
         &body,
         |event| journal.append(cloud.now_ms(), None, event).map(drop),

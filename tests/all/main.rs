@@ -24,6 +24,7 @@ mod journal;
 mod loading;
 #[cfg(feature = "aws")]
 mod moto;
+mod notifications;
 mod one_plan;
 mod parsers;
 mod plugin_text;

@@ -30,7 +30,7 @@ impl Session {
         if let Err(denial) = self.setup.policy.require(Grant::Notify) {
             return self.deny("publish", channel, &denial).map(Err);
         }
-        let Some(topic) = self.setup.channels.get(channel).map(|c| c.topic.clone()) else {
+        let Some(settings) = self.setup.channels.get(channel).cloned() else {
             return Ok(Err(PluginError::NotFound(format!(
                 "no channel named {}",
                 text::bounded(channel, MAX_NAME_BYTES)
@@ -52,7 +52,7 @@ impl Session {
             timeout,
             rehearsal,
             channel,
-            &topic,
+            &settings,
             &text::bounded(subject, SUBJECT_BYTES),
             &text::bounded(body, BODY_BYTES),
             |event| self.journal(event),

@@ -1,0 +1,378 @@
+//! Webhook channels, end to end on the simulated fleet: a receiver on
+//! loopback gets the JSON or Slack body, signed as documented; a slow, a
+//! redirecting or a 10 MB-answering receiver does not hold the run; and the
+//! URL and the secret appear nowhere the operator or a plugin can read.
+
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+
+use crate::support;
+
+/// What the receiver does with each request.
+#[derive(Debug, Clone, Copy)]
+enum Receiver {
+    /// Answers 200 at once.
+    Ok,
+    /// Holds the answer this long.
+    Slow(Duration),
+    /// Answers 302 to this port on loopback.
+    Redirect(u16),
+    /// Answers 200 with a 10 MB body, sent slowly.
+    Huge,
+}
+
+/// One request as received: its head (lower-cased header names) and body.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A receiver on loopback served by `runtime`: its port and what it got.
+fn receiver(runtime: &tokio::runtime::Runtime, mode: Receiver) -> (u16, Arc<Mutex<Vec<Received>>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&got);
+    runtime.spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let kept = Arc::clone(&kept);
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0_u8; 8192];
+                loop {
+                    let Ok(n) = socket.read(&mut buffer).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buffer[..n]);
+                    let text = String::from_utf8_lossy(&request).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else { continue };
+                    let headers: Vec<(String, String)> = text[..end]
+                        .lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                        .collect();
+                    let length = headers
+                        .iter()
+                        .find(|(n, _)| n == "content-length")
+                        .and_then(|(_, v)| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        let body = String::from_utf8_lossy(&request[end + 4..]).into_owned();
+                        kept.lock().expect("got").push(Received { headers, body });
+                        break;
+                    }
+                }
+                match mode {
+                    Receiver::Ok => {
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await;
+                    }
+                    Receiver::Slow(hold) => {
+                        tokio::time::sleep(hold).await;
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                            .await;
+                    }
+                    Receiver::Redirect(to) => {
+                        let answer = format!(
+                            "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{to}/elsewhere\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        );
+                        let _ = socket.write_all(answer.as_bytes()).await;
+                    }
+                    Receiver::Huge => {
+                        let head = "HTTP/1.1 200 OK\r\ncontent-length: 10485760\r\nconnection: close\r\n\r\n";
+                        if socket.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let chunk = vec![b'x'; 64 * 1024];
+                        for _ in 0..160 {
+                            if socket.write_all(&chunk).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+/// The path of the URL: the part of a webhook URL that is its credential.
+const SECRET_PATH: &str = "T0000/B0000/hook-path-secret-3f9a";
+const SECRET: &str = "signing-secret-c81d";
+
+/// A sim config whose report and classic-monkey's messages go to the
+/// webhook channel `hook`, in `format`, with `extra` config.
+fn hooked(format: &str, extra: &str) -> support::Setup {
+    support::setup(
+        support::FLEET,
+        &support::plugin_dir(),
+        &format!(
+            "{extra}\n[report]\nchannel = \"hook\"\n\
+             [channels.hook]\nwebhook_url_env = \"WASMONKEY_HOOK\"\nformat = \"{format}\"\n\
+             signing_secret_env = \"WASMONKEY_HOOK_SECRET\"\n\
+             [[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\", \"notify\"]\n\
+             params = {{ probability = 1.0, channel = \"hook\" }}\n"
+        ),
+    )
+}
+
+fn wasmonkey(setup: &support::Setup, port: u16, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .env("WASMONKEY_LOG", "info")
+        .env(
+            "WASMONKEY_HOOK",
+            format!("http://127.0.0.1:{port}/{SECRET_PATH}"),
+        )
+        .env("WASMONKEY_HOOK_SECRET", SECRET)
+        .args(args)
+        .arg("--config")
+        .arg(&setup.config)
+        .output()
+        .expect("wasmonkey runs")
+}
+
+/// `v1=` and the hex HMAC-SHA256 of `TIMESTAMP.BODY`, as docs/config.md
+/// tells a receiver to compute it.
+fn expected_signature(timestamp: &str, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("v1={hex}")
+}
+
+#[test]
+fn a_webhook_gets_signed_messages_and_its_url_and_secret_are_shown_nowhere() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (port, got) = receiver(&runtime, Receiver::Ok);
+    let setup = hooked("json", "");
+    let journal = setup.dir.path().join("run.jsonl");
+    let html = setup.dir.path().join("report.html");
+    let run = wasmonkey(
+        &setup,
+        port,
+        &[
+            "run",
+            "--execute",
+            "--json",
+            "--journal",
+            journal.to_str().expect("path"),
+            "--html",
+            html.to_str().expect("path"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    let got = got.lock().expect("got").clone();
+    // classic-monkey's own message, then the run's report.
+    assert_eq!(got.len(), 2, "{got:#?}");
+    for message in &got {
+        let timestamp = message.header("x-wasmonkey-timestamp").expect("timestamp");
+        assert_eq!(
+            message.header("x-wasmonkey-signature"),
+            Some(expected_signature(timestamp, &message.body).as_str()),
+            "{message:#?}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&message.body).expect("json body");
+        assert_eq!(json["source"], "wasmonkey");
+        assert_eq!(json["channel"], "hook");
+    }
+    let report: serde_json::Value = serde_json::from_str(&got[1].body).expect("json");
+    assert!(
+        report["subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("wasmonkey run "))
+            && report["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("recovered")),
+        "{report:#}"
+    );
+
+    // The secrets, nowhere: report (JSON, text, HTML), journal, log, plan.
+    let text_report = Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .arg("report")
+        .arg(&journal)
+        .output()
+        .expect("report");
+    let plan = wasmonkey(&setup, port, &["plan"]);
+    let plan_json = wasmonkey(&setup, port, &["plan", "--json"]);
+    let plan_text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(
+        plan_text.contains("hook: webhook to 127.0.0.1 — configured"),
+        "{plan_text}"
+    );
+    let places = [
+        (
+            "run stdout",
+            String::from_utf8_lossy(&run.stdout).into_owned(),
+        ),
+        ("run log", stderr),
+        (
+            "journal",
+            std::fs::read_to_string(&journal).expect("journal"),
+        ),
+        ("html", std::fs::read_to_string(&html).expect("html")),
+        (
+            "text report",
+            String::from_utf8_lossy(&text_report.stdout).into_owned(),
+        ),
+        ("plan", plan_text),
+        (
+            "plan json",
+            String::from_utf8_lossy(&plan_json.stdout).into_owned(),
+        ),
+        (
+            "plan log",
+            String::from_utf8_lossy(&plan.stderr).into_owned(),
+        ),
+    ];
+    for (place, text) in &places {
+        assert!(
+            !text.is_empty() || place.ends_with("log"),
+            "{place} is empty"
+        );
+        for secret in ["hook-path-secret", SECRET, &format!("127.0.0.1:{port}")] {
+            assert!(!text.contains(secret), "{secret} in the {place}:\n{text}");
+        }
+    }
+
+    // Slack's format: one `text`, plugin text unable to mention anyone.
+    let (port, got) = receiver(&runtime, Receiver::Ok);
+    let slack = hooked("slack", "");
+    let run = wasmonkey(&slack, port, &["run", "--execute"]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let got = got.lock().expect("got").clone();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    let body: serde_json::Value = serde_json::from_str(&got[1].body).expect("json");
+    let text = body["text"].as_str().expect("text");
+    assert!(
+        text.starts_with("*wasmonkey run ") && text.contains("recovered"),
+        "{text}"
+    );
+    assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body:#}");
+}
+
+/// A receiver that holds its answer, one that redirects, and one that
+/// answers 10 MB slowly: none holds the run past the call timeout (1 s,
+/// three attempts at most), and what was not delivered is not a success.
+#[test]
+fn a_slow_redirecting_or_huge_receiver_does_not_hold_the_run() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let limits = "[limits]\nhost_call_timeout_secs = 1\n";
+    let hold = Duration::from_secs(120);
+
+    let (port, got) = receiver(&runtime, Receiver::Slow(hold));
+    let started = Instant::now();
+    let run = wasmonkey(&hooked("json", limits), port, &["run", "--execute"]);
+    let took = started.elapsed();
+    assert_eq!(
+        run.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        took < hold / 2,
+        "the run waited {took:?} for a slow receiver"
+    );
+    // Two messages, each tried three times (a timeout may heal).
+    assert_eq!(got.lock().expect("got").len(), 6);
+
+    let (elsewhere, redirected) = receiver(&runtime, Receiver::Ok);
+    let (port, got) = receiver(&runtime, Receiver::Redirect(elsewhere));
+    let run = wasmonkey(&hooked("json", limits), port, &["run", "--execute"]);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert_eq!(run.status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.contains("a redirect, which is not followed"),
+        "{stderr}"
+    );
+    // Each message once (a redirect is refused, not retried), never followed.
+    assert_eq!(got.lock().expect("got").len(), 2);
+    assert_eq!(redirected.lock().expect("got").len(), 0);
+
+    let (port, got) = receiver(&runtime, Receiver::Huge);
+    let started = Instant::now();
+    let run = wasmonkey(&hooked("json", limits), port, &["run", "--execute"]);
+    let took = started.elapsed();
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // The 10 MB take 40 s to send: the run did not read them.
+    assert!(took < Duration::from_secs(20), "the run took {took:?}");
+    assert_eq!(got.lock().expect("got").len(), 2);
+}
+
+/// A webhook whose variable is not set (or whose URL is plain http off
+/// loopback) stops an `--execute` run before it starts, naming the
+/// variable; `plan` says the same.
+#[test]
+fn a_webhook_that_cannot_be_used_stops_the_run_before_it_starts() {
+    let setup = hooked("json", "");
+    for (url, words) in [
+        (None, "the environment variable WASMONKEY_HOOK (the webhook's URL) is not set"),
+        (
+            Some("http://hooks.example.com/T0/B0/hook-path-secret"),
+            "$WASMONKEY_HOOK: the webhook to hooks.example.com must be https (http only on loopback)",
+        ),
+    ] {
+        for args in [&["run", "--execute"][..], &["plan"][..]] {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_wasmonkey"));
+            command
+                .env("WASMONKEY_LOG", "warn")
+                .env("WASMONKEY_HOOK_SECRET", SECRET)
+                .env_remove("WASMONKEY_HOOK")
+                .args(args)
+                .arg("--config")
+                .arg(&setup.config);
+            if let Some(url) = url {
+                command.env("WASMONKEY_HOOK", url);
+            }
+            let output = command.output().expect("wasmonkey runs");
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert_eq!(output.status.code(), Some(1), "{args:?}: {said}");
+            assert!(said.contains(words), "{args:?}: {said}");
+            assert!(!said.contains("hook-path-secret"), "{args:?}: {said}");
+        }
+    }
+    assert!(!setup.dir.path().join("journal").exists(), "a run started");
+}
