@@ -85,6 +85,9 @@ pub struct Config {
     /// The config file itself.
     #[serde(skip)]
     pub path: PathBuf,
+    /// `scope`, compiled once by [`Config::load`] when it checked it.
+    #[serde(skip)]
+    compiled_scope: Option<Scope>,
 }
 
 /// `[daemon]` in the run config.
@@ -197,6 +200,20 @@ impl Default for ScopeConfig {
             opt_in: None,
             opt_out: default_opt_out(),
             standalone: false,
+        }
+    }
+}
+
+impl Config {
+    /// The scope every policy of a run enforces: compiled once when the
+    /// config was loaded (and checked), else now.
+    pub(crate) fn policy_scope(&self) -> anyhow::Result<Scope> {
+        match &self.compiled_scope {
+            Some(scope) => Ok(scope.clone()),
+            None => self
+                .scope
+                .compile()
+                .map_err(|err| anyhow::anyhow!("{}: scope: {err}", self.path.display())),
         }
     }
 }
@@ -492,6 +509,7 @@ impl Config {
                 config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
                 let problems = config.problems();
                 if problems.is_empty() {
+                    config.compiled_scope = config.scope.compile().ok();
                     return Ok(config);
                 }
                 problems

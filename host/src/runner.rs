@@ -698,9 +698,8 @@ impl RunContext<'_> {
         let label = plugin.label();
         let limits = plugin.limits;
         let scope = config
-            .scope
-            .compile()
-            .map_err(|err| anyhow::anyhow!("{where_}: scope: {err}"))?;
+            .policy_scope()
+            .map_err(|err| anyhow::anyhow!("{where_}: {err:#}"))?;
         let policy = Policy {
             scope,
             blast_radius: config.blast_radius,

@@ -104,11 +104,7 @@ impl ScopeSurvey {
 
 /// Survey the scope of `config` through `view`.
 pub(crate) async fn survey_scope(config: &Config, view: &FleetView) -> anyhow::Result<ScopeSurvey> {
-    // Validated with the config: this compiles what `Config::load` checked.
-    let scope = config
-        .scope
-        .compile()
-        .map_err(|err| anyhow::anyhow!("{}: scope: {err}", config.path.display()))?;
+    let scope = config.policy_scope()?;
     let policy = Policy {
         scope,
         blast_radius: config.blast_radius,
