@@ -26,6 +26,7 @@ pub mod daemon;
 pub(crate) mod files;
 pub(crate) mod guard;
 pub mod history;
+pub(crate) mod http;
 pub mod journal;
 pub mod kill_switch;
 pub mod limits;

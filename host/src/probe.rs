@@ -2,7 +2,6 @@
 //! conditions and recovery: a name stands for a target, the host knows
 //! where it lives and checks it, with a timeout.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::cloud::view::FleetView;
@@ -73,23 +72,10 @@ pub(crate) struct HttpCheck {
     pub latency_ms: u32,
 }
 
-fn client() -> Result<&'static reqwest::Client, String> {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    if let Some(client) = CLIENT.get() {
-        return Ok(client);
-    }
-    let client = reqwest::Client::builder()
-        // Health endpoints answer directly; a redirect is a finding, not a hop.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|err| format!("cannot build the HTTP client: {err}"))?;
-    Ok(CLIENT.get_or_init(|| client))
-}
-
 /// GET `url`; healthy when it answers `expect_status` within `timeout`.
 pub(crate) async fn http(url: &str, expect_status: u16, timeout: Duration) -> HttpCheck {
     let started = Instant::now();
-    let outcome = match client() {
+    let outcome = match crate::http::client() {
         Err(err) => Err(err),
         Ok(client) => client
             .get(url)

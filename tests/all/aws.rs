@@ -17,6 +17,7 @@ use wasmonkey::runner::{self, RunOptions, RunOutput};
 
 use crate::fault_proxy::{Fault, FaultProxy, Rule};
 use crate::moto::{self, Moto};
+use crate::receiver::{receiver, Receiver};
 use crate::support;
 
 const CLASSIC: &str = "[[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\", \"notify\"]\nparams = { channel = \"ops\", poll-secs = 1, recovery-timeout-secs = 30 }\n";
@@ -1466,59 +1467,6 @@ fn a_region_with_nothing_in_scope_is_refused_by_plan_and_by_the_run() {
     assert_eq!(runtime.block_on(lab.states()), lab.before);
 }
 
-/// An HTTP server on loopback that answers every request 200 and keeps
-/// each request's body, served by the runtime it is started on; its URL.
-async fn recording_server() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/", listener.local_addr().expect("addr"));
-    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let kept = Arc::clone(&bodies);
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let kept = Arc::clone(&kept);
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buffer = [0_u8; 8192];
-                // Headers, then as many bytes as Content-Length says.
-                loop {
-                    let Ok(n) = socket.read(&mut buffer).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    request.extend_from_slice(&buffer[..n]);
-                    let text = String::from_utf8_lossy(&request).into_owned();
-                    let Some(end) = text.find("\r\n\r\n") else {
-                        continue;
-                    };
-                    let length = text[..end]
-                        .lines()
-                        .find_map(|l| {
-                            let (name, value) = l.split_once(':')?;
-                            name.eq_ignore_ascii_case("content-length")
-                                .then(|| value.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
-                    if request.len() >= end + 4 + length {
-                        kept.lock()
-                            .expect("bodies")
-                            .push(String::from_utf8_lossy(&request[end + 4..]).into_owned());
-                        break;
-                    }
-                }
-                let _ = socket
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .await;
-            });
-        }
-    });
-    (url, bodies)
-}
-
 /// The on-call topic lives in another region than the fleet (the usual
 /// set-up): the report is published there, and reaches its subscriber. A
 /// topic that does not exist is named by `plan` and stops a run that would
@@ -1528,7 +1476,8 @@ async fn recording_server() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
 fn a_topic_in_another_region_gets_the_report_and_a_missing_one_stops_the_run_first() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let lab = runtime.block_on(Lab::new());
-    let (receiver, bodies) = runtime.block_on(recording_server());
+    let (port, got) = receiver(&runtime, Receiver::Ok);
+    let receiver = format!("http://127.0.0.1:{port}/");
     let topic = runtime.block_on(async {
         let sns = aws_sdk_sns::Client::from_conf(
             aws_sdk_sns::config::Builder::from(&lab.admin)
@@ -1573,7 +1522,12 @@ fn a_topic_in_another_region_gets_the_report_and_a_missing_one_stops_the_run_fir
         .filter_map(|v| v["instance_id"].as_str())
         .collect();
     assert!(!victims.is_empty(), "{report:#}");
-    let received = bodies.lock().expect("bodies").clone();
+    let received: Vec<String> = got
+        .lock()
+        .expect("got")
+        .iter()
+        .map(|r| r.body.clone())
+        .collect();
     assert!(
         received
             .iter()

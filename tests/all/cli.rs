@@ -284,6 +284,45 @@ fn plan_is_a_gate_and_run_refuses_what_plan_refuses() {
     }
 }
 
+/// `text`, written to `config`, refused by each of `commands` with one
+/// error per line ending `# wrong`, each naming its key (`keys`, in order).
+fn every_mistake_at_its_line(
+    config: &std::path::Path,
+    text: &str,
+    commands: &[&str],
+    keys: &[&str],
+) {
+    std::fs::write(config, text).unwrap();
+    let wrong: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.ends_with("# wrong"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(wrong.len(), keys.len());
+    let file = config.file_name().unwrap().to_string_lossy();
+    for command in commands {
+        let output = wasmonkey()
+            .args([command, "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("{} problems in the config", keys.len())),
+            "{stderr}"
+        );
+        for (line, key) in wrong.iter().zip(keys) {
+            let at = format!("{file}:{line}: ");
+            assert!(
+                stderr.lines().any(|l| l.contains(&at) && l.contains(key)),
+                "{key} at line {line}: {stderr}"
+            );
+        }
+    }
+}
+
 /// Mistakes only the deserializer sees (a wrong type, a misspelt key, an
 /// unknown name) are reported together with the checks', each at its line.
 #[test]
@@ -306,34 +345,18 @@ max_fraction_per_group = 5 # wrong
 plugin = \"classic-monkey\"
 grants = [\"terminate\", \"nuke\"] # wrong
 ";
-    std::fs::write(&config, text).unwrap();
-    let wrong: Vec<usize> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.ends_with("# wrong"))
-        .map(|(i, _)| i + 1)
-        .collect();
-    let output = wasmonkey()
-        .args(["plan", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("5 problems in the config"), "{stderr}");
-    for (line, key) in wrong.iter().zip([
-        "seed: invalid type",
-        "scope.grups: unknown field `grups`",
-        "blast_radius.max_terminations: invalid type",
-        "blast_radius.max_fraction_per_group",
-        "experiment.1.grants: unknown variant `nuke`",
-    ]) {
-        let at = format!("typos.toml:{line}: ");
-        assert!(
-            stderr.lines().any(|l| l.contains(&at) && l.contains(key)),
-            "{key} at line {line}: {stderr}"
-        );
-    }
+    every_mistake_at_its_line(
+        &config,
+        text,
+        &["plan"],
+        &[
+            "seed: invalid type",
+            "scope.grups: unknown field `grups`",
+            "blast_radius.max_terminations: invalid type",
+            "blast_radius.max_fraction_per_group",
+            "experiment.1.grants: unknown variant `nuke`",
+        ],
+    );
 }
 
 #[test]
@@ -361,37 +384,18 @@ alarms = [] # wrong
 [[experiment]]
 plugin = \"classic-monkey\"
 ";
-    std::fs::write(&config, text).unwrap();
-    let wrong: Vec<usize> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.ends_with("# wrong"))
-        .map(|(i, _)| i + 1)
-        .collect();
-    assert_eq!(wrong.len(), 5);
-    for command in ["run", "plan"] {
-        let output = wasmonkey()
-            .args([command, "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(1), "{output:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("5 problems in the config"), "{stderr}");
-        for (line, key) in wrong.iter().zip([
+    every_mistake_at_its_line(
+        &config,
+        text,
+        &["run", "plan"],
+        &[
             "blast_radius.max_fraction_per_group",
             "recovery.poll_secs",
             "recovery.targets",
             "reads.max_age_secs",
             "stop_conditions.web",
-        ]) {
-            let at = format!("five.toml:{line}: ");
-            assert!(
-                stderr.lines().any(|l| l.contains(&at) && l.contains(key)),
-                "{key} at line {line}: {stderr}"
-            );
-        }
-    }
+        ],
+    );
 }
 
 /// A stdout whose reader has already gone, as `| true` or a `| head` that

@@ -28,6 +28,7 @@ mod notifications;
 mod one_plan;
 mod parsers;
 mod plugin_text;
+mod receiver;
 mod reports;
 mod rigged;
 mod sandbox_limits;

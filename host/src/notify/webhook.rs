@@ -1,10 +1,10 @@
 //! A webhook channel: one POST of JSON (the message's fields, or a Slack
 //! incoming-webhook message) to a URL the operator keeps in an environment
 //! variable, optionally signed. The URL and the secret are secrets: every
-//! message, error and `Debug` shows the host only. Redirects are refused, the
-//! answer's body is never read, and each POST is bounded by the call timeout.
+//! message, error and `Debug` shows the host only. Redirects are refused (see
+//! [`crate::http`]), the answer's body is never read, and each POST is
+//! bounded by the call timeout.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac as _};
@@ -125,7 +125,7 @@ impl Webhook {
             }),
         }
         .to_string();
-        let mut request = client()
+        let mut request = crate::http::client()
             .map_err(|err| CloudError::Backend(format!("webhook to {}: {err}", self.host)))?
             .post(self.url.clone())
             .timeout(timeout)
@@ -209,21 +209,6 @@ fn slack_escaped(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-fn client() -> Result<&'static reqwest::Client, String> {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    if let Some(client) = CLIENT.get() {
-        return Ok(client);
-    }
-    let client = reqwest::Client::builder()
-        // Only the operator's URL is ever posted to: a redirect would send
-        // the message (and its signature) somewhere else.
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|err| format!("cannot build the HTTP client: {err}"))?;
-    Ok(CLIENT.get_or_init(|| client))
 }
 
 #[cfg(test)]
