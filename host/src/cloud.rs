@@ -251,6 +251,15 @@ pub enum CloudError {
     Refused(String),
 }
 
+/// A role assumed through STS to reach a topic of another account.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TopicRole {
+    /// The role's ARN.
+    pub role_arn: String,
+    /// The external id its trust policy asks for.
+    pub external_id: Option<String>,
+}
+
 /// Where an SNS topic lives, from its ARN
 /// (`arn:PARTITION:sns:REGION:ACCOUNT:NAME`): its region and account.
 pub fn topic_home(topic: &str) -> Option<(&str, &str)> {
@@ -367,10 +376,22 @@ pub trait Cloud: Send + Sync {
     /// Publish a notification to a topic.
     async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError>;
 
-    /// Whether a topic can be published to, asked before a run that would
-    /// publish: it exists where its name says, and these credentials may
-    /// read it. The simulator takes any name.
-    async fn check_topic(&self, _topic: &str) -> Result<(), CloudError> {
+    /// Publish as `role` (a topic of another account); without one, as
+    /// [`Cloud::publish`]. The simulator has one account: it ignores roles.
+    async fn publish_as(
+        &self,
+        topic: &str,
+        _role: Option<&TopicRole>,
+        subject: &str,
+        body: &str,
+    ) -> Result<(), CloudError> {
+        self.publish(topic, subject, body).await
+    }
+
+    /// Whether a topic can be published to (as `role`, if given), asked
+    /// before a run that would publish: it exists where its name says, and
+    /// these credentials may read it. The simulator takes any name.
+    async fn check_topic(&self, _topic: &str, _role: Option<&TopicRole>) -> Result<(), CloudError> {
         Ok(())
     }
 

@@ -452,6 +452,14 @@ pub struct ChannelConfig {
     /// carries an HMAC-SHA256 of its timestamp and body (docs/config.md).
     #[serde(default)]
     pub signing_secret_env: Option<String>,
+    /// A role to assume (through STS) to publish to `topic`: a topic of
+    /// another account. Only with `topic`.
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// The external id the role's trust policy asks for. Only with
+    /// `role_arn`.
+    #[serde(default)]
+    pub external_id: Option<String>,
     /// Whether a run that would publish starts even when this topic cannot
     /// be reached (checked before the run starts). Left false, such a run
     /// refuses to start: a page that cannot arrive is found before the
@@ -583,7 +591,13 @@ impl Config {
                     at.clone(),
                     format!("{at}: format and signing_secret_env are for webhook_url_env channels"),
                 ),
+                (None, Some(_)) if channel.role_arn.is_some() => {
+                    problem(at.clone(), format!("{at}: role_arn is for topic channels"))
+                }
                 _ => {}
+            }
+            if channel.external_id.is_some() && channel.role_arn.is_none() {
+                problem(at.clone(), format!("{at}: external_id needs role_arn"));
             }
         }
         for (name, condition) in &self.stop_conditions {
@@ -1046,6 +1060,15 @@ mod tests {
                 Some("are for webhook_url_env"),
             ),
             ("topic = \"t\"", None),
+            (
+                "webhook_url_env = \"V\"\nrole_arn = \"r\"",
+                Some("role_arn is for topic channels"),
+            ),
+            (
+                "topic = \"t\"\nexternal_id = \"x\"",
+                Some("external_id needs role_arn"),
+            ),
+            ("topic = \"t\"\nrole_arn = \"r\"\nexternal_id = \"x\"", None),
             (
                 "webhook_url_env = \"V\"\nformat = \"slack\"\nsigning_secret_env = \"S\"",
                 None,

@@ -6,15 +6,21 @@ mod webhook;
 
 use std::time::Duration;
 
-use crate::cloud::{Cloud, CloudError};
+use crate::cloud::{Cloud, CloudError, TopicRole};
 use crate::config::ChannelConfig;
 use crate::journal::Event;
 
 /// Where a channel's messages go, its secrets read from the environment.
 #[derive(Debug)]
 pub(crate) enum Destination {
-    /// An SNS topic (any name on the simulator), through the cloud backend.
-    Topic(String),
+    /// An SNS topic (any name on the simulator), through the cloud backend,
+    /// as `role` when it is another account's.
+    Topic {
+        /// The topic.
+        topic: String,
+        /// The role to assume for it.
+        role: Option<TopicRole>,
+    },
     /// A webhook (its URL is a secret: only its host is shown).
     Webhook(webhook::Webhook),
 }
@@ -24,7 +30,13 @@ impl Destination {
     /// that is not https); the words never carry a secret.
     pub(crate) fn of(channel: &ChannelConfig) -> Result<Destination, String> {
         match (&channel.topic, &channel.webhook_url_env) {
-            (Some(topic), None) => Ok(Destination::Topic(topic.clone())),
+            (Some(topic), None) => Ok(Destination::Topic {
+                topic: topic.clone(),
+                role: channel.role_arn.as_ref().map(|role_arn| TopicRole {
+                    role_arn: role_arn.clone(),
+                    external_id: channel.external_id.clone(),
+                }),
+            }),
             (None, Some(var)) => webhook::Webhook::from_env(
                 var,
                 channel.format.unwrap_or_default(),
@@ -38,7 +50,7 @@ impl Destination {
     /// For the operator: the topic, or `webhook to HOST`.
     pub(crate) fn shown(&self) -> String {
         match self {
-            Destination::Topic(topic) => topic.clone(),
+            Destination::Topic { topic, .. } => topic.clone(),
             Destination::Webhook(hook) => format!("webhook to {}", hook.host()),
         }
     }
@@ -53,7 +65,9 @@ impl Destination {
         timeout: Duration,
     ) -> Result<(), CloudError> {
         match self {
-            Destination::Topic(topic) => cloud.publish(topic, subject, body).await,
+            Destination::Topic { topic, role } => {
+                cloud.publish_as(topic, role.as_ref(), subject, body).await
+            }
             Destination::Webhook(hook) => hook.post(channel, subject, body, timeout).await,
         }
     }

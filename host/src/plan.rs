@@ -270,9 +270,12 @@ impl Plan {
                 one_line(&c.target),
                 match (&c.region, &c.account) {
                     (Some(region), Some(account)) => format!(
-                        " (region {}, account {})",
+                        " (region {}, account {}{})",
                         one_line(region),
-                        one_line(account)
+                        one_line(account),
+                        c.role
+                            .as_ref()
+                            .map_or(String::new(), |r| format!(", as role {}", one_line(r)))
                     ),
                     _ => String::new(),
                 },

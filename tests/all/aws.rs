@@ -1599,3 +1599,115 @@ fn a_topic_in_another_region_gets_the_report_and_a_missing_one_stops_the_run_fir
     }
     assert_eq!(proxy.requests("Publish") - publishes, 2, "{text}");
 }
+
+/// On-call's topic in another account: the channel names a role to assume
+/// (with its external id), and the report reaches the topic through it.
+/// (moto answers for a topic of another account without the role too, so
+/// what shows that the role is used is STS's AssumeRole, counted.)
+#[test]
+fn a_topic_of_another_account_is_reached_through_the_channels_role() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lab = runtime.block_on(Lab::new());
+    let (port, got) = receiver(&runtime, Receiver::Ok);
+    let role = "arn:aws:iam::111111111111:role/chaos-notify";
+    let topic = runtime.block_on(async {
+        // The other account's own set-up, as that account.
+        let sts = aws_sdk_sts::Client::new(&lab.admin);
+        let assumed = sts
+            .assume_role()
+            .role_arn(role)
+            .role_session_name("setup")
+            .send()
+            .await
+            .expect("assume role")
+            .credentials
+            .expect("credentials");
+        let other = aws_sdk_sns::config::Builder::from(&lab.admin)
+            .region(aws_config::Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_sns::config::Credentials::new(
+                assumed.access_key_id(),
+                assumed.secret_access_key(),
+                Some(assumed.session_token().to_owned()),
+                None,
+                "other-account",
+            ))
+            .build();
+        let sns = aws_sdk_sns::Client::from_conf(other);
+        let topic = sns
+            .create_topic()
+            .name("oncall")
+            .send()
+            .await
+            .expect("topic")
+            .topic_arn
+            .expect("arn");
+        sns.subscribe()
+            .topic_arn(&topic)
+            .protocol("http")
+            .endpoint(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .expect("subscribe");
+        topic
+    });
+    assert!(
+        topic.starts_with("arn:aws:sns:eu-west-1:111111111111:"),
+        "{topic}"
+    );
+    let proxy = runtime.block_on(FaultProxy::start(&lab.moto.endpoint, Vec::new()));
+    let config = lab.config(&support::plugin_dir(), &proxy.endpoint, CLASSIC);
+    let topic_line = format!("topic = {:?}", lab.fleet.topic_arn);
+    let without_role = variant(
+        &config,
+        "no-role.toml",
+        &[(&topic_line, &format!("topic = {topic:?}"))],
+    );
+    let plan = wasmonkey_cli(&lab, &["plan", "--config", &without_role]);
+    assert_eq!(plan.status.code(), Some(0), "{}", said(&plan));
+    assert_eq!(proxy.requests("AssumeRole"), 0, "a role no channel names");
+
+    let with_role = variant(
+        &config,
+        "role.toml",
+        &[(
+            &topic_line,
+            &format!("topic = {topic:?}\nrole_arn = {role:?}\nexternal_id = \"chaos-7\""),
+        )],
+    );
+    let plan = wasmonkey_cli(&lab, &["plan", "--config", &with_role]);
+    let text = said(&plan);
+    assert_eq!(plan.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "ops: {topic} (region eu-west-1, account 111111111111, as role {role}) — reachable"
+        )),
+        "{text}"
+    );
+    let assumed = proxy.requests("AssumeRole");
+    assert!(assumed >= 1, "plan assumed no role");
+    let run = wasmonkey_cli(
+        &lab,
+        &["run", "--execute", "--json", "--config", &with_role],
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", said(&run));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("report");
+    let first = report["victims"][0]["instance_id"]
+        .as_str()
+        .expect("a victim");
+    let received: Vec<String> = got
+        .lock()
+        .expect("got")
+        .iter()
+        .map(|r| r.body.clone())
+        .collect();
+    assert!(
+        received
+            .iter()
+            .any(|body| body.contains(first) && body.contains("recovered")),
+        "the report did not reach the other account's topic: {received:#?}"
+    );
+    assert!(
+        proxy.requests("AssumeRole") > assumed,
+        "the run assumed no role"
+    );
+}

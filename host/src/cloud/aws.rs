@@ -16,7 +16,7 @@ use super::aws_settings::default_page_size;
 pub use super::aws_settings::AwsSettings;
 use super::{
     Alarm, AlarmState, Cloud, CloudError, Group, GroupSnapshot, Instance, InstanceQuery,
-    InstanceState, Lifecycle, Member, Millis, TerminateVia,
+    InstanceState, Lifecycle, Member, Millis, TerminateVia, TopicRole,
 };
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -114,14 +114,18 @@ impl AwsSettings {
     }
 }
 
+/// SNS clients by region and role.
+type SnsClients = BTreeMap<(String, Option<TopicRole>), sns::Client>;
+
 /// The AWS backend.
 pub struct AwsCloud {
     ec2: ec2::Client,
     autoscaling: autoscaling::Client,
     cloudwatch: cloudwatch::Client,
-    /// SNS clients by region, each built at its first publish: a topic is
-    /// published to in the region its ARN names, whatever the backend's.
-    sns: Mutex<BTreeMap<String, sns::Client>>,
+    /// SNS clients by region (and role), each built at its first use: a
+    /// topic is published to in the region its ARN names, whatever the
+    /// backend's, as the role its channel names.
+    sns: Mutex<SnsClients>,
     /// What the SNS clients are built from.
     sdk: SdkConfig,
     ssm: ssm::Client,
@@ -202,33 +206,46 @@ impl AwsCloud {
     }
 
     /// The SNS client for `topic`'s region (from its ARN; the backend's
-    /// region for anything else), built at its first use.
-    fn sns_for(&self, topic: &str) -> sns::Client {
+    /// region for anything else), with `role`'s credentials when it is
+    /// another account's, built at its first use.
+    async fn sns_for(&self, topic: &str, role: Option<&TopicRole>) -> sns::Client {
         let region = super::topic_home(topic)
             .map_or(self.region.as_str(), |(region, _)| region)
             .to_owned();
-        let mut clients = self
-            .sns
+        let key = (region.clone(), role.cloned());
+        if let Some(client) = self.sns_clients().get(&key) {
+            return client.clone();
+        }
+        let mut config = sns::config::Builder::from(&self.sdk)
+            .region(Region::new(region.clone()))
+            // Publishing is retried by `notify::publish`, which journals
+            // every attempt; a second retry layer here would multiply them.
+            .retry_config(RetryConfig::disabled())
+            .interceptor(CallCounter {
+                service: "sns",
+                calls: Arc::clone(&self.calls),
+            });
+        if let Some(role) = role {
+            // STS in the topic's region, with the host's own credentials;
+            // the provider refreshes what it assumed before it expires.
+            let mut assume = aws_config::sts::AssumeRoleProvider::builder(role.role_arn.clone())
+                .session_name("wasmonkey")
+                .region(Region::new(region))
+                .configure(&self.sdk);
+            if let Some(external_id) = &role.external_id {
+                assume = assume.external_id(external_id.clone());
+            }
+            config = config.credentials_provider(assume.build().await);
+        }
+        let client = sns::Client::from_conf(config.build());
+        self.sns_clients().entry(key).or_insert(client).clone()
+    }
+
+    fn sns_clients(&self) -> std::sync::MutexGuard<'_, SnsClients> {
+        // Every update is one insert: a poisoned map is still a whole one.
+        self.sns
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        clients
-            .entry(region.clone())
-            .or_insert_with(|| {
-                sns::Client::from_conf(
-                    sns::config::Builder::from(&self.sdk)
-                        .region(Region::new(region))
-                        // Publishing is retried by `notify::publish`, which
-                        // journals every attempt; a second retry layer here
-                        // would multiply them.
-                        .retry_config(RetryConfig::disabled())
-                        .interceptor(CallCounter {
-                            service: "sns",
-                            calls: Arc::clone(&self.calls),
-                        })
-                        .build(),
-                )
-            })
-            .clone()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The configured termination API.
@@ -823,8 +840,9 @@ impl Cloud for AwsCloud {
         }
     }
 
-    async fn check_topic(&self, topic: &str) -> Result<(), CloudError> {
-        self.sns_for(topic)
+    async fn check_topic(&self, topic: &str, role: Option<&TopicRole>) -> Result<(), CloudError> {
+        self.sns_for(topic, role)
+            .await
             .get_topic_attributes()
             .topic_arn(topic)
             .send()
@@ -834,7 +852,18 @@ impl Cloud for AwsCloud {
     }
 
     async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError> {
-        self.sns_for(topic)
+        self.publish_as(topic, None, subject, body).await
+    }
+
+    async fn publish_as(
+        &self,
+        topic: &str,
+        role: Option<&TopicRole>,
+        subject: &str,
+        body: &str,
+    ) -> Result<(), CloudError> {
+        self.sns_for(topic, role)
+            .await
             .publish()
             .topic_arn(topic)
             .subject(sns_subject(subject))

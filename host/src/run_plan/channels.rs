@@ -23,6 +23,8 @@ pub(crate) struct ChannelCheck {
     pub region: Option<String>,
     /// The topic's account, from its ARN.
     pub account: Option<String>,
+    /// The role assumed to reach it, if it is another account's.
+    pub role: Option<String>,
     /// Whether a run starts without it (`[channels.NAME] optional`).
     pub optional: bool,
     /// `reachable` (SNS answered), `configured` (a webhook, not contacted),
@@ -64,10 +66,12 @@ pub(crate) async fn check(config: &Config, cloud: &dyn Cloud, ask: bool) -> Vec<
             (false, _) => ("unchecked", None),
             (true, Err(why)) => ("unreachable", Some(why)),
             (true, Ok(Destination::Webhook(_))) => ("configured", None),
-            (true, Ok(Destination::Topic(topic))) => match cloud.check_topic(&topic).await {
-                Ok(()) => ("reachable", None),
-                Err(err) => ("unreachable", Some(err.to_string())),
-            },
+            (true, Ok(Destination::Topic { topic, role })) => {
+                match cloud.check_topic(&topic, role.as_ref()).await {
+                    Ok(()) => ("reachable", None),
+                    Err(err) => ("unreachable", Some(err.to_string())),
+                }
+            }
         };
         checks.push(ChannelCheck {
             name: name.clone(),
@@ -79,6 +83,7 @@ pub(crate) async fn check(config: &Config, cloud: &dyn Cloud, ask: bool) -> Vec<
             target,
             region: home.map(|(region, _)| region.to_owned()),
             account: home.map(|(_, account)| account.to_owned()),
+            role: channel.role_arn.clone(),
             optional: channel.optional,
             state,
             detail,
