@@ -130,6 +130,11 @@ pub enum Event {
         subject: String,
         /// The message, bounded.
         body: String,
+        /// Where it goes: the topic with its region and account (and role),
+        /// or `webhook to HOST`; never a secret. Absent in older journals,
+        /// and when the channel cannot be used.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
     },
     /// A dry run's notification, journalled and not sent: rehearsals page
     /// no one (unless the config's `notify_dry_runs` says so).

@@ -47,6 +47,25 @@ impl Destination {
         }
     }
 
+    /// Where it goes, for the report: the topic with its region, account
+    /// and role, or `webhook to HOST`.
+    pub(crate) fn described(&self) -> String {
+        match self {
+            Destination::Topic { topic, role } => {
+                let mut described = format!("topic {topic}");
+                if let Some((region, account)) = crate::cloud::topic_home(topic) {
+                    described.push_str(&format!(" (region {region}, account {account}"));
+                    if let Some(role) = role {
+                        described.push_str(&format!(", as role {}", role.role_arn));
+                    }
+                    described.push(')');
+                }
+                described
+            }
+            Destination::Webhook(_) => self.shown(),
+        }
+    }
+
     /// For the operator: the topic, or `webhook to HOST`.
     pub(crate) fn shown(&self) -> String {
         match self {
@@ -130,10 +149,12 @@ pub(crate) async fn publish<E>(
         _ => std::borrow::Cow::Borrowed(subject),
     };
     let subject = subject.as_ref();
+    let destination = Destination::of(settings);
     journal(Event::NotifyIntent {
         channel: channel.to_owned(),
         subject: subject.to_owned(),
         body: body.to_owned(),
+        to: destination.as_ref().ok().map(Destination::described),
     })?;
     if rehearsal == Rehearsal::Withhold {
         journal(Event::NotifyWithheld {
@@ -141,7 +162,7 @@ pub(crate) async fn publish<E>(
         })?;
         return Ok(Ok(()));
     }
-    let destination = match Destination::of(settings) {
+    let destination = match destination {
         Ok(destination) => destination,
         Err(why) => {
             journal(Event::NotifyFailed {

@@ -252,6 +252,10 @@ pub struct PreflightReport {
 pub struct NotificationReport {
     /// The channel's name.
     pub channel: String,
+    /// Where it went: the topic with its region and account (and role), or
+    /// `webhook to HOST`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
     /// The subject line.
     pub subject: String,
     /// What became of it.
@@ -536,8 +540,10 @@ impl Report {
                     ),
                     _ => writeln!(
                         out,
-                        "  notified {} \"{}\": {} after {} attempt(s)",
+                        "  notified {}{} \"{}\": {} after {} attempt(s)",
                         safe(&n.channel),
+                        n.to.as_ref()
+                            .map_or(String::new(), |to| format!(" ({})", safe(to))),
                         safe(&n.subject),
                         n.status,
                         n.attempts

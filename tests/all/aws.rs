@@ -1522,6 +1522,12 @@ fn a_topic_in_another_region_gets_the_report_and_a_missing_one_stops_the_run_fir
         .filter_map(|v| v["instance_id"].as_str())
         .collect();
     assert!(!victims.is_empty(), "{report:#}");
+    // The report says where its own notification went.
+    assert_eq!(
+        report["notifications"][0]["to"],
+        format!("topic {topic} (region eu-west-1, account 123456789012)"),
+        "{report:#}"
+    );
     let received: Vec<String> = got
         .lock()
         .expect("got")
@@ -1694,6 +1700,11 @@ fn a_topic_of_another_account_is_reached_through_the_channels_role() {
     let first = report["victims"][0]["instance_id"]
         .as_str()
         .expect("a victim");
+    assert_eq!(
+        report["notifications"][0]["to"],
+        format!("topic {topic} (region eu-west-1, account 111111111111, as role {role})"),
+        "{report:#}"
+    );
     let received: Vec<String> = got
         .lock()
         .expect("got")

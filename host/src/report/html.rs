@@ -236,10 +236,16 @@ fn experiment_section(report: &Report, experiment: &ExperimentReport) -> Markup 
 fn notifications(list: &[super::NotificationReport]) -> Markup {
     html! {
         table.notifications {
-            thead { tr { th { "Channel" } th { "Subject" } th { "Status" } th { "Attempts" } } }
+            thead { tr { th { "Channel" } th { "To" } th { "Subject" } th { "Status" } th { "Attempts" } } }
             tbody {
                 @for n in list {
-                    tr { td { (safe(&n.channel)) } td { (safe(&n.subject)) } td { (n.status) } td.num { (n.attempts) } }
+                    tr {
+                        td { (safe(&n.channel)) }
+                        td { (safe(n.to.as_deref().unwrap_or("—"))) }
+                        td { (safe(&n.subject)) }
+                        td { (n.status) }
+                        td.num { (n.attempts) }
+                    }
                 }
             }
         }

@@ -178,8 +178,11 @@ impl Reader {
                 }
             }
             Event::NotifyIntent {
-                channel, subject, ..
-            } => self.notify_intent(entry.experiment, channel, subject),
+                channel,
+                subject,
+                to,
+                ..
+            } => self.notify_intent(entry.experiment, channel, subject, to.as_deref()),
             Event::NotifyWithheld { .. } => {
                 self.notify_outcome(entry.experiment, 0, NotificationStatus::WouldPublish);
             }
@@ -314,9 +317,16 @@ impl Reader {
     }
 
     /// A notification of the run (no experiment) or of an experiment.
-    fn notify_intent(&mut self, experiment: Option<usize>, channel: &str, subject: &str) {
+    fn notify_intent(
+        &mut self,
+        experiment: Option<usize>,
+        channel: &str,
+        subject: &str,
+        to: Option<&str>,
+    ) {
         let notification = NotificationReport {
             channel: channel.to_owned(),
+            to: to.map(str::to_owned),
             subject: subject.to_owned(),
             status: NotificationStatus::Unknown,
             attempts: 0,
