@@ -1467,6 +1467,37 @@ fn a_region_with_nothing_in_scope_is_refused_by_plan_and_by_the_run() {
     assert_eq!(runtime.block_on(lab.states()), lab.before);
 }
 
+/// A run that succeeded, whose report says its notification went `to`,
+/// and whose report (every victim, "recovered") reached the subscriber.
+fn report_arrives(
+    run: &std::process::Output,
+    got: &std::sync::Mutex<Vec<crate::receiver::Received>>,
+    to: &str,
+) {
+    assert_eq!(run.status.code(), Some(0), "{}", said(run));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("report");
+    assert_eq!(report["notifications"][0]["to"], to, "{report:#}");
+    let victims: Vec<&str> = report["victims"]
+        .as_array()
+        .expect("victims")
+        .iter()
+        .filter_map(|v| v["instance_id"].as_str())
+        .collect();
+    assert!(!victims.is_empty(), "{report:#}");
+    let received: Vec<String> = got
+        .lock()
+        .expect("got")
+        .iter()
+        .map(|r| r.body.clone())
+        .collect();
+    assert!(
+        received
+            .iter()
+            .any(|body| victims.iter().all(|id| body.contains(id)) && body.contains("recovered")),
+        "the report did not reach the subscriber of {to}: {received:#?}"
+    );
+}
+
 /// The on-call topic lives in another region than the fleet (the usual
 /// set-up): the report is published there, and reaches its subscriber. A
 /// topic that does not exist is named by `plan` and stops a run that would
@@ -1513,32 +1544,10 @@ fn a_topic_in_another_region_gets_the_report_and_a_missing_one_stops_the_run_fir
         )],
     );
     let run = wasmonkey_cli(&lab, &["run", "--execute", "--json", "--config", &eu]);
-    assert_eq!(run.status.code(), Some(0), "{}", said(&run));
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("report");
-    let victims: Vec<&str> = report["victims"]
-        .as_array()
-        .expect("victims")
-        .iter()
-        .filter_map(|v| v["instance_id"].as_str())
-        .collect();
-    assert!(!victims.is_empty(), "{report:#}");
-    // The report says where its own notification went.
-    assert_eq!(
-        report["notifications"][0]["to"],
-        format!("topic {topic} (region eu-west-1, account 123456789012)"),
-        "{report:#}"
-    );
-    let received: Vec<String> = got
-        .lock()
-        .expect("got")
-        .iter()
-        .map(|r| r.body.clone())
-        .collect();
-    assert!(
-        received
-            .iter()
-            .any(|body| victims.iter().all(|id| body.contains(id)) && body.contains("recovered")),
-        "the report did not reach the eu-west-1 subscriber: {received:#?}"
+    report_arrives(
+        &run,
+        &got,
+        &format!("topic {topic} (region eu-west-1, account 123456789012)"),
     );
 
     // A topic nobody created: `plan` names it, with its region and
@@ -1695,27 +1704,10 @@ fn a_topic_of_another_account_is_reached_through_the_channels_role() {
         &lab,
         &["run", "--execute", "--json", "--config", &with_role],
     );
-    assert_eq!(run.status.code(), Some(0), "{}", said(&run));
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("report");
-    let first = report["victims"][0]["instance_id"]
-        .as_str()
-        .expect("a victim");
-    assert_eq!(
-        report["notifications"][0]["to"],
-        format!("topic {topic} (region eu-west-1, account 111111111111, as role {role})"),
-        "{report:#}"
-    );
-    let received: Vec<String> = got
-        .lock()
-        .expect("got")
-        .iter()
-        .map(|r| r.body.clone())
-        .collect();
-    assert!(
-        received
-            .iter()
-            .any(|body| body.contains(first) && body.contains("recovered")),
-        "the report did not reach the other account's topic: {received:#?}"
+    report_arrives(
+        &run,
+        &got,
+        &format!("topic {topic} (region eu-west-1, account 111111111111, as role {role})"),
     );
     assert!(
         proxy.requests("AssumeRole") > assumed,
