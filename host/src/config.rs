@@ -468,6 +468,30 @@ pub struct ChannelConfig {
     pub optional: bool,
 }
 
+impl ChannelConfig {
+    /// What is wrong with this channel's keys together, each in a line.
+    fn problems(&self) -> Vec<&'static str> {
+        let mut wrong = Vec::new();
+        let webhook_only = self.format.is_some() || self.signing_secret_env.is_some();
+        match (&self.topic, &self.webhook_url_env) {
+            (Some(_), Some(_)) | (None, None) => {
+                wrong.push("give one of topic (SNS) and webhook_url_env (a webhook)");
+            }
+            (Some(_), None) if webhook_only => {
+                wrong.push("format and signing_secret_env are for webhook_url_env channels");
+            }
+            (None, Some(_)) if self.role_arn.is_some() => {
+                wrong.push("role_arn is for topic channels");
+            }
+            _ => {}
+        }
+        if self.external_id.is_some() && self.role_arn.is_none() {
+            wrong.push("external_id needs role_arn");
+        }
+        wrong
+    }
+}
+
 /// The body a webhook channel posts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -581,23 +605,8 @@ impl Config {
         }
         for (name, channel) in &self.channels {
             let at = format!("channels.{name}");
-            let webhook_only = channel.format.is_some() || channel.signing_secret_env.is_some();
-            match (&channel.topic, &channel.webhook_url_env) {
-                (Some(_), Some(_)) | (None, None) => problem(
-                    at.clone(),
-                    format!("{at}: give one of topic (SNS) and webhook_url_env (a webhook)"),
-                ),
-                (Some(_), None) if webhook_only => problem(
-                    at.clone(),
-                    format!("{at}: format and signing_secret_env are for webhook_url_env channels"),
-                ),
-                (None, Some(_)) if channel.role_arn.is_some() => {
-                    problem(at.clone(), format!("{at}: role_arn is for topic channels"))
-                }
-                _ => {}
-            }
-            if channel.external_id.is_some() && channel.role_arn.is_none() {
-                problem(at.clone(), format!("{at}: external_id needs role_arn"));
+            for wrong in channel.problems() {
+                problem(at.clone(), format!("{at}: {wrong}"));
             }
         }
         for (name, condition) in &self.stop_conditions {
