@@ -1467,6 +1467,27 @@ fn a_region_with_nothing_in_scope_is_refused_by_plan_and_by_the_run() {
     assert_eq!(runtime.block_on(lab.states()), lab.before);
 }
 
+/// A new topic `name` whose messages moto delivers over HTTP to the
+/// receiver on `port`; its ARN.
+async fn topic_to(sns: &aws_sdk_sns::Client, name: &str, port: u16) -> String {
+    let topic = sns
+        .create_topic()
+        .name(name)
+        .send()
+        .await
+        .expect("topic")
+        .topic_arn
+        .expect("arn");
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("http")
+        .endpoint(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .expect("subscribe");
+    topic
+}
+
 /// A run that succeeded, whose report says its notification went `to`,
 /// and whose report (every victim, "recovered") reached the subscriber.
 fn report_arrives(
@@ -1508,29 +1529,13 @@ fn a_topic_in_another_region_gets_the_report_and_a_missing_one_stops_the_run_fir
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let lab = runtime.block_on(Lab::new());
     let (port, got) = receiver(&runtime, Receiver::Ok);
-    let receiver = format!("http://127.0.0.1:{port}/");
     let topic = runtime.block_on(async {
         let sns = aws_sdk_sns::Client::from_conf(
             aws_sdk_sns::config::Builder::from(&lab.admin)
                 .region(aws_config::Region::new("eu-west-1"))
                 .build(),
         );
-        let topic = sns
-            .create_topic()
-            .name("chaos-eu")
-            .send()
-            .await
-            .expect("topic")
-            .topic_arn
-            .expect("arn");
-        sns.subscribe()
-            .topic_arn(&topic)
-            .protocol("http")
-            .endpoint(&receiver)
-            .send()
-            .await
-            .expect("subscribe");
-        topic
+        topic_to(&sns, "chaos-eu", port).await
     });
     assert!(topic.starts_with("arn:aws:sns:eu-west-1:"), "{topic}");
     let proxy = runtime.block_on(FaultProxy::start(&lab.moto.endpoint, Vec::new()));
@@ -1648,22 +1653,7 @@ fn a_topic_of_another_account_is_reached_through_the_channels_role() {
             ))
             .build();
         let sns = aws_sdk_sns::Client::from_conf(other);
-        let topic = sns
-            .create_topic()
-            .name("oncall")
-            .send()
-            .await
-            .expect("topic")
-            .topic_arn
-            .expect("arn");
-        sns.subscribe()
-            .topic_arn(&topic)
-            .protocol("http")
-            .endpoint(format!("http://127.0.0.1:{port}/"))
-            .send()
-            .await
-            .expect("subscribe");
-        topic
+        topic_to(&sns, "oncall", port).await
     });
     assert!(
         topic.starts_with("arn:aws:sns:eu-west-1:111111111111:"),
