@@ -105,8 +105,8 @@ impl Cloud for PausingAt {
     ) -> Result<Option<InstanceState>, CloudError> {
         self.sim.terminate(id, via).await
     }
-    async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError> {
-        self.sim.publish(topic, subject, body).await
+    fn messaging(&self) -> &dyn wasmonkey::notify::Messaging {
+        self.sim.messaging()
     }
 }
 

@@ -8,6 +8,7 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod aws_settings;
+pub mod messaging;
 pub mod sim;
 pub mod view;
 
@@ -251,36 +252,6 @@ pub enum CloudError {
     Refused(String),
 }
 
-/// A role assumed through STS to reach a topic of another account.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct TopicRole {
-    /// The role's ARN.
-    pub role_arn: String,
-    /// The external id its trust policy asks for.
-    pub external_id: Option<String>,
-}
-
-/// Where an SNS topic lives, from its ARN
-/// (`arn:PARTITION:sns:REGION:ACCOUNT:NAME`): its region and account.
-pub fn topic_home(topic: &str) -> Option<(&str, &str)> {
-    let mut parts = topic.splitn(6, ':');
-    match (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) {
-        (Some("arn"), Some(_), Some("sns"), Some(region), Some(account), Some(name))
-            if !region.is_empty() && !account.is_empty() && !name.is_empty() =>
-        {
-            Some((region, account))
-        }
-        _ => None,
-    }
-}
-
 /// State of a (CloudWatch) alarm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -373,27 +344,10 @@ pub trait Cloud: Send + Sync {
         )))
     }
 
-    /// Publish a notification to a topic.
-    async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError>;
-
-    /// Publish as `role` (a topic of another account); without one, as
-    /// [`Cloud::publish`]. The simulator has one account: it ignores roles.
-    async fn publish_as(
-        &self,
-        topic: &str,
-        _role: Option<&TopicRole>,
-        subject: &str,
-        body: &str,
-    ) -> Result<(), CloudError> {
-        self.publish(topic, subject, body).await
-    }
-
-    /// Whether a topic can be published to (as `role`, if given), asked
-    /// before a run that would publish: it exists where its name says, and
-    /// these credentials may read it. The simulator takes any name.
-    async fn check_topic(&self, _topic: &str, _role: Option<&TopicRole>) -> Result<(), CloudError> {
-        Ok(())
-    }
+    /// The account's messaging services (SNS topics, EventBridge buses),
+    /// reached with this backend's credentials and counted with its calls;
+    /// the notifier decides what is sent, journalled and retried.
+    fn messaging(&self) -> &dyn messaging::Messaging;
 
     /// The API calls made so far.
     fn api_calls(&self) -> ApiCalls {

@@ -437,9 +437,15 @@ pub struct ReportConfig {
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
     /// An SNS topic: its ARN on AWS (published to in the region it names),
-    /// any name on the simulator. One of `topic` and `webhook_url_env`.
+    /// any name on the simulator. One of `topic`, `event_bus` and
+    /// `webhook_url_env`.
     #[serde(default)]
     pub topic: Option<String>,
+    /// An EventBridge bus, by name (in the backend's region) or ARN (in the
+    /// region it names): the run's steps go there as events when it is the
+    /// `[report] channel`, and each plugin message as one event.
+    #[serde(default)]
+    pub event_bus: Option<String>,
     /// A webhook: the environment variable that holds its URL (HTTPS, or
     /// HTTP on loopback). The URL is a secret: only its host is ever shown.
     #[serde(default)]
@@ -452,15 +458,15 @@ pub struct ChannelConfig {
     /// carries an HMAC-SHA256 of its timestamp and body (docs/config.md).
     #[serde(default)]
     pub signing_secret_env: Option<String>,
-    /// A role to assume (through STS) to publish to `topic`: a topic of
-    /// another account. Only with `topic`.
+    /// A role to assume (through STS) to reach `topic` or `event_bus`: one
+    /// of another account. Not for webhooks.
     #[serde(default)]
     pub role_arn: Option<String>,
     /// The external id the role's trust policy asks for. Only with
     /// `role_arn`.
     #[serde(default)]
     pub external_id: Option<String>,
-    /// Whether a run that would publish starts even when this topic cannot
+    /// Whether a run that would publish starts even when this channel cannot
     /// be reached (checked before the run starts). Left false, such a run
     /// refuses to start: a page that cannot arrive is found before the
     /// chaos, not after.
@@ -473,17 +479,19 @@ impl ChannelConfig {
     fn problems(&self) -> Vec<&'static str> {
         let mut wrong = Vec::new();
         let webhook_only = self.format.is_some() || self.signing_secret_env.is_some();
-        match (&self.topic, &self.webhook_url_env) {
-            (Some(_), Some(_)) | (None, None) => {
-                wrong.push("give one of topic (SNS) and webhook_url_env (a webhook)");
-            }
-            (Some(_), None) if webhook_only => {
-                wrong.push("format and signing_secret_env are for webhook_url_env channels");
-            }
-            (None, Some(_)) if self.role_arn.is_some() => {
-                wrong.push("role_arn is for topic channels");
-            }
-            _ => {}
+        let given = [
+            self.topic.is_some(),
+            self.event_bus.is_some(),
+            self.webhook_url_env.is_some(),
+        ];
+        if given.iter().filter(|given| **given).count() != 1 {
+            wrong.push(
+                "give one of topic (SNS), event_bus (EventBridge) and webhook_url_env (a webhook)",
+            );
+        } else if self.webhook_url_env.is_none() && webhook_only {
+            wrong.push("format and signing_secret_env are for webhook_url_env channels");
+        } else if self.webhook_url_env.is_some() && self.role_arn.is_some() {
+            wrong.push("role_arn is for topic and event_bus channels");
         }
         if self.external_id.is_some() && self.role_arn.is_none() {
             wrong.push("external_id needs role_arn");
@@ -1057,7 +1065,7 @@ mod tests {
         "[backend]\nkind = \"sim\"\nfleet = \"fleet.toml\"\n[plugins]\ndir = \"plugins\"\n";
 
     #[test]
-    fn a_channel_is_a_topic_or_a_webhook_never_both_nor_neither() {
+    fn a_channel_is_a_topic_a_bus_or_a_webhook_only_one_of_them() {
         for (channel, wrong) in [
             (
                 "topic = \"t\"\nwebhook_url_env = \"V\"",
@@ -1071,8 +1079,17 @@ mod tests {
             ("topic = \"t\"", None),
             (
                 "webhook_url_env = \"V\"\nrole_arn = \"r\"",
-                Some("role_arn is for topic channels"),
+                Some("role_arn is for topic and event_bus channels"),
             ),
+            (
+                "topic = \"t\"\nevent_bus = \"b\"",
+                Some("give one of topic"),
+            ),
+            (
+                "event_bus = \"b\"\nsigning_secret_env = \"S\"",
+                Some("are for webhook_url_env"),
+            ),
+            ("event_bus = \"b\"\nrole_arn = \"r\"\noptional = true", None),
             (
                 "topic = \"t\"\nexternal_id = \"x\"",
                 Some("external_id needs role_arn"),

@@ -130,8 +130,8 @@ pub enum Event {
         subject: String,
         /// The message, bounded.
         body: String,
-        /// Where it goes: the topic with its region and account (and role),
-        /// or `webhook to HOST`; never a secret. Absent in older journals,
+        /// Where it goes: the topic or event bus with its region and account
+        /// (and role), or `webhook to HOST`; never a secret. Absent in older journals,
         /// and when the channel cannot be used.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<String>,

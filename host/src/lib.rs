@@ -33,7 +33,7 @@ pub mod limits;
 pub mod manifest;
 pub mod metrics;
 pub(crate) mod names;
-pub(crate) mod notify;
+pub mod notify;
 pub(crate) mod plan;
 pub mod plugins;
 pub mod policy;

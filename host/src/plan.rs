@@ -265,21 +265,10 @@ impl Plan {
         for c in &self.channels {
             let _ = writeln!(
                 out,
-                "  {}: {}{} — {}{}{}",
+                "  {}: {} — {}{}{}",
                 one_line(&c.name),
-                one_line(&c.target),
-                match (&c.region, &c.account) {
-                    (Some(region), Some(account)) => format!(
-                        " (region {}, account {}{})",
-                        one_line(region),
-                        one_line(account),
-                        c.role
-                            .as_ref()
-                            .map_or(String::new(), |r| format!(", as role {}", one_line(r)))
-                    ),
-                    _ => String::new(),
-                },
-                c.state,
+                one_line(&c.described),
+                c.state.name(),
                 c.detail
                     .as_ref()
                     .map_or(String::new(), |d| format!(": {}", one_line(d))),

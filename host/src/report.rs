@@ -252,8 +252,8 @@ pub struct PreflightReport {
 pub struct NotificationReport {
     /// The channel's name.
     pub channel: String,
-    /// Where it went: the topic with its region and account (and role), or
-    /// `webhook to HOST`.
+    /// Where it went: the topic or event bus with its region and account
+    /// (and role), or `webhook to HOST`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
     /// The subject line.

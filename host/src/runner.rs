@@ -211,6 +211,7 @@ pub async fn run_on(
             BackendConfig::Aws(settings) => settings.terminate_via,
             BackendConfig::Sim { .. } => TerminateVia::default(),
         },
+        steps_put: std::sync::Mutex::default(),
     };
     let report = match ctx.conduct(ready, shutdown).await {
         Ok(report) => report,
@@ -595,6 +596,9 @@ struct RunContext<'a> {
     /// Written when each experiment starts and ends.
     history: Option<&'a SharedHistory>,
     terminate_via: TerminateVia,
+    /// The keys of the run's steps put on its `[report] channel` so far,
+    /// when that is an event bus.
+    steps_put: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl RunContext<'_> {
@@ -611,6 +615,7 @@ impl RunContext<'_> {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut interrupted = false;
         let last = ready.last().map(|(index, _, _)| *index);
+        self.put_steps(None).await?;
         for (index, experiment, prepared) in ready {
             if self.guard.tripped().is_some() {
                 break;
@@ -618,6 +623,7 @@ impl RunContext<'_> {
             tokio::select! {
                 result = self.experiment(index, experiment, prepared) => {
                     result?;
+                    self.put_steps(None).await?;
                     // The run's end writes the last one's.
                     if Some(index) != last && self.history.is_some() {
                         record_history(self.history, journal, self.pending.as_deref());
@@ -638,7 +644,9 @@ impl RunContext<'_> {
         if let Some(trip) = self.guard.unjournalled() {
             journal_trip(journal, cloud.now_ms(), trip)?;
         }
-        if let Some(channel) = &config.report.channel {
+        if self.steps_channel().is_some() {
+            self.put_steps(Some(interrupted)).await?;
+        } else if let Some(channel) = &config.report.channel {
             notify_run(config, cloud.as_ref(), journal, channel).await?;
         }
         journal.append(cloud.now_ms(), None, Event::RunFinished { interrupted })?;
@@ -647,6 +655,65 @@ impl RunContext<'_> {
             journal,
             self.pending.as_deref(),
         ))
+    }
+
+    /// The `[report] channel`, when it is an event bus: it takes the run's
+    /// steps as they settle, instead of one message at the end.
+    fn steps_channel(&self) -> Option<(&str, &crate::config::ChannelConfig)> {
+        let channel = self.config.report.channel.as_deref()?;
+        let settings = self.config.channels.get(channel)?;
+        settings.event_bus.as_ref().map(|_| (channel, settings))
+    }
+
+    /// Put the run's steps that settled since the last call on the steps
+    /// channel, in order. `finishing` (whether the run was interrupted)
+    /// adds its end, read as the journal will say it. A failure is
+    /// journalled and reported, never retried out of order.
+    async fn put_steps(&self, finishing: Option<bool>) -> anyhow::Result<()> {
+        let Some((channel, settings)) = self.steps_channel() else {
+            return Ok(());
+        };
+        let (cloud, journal) = (self.cloud, self.journal);
+        let mut replay = journal.replay();
+        if let Some(interrupted) = finishing {
+            replay.entries.push(crate::journal::Entry {
+                seq: replay.entries.len() as u64,
+                at: time::OffsetDateTime::now_utc(),
+                clock_ms: cloud.now_ms(),
+                experiment: None,
+                event: Event::RunFinished { interrupted },
+            });
+        }
+        let report = Report::from_journal(&replay, journal.path());
+        let events: Vec<crate::notify::BusEvent> = {
+            let mut put = self
+                .steps_put
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            crate::notify::steps::of_run(&report)
+                .into_iter()
+                .filter(|step| put.insert(step.key.clone()))
+                .map(|step| step.event)
+                .collect()
+        };
+        if events.is_empty() {
+            return Ok(());
+        }
+        let rehearsal = crate::notify::Rehearsal::of(self.dry_run, self.config.notify_dry_runs);
+        let sent = crate::notify::put_events(
+            cloud.as_ref(),
+            self.config.default_limits().host_call_timeout(),
+            rehearsal,
+            channel,
+            settings,
+            events,
+            |event| journal.append(cloud.now_ms(), None, event).map(drop),
+        )
+        .await?;
+        if let Err(err) = sent {
+            tracing::warn!("the run's steps to {channel} were not all put: {err}");
+        }
+        Ok(())
     }
 
     /// Run one experiment; its failures go to the journal, only journal

@@ -414,7 +414,42 @@ impl Cloud for NoCloud {
     ) -> Result<Option<InstanceState>, CloudError> {
         Err(NoCloud::refused())
     }
-    async fn publish(&self, _topic: &str, _subject: &str, _body: &str) -> Result<(), CloudError> {
+    fn messaging(&self) -> &dyn crate::notify::Messaging {
+        self
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::notify::Messaging for NoCloud {
+    async fn publish(
+        &self,
+        _topic: &str,
+        _role: Option<&crate::notify::ChannelRole>,
+        _subject: &str,
+        _body: &str,
+    ) -> Result<(), CloudError> {
+        Err(NoCloud::refused())
+    }
+    async fn check_topic(
+        &self,
+        _topic: &str,
+        _role: Option<&crate::notify::ChannelRole>,
+    ) -> Result<(), CloudError> {
+        Err(NoCloud::refused())
+    }
+    async fn put_events(
+        &self,
+        _bus: &str,
+        _role: Option<&crate::notify::ChannelRole>,
+        _events: &[crate::notify::BusEvent],
+    ) -> Result<Vec<(usize, String)>, CloudError> {
+        Err(NoCloud::refused())
+    }
+    async fn check_bus(
+        &self,
+        _bus: &str,
+        _role: Option<&crate::notify::ChannelRole>,
+    ) -> Result<(), CloudError> {
         Err(NoCloud::refused())
     }
 }

@@ -1568,7 +1568,7 @@ fn a_topic_in_another_region_gets_the_report_and_a_missing_one_stops_the_run_fir
     let text = said(&plan);
     assert_eq!(plan.status.code(), Some(1), "{text}");
     assert!(
-        text.contains(&format!("ops: {nowhere} (region eu-west-1, account 123456789012) — unreachable: refused: sns:GetTopicAttributes: NotFound"))
+        text.contains(&format!("ops: topic {nowhere} (region eu-west-1, account 123456789012) — unreachable: refused: sns:GetTopicAttributes: NotFound"))
             && text.contains(&format!("channel ops: topic {nowhere} cannot be reached")),
         "{text}"
     );
@@ -1684,7 +1684,7 @@ fn a_topic_of_another_account_is_reached_through_the_channels_role() {
     assert_eq!(plan.status.code(), Some(0), "{text}");
     assert!(
         text.contains(&format!(
-            "ops: {topic} (region eu-west-1, account 111111111111, as role {role}) — reachable"
+            "ops: topic {topic} (region eu-west-1, account 111111111111, as role {role}) — reachable"
         )),
         "{text}"
     );
@@ -1703,4 +1703,91 @@ fn a_topic_of_another_account_is_reached_through_the_channels_role() {
         proxy.requests("AssumeRole") > assumed,
         "the run assumed no role"
     );
+}
+
+/// An EventBridge bus as the run's channel, on moto, with a rule that routes
+/// `source = "wasmonkey"` to an SQS queue: every step of a two-victim run
+/// arrives, in order and in the documented schema, in three PutEvents calls
+/// (start, the experiment's end, the run's end). A bus nobody created is
+/// named by `plan`, and a run under `--execute` refuses to start without
+/// putting or terminating anything.
+#[test]
+fn a_runs_steps_reach_an_eventbridge_bus_and_a_missing_bus_stops_the_run_first() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lab = runtime.block_on(Lab::new());
+    let queue_url = runtime.block_on(moto::bus_to_queue(&lab.admin, "chaos", "chaos-steps"));
+    let proxy = runtime.block_on(FaultProxy::start(&lab.moto.endpoint, Vec::new()));
+    let config = lab.config(&support::plugin_dir(), &proxy.endpoint, CLASSIC);
+    let bused = variant(
+        &config,
+        "bus.toml",
+        &[(
+            "[report]\nchannel = \"ops\"",
+            "[channels.bus]\nevent_bus = \"chaos\"\n[report]\nchannel = \"bus\"",
+        )],
+    );
+    let run = wasmonkey_cli(&lab, &["run", "--execute", "--json", "--config", &bused]);
+    let text = said(&run);
+    assert_eq!(run.status.code(), Some(0), "{text}");
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("report");
+    assert_eq!(
+        report["victims"].as_array().map(Vec::len),
+        Some(2),
+        "{report:#}"
+    );
+    let events: Vec<(String, serde_json::Value, i64)> = runtime
+        .block_on(moto::messages(&lab.admin, &queue_url))
+        .iter()
+        .map(|body| {
+            let event: serde_json::Value = serde_json::from_str(body).expect("an event");
+            assert_eq!(event["source"], "wasmonkey", "{event}");
+            let time = event["time"].as_str().expect("time");
+            let time: jiff::Timestamp = time.parse().expect("an RFC 3339 time");
+            (
+                event["detail-type"]
+                    .as_str()
+                    .expect("detail-type")
+                    .to_owned(),
+                event["detail"].clone(),
+                time.as_millisecond(),
+            )
+        })
+        .collect();
+    let types = crate::notifications::check_steps(&events, &report);
+    assert_eq!(types.len(), 6, "{types:?}");
+    assert_eq!(proxy.requests("PutEvents"), 3, "{types:?}");
+    assert_eq!(proxy.requests("DescribeEventBus"), 1);
+    assert_eq!(
+        report["notifications"][0]["to"], "event bus chaos",
+        "{report:#}"
+    );
+
+    // A bus nobody created: `plan` names it; a run that would put events
+    // refuses to start.
+    let missing = variant(
+        &config,
+        "no-bus.toml",
+        &[(
+            "[report]\nchannel = \"ops\"",
+            "[channels.bus]\nevent_bus = \"nowhere\"\n[report]\nchannel = \"bus\"",
+        )],
+    );
+    let plan = wasmonkey_cli(&lab, &["plan", "--config", &missing]);
+    let text = said(&plan);
+    assert_eq!(plan.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("bus: event bus nowhere — unreachable: refused: events:DescribeEventBus: ResourceNotFoundException")
+            && text.contains("channel bus: event bus nowhere cannot be reached"),
+        "{text}"
+    );
+    let (puts, terminations) = (
+        proxy.requests("PutEvents"),
+        proxy.requests("TerminateInstances"),
+    );
+    let run = wasmonkey_cli(&lab, &["run", "--execute", "--config", &missing]);
+    let text = said(&run);
+    assert_eq!(run.status.code(), Some(1), "{text}");
+    assert!(text.contains("nothing was run"), "{text}");
+    assert_eq!(proxy.requests("PutEvents"), puts);
+    assert_eq!(proxy.requests("TerminateInstances"), terminations);
 }

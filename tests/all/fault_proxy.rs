@@ -165,15 +165,25 @@ fn throttle_body(request: &str) -> String {
     }
 }
 
-/// The API action of a request: `Action=` in a query-protocol body, or
-/// the `/operation/NAME` path of the RPC v2 CBOR protocol (CloudWatch's).
+/// The API action of a request: `Action=` in a query-protocol body, the
+/// `X-Amz-Target: SERVICE.NAME` header of the JSON protocol (EventBridge's,
+/// SSM's), or the `/operation/NAME` path of the RPC v2 CBOR protocol.
 fn action_of(request: &str) -> String {
     let query = request.split('&').find_map(|p| p.split("Action=").nth(1));
+    let target = || {
+        request.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("x-amz-target")
+                .then(|| value.trim().rsplit('.').next())
+                .flatten()
+        })
+    };
     let rpc = || {
         let path = request.lines().next()?.split_whitespace().nth(1)?;
         path.rsplit_once("/operation/").map(|(_, name)| name)
     };
-    query.or_else(rpc).unwrap_or("?").to_owned()
+    query.or_else(target).or_else(rpc).unwrap_or("?").to_owned()
 }
 
 async fn serve(mut client: TcpStream, plan: Arc<Plan>) {

@@ -297,6 +297,64 @@ pub async fn members(sdk: &SdkConfig, group: &str) -> Vec<String> {
     ids
 }
 
+/// The event bus `bus` with a rule that sends every `source = "wasmonkey"`
+/// event to the new SQS queue `queue`; the queue's URL.
+pub async fn bus_to_queue(sdk: &SdkConfig, bus: &str, queue: &str) -> String {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(queue)
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .expect("url")
+        .to_owned();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .expect("queue arn");
+    let events = aws_sdk_eventbridge::Client::new(sdk);
+    events
+        .create_event_bus()
+        .name(bus)
+        .send()
+        .await
+        .expect("bus");
+    events
+        .put_rule()
+        .name("wasmonkey-steps")
+        .event_bus_name(bus)
+        .event_pattern(r#"{"source": ["wasmonkey"]}"#)
+        .send()
+        .await
+        .expect("rule");
+    events
+        .put_targets()
+        .rule("wasmonkey-steps")
+        .event_bus_name(bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(queue_arn)
+                .build()
+                .expect("target"),
+        )
+        .send()
+        .await
+        .expect("target");
+    queue_url
+}
+
 /// Every message the SNS topic delivered to the SQS queue.
 pub async fn messages(sdk: &SdkConfig, queue_url: &str) -> Vec<String> {
     let sqs = aws_sdk_sqs::Client::new(sdk);

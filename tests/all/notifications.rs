@@ -269,3 +269,179 @@ fn a_webhook_that_cannot_be_used_stops_the_run_before_it_starts() {
     }
     assert!(!setup.dir.path().join("journal").exists(), "a run started");
 }
+
+/// What a run's steps on an event bus must be, against its report (JSON):
+/// `Run Started` first and `Run Finished` (with the report's outcome) last,
+/// each victim terminated before its recovery verdict, every detail of
+/// the documented schema, times in order. `events` are (detail-type,
+/// detail, epoch ms) in the order they arrived; plugin messages are
+/// checked for their fields and otherwise left out. Returns the step types
+/// in order.
+pub fn check_steps(
+    events: &[(String, serde_json::Value, i64)],
+    report: &serde_json::Value,
+) -> Vec<String> {
+    use wasmonkey::notify::steps;
+    let run_id = report["run_id"].as_str().expect("run id");
+    let dry_run = report["dry_run"].as_bool().expect("dry run");
+    let mut types = Vec::new();
+    let mut last_time = i64::MIN;
+    let mut terminated = std::collections::BTreeSet::new();
+    for (detail_type, detail, time) in events {
+        if detail_type == steps::MESSAGE {
+            for field in ["channel", "subject", "body"] {
+                assert!(detail[field].is_string(), "{field} in {detail}");
+            }
+            continue;
+        }
+        assert_eq!(detail["version"], steps::SCHEMA_VERSION, "{detail}");
+        assert_eq!(detail["run_id"], run_id, "{detail}");
+        assert_eq!(detail["dry_run"], dry_run, "{detail}");
+        assert!(
+            *time >= last_time,
+            "{detail_type} at {time} before {last_time}"
+        );
+        last_time = *time;
+        let victim = || {
+            report["victims"]
+                .as_array()
+                .expect("victims")
+                .iter()
+                .find(|v| v["instance_id"] == detail["instance_id"])
+                .unwrap_or_else(|| panic!("{detail} names no victim of {report:#}"))
+        };
+        match detail_type.as_str() {
+            steps::RUN_STARTED => {
+                assert!(types.is_empty(), "{types:?}");
+                assert_eq!(detail["backend"], report["backend"], "{detail}");
+            }
+            steps::INSTANCE_TERMINATED => {
+                let victim = victim();
+                for field in ["plugin", "group", "zone", "status"] {
+                    assert_eq!(detail[field], victim[field], "{field}: {detail} {victim}");
+                }
+                assert!(
+                    terminated.insert(victim["instance_id"].to_string()),
+                    "twice: {detail}"
+                );
+            }
+            steps::INSTANCE_RECOVERED | steps::INSTANCE_NOT_RECOVERED => {
+                let victim = victim();
+                assert!(
+                    terminated.contains(&victim["instance_id"].to_string()),
+                    "recovery before termination: {detail}"
+                );
+                assert_eq!(detail["verdict"], victim["host_verdict"], "{detail}");
+                assert_eq!(
+                    detail["recovery_seconds"], victim["recovery_seconds"],
+                    "{detail}"
+                );
+            }
+            steps::RUN_FINISHED => {
+                assert_eq!(detail["outcome"], report["outcome"], "{detail}");
+                assert_eq!(
+                    detail["victims"].as_u64(),
+                    report["victims"].as_array().map(|v| v.len() as u64)
+                );
+            }
+            other => panic!("an undocumented detail type {other}: {detail}"),
+        }
+        types.push(detail_type.clone());
+    }
+    assert_eq!(
+        types.first().map(String::as_str),
+        Some(steps::RUN_STARTED),
+        "{types:?}"
+    );
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some(steps::RUN_FINISHED),
+        "{types:?}"
+    );
+    let victims = report["victims"].as_array().expect("victims").len();
+    assert_eq!(terminated.len(), victims, "{types:?}");
+    types
+}
+
+/// An event bus as the run's channel, on the simulated fleet: every step of
+/// a two-victim run is put, in order, in the documented schema, in one call
+/// at the start, one when the experiment ends and one at the end (never a
+/// call per event); the plugin's message is one event. A dry run puts
+/// nothing unless `notify_dry_runs` asks.
+#[test]
+fn a_runs_steps_reach_an_event_bus_in_order_in_three_calls() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let bused = |top: &str| {
+        let setup = support::setup(
+            support::FLEET,
+            &support::plugin_dir(),
+            &format!(
+                "{}\n[report]\nchannel = \"bus\"\n[channels.bus]\nevent_bus = \"chaos\"\n\
+                 [[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\", \"notify\"]\n\
+                 params = {{ probability = 1.0, channel = \"bus\" }}\n",
+                support::RULES
+            ),
+        );
+        let text = std::fs::read_to_string(&setup.config).expect("config");
+        std::fs::write(&setup.config, format!("{top}\n{text}")).expect("config");
+        setup
+    };
+    let setup = bused("");
+    let (output, sim) = runtime.block_on(support::run(&setup, 3, true));
+    let report = serde_json::to_value(&output.report).expect("report");
+    assert_eq!(report["outcome"], "succeeded", "{report:#}");
+    assert_eq!(output.report.victims.len(), 2, "{report:#}");
+    let put = sim.bus_events();
+    assert!(put.iter().all(|(bus, _)| bus == "chaos"), "{put:#?}");
+    let events: Vec<(String, serde_json::Value, i64)> = put
+        .iter()
+        .map(|(_, e)| {
+            let detail = serde_json::from_str(&e.detail).expect("detail is JSON");
+            (e.detail_type.clone(), detail, e.time_ms)
+        })
+        .collect();
+    let types = check_steps(&events, &report);
+    assert_eq!(types.len(), 6, "{types:?}");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(t, _, _)| t == wasmonkey::notify::steps::MESSAGE)
+            .count(),
+        1,
+        "{events:#?}"
+    );
+    // The run's own calls: at the start, after the experiment, at the end.
+    let calls: Vec<&wasmonkey::report::NotificationReport> =
+        output.report.notifications.iter().collect();
+    assert_eq!(calls.len(), 3, "{calls:#?}");
+    assert!(calls.iter().all(|c| c.status == "delivered"), "{calls:#?}");
+
+    // A dry run journals what it would put, and puts nothing.
+    let (output, sim) = runtime.block_on(support::run(&setup, 3, false));
+    assert!(sim.bus_events().is_empty(), "{:#?}", sim.bus_events());
+    assert!(
+        !output.report.notifications.is_empty()
+            && output
+                .report
+                .notifications
+                .iter()
+                .all(|c| c.status == "would-publish"),
+        "{:#?}",
+        output.report.notifications
+    );
+    // Asked to, it puts its steps, each saying it is a dry run.
+    let (output, sim) = runtime.block_on(support::run(&bused("notify_dry_runs = true"), 3, false));
+    let report = serde_json::to_value(&output.report).expect("report");
+    let events: Vec<(String, serde_json::Value, i64)> = sim
+        .bus_events()
+        .iter()
+        .map(|(_, e)| {
+            (
+                e.detail_type.clone(),
+                serde_json::from_str(&e.detail).expect("JSON"),
+                e.time_ms,
+            )
+        })
+        .collect();
+    check_steps(&events, &report);
+}

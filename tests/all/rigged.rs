@@ -204,8 +204,8 @@ impl Cloud for Rigged {
         }
         Ok(answer)
     }
-    async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError> {
-        self.sim.publish(topic, subject, body).await
+    fn messaging(&self) -> &dyn wasmonkey::notify::Messaging {
+        self.sim.messaging()
     }
 }
 

@@ -1,13 +1,14 @@
 //! The real AWS backend, through the official SDK: EC2 for instances, Auto
-//! Scaling for groups, SNS for notifications, CloudWatch for the alarms of
-//! stop conditions.
+//! Scaling for groups, CloudWatch for the alarms of stop conditions, SSM
+//! for the account's kill switch; the same credentials reach the
+//! channels' topics and buses ([`super::messaging`]).
 //!
 //! Credentials come from aws-config's default chain (environment, profile,
-//! SSO, instance metadata, assume-role) and never leave this module. Every
+//! SSO, instance metadata, assume-role) and never leave this module and
+//! [`super::messaging`]. Every
 //! call has an attempt timeout and an overall timeout, and throttling, 5xx
 //! answers and dropped connections are retried by the SDK's standard retry
-//! strategy: bounded attempts, exponential backoff with full jitter. SNS
-//! publishes are the exception: the host's notifier retries them itself.
+//! strategy: bounded attempts, exponential backoff with full jitter.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use super::aws_settings::default_page_size;
 pub use super::aws_settings::AwsSettings;
 use super::{
     Alarm, AlarmState, Cloud, CloudError, Group, GroupSnapshot, Instance, InstanceQuery,
-    InstanceState, Lifecycle, Member, Millis, TerminateVia, TopicRole,
+    InstanceState, Lifecycle, Member, Millis, TerminateVia,
 };
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -25,7 +26,6 @@ use aws_sdk_autoscaling as autoscaling;
 use aws_sdk_cloudwatch as cloudwatch;
 use aws_sdk_ec2 as ec2;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_sns as sns;
 use aws_sdk_ssm as ssm;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -39,9 +39,16 @@ use std::sync::{Arc, Mutex};
 /// Counts every attempt the SDK sends (retries included: they are what an
 /// account's API budget pays for), by service and operation.
 #[derive(Debug, Clone)]
-struct CallCounter {
+pub(crate) struct CallCounter {
     service: &'static str,
     calls: Arc<Mutex<super::ApiCalls>>,
+}
+
+impl CallCounter {
+    /// Count `service`'s calls into `calls`.
+    pub(crate) fn new(service: &'static str, calls: Arc<Mutex<super::ApiCalls>>) -> CallCounter {
+        CallCounter { service, calls }
+    }
 }
 
 impl Intercept for CallCounter {
@@ -114,20 +121,13 @@ impl AwsSettings {
     }
 }
 
-/// SNS clients by region and role.
-type SnsClients = BTreeMap<(String, Option<TopicRole>), sns::Client>;
-
 /// The AWS backend.
 pub struct AwsCloud {
     ec2: ec2::Client,
     autoscaling: autoscaling::Client,
     cloudwatch: cloudwatch::Client,
-    /// SNS clients by region (and role), each built at its first use: a
-    /// topic is published to in the region its ARN names, whatever the
-    /// backend's, as the role its channel names.
-    sns: Mutex<SnsClients>,
-    /// What the SNS clients are built from.
-    sdk: SdkConfig,
+    /// SNS and EventBridge, through the same credentials and call count.
+    messaging: super::messaging::aws::AwsMessaging,
     ssm: ssm::Client,
     /// The account switch's SSM parameter, if it is on.
     account_switch: Option<String>,
@@ -189,8 +189,7 @@ impl AwsCloud {
                     .interceptor(counter("cloudwatch"))
                     .build(),
             ),
-            sns: Mutex::default(),
-            sdk: sdk.clone(),
+            messaging: super::messaging::aws::AwsMessaging::new(sdk.clone(), Arc::clone(&calls)),
             ssm: ssm::Client::from_conf(
                 ssm::config::Builder::from(sdk)
                     .interceptor(counter("ssm"))
@@ -203,49 +202,6 @@ impl AwsCloud {
             started: Instant::now(),
             calls,
         }
-    }
-
-    /// The SNS client for `topic`'s region (from its ARN; the backend's
-    /// region for anything else), with `role`'s credentials when it is
-    /// another account's, built at its first use.
-    async fn sns_for(&self, topic: &str, role: Option<&TopicRole>) -> sns::Client {
-        let region = super::topic_home(topic)
-            .map_or(self.region.as_str(), |(region, _)| region)
-            .to_owned();
-        let key = (region.clone(), role.cloned());
-        if let Some(client) = self.sns_clients().get(&key) {
-            return client.clone();
-        }
-        let mut config = sns::config::Builder::from(&self.sdk)
-            .region(Region::new(region.clone()))
-            // Publishing is retried by `notify::publish`, which journals
-            // every attempt; a second retry layer here would multiply them.
-            .retry_config(RetryConfig::disabled())
-            .interceptor(CallCounter {
-                service: "sns",
-                calls: Arc::clone(&self.calls),
-            });
-        if let Some(role) = role {
-            // STS in the topic's region, with the host's own credentials;
-            // the provider refreshes what it assumed before it expires.
-            let mut assume = aws_config::sts::AssumeRoleProvider::builder(role.role_arn.clone())
-                .session_name("wasmonkey")
-                .region(Region::new(region))
-                .configure(&self.sdk);
-            if let Some(external_id) = &role.external_id {
-                assume = assume.external_id(external_id.clone());
-            }
-            config = config.credentials_provider(assume.build().await);
-        }
-        let client = sns::Client::from_conf(config.build());
-        self.sns_clients().entry(key).or_insert(client).clone()
-    }
-
-    fn sns_clients(&self) -> std::sync::MutexGuard<'_, SnsClients> {
-        // Every update is one insert: a poisoned map is still a whole one.
-        self.sns
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The configured termination API.
@@ -520,48 +476,6 @@ where
     }
 }
 
-/// A publish's failure: what no retry can heal (the topic does not exist in
-/// its region, the credentials may not publish to it, a parameter is
-/// invalid) is [`CloudError::Refused`].
-fn classify_publish<E, R>(err: SdkError<E, R>) -> CloudError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    classify_sns("sns:Publish", err)
-}
-
-/// An SNS call's failure, with what no retry can heal as
-/// [`CloudError::Refused`].
-fn classify_sns<E, R>(action: &str, err: SdkError<E, R>) -> CloudError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    let permanent = matches!(
-        err.code(),
-        Some(
-            "NotFound"
-                | "NotFoundException"
-                | "AuthorizationError"
-                | "AccessDenied"
-                | "AccessDeniedException"
-                | "InvalidParameter"
-                | "InvalidParameterValue"
-                | "KMSAccessDenied"
-                | "KMSDisabled"
-                | "KMSNotFound"
-                | "EndpointDisabled"
-        )
-    );
-    match classify(action, err) {
-        CloudError::Backend(message) | CloudError::NotFound(message) if permanent => {
-            CloudError::Refused(message)
-        }
-        other => other,
-    }
-}
-
 /// An error and its sources, each in its own words (their `Display`),
 /// without repeats.
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
@@ -647,21 +561,6 @@ impl crate::kill_switch::Switch for AccountSwitch {
     fn remote(&self) -> bool {
         true
     }
-}
-
-/// SNS subjects: ASCII, no control characters, at most 100 characters.
-fn sns_subject(subject: &str) -> String {
-    subject
-        .chars()
-        .map(|c| {
-            if c.is_ascii() && !c.is_ascii_control() {
-                c
-            } else {
-                ' '
-            }
-        })
-        .take(100)
-        .collect()
 }
 
 #[async_trait::async_trait]
@@ -840,38 +739,8 @@ impl Cloud for AwsCloud {
         }
     }
 
-    async fn check_topic(&self, topic: &str, role: Option<&TopicRole>) -> Result<(), CloudError> {
-        self.sns_for(topic, role)
-            .await
-            .get_topic_attributes()
-            .topic_arn(topic)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|err| classify_sns("sns:GetTopicAttributes", err))
-    }
-
-    async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError> {
-        self.publish_as(topic, None, subject, body).await
-    }
-
-    async fn publish_as(
-        &self,
-        topic: &str,
-        role: Option<&TopicRole>,
-        subject: &str,
-        body: &str,
-    ) -> Result<(), CloudError> {
-        self.sns_for(topic, role)
-            .await
-            .publish()
-            .topic_arn(topic)
-            .subject(sns_subject(subject))
-            .message(body)
-            .send()
-            .await
-            .map(drop)
-            .map_err(classify_publish)
+    fn messaging(&self) -> &dyn super::messaging::Messaging {
+        &self.messaging
     }
 }
 
@@ -885,34 +754,6 @@ mod tests {
         assert_eq!(lifecycle("Pending:Wait"), Lifecycle::Pending);
         assert_eq!(lifecycle("Terminating:Proceed"), Lifecycle::Terminating);
         assert_eq!(lifecycle("Warmed:Pending"), Lifecycle::Pending);
-    }
-
-    #[test]
-    fn a_topic_is_published_to_in_the_region_its_arn_names() {
-        use super::super::topic_home;
-        assert_eq!(
-            topic_home("arn:aws:sns:eu-west-1:123456789012:chaos-eu"),
-            Some(("eu-west-1", "123456789012"))
-        );
-        assert_eq!(
-            topic_home("arn:aws-cn:sns:cn-north-1:123456789012:t"),
-            Some(("cn-north-1", "123456789012"))
-        );
-        for not_an_arn in [
-            "chaos",
-            "arn:aws:sqs:eu-west-1:1:q",
-            "arn:aws:sns::1:t",
-            "arn:aws:sns:eu-west-1:1:",
-            "arn:aws",
-        ] {
-            assert_eq!(topic_home(not_an_arn), None, "{not_an_arn}");
-        }
-    }
-
-    #[test]
-    fn sns_subjects_are_sanitised() {
-        assert_eq!(sns_subject("a\nb — c"), "a b   c");
-        assert_eq!(sns_subject(&"x".repeat(300)).len(), 100);
     }
 
     #[test]

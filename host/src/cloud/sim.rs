@@ -40,6 +40,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use super::messaging::{BusEvent, ChannelRole};
 use super::{
     Alarm, AlarmState, ApiCalls, Capacity, Cloud, CloudError, Group, GroupSnapshot, Instance,
     InstanceQuery, InstanceState, Lifecycle, Member, Millis, Published, TerminateVia,
@@ -199,6 +200,8 @@ struct State {
     /// Calls by the AWS action each stands for.
     calls_by_action: BTreeMap<&'static str, u64>,
     outbox: Vec<Published>,
+    /// Events put on buses, with the bus, in order.
+    bus: Vec<(String, BusEvent)>,
     timeline: Vec<SimEvent>,
     /// Off for long simulations, whose timeline would only grow.
     keep_timeline: bool,
@@ -258,6 +261,7 @@ impl SimCloud {
             calls: 0,
             calls_by_action: BTreeMap::new(),
             outbox: Vec::new(),
+            bus: Vec::new(),
             timeline: Vec::new(),
             keep_timeline: true,
             floor: None,
@@ -369,6 +373,11 @@ impl SimCloud {
     /// Every notification published so far, oldest first.
     pub fn outbox(&self) -> Vec<Published> {
         self.lock().outbox.clone()
+    }
+
+    /// Every event put on a bus so far, with its bus, oldest first.
+    pub fn bus_events(&self) -> Vec<(String, BusEvent)> {
+        self.lock().bus.clone()
     }
 
     /// Every change in the fleet since time 0, in the order it happened.
@@ -972,7 +981,22 @@ impl Cloud for SimCloud {
         }
     }
 
-    async fn publish(&self, topic: &str, subject: &str, body: &str) -> Result<(), CloudError> {
+    fn messaging(&self) -> &dyn super::messaging::Messaging {
+        self
+    }
+}
+
+/// The simulated account's topics and buses: every name exists, and what is
+/// sent is kept, in order ([`SimCloud::outbox`], [`SimCloud::bus_events`]).
+#[async_trait::async_trait]
+impl super::messaging::Messaging for SimCloud {
+    async fn publish(
+        &self,
+        topic: &str,
+        _role: Option<&ChannelRole>,
+        subject: &str,
+        body: &str,
+    ) -> Result<(), CloudError> {
         let mut state = self.call("Publish")?;
         let at_ms = state.now;
         state.outbox.push(Published {
@@ -981,6 +1005,31 @@ impl Cloud for SimCloud {
             body: body.into(),
             at_ms,
         });
+        Ok(())
+    }
+
+    async fn check_topic(
+        &self,
+        _topic: &str,
+        _role: Option<&ChannelRole>,
+    ) -> Result<(), CloudError> {
+        Ok(())
+    }
+
+    async fn put_events(
+        &self,
+        bus: &str,
+        _role: Option<&ChannelRole>,
+        events: &[BusEvent],
+    ) -> Result<Vec<(usize, String)>, CloudError> {
+        let mut state = self.call("PutEvents")?;
+        state
+            .bus
+            .extend(events.iter().map(|event| (bus.to_owned(), event.clone())));
+        Ok(Vec::new())
+    }
+
+    async fn check_bus(&self, _bus: &str, _role: Option<&ChannelRole>) -> Result<(), CloudError> {
         Ok(())
     }
 }
@@ -997,6 +1046,7 @@ fn answered(via: TerminateVia, state: InstanceState) -> Option<InstanceState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cloud::messaging::Messaging as _;
 
     const A: &str = "us-east-1a";
     const B: &str = "us-east-1b";
@@ -1568,7 +1618,7 @@ mod tests {
         // The throttled call did nothing.
         let still = sim.describe_instance(&victim).await?;
         assert_eq!(still.map(|i| i.state), Some(InstanceState::Running));
-        assert!(sim.publish("t", "s", "b").await.is_ok());
+        assert!(sim.publish("t", None, "s", "b").await.is_ok());
         assert!(matches!(
             sim.capacity(&["web".into()]).await,
             Err(CloudError::Throttled(_))
@@ -1665,7 +1715,8 @@ mod tests {
     async fn publish_records_in_the_outbox() -> Result<(), CloudError> {
         let sim = sim_of(vec![web()]);
         sim.sleep_ms(1_500).await;
-        sim.publish("chaos-events", "killed", "i-0abc").await?;
+        sim.publish("chaos-events", None, "killed", "i-0abc")
+            .await?;
         assert_eq!(
             sim.outbox(),
             [Published {
