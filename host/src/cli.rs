@@ -88,6 +88,57 @@ fn write_html(path: &std::path::Path, page: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `wasmonkey recover`: every owed undo of the config's state, carried out
+/// or named with the command that finishes it; exit 1 while one is owed.
+async fn recover(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let cloud = runner::backend(&config, config.seed.unwrap_or(0)).await?;
+    let state_dir = config.state_dir()?;
+    let recovered = crate::faults::recover(&state_dir, cloud.as_ref()).await?;
+    for (owed, how) in &recovered.done {
+        outln!(
+            "{} of run {}: {}",
+            one_line(&owed.fault_id),
+            one_line(&owed.run_id),
+            one_line(how)
+        )?;
+    }
+    for owed in &recovered.running {
+        outln!(
+            "{} of run {}: owed by process {}, still running: left to it",
+            one_line(&owed.fault_id),
+            one_line(&owed.run_id),
+            owed.pid
+        )?;
+    }
+    for (path, why) in &recovered.unreadable {
+        outln!("{}: not an owed undo: {}", path.display(), one_line(why))?;
+    }
+    for (owed, err) in &recovered.failed {
+        outln!(
+            "{} of run {}: UNDO FAILED: {}; finish it by hand: {}",
+            one_line(&owed.fault_id),
+            one_line(&owed.run_id),
+            one_line(err),
+            owed.undo.manual()
+        )?;
+    }
+    if recovered.done.is_empty()
+        && recovered.failed.is_empty()
+        && recovered.running.is_empty()
+        && recovered.unreadable.is_empty()
+    {
+        outln!("nothing owed in {}", state_dir.display())?;
+    }
+    Ok(
+        if recovered.failed.is_empty() && recovered.unreadable.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
+}
+
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -157,6 +208,14 @@ pub enum Command {
         /// Which switch.
         #[command(flatten)]
         which: WhichSwitch,
+    },
+    /// Undo the faults a run left owed (a crash, a kill -9): start what it
+    /// stopped, resume what it suspended. Idempotent; `run` and `daemon`
+    /// do it too before they start.
+    Recover {
+        /// The run config: its backend and its state_dir.
+        #[arg(long, default_value = "wasmonkey.toml")]
+        config: PathBuf,
     },
     /// Every kill switch in force and its state; with --config, also the
     /// stop conditions, the schedule's next slots and the last runs.
@@ -456,6 +515,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Recover { config } => recover(&config).await,
         Command::Status { config } => {
             print_switches(&switches_in_force(config.as_deref()).await?).await?;
             if let Some(path) = config {

@@ -10,6 +10,7 @@ pub mod aws;
 pub mod aws_settings;
 pub mod messaging;
 pub mod sim;
+pub mod undo;
 pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -57,6 +58,76 @@ pub enum Lifecycle {
     Detached,
 }
 
+/// How an instance is bought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Market {
+    /// On demand.
+    #[default]
+    OnDemand,
+    /// A spot instance.
+    Spot,
+}
+
+/// An Auto Scaling process (AWS's names in the journal and the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ScalingProcess {
+    /// Launching instances (replacements included).
+    Launch,
+    /// Terminating instances to shrink the group.
+    Terminate,
+    /// Marking instances unhealthy.
+    HealthCheck,
+    /// Replacing instances marked unhealthy.
+    ReplaceUnhealthy,
+    /// Rebalancing zones.
+    #[serde(rename = "AZRebalance")]
+    AzRebalance,
+    /// Acting on CloudWatch alarms.
+    AlarmNotification,
+    /// Scheduled actions.
+    ScheduledActions,
+    /// Registering with load balancers.
+    AddToLoadBalancer,
+    /// Instance refreshes.
+    InstanceRefresh,
+}
+
+impl ScalingProcess {
+    /// AWS's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScalingProcess::Launch => "Launch",
+            ScalingProcess::Terminate => "Terminate",
+            ScalingProcess::HealthCheck => "HealthCheck",
+            ScalingProcess::ReplaceUnhealthy => "ReplaceUnhealthy",
+            ScalingProcess::AzRebalance => "AZRebalance",
+            ScalingProcess::AlarmNotification => "AlarmNotification",
+            ScalingProcess::ScheduledActions => "ScheduledActions",
+            ScalingProcess::AddToLoadBalancer => "AddToLoadBalancer",
+            ScalingProcess::InstanceRefresh => "InstanceRefresh",
+        }
+    }
+
+    /// The process of AWS's name, if any.
+    pub fn parse(name: &str) -> Option<ScalingProcess> {
+        ScalingProcess::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Every process.
+    pub const ALL: [ScalingProcess; 9] = [
+        ScalingProcess::Launch,
+        ScalingProcess::Terminate,
+        ScalingProcess::HealthCheck,
+        ScalingProcess::ReplaceUnhealthy,
+        ScalingProcess::AzRebalance,
+        ScalingProcess::AlarmNotification,
+        ScalingProcess::ScheduledActions,
+        ScalingProcess::AddToLoadBalancer,
+        ScalingProcess::InstanceRefresh,
+    ];
+}
+
 /// One instance of the fleet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
@@ -74,6 +145,17 @@ pub struct Instance {
     pub healthy: bool,
     /// Its tags.
     pub tags: BTreeMap<String, String>,
+    /// Its EC2 instance type (empty when the backend did not say).
+    #[serde(default)]
+    pub instance_type: String,
+    /// When it was launched, on the backend's clock: negative when that
+    /// was before the backend's clock started; `i64::MIN` when the backend
+    /// did not say.
+    #[serde(default)]
+    pub launched_ms: i64,
+    /// On demand or spot.
+    #[serde(default)]
+    pub market: Market,
 }
 
 impl Instance {
@@ -333,6 +415,49 @@ pub trait Cloud: Send + Sync {
     /// (EC2's `DryRun`). Backends without permissions answer `Ok`.
     async fn check_terminate_permission(&self, _id: &str) -> Result<(), CloudError> {
         Ok(())
+    }
+
+    /// Stop a running instance (EC2's StopInstances).
+    async fn stop_instance(&self, _id: &str) -> Result<(), CloudError> {
+        Err(self.cannot("stop instances"))
+    }
+
+    /// Start a stopped instance (EC2's StartInstances): the undo of a stop.
+    async fn start_instance(&self, _id: &str) -> Result<(), CloudError> {
+        Err(self.cannot("start instances"))
+    }
+
+    /// Reboot a running instance (EC2's RebootInstances).
+    async fn reboot_instance(&self, _id: &str) -> Result<(), CloudError> {
+        Err(self.cannot("reboot instances"))
+    }
+
+    /// The processes suspended on a group now.
+    async fn suspended_processes(&self, _group: &str) -> Result<Vec<ScalingProcess>, CloudError> {
+        Err(self.cannot("read suspended processes"))
+    }
+
+    /// Suspend a group's processes (Auto Scaling's SuspendProcesses).
+    async fn suspend_processes(
+        &self,
+        _group: &str,
+        _processes: &[ScalingProcess],
+    ) -> Result<(), CloudError> {
+        Err(self.cannot("suspend processes"))
+    }
+
+    /// Resume a group's processes (ResumeProcesses): the undo of a suspend.
+    async fn resume_processes(
+        &self,
+        _group: &str,
+        _processes: &[ScalingProcess],
+    ) -> Result<(), CloudError> {
+        Err(self.cannot("resume processes"))
+    }
+
+    /// What a backend that cannot do `what` answers.
+    fn cannot(&self, what: &str) -> CloudError {
+        CloudError::Refused(format!("the {} backend cannot {what} yet", self.kind()))
     }
 
     /// The named alarms' states; unknown names are left out. A backend

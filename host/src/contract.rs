@@ -17,13 +17,17 @@ use wasmtime::{AsContextMut, Store};
 use crate::names::named;
 use crate::session::Session;
 
+pub(crate) mod shared;
 pub mod v0_1_0;
+pub mod v0_2_0;
 
 /// A version of the contract this host speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Version {
     /// `wasmonkey:chaos@0.1.0`.
     V0_1_0,
+    /// `wasmonkey:chaos@0.2.0`: faults beyond termination.
+    V0_2_0,
 }
 
 impl Version {
@@ -31,10 +35,44 @@ impl Version {
     /// imports nothing of the contract is linked as.
     pub(crate) const LATEST: Version = Version::V0_1_0;
 
+    /// Every version this host speaks, oldest first.
+    pub const ALL: [Version; 2] = [Version::V0_1_0, Version::V0_2_0];
+
+    /// The version a component speaks, from the contract interfaces it
+    /// imports (`wasmonkey:chaos/cloud@0.2.0`…): the newest the host has
+    /// when it imports none. A version this host does not speak, or two
+    /// versions at once, is refused with what it imports.
+    pub fn of_imports(imports: &[String]) -> Result<Version, String> {
+        let mut named: Vec<&str> = imports
+            .iter()
+            .filter_map(|name| name.strip_prefix("wasmonkey:chaos/"))
+            .filter_map(|rest| rest.split_once('@').map(|(_, version)| version))
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        match named.as_slice() {
+            [] => Ok(Version::LATEST),
+            [one] => Version::ALL
+                .into_iter()
+                .find(|v| v.package().ends_with(&format!("@{one}")))
+                .ok_or_else(|| {
+                    format!(
+                        "it imports wasmonkey:chaos@{one}, which this host does not speak (it speaks {})",
+                        Version::ALL.map(Version::package).join(", ")
+                    )
+                }),
+            several => Err(format!(
+                "it imports several versions of wasmonkey:chaos at once ({})",
+                several.join(", ")
+            )),
+        }
+    }
+
     /// The package, as components name it in their imports.
     pub fn package(self) -> &'static str {
         match self {
             Version::V0_1_0 => v0_1_0::PACKAGE,
+            Version::V0_2_0 => v0_2_0::PACKAGE,
         }
     }
 
@@ -47,6 +85,7 @@ impl Version {
     ) -> wasmtime::Result<()> {
         match self {
             Version::V0_1_0 => v0_1_0::add_to_linker(linker, session),
+            Version::V0_2_0 => v0_2_0::add_to_linker(linker, session),
         }
     }
 }
@@ -55,12 +94,15 @@ impl Version {
 pub(crate) enum Linked<T: 'static> {
     /// Against `wasmonkey:chaos@0.1.0`.
     V0_1_0(v0_1_0::StrategyPluginPre<T>),
+    /// Against `wasmonkey:chaos@0.2.0`.
+    V0_2_0(v0_2_0::StrategyPluginPre<T>),
 }
 
 impl<T: 'static> Clone for Linked<T> {
     fn clone(&self) -> Self {
         match self {
             Linked::V0_1_0(pre) => Linked::V0_1_0(pre.clone()),
+            Linked::V0_2_0(pre) => Linked::V0_2_0(pre.clone()),
         }
     }
 }
@@ -71,6 +113,7 @@ impl<T: Send + 'static> Linked<T> {
     pub(crate) fn new(version: Version, pre: InstancePre<T>) -> wasmtime::Result<Linked<T>> {
         match version {
             Version::V0_1_0 => v0_1_0::StrategyPluginPre::new(pre).map(Linked::V0_1_0),
+            Version::V0_2_0 => v0_2_0::StrategyPluginPre::new(pre).map(Linked::V0_2_0),
         }
     }
 
@@ -78,6 +121,7 @@ impl<T: Send + 'static> Linked<T> {
     pub(crate) fn version(&self) -> Version {
         match self {
             Linked::V0_1_0(_) => Version::V0_1_0,
+            Linked::V0_2_0(_) => Version::V0_2_0,
         }
     }
 
@@ -85,6 +129,7 @@ impl<T: Send + 'static> Linked<T> {
     pub(crate) async fn instantiate(&self, store: &mut Store<T>) -> wasmtime::Result<Strategy> {
         match self {
             Linked::V0_1_0(pre) => pre.instantiate_async(store).await.map(Strategy::V0_1_0),
+            Linked::V0_2_0(pre) => pre.instantiate_async(store).await.map(Strategy::V0_2_0),
         }
     }
 }
@@ -93,6 +138,8 @@ impl<T: Send + 'static> Linked<T> {
 pub enum Strategy {
     /// Of `wasmonkey:chaos@0.1.0`.
     V0_1_0(v0_1_0::StrategyPlugin),
+    /// Of `wasmonkey:chaos@0.2.0`.
+    V0_2_0(v0_2_0::StrategyPlugin),
 }
 
 impl Strategy {
@@ -103,6 +150,7 @@ impl Strategy {
     ) -> wasmtime::Result<PluginMetadata> {
         match self {
             Strategy::V0_1_0(plugin) => v0_1_0::metadata(plugin, store).await,
+            Strategy::V0_2_0(plugin) => v0_2_0::metadata(plugin, store).await,
         }
     }
 
@@ -114,6 +162,7 @@ impl Strategy {
     ) -> wasmtime::Result<Result<Outcome, RunError>> {
         match self {
             Strategy::V0_1_0(plugin) => v0_1_0::run(plugin, store, params).await,
+            Strategy::V0_2_0(plugin) => v0_2_0::run(plugin, store, params).await,
         }
     }
 }

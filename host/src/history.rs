@@ -1019,6 +1019,7 @@ mod tests {
             stopped: None,
             outcome: crate::report::RunOutcome::Succeeded,
             journal: format!("{run}.jsonl"),
+            faults: Vec::new(),
             experiments: Vec::new(),
             victims: kills
                 .iter()

@@ -158,6 +158,60 @@ pub enum Event {
         /// What the cloud answered.
         error: String,
     },
+    /// About to apply a fault (not a termination). Written, synced, before
+    /// the call, with the exact undo the host owes for it.
+    FaultIntent {
+        /// The host's id for it in this run, e.g. `f-1`.
+        fault_id: String,
+        /// `stop`, `reboot` or `suspend-processes`.
+        kind: String,
+        /// The instance id or group name.
+        target: String,
+        /// The plugin's reason, bounded.
+        reason: String,
+        /// Whether it is only a rehearsal: nothing is applied.
+        dry_run: bool,
+        /// How long it lasts, when it is undone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_ms: Option<u64>,
+        /// What undoes it; none when nothing does (a reboot, a dry run).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        undo: Option<crate::cloud::undo::Undo>,
+    },
+    /// The fault's call succeeded.
+    FaultApplied {
+        /// The fault.
+        fault_id: String,
+        /// When the host undoes it, on the run clock.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until_ms: Option<u64>,
+    },
+    /// The fault's call failed (its undo is still carried out: undoing is
+    /// harmless when the fault did not take).
+    FaultFailed {
+        /// The fault.
+        fault_id: String,
+        /// What the cloud answered.
+        error: String,
+    },
+    /// A fault's undo was carried out (or found moot).
+    FaultUndone {
+        /// The fault.
+        fault_id: String,
+        /// What was done.
+        how: String,
+    },
+    /// An attempt at a fault's undo failed.
+    UndoFailed {
+        /// The fault.
+        fault_id: String,
+        /// Which attempt, from 1.
+        attempt: u32,
+        /// What the cloud answered.
+        error: String,
+        /// The command that finishes it by hand.
+        manual: String,
+    },
     /// A dry run's `--preflight` answer: whether the cloud would permit the
     /// termination (EC2's DryRun).
     Preflight {

@@ -23,6 +23,7 @@ pub mod cloud;
 pub mod config;
 pub mod contract;
 pub mod daemon;
+pub mod faults;
 pub(crate) mod files;
 pub(crate) mod guard;
 pub mod history;

@@ -28,6 +28,12 @@ pub enum Grant {
     Notify,
     /// `probe.check` of operator-configured targets.
     ProbeTargets,
+    /// `cloud.stop` (contract 0.2).
+    Stop,
+    /// `cloud.reboot` (contract 0.2).
+    Reboot,
+    /// `cloud.suspend-processes` (contract 0.2).
+    SuspendProcesses,
 }
 
 impl Grant {
@@ -37,6 +43,9 @@ impl Grant {
             Grant::Terminate => "terminate",
             Grant::Notify => "notify",
             Grant::ProbeTargets => "probe-targets",
+            Grant::Stop => "stop",
+            Grant::Reboot => "reboot",
+            Grant::SuspendProcesses => "suspend-processes",
         }
     }
 }
@@ -650,16 +659,18 @@ impl Policy {
         Ok(())
     }
 
-    /// Whether a plugin may ask to terminate this instance at all: the grant
+    /// Whether a plugin may ask to act on this instance at all (under
+    /// `grant`: a termination, or a fault of contract 0.2): the grant
     /// and the scope. Decided from the instance and its group alone, before
     /// the host looks at anything else, so the answer for what lies outside
     /// the scope never depends on what is there.
-    pub(crate) fn check_reach(
+    pub(crate) fn check_reach_as(
         &self,
+        grant: Grant,
         instance: &Instance,
         group: Option<&Group>,
     ) -> Result<(), Denial> {
-        self.require(Grant::Terminate)?;
+        self.require(grant)?;
         self.instance_visibility(instance, group)
             .map_err(|why| Denial::OutOfScope {
                 target: instance.id.clone(),
@@ -669,6 +680,7 @@ impl Policy {
 
     /// Decide a termination. `Ok(dry_run)` when allowed. `experiment` and
     /// `run` are what this experiment and the whole run terminated so far.
+    #[cfg(test)]
     pub(crate) fn check_terminate(
         &self,
         instance: &Instance,
@@ -676,7 +688,21 @@ impl Policy {
         experiment: &Tally,
         run: &Tally,
     ) -> Result<bool, Denial> {
-        self.check_reach(instance, group.map(|view| view.group))?;
+        self.check_disruption(Grant::Terminate, instance, group, experiment, run)
+    }
+
+    /// Decide an operation that takes an instance out of service (a
+    /// termination; a stop or a reboot of contract 0.2) under `grant`: the
+    /// same scope, blast radius and healthy floor for each.
+    pub(crate) fn check_disruption(
+        &self,
+        grant: Grant,
+        instance: &Instance,
+        group: Option<GroupView<'_>>,
+        experiment: &Tally,
+        run: &Tally,
+    ) -> Result<bool, Denial> {
+        self.check_reach_as(grant, instance, group.map(|view| view.group))?;
         if !matches!(
             instance.state,
             InstanceState::Running | InstanceState::Pending
@@ -769,6 +795,9 @@ mod tests {
             lifecycle: group.map(|_| Lifecycle::InService),
             healthy: true,
             tags: tags(instance_tags),
+            instance_type: "m5.large".into(),
+            launched_ms: -1,
+            market: crate::cloud::Market::OnDemand,
         }
     }
 

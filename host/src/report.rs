@@ -104,8 +104,51 @@ pub struct Report {
     pub notes: Vec<String>,
     /// What the host saw of each group's capacity, in journal order.
     pub capacity: Vec<CapacityPoint>,
+    /// Each fault beyond termination (contract 0.2), with its undo.
+    pub faults: Vec<FaultReport>,
     /// Run clock of the journal's last entry, ms: where a timeline ends.
     pub last_clock_ms: u64,
+}
+
+named! {
+    /// What became of a fault and its undo.
+    FaultStatus {
+        /// Its undo was carried out (or found moot).
+        Undone = "undone",
+        /// Applied, with nothing to undo (a reboot).
+        Applied = "applied",
+        /// A dry run: nothing was changed.
+        DryRun = "dry-run",
+        /// Its call failed, and nothing is owed.
+        Failed = "failed",
+        /// Its undo failed every attempt: still owed.
+        UndoFailed = "undo-failed",
+        /// Its undo is owed and the journal does not say it was done.
+        Owed = "owed",
+    }
+}
+
+/// One fault beyond termination.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FaultReport {
+    /// Its experiment's position in the config.
+    pub experiment: usize,
+    /// The host's id for it.
+    pub fault_id: String,
+    /// `stop`, `reboot`, `suspend-processes`.
+    pub kind: String,
+    /// The instance id or group name.
+    pub target: String,
+    /// Run clock when it was about to be applied, ms.
+    pub run_clock_ms: u64,
+    /// Run clock when the host undid it, ms.
+    pub undone_clock_ms: Option<u64>,
+    /// What became of it.
+    pub status: FaultStatus,
+    /// What its undo did, or the last error.
+    pub detail: Option<String>,
+    /// The command that finishes its undo by hand, while it is owed.
+    pub manual: Option<String>,
 }
 
 /// A group's capacity as the host saw it at one moment.
@@ -367,6 +410,17 @@ impl Report {
             self.notes
                 .push("the run was interrupted (Ctrl-C or SIGTERM)".into());
         }
+        for fault in &self.faults {
+            if matches!(fault.status, FaultStatus::Owed | FaultStatus::UndoFailed) {
+                self.notes.push(format!(
+                    "fault {} ({} of {}) was NOT undone: run `wasmonkey recover`, or by hand: {}",
+                    fault.fault_id,
+                    fault.kind,
+                    text::one_line(&fault.target),
+                    fault.manual.as_deref().unwrap_or("?")
+                ));
+            }
+        }
     }
 
     fn judge(&self) -> RunOutcome {
@@ -390,7 +444,11 @@ impl Report {
                 NotificationStatus::Failed | NotificationStatus::Unknown
             )
         });
-        if undelivered || !self.unknowns.is_empty() {
+        let owed = self
+            .faults
+            .iter()
+            .any(|f| matches!(f.status, FaultStatus::Owed | FaultStatus::UndoFailed));
+        if undelivered || owed || !self.unknowns.is_empty() {
             RunOutcome::Inconclusive
         } else {
             RunOutcome::Succeeded

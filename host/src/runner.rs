@@ -150,6 +150,7 @@ pub async fn run_on(
     let catalog = pinned_catalog(config, options, &experiments)?;
     let sandbox = Sandbox::new(&config.cache_dir()?)?;
     let calls_before = cloud.api_calls();
+    recover_owed_faults(config, cloud.as_ref()).await?;
     let view = Arc::new(FleetView::new(Arc::clone(&cloud), config.max_read_age_ms()));
     // A run that would publish checks its channels first: a rehearsal
     // publishes only under `notify_dry_runs`.
@@ -183,7 +184,7 @@ pub async fn run_on(
         cloud.now_ms(),
         None,
         Event::RunStarted {
-            run_id,
+            run_id: run_id.clone(),
             backend: cloud.kind().to_owned(),
             seed,
             dry_run,
@@ -212,8 +213,22 @@ pub async fn run_on(
             BackendConfig::Sim { .. } => TerminateVia::default(),
         },
         steps_put: std::sync::Mutex::default(),
+        faults: Arc::new(crate::faults::Ledger::new(
+            &run_id,
+            Some(crate::faults::owed_dir(&config.state_dir()?)),
+        )),
     };
-    let report = match ctx.conduct(ready, shutdown).await {
+    let conducted = ctx.conduct(ready, shutdown).await;
+    // Whatever ended the run, what it owes is undone before it returns
+    // (the conduct undoes at each experiment's end; this is the last net).
+    if let Err(err) = ctx
+        .faults
+        .undo(None, cloud.as_ref(), Some(journal.as_ref()))
+        .await
+    {
+        tracing::error!("undoing the run's faults: {err:#}");
+    }
+    let report = match conducted {
         Ok(report) => report,
         Err(err) => cut_short(history.as_ref(), &journal, pending.as_deref(), err)?,
     };
@@ -599,6 +614,8 @@ struct RunContext<'a> {
     /// The keys of the run's steps put on its `[report] channel` so far,
     /// when that is an event bus.
     steps_put: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The undos the run owes for its faults (contract 0.2).
+    faults: crate::faults::SharedLedger,
 }
 
 impl RunContext<'_> {
@@ -631,6 +648,7 @@ impl RunContext<'_> {
                 }
                 () = &mut shutdown => {
                     interrupted = true;
+                    self.faults.undo(None, cloud.as_ref(), Some(journal.as_ref())).await?;
                     journal.append(cloud.now_ms(), Some(index), Event::ExperimentFinished {
                         plugin: experiment.plugin.clone(),
                         outcome: None,
@@ -815,6 +833,7 @@ impl RunContext<'_> {
                 )
                 .preflight(self.options.preflight)
                 .notify_dry_runs(config.notify_dry_runs)
+                .faults(Arc::clone(&self.faults))
                 .progress(Progress::new(self.options.progress)),
         );
         tracing::info!(plugin = %label, dry_run = self.dry_run, "experiment {} starting", index + 1);
@@ -825,8 +844,27 @@ impl RunContext<'_> {
             Arc::clone(self.guard),
             Arc::clone(self.cloud),
         ));
+        // On a real clock, a fault is undone when its time is up even while
+        // the plugin computes without calling the host. (The simulator's
+        // clock moves only in sleeps, which undo what is due themselves.)
+        let undoer = (self.cloud.kind() != "sim").then(|| {
+            tokio::spawn(undo_when_due(
+                Arc::clone(&self.faults),
+                Arc::clone(self.guard),
+                Arc::clone(self.cloud),
+                Arc::clone(self.journal),
+            ))
+        });
         let (mut session, result) = self.sandbox.run(&plugin.prepared, session, params).await;
         watcher.abort();
+        if let Some(undoer) = undoer {
+            undoer.abort();
+        }
+        // The experiment is over: so are its faults.
+        self.faults
+            .undo(None, self.cloud.as_ref(), Some(self.journal.as_ref()))
+            .await
+            .map_err(|err| anyhow::anyhow!("{where_}: {err:#}"))?;
         let result = result.and_then(|answer| {
             check_outcome(answer, &session, config.blast_radius.max_terminations)
         });
@@ -872,6 +910,56 @@ async fn watch_switches(guard: Arc<Guard>, cloud: Arc<dyn Cloud>) {
             return;
         }
     }
+}
+
+/// Undo each owed fault when it is due, and all of them once a brake
+/// trips, on the backend's (real) clock.
+async fn undo_when_due(
+    ledger: crate::faults::SharedLedger,
+    guard: Arc<Guard>,
+    cloud: Arc<dyn Cloud>,
+    journal: Arc<Journal>,
+) {
+    loop {
+        tokio::time::sleep(SWITCH_WATCH).await;
+        let now = guard.tripped().is_none().then(|| cloud.now_ms());
+        if let Err(err) = ledger
+            .undo(now, cloud.as_ref(), Some(journal.as_ref()))
+            .await
+        {
+            tracing::error!("undoing faults: {err:#}");
+        }
+    }
+}
+
+/// Undo what crashed runs left owed in the state directory, before a run
+/// starts. An undo that still fails stops the run: chaos does not start on
+/// top of a fault nobody could undo.
+async fn recover_owed_faults(config: &Config, cloud: &dyn Cloud) -> anyhow::Result<()> {
+    let state_dir = config.state_dir()?;
+    let recovered = crate::faults::recover(&state_dir, cloud).await?;
+    for (owed, how) in &recovered.done {
+        tracing::warn!(
+            "fault {} of run {} was left owed (a crash?): {how}",
+            owed.fault_id,
+            owed.run_id
+        );
+    }
+    for (path, why) in &recovered.unreadable {
+        tracing::warn!(
+            "{}: not an owed undo this host wrote: {why}",
+            path.display()
+        );
+    }
+    if let Some((owed, err)) = recovered.failed.first() {
+        anyhow::bail!(
+            "fault {} of run {} is still owed and its undo fails ({err}); finish it by hand ({}) and run `wasmonkey recover`, or the run will not start",
+            owed.fault_id,
+            owed.run_id,
+            owed.undo.manual()
+        );
+    }
+    Ok(())
 }
 
 /// Accept a plugin's outcome only if it is about victims the host

@@ -327,7 +327,9 @@ impl Sandbox {
     /// Link a compiled component against this host's contract (and the
     /// deny-by-default WASI, if it asks for WASI).
     pub fn prepare(&self, compiled: Compiled) -> anyhow::Result<Prepared> {
-        let version = Version::LATEST;
+        let version = Version::of_imports(&compiled.imports).map_err(|why| {
+            anyhow::anyhow!("the component does not fit this host's contract: {why}")
+        })?;
         let mut linker = Linker::<StoreState>::new(&compiled.engine);
         version
             .add_to_linker(&mut linker, |state| &mut state.session)

@@ -35,6 +35,7 @@ use crate::text;
 
 // The host half of each interface, over the one run state below.
 mod cloud;
+mod faults;
 mod notify;
 mod probe;
 mod runtime;
@@ -66,6 +67,7 @@ pub const STOPPED_PREFIX: &str = "the run is stopped by ";
 /// Most notifications a plugin may publish per run.
 pub(crate) const NOTIFICATIONS_PER_RUN: u32 = 20;
 pub(crate) use crate::notify::{BODY_BYTES, SUBJECT_BYTES};
+pub use faults::{Fault, MAX_FAULT_MS};
 
 /// A plugin's name and version, as every error and log line shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +197,8 @@ pub struct SessionSetup {
     spacing: Option<Arc<KillSpacing>>,
     /// Send a dry run's notifications (marked) instead of withholding them.
     notify_dry_runs: bool,
+    /// The run's owed undos; without it, no fault is applied.
+    faults: Option<crate::faults::SharedLedger>,
 }
 
 impl SessionSetup {
@@ -232,7 +236,14 @@ impl SessionSetup {
             progress: Progress::hidden(),
             spacing: None,
             notify_dry_runs: false,
+            faults: None,
         }
+    }
+
+    /// Owe the undos of this experiment's faults in the run's ledger.
+    pub(crate) fn faults(mut self, ledger: crate::faults::SharedLedger) -> Self {
+        self.faults = Some(ledger);
+        self
     }
 
     /// Send a dry run's notifications, marked as a dry run's (the config's
@@ -619,6 +630,11 @@ impl Session {
             self.journal(trip.into_event())?;
         }
         Ok(verdict)
+    }
+
+    /// The backend-clock time the plugin's clock counts from.
+    pub(crate) fn clock_origin_ms(&self) -> Millis {
+        self.started_ms
     }
 
     /// Write a journal entry stamped with this experiment.

@@ -18,6 +18,7 @@ mod denials;
 mod exit_codes;
 #[cfg(feature = "aws")]
 mod fault_proxy;
+mod faults;
 mod guardrails;
 mod hostile;
 mod journal;

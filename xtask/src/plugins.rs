@@ -37,7 +37,14 @@ const TARGET_DIR: &str = "target/wasm";
 pub const MANIFEST: &str = "wasmonkey.toml";
 
 /// Grants a manifest may ask for.
-const KNOWN_GRANTS: &[&str] = &["terminate", "notify", "probe-targets"];
+const KNOWN_GRANTS: &[&str] = &[
+    "terminate",
+    "notify",
+    "probe-targets",
+    "stop",
+    "reboot",
+    "suspend-processes",
+];
 
 /// Build every guest workspace, then componentize each plugin.
 pub fn build(root: &Path) -> Result<()> {

@@ -17,7 +17,7 @@ use super::aws_settings::default_page_size;
 pub use super::aws_settings::AwsSettings;
 use super::{
     Alarm, AlarmState, Cloud, CloudError, Group, GroupSnapshot, Instance, InstanceQuery,
-    InstanceState, Lifecycle, Member, Millis, TerminateVia,
+    InstanceState, Lifecycle, Market, Member, Millis, TerminateVia,
 };
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -204,6 +204,15 @@ impl AwsCloud {
         }
     }
 
+    /// Epoch ms of this backend's clock 0.
+    fn origin_ms(&self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let elapsed = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(0);
+        now.saturating_sub(elapsed)
+    }
+
     /// The configured termination API.
     pub fn terminate_via(&self) -> TerminateVia {
         self.terminate_via
@@ -346,7 +355,8 @@ fn tag_map<'a>(
 /// An instance as EC2 alone knows it: its group from the group tag, its
 /// lifecycle guessed from its state, healthy only if standalone and
 /// running. The fleet view puts its group's answer in place of the guess.
-fn instance(raw: &ec2::types::Instance) -> Option<Instance> {
+/// `origin_ms` is the epoch ms of the backend's clock 0.
+fn instance(raw: &ec2::types::Instance, origin_ms: i64) -> Option<Instance> {
     let id = raw.instance_id()?.to_owned();
     let tags = tag_map(raw.tags().iter().map(|t| (t.key(), t.value())));
     let state = state(raw);
@@ -369,12 +379,26 @@ fn instance(raw: &ec2::types::Instance) -> Option<Instance> {
         state,
         lifecycle,
         tags,
+        instance_type: raw
+            .instance_type()
+            .map_or_else(String::new, |t| t.as_str().to_owned()),
+        launched_ms: raw
+            .launch_time()
+            .and_then(|t| t.to_millis().ok())
+            .map_or(i64::MIN, |ms| ms.saturating_sub(origin_ms)),
+        market: match raw.instance_lifecycle() {
+            Some(ec2::types::InstanceLifecycleType::Spot) => Market::Spot,
+            _ => Market::OnDemand,
+        },
     })
 }
 
-/// Sorted by id, each once.
-fn sorted(raw: &[ec2::types::Instance]) -> Vec<Instance> {
-    let mut instances: Vec<Instance> = raw.iter().filter_map(instance).collect();
+/// Sorted by id, each once; launch times on the clock of `origin_ms`.
+fn sorted(raw: &[ec2::types::Instance], origin_ms: i64) -> Vec<Instance> {
+    let mut instances: Vec<Instance> = raw
+        .iter()
+        .filter_map(|raw| instance(raw, origin_ms))
+        .collect();
     instances.sort_by(|a, b| a.id.cmp(&b.id));
     instances.dedup_by(|a, b| a.id == b.id);
     instances
@@ -634,7 +658,7 @@ impl Cloud for AwsCloud {
                 }
             }
         }
-        let mut instances = sorted(&raw);
+        let mut instances = sorted(&raw, self.origin_ms());
         instances.retain(|i| query.matches(i));
         Ok(instances)
     }
@@ -649,7 +673,7 @@ impl Cloud for AwsCloud {
                     .await?,
             );
         }
-        Ok(sorted(&raw))
+        Ok(sorted(&raw, self.origin_ms()))
     }
 
     async fn terminate(

@@ -99,6 +99,14 @@ pub enum Change {
     ShuttingDown,
     /// Terminated.
     Terminated,
+    /// Stopped (a fault): out of service until started.
+    Stopped,
+    /// Started again: pending until it runs.
+    Started,
+    /// Rebooted (a fault): failing its health check until it is back.
+    Rebooted,
+    /// Running again after a start or a reboot.
+    Back,
 }
 
 /// An instance id as a number: the id is `i-0` and the key in 16 lowercase
@@ -154,6 +162,15 @@ enum Event {
     Replace {
         group: String,
     },
+    /// The group's health check sees a stopped member: unless health
+    /// checks or their replacements are suspended, it replaces it.
+    StoppedNoticed {
+        id: Key,
+    },
+    /// A started or rebooted instance is running and healthy again.
+    Back {
+        id: Key,
+    },
 }
 
 /// A group as the simulator runs it: members, timings in ms, faults.
@@ -172,6 +189,11 @@ struct GroupState {
     grace_ms: Millis,
     failed_launches_left: u32,
     slow_launch_factor: f64,
+    /// What its instances are.
+    instance_type: String,
+    market: crate::cloud::Market,
+    /// Its processes suspended now.
+    suspended: BTreeSet<crate::cloud::ScalingProcess>,
     /// What a read of it answers, until a member changes (see
     /// [`State::record`]): most groups are unchanged between two polls.
     snapshot: Option<Arc<GroupSnapshot>>,
@@ -315,6 +337,9 @@ impl SimCloud {
                             lifecycle: Some(Lifecycle::InService),
                             healthy: true,
                             tags: instance_tags.get(group)?.clone(),
+                            instance_type: spec.instance_type.clone(),
+                            launched_ms: launched_before(key),
+                            market: spec.market,
                         }
                     }
                     Origin::Standalone(index) => {
@@ -327,6 +352,9 @@ impl SimCloud {
                             lifecycle: None,
                             healthy: true,
                             tags: spec.tags.clone(),
+                            instance_type: spec.instance_type.clone(),
+                            launched_ms: launched_before(key),
+                            market: crate::cloud::Market::OnDemand,
                         }
                     }
                 };
@@ -355,6 +383,9 @@ impl SimCloud {
                 grace_ms: secs_to_ms(group.health_check_grace_secs),
                 failed_launches_left: group.failed_launches,
                 slow_launch_factor: group.slow_launch_factor,
+                instance_type: group.instance_type.clone(),
+                market: group.market,
+                suspended: BTreeSet::new(),
                 snapshot: None,
             };
             state.groups.insert(group.name, group_state);
@@ -579,7 +610,8 @@ impl State {
                 let group = match self.instances.get(&id) {
                     Some(instance)
                         if instance.lifecycle == Some(Lifecycle::InService)
-                            && !instance.healthy =>
+                            && !instance.healthy
+                            && !self.replacing_suspended(instance.group.as_deref()) =>
                     {
                         instance.group.clone()
                     }
@@ -596,7 +628,47 @@ impl State {
                 self.instances.remove(&id);
             }
             Event::Replace { group } => self.launch(&group),
+            Event::StoppedNoticed { id } => {
+                let group = match self.instances.get(&id) {
+                    Some(instance)
+                        if instance.state == InstanceState::Stopped
+                            && !self.replacing_suspended(instance.group.as_deref()) =>
+                    {
+                        instance.group.clone()
+                    }
+                    _ => return,
+                };
+                self.record(id, Change::HealthCheckFailed);
+                self.begin_shutdown(id);
+                if let Some(group) = group {
+                    self.launch(&group);
+                }
+            }
+            Event::Back { id } => {
+                if let Some(instance) = self.instances.get_mut(&id) {
+                    if matches!(
+                        instance.state,
+                        InstanceState::Pending | InstanceState::Running
+                    ) && !instance.healthy
+                    {
+                        instance.state = InstanceState::Running;
+                        instance.healthy = true;
+                        self.record(id, Change::Back);
+                    }
+                }
+            }
         }
+    }
+
+    /// Whether `group` (if any) neither marks nor replaces unhealthy
+    /// members now.
+    fn replacing_suspended(&self, group: Option<&str>) -> bool {
+        use crate::cloud::ScalingProcess::{HealthCheck, ReplaceUnhealthy};
+        group
+            .and_then(|group| self.groups.get(group))
+            .is_some_and(|g| {
+                g.suspended.contains(&HealthCheck) || g.suspended.contains(&ReplaceUnhealthy)
+            })
     }
 
     fn launch_end(&mut self, id: Key, fails: bool) {
@@ -723,6 +795,12 @@ impl State {
         let Some(group) = self.groups.get(group_name) else {
             return;
         };
+        if group
+            .suspended
+            .contains(&crate::cloud::ScalingProcess::Launch)
+        {
+            return;
+        }
         // Pending or in service, per zone of the group.
         let mut per_zone = vec![0u32; group.group.zones.len()];
         let mut live = 0u32;
@@ -785,6 +863,10 @@ impl State {
             _ => false,
         };
         let id = self.fresh_key();
+        let (instance_type, market) = self.groups.get(group_name).map_or_else(
+            || (String::new(), crate::cloud::Market::OnDemand),
+            |group| (group.instance_type.clone(), group.market),
+        );
         self.instances.insert(
             id,
             Instance {
@@ -795,6 +877,9 @@ impl State {
                 lifecycle: Some(Lifecycle::Pending),
                 healthy: false,
                 tags,
+                instance_type,
+                launched_ms: i64::try_from(self.now).unwrap_or(i64::MAX),
+                market,
             },
         );
         if let Some(group) = self.groups.get_mut(group_name) {
@@ -984,6 +1069,131 @@ impl Cloud for SimCloud {
     fn messaging(&self) -> &dyn super::messaging::Messaging {
         self
     }
+
+    async fn stop_instance(&self, id: &str) -> Result<(), CloudError> {
+        let mut state = self.call("StopInstances")?;
+        let (key, group) = match key_of(id).and_then(|key| Some((key, state.instances.get(&key)?)))
+        {
+            Some((key, instance)) if instance.state == InstanceState::Running => {
+                (key, instance.group.clone())
+            }
+            Some((_, instance)) => {
+                return Err(CloudError::Refused(format!(
+                    "{id} is {:?}, not running",
+                    instance.state
+                )))
+            }
+            None => return Err(CloudError::NotFound(format!("no instance {id}"))),
+        };
+        if let Some(instance) = state.instances.get_mut(&key) {
+            instance.state = InstanceState::Stopped;
+            instance.healthy = false;
+        }
+        state.record(key, Change::Stopped);
+        if let Some(group) = group {
+            let detect_ms = state.groups.get(&group).map_or(0, |g| g.detect_ms);
+            let at = state.now.saturating_add(detect_ms);
+            state.schedule(at, Event::StoppedNoticed { id: key });
+        }
+        Ok(())
+    }
+
+    async fn start_instance(&self, id: &str) -> Result<(), CloudError> {
+        let mut state = self.call("StartInstances")?;
+        let key = match key_of(id).and_then(|key| Some((key, state.instances.get(&key)?))) {
+            Some((key, instance)) => match instance.state {
+                InstanceState::Stopped | InstanceState::Stopping => key,
+                // Already started: a second undo changes nothing.
+                InstanceState::Pending | InstanceState::Running => return Ok(()),
+                gone => {
+                    return Err(CloudError::NotFound(format!(
+                        "{id} is {gone:?}: there is nothing to start"
+                    )))
+                }
+            },
+            None => return Err(CloudError::NotFound(format!("no instance {id}"))),
+        };
+        if let Some(instance) = state.instances.get_mut(&key) {
+            instance.state = InstanceState::Pending;
+        }
+        state.record(key, Change::Started);
+        let at = state.now.saturating_add(START_MS);
+        state.schedule(at, Event::Back { id: key });
+        Ok(())
+    }
+
+    async fn reboot_instance(&self, id: &str) -> Result<(), CloudError> {
+        let mut state = self.call("RebootInstances")?;
+        let key = match key_of(id).and_then(|key| Some((key, state.instances.get(&key)?))) {
+            Some((key, instance)) if instance.state == InstanceState::Running => key,
+            Some((_, instance)) => {
+                return Err(CloudError::Refused(format!(
+                    "{id} is {:?}, not running",
+                    instance.state
+                )))
+            }
+            None => return Err(CloudError::NotFound(format!("no instance {id}"))),
+        };
+        if let Some(instance) = state.instances.get_mut(&key) {
+            instance.healthy = false;
+        }
+        state.record(key, Change::Rebooted);
+        let at = state.now.saturating_add(REBOOT_MS);
+        state.schedule(at, Event::Back { id: key });
+        Ok(())
+    }
+
+    async fn suspended_processes(
+        &self,
+        group: &str,
+    ) -> Result<Vec<crate::cloud::ScalingProcess>, CloudError> {
+        let state = self.call("DescribeAutoScalingGroups")?;
+        state
+            .groups
+            .get(group)
+            .map(|g| g.suspended.iter().copied().collect())
+            .ok_or_else(|| CloudError::NotFound(format!("no group {group}")))
+    }
+
+    async fn suspend_processes(
+        &self,
+        group: &str,
+        processes: &[crate::cloud::ScalingProcess],
+    ) -> Result<(), CloudError> {
+        let mut state = self.call("SuspendProcesses")?;
+        let g = state
+            .groups
+            .get_mut(group)
+            .ok_or_else(|| CloudError::NotFound(format!("no group {group}")))?;
+        g.suspended.extend(processes.iter().copied());
+        g.snapshot = None;
+        Ok(())
+    }
+
+    async fn resume_processes(
+        &self,
+        group: &str,
+        processes: &[crate::cloud::ScalingProcess],
+    ) -> Result<(), CloudError> {
+        let mut state = self.call("ResumeProcesses")?;
+        let g = state
+            .groups
+            .get_mut(group)
+            .ok_or_else(|| CloudError::NotFound(format!("no group {group}")))?;
+        for process in processes {
+            g.suspended.remove(process);
+        }
+        g.snapshot = None;
+        let desired = g.group.desired;
+        if processes.contains(&crate::cloud::ScalingProcess::Launch) {
+            // What the group could not launch while Launch was suspended,
+            // it launches now (each call launches one, while short).
+            for _ in 0..desired {
+                state.launch(group);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The simulated account's topics and buses: every name exists, and what is
@@ -1032,6 +1242,19 @@ impl super::messaging::Messaging for SimCloud {
     async fn check_bus(&self, _bus: &str, _role: Option<&ChannelRole>) -> Result<(), CloudError> {
         Ok(())
     }
+}
+
+/// How long a started instance takes to run again.
+const START_MS: Millis = 20_000;
+/// How long a rebooted instance fails its health check.
+const REBOOT_MS: Millis = 30_000;
+
+/// When an instance of the fleet file was launched: from an hour to 30 days
+/// before the clock starts, drawn from its (seeded) key.
+fn launched_before(key: Key) -> i64 {
+    const HOUR_MS: u64 = 3_600_000;
+    let ms = HOUR_MS + key % (30 * 24 * HOUR_MS - HOUR_MS);
+    -i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
 /// What the termination API's answer says of the instance: EC2's gives its
@@ -1150,6 +1373,7 @@ mod tests {
             instances: vec![InstanceSpec {
                 zone: B.into(),
                 tags: BTreeMap::from([("Name".into(), "bastion".into())]),
+                instance_type: "t3.micro".into(),
             }],
             ..FleetSpec::default()
         };
@@ -1635,6 +1859,7 @@ mod tests {
             instances: vec![InstanceSpec {
                 zone: A.into(),
                 tags: BTreeMap::new(),
+                instance_type: "t3.micro".into(),
             }],
             ..FleetSpec::default()
         };

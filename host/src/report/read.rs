@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{
-    seconds, CapacityPoint, DenialReport, ExperimentReport, HostVerdict, LogReport,
-    NotificationReport, NotificationStatus, PreflightReport, Report, RunOutcome, StopReport,
-    VictimReport, VictimStatus,
+    seconds, CapacityPoint, DenialReport, ExperimentReport, FaultReport, FaultStatus, HostVerdict,
+    LogReport, NotificationReport, NotificationStatus, PreflightReport, Report, RunOutcome,
+    StopReport, VictimReport, VictimStatus,
 };
 use crate::journal::{Entry, Event, PluginOutcome, Replay};
 use crate::limits::Limits;
@@ -46,6 +46,7 @@ impl Reader {
                 unknowns: Vec::new(),
                 notes: Vec::new(),
                 capacity: Vec::new(),
+                faults: Vec::new(),
                 last_clock_ms: replay.entries.last().map_or(0, |e| e.clock_ms),
             },
             experiments: BTreeMap::new(),
@@ -269,6 +270,11 @@ impl Reader {
                     at_seconds: seconds(entry.clock_ms),
                 });
             }
+            fault @ (Event::FaultIntent { .. }
+            | Event::FaultApplied { .. }
+            | Event::FaultFailed { .. }
+            | Event::FaultUndone { .. }
+            | Event::UndoFailed { .. }) => self.fault(index, entry.clock_ms, fault),
             Event::RunFinished { interrupted } => {
                 self.report.complete = true;
                 self.report.interrupted = *interrupted;
@@ -389,6 +395,74 @@ impl Reader {
                     .recovered_at_ms
                     .map(|at| seconds(at.saturating_sub(v.terminated_at_ms)));
             }
+        }
+    }
+}
+
+impl Reader {
+    /// A fault's event: its intent starts its report, the others settle it.
+    fn fault(&mut self, experiment: usize, clock_ms: u64, event: &Event) {
+        if let Event::FaultIntent {
+            fault_id,
+            kind,
+            target,
+            dry_run,
+            undo,
+            ..
+        } = event
+        {
+            self.report.faults.push(FaultReport {
+                experiment,
+                fault_id: fault_id.clone(),
+                kind: kind.clone(),
+                target: target.clone(),
+                run_clock_ms: clock_ms,
+                undone_clock_ms: None,
+                status: match (dry_run, undo) {
+                    (true, _) => FaultStatus::DryRun,
+                    (false, Some(_)) => FaultStatus::Owed,
+                    (false, None) => FaultStatus::Applied,
+                },
+                detail: None,
+                manual: undo.as_ref().map(crate::faults::Undo::manual),
+            });
+            return;
+        }
+        let id = match event {
+            Event::FaultApplied { fault_id, .. }
+            | Event::FaultFailed { fault_id, .. }
+            | Event::FaultUndone { fault_id, .. }
+            | Event::UndoFailed { fault_id, .. } => fault_id,
+            _ => return,
+        };
+        let Some(fault) = self
+            .report
+            .faults
+            .iter_mut()
+            .rev()
+            .find(|f| f.fault_id == *id && f.experiment == experiment)
+        else {
+            return;
+        };
+        match event {
+            Event::FaultFailed { error, .. } => {
+                if fault.status != FaultStatus::Owed {
+                    fault.status = FaultStatus::Failed;
+                }
+                fault.detail = Some(error.clone());
+            }
+            Event::FaultUndone { how, .. } => {
+                fault.status = FaultStatus::Undone;
+                fault.undone_clock_ms = Some(clock_ms);
+                fault.detail = Some(how.clone());
+                fault.manual = None;
+            }
+            Event::UndoFailed { error, manual, .. } => {
+                fault.status = FaultStatus::UndoFailed;
+                fault.detail = Some(error.clone());
+                fault.manual = Some(manual.clone());
+            }
+            _ => {}
         }
     }
 }

@@ -88,11 +88,15 @@ impl Session {
         };
         while left > 0 {
             // Every poll interval: the victims, the stop conditions and the
-            // kill switch.
-            let step = left.min(self.setup.poll_ms);
+            // kill switch; and a fault's undo when it is due, not later.
+            let mut step = left.min(self.setup.poll_ms);
+            if let Some(due) = self.next_undo_ms() {
+                step = step.min(due.saturating_sub(self.setup.cloud.now_ms()).max(1));
+            }
             self.setup.cloud.sleep_ms(step).await;
             left -= step;
             self.observe().await?;
+            self.undo_due_faults().await?;
             self.stopped_past_grace()?;
             if stopped_before.is_none() && self.setup.guard.tripped().is_some() {
                 break;

@@ -17,8 +17,8 @@ use crate::journal::Event;
 use crate::policy::{Denial, Grant, GroupView, Hidden};
 use crate::text;
 
-/// Why a termination went no further.
-enum Refusal {
+/// Why a termination (or a fault) went no further.
+pub(super) enum Refusal {
     /// A rule refused it: journalled, and the plugin hears `denied`.
     Denied(Denial),
     /// A read the check needed failed: the plugin hears the error.
@@ -74,9 +74,9 @@ impl Session {
     async fn clear(&mut self, id: &str) -> Result<Cleared, Refusal> {
         self.setup.policy.require(Grant::Terminate)?;
         self.brakes_clear().await?;
-        let (instance, group) = self.reach(id).await?;
+        let (instance, group) = self.reach(id, Grant::Terminate).await?;
         let dry_run = self
-            .within_blast_radius(&instance, group.as_deref())
+            .within_blast_radius(Grant::Terminate, &instance, group.as_deref())
             .await?;
         self.spaced(&instance)?;
         if dry_run && self.setup.preflight {
@@ -89,7 +89,7 @@ impl Session {
     }
 
     /// No stop condition tripped, no kill switch set, and both readable.
-    async fn brakes_clear(&self) -> Result<(), Refusal> {
+    pub(super) async fn brakes_clear(&self) -> Result<(), Refusal> {
         match self.check_guard().await? {
             BrakeState::Clear => Ok(()),
             BrakeState::Tripped(trip) => Err(Denial::Stopped {
@@ -103,7 +103,11 @@ impl Session {
     /// The instance exists and is in scope, with its group. Only the
     /// victim's group is read: a listing gone stale is not read again for
     /// every termination of a large fleet.
-    async fn reach(&self, id: &str) -> Result<(Instance, Option<Arc<Group>>), Refusal> {
+    pub(super) async fn reach(
+        &self,
+        id: &str,
+        grant: Grant,
+    ) -> Result<(Instance, Option<Arc<Group>>), Refusal> {
         let found = self
             .call(
                 "describing an instance",
@@ -118,15 +122,18 @@ impl Session {
             .into());
         };
         let group = self.group_of(&instance).await?;
-        self.setup.policy.check_reach(&instance, group.as_deref())?;
+        self.setup
+            .policy
+            .check_reach_as(grant, &instance, group.as_deref())?;
         Ok((instance, group))
     }
 
     /// Within the experiment's and the run's budgets, the group's share and
     /// cap, and above its healthy floor as read now; whether it is a dry
     /// run.
-    async fn within_blast_radius(
+    pub(super) async fn within_blast_radius(
         &mut self,
+        grant: Grant,
         instance: &Instance,
         group: Option<&Group>,
     ) -> Result<bool, Refusal> {
@@ -147,7 +154,7 @@ impl Session {
         Ok(self
             .setup
             .policy
-            .check_terminate(instance, view, &self.tally, &run)?)
+            .check_disruption(grant, instance, view, &self.tally, &run)?)
     }
 
     /// Not within `min_time_between_kills` of the group's last kill, as

@@ -108,6 +108,12 @@ pub struct GroupSpec {
     /// Fault: replacement launches take `launch_secs` times this.
     #[serde(default = "default_slow_launch_factor")]
     pub slow_launch_factor: f64,
+    /// The EC2 instance type of its instances.
+    #[serde(default = "default_instance_type")]
+    pub instance_type: String,
+    /// Whether its instances are spot (or on-demand) instances.
+    #[serde(default)]
+    pub market: crate::cloud::Market,
 }
 
 /// An instance in no Auto Scaling group.
@@ -119,6 +125,9 @@ pub struct InstanceSpec {
     /// Its tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Its EC2 instance type.
+    #[serde(default = "default_instance_type")]
+    pub instance_type: String,
 }
 
 /// An availability-zone outage: no launch into the zone succeeds in
@@ -155,6 +164,9 @@ fn default_health_check_grace_secs() -> u64 {
 fn default_slow_launch_factor() -> f64 {
     1.0
 }
+fn default_instance_type() -> String {
+    "m5.large".to_owned()
+}
 
 impl Default for FleetSpec {
     /// An empty fleet in the default region.
@@ -189,6 +201,8 @@ impl GroupSpec {
             health_check_grace_secs: default_health_check_grace_secs(),
             failed_launches: 0,
             slow_launch_factor: default_slow_launch_factor(),
+            instance_type: default_instance_type(),
+            market: crate::cloud::Market::OnDemand,
         }
     }
 }

@@ -1,0 +1,377 @@
+//! Faults beyond termination, and the undo the host owes for each.
+//!
+//! Before a fault is applied, its undo (exactly what to restore: the
+//! instance to start, the processes to resume) is journalled, synced, and
+//! written to the state directory's `faults/` as one small file. The host
+//! carries it out when the fault's time is up, when its experiment or the
+//! run ends, when a brake trips, on Ctrl-C or SIGTERM; after a crash, the
+//! next `run`, `daemon` or `recover` on that state does (see [`recover`]).
+//! An undo that fails is retried, reported loudly with the command that
+//! finishes it by hand, and stays owed.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::cloud::undo::Undo;
+use crate::cloud::{Cloud, Millis};
+use crate::journal::{Event, Journal};
+use crate::names::named;
+
+named! {
+    /// A kind of fault.
+    FaultKind {
+        /// An instance stopped, started again by the host.
+        Stop = "stop",
+        /// An instance rebooted: nothing to undo.
+        Reboot = "reboot",
+        /// A group's processes suspended, resumed by the host.
+        SuspendProcesses = "suspend-processes",
+    }
+}
+
+/// Attempts at one undo before it is reported as failed (it stays owed).
+pub(crate) const UNDO_ATTEMPTS: u32 = 3;
+
+/// A fault whose undo is owed, as the state directory keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owed {
+    /// The fault's id in its run, e.g. `f-1`.
+    pub fault_id: String,
+    /// The run it belongs to.
+    pub run_id: String,
+    /// Its experiment's position in the config.
+    pub experiment: usize,
+    /// Its undo.
+    pub undo: Undo,
+    /// When it is due, on the run's backend clock.
+    pub until_ms: Millis,
+    /// The process that owes it: while it lives, the undo is its own.
+    pub pid: u32,
+}
+
+/// The faults a run applied and has not undone yet.
+pub(crate) struct Ledger {
+    owed: Mutex<Vec<Owed>>,
+    next: AtomicU64,
+    run_id: String,
+    /// Where each owed undo is kept until it is done; none in tests.
+    dir: Option<PathBuf>,
+}
+
+impl Ledger {
+    /// The ledger of run `run_id`, keeping owed undos in `dir`.
+    pub(crate) fn new(run_id: &str, dir: Option<PathBuf>) -> Ledger {
+        Ledger {
+            owed: Mutex::default(),
+            next: AtomicU64::new(1),
+            run_id: run_id.to_owned(),
+            dir,
+        }
+    }
+
+    /// A fresh fault id.
+    pub(crate) fn next_id(&self) -> String {
+        format!("f-{}", self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn owed(&self) -> std::sync::MutexGuard<'_, Vec<Owed>> {
+        self.owed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Owe `undo` for `fault_id` by `until_ms`: kept on disk (synced)
+    /// before this returns, so that a crash cannot lose it.
+    pub(crate) fn owe(
+        &self,
+        fault_id: &str,
+        experiment: usize,
+        undo: Undo,
+        until_ms: Millis,
+    ) -> anyhow::Result<()> {
+        let owed = Owed {
+            fault_id: fault_id.to_owned(),
+            run_id: self.run_id.clone(),
+            experiment,
+            undo,
+            until_ms,
+            pid: std::process::id(),
+        };
+        if let Some(dir) = &self.dir {
+            write_owed(dir, &owed)?;
+        }
+        self.owed().push(owed);
+        Ok(())
+    }
+
+    /// When the next undo is due, if one is owed.
+    pub(crate) fn next_due(&self) -> Option<Millis> {
+        self.owed().iter().map(|owed| owed.until_ms).min()
+    }
+
+    /// Whether anything is owed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.owed().is_empty()
+    }
+
+    /// Undo what is due by `now` (everything when `now` is `None`): each
+    /// journalled as done or failed; what failed stays owed.
+    pub(crate) async fn undo(
+        &self,
+        now: Option<Millis>,
+        cloud: &dyn Cloud,
+        journal: Option<&Journal>,
+    ) -> anyhow::Result<()> {
+        let due: Vec<Owed> = {
+            let mut owed = self.owed();
+            let (due, later) = owed
+                .drain(..)
+                .partition(|o| now.is_none_or(|now| o.until_ms <= now));
+            *owed = later;
+            due
+        };
+        for owed in due {
+            if !undo_one(&owed, cloud, journal).await? {
+                self.owed().push(owed);
+            } else if let Some(dir) = &self.dir {
+                remove_owed(dir, &owed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Carry out one undo, up to [`UNDO_ATTEMPTS`] times; whether it was done.
+async fn undo_one(
+    owed: &Owed,
+    cloud: &dyn Cloud,
+    journal: Option<&Journal>,
+) -> anyhow::Result<bool> {
+    for attempt in 1..=UNDO_ATTEMPTS {
+        match owed.undo.carry_out(cloud).await {
+            Ok(how) => {
+                tracing::info!(fault = %owed.fault_id, "undone: {how}");
+                if let Some(journal) = journal {
+                    journal.append(
+                        cloud.now_ms(),
+                        Some(owed.experiment),
+                        Event::FaultUndone {
+                            fault_id: owed.fault_id.clone(),
+                            how,
+                        },
+                    )?;
+                }
+                return Ok(true);
+            }
+            Err(err) => {
+                let manual = owed.undo.manual();
+                tracing::error!(
+                    fault = %owed.fault_id,
+                    "UNDO FAILED (attempt {attempt} of {UNDO_ATTEMPTS}): {err}; to finish it by hand: {manual}"
+                );
+                if let Some(journal) = journal {
+                    journal.append(
+                        cloud.now_ms(),
+                        Some(owed.experiment),
+                        Event::UndoFailed {
+                            fault_id: owed.fault_id.clone(),
+                            attempt,
+                            error: err.to_string(),
+                            manual,
+                        },
+                    )?;
+                }
+                if attempt < UNDO_ATTEMPTS {
+                    cloud.sleep_ms(500 << attempt).await;
+                }
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Most bytes of one owed-undo file.
+const OWED_FILE_BYTES: u64 = 64 * 1024;
+/// Most owed-undo files read by one recovery.
+const MAX_OWED_FILES: usize = 10_000;
+
+/// The directory of owed undos in a state directory.
+pub(crate) fn owed_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("faults")
+}
+
+fn owed_path(dir: &Path, owed: &Owed) -> PathBuf {
+    // Run ids and fault ids are the host's own: letters, digits, `-`.
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    dir.join(format!(
+        "{}.{}.json",
+        safe(&owed.run_id),
+        safe(&owed.fault_id)
+    ))
+}
+
+fn write_owed(dir: &Path, owed: &Owed) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    crate::files::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = owed_path(dir, owed);
+    crate::files::write_atomic(&path, &serde_json::to_vec_pretty(owed)?)?;
+    // The rename is durable only once the directory is.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(())
+}
+
+fn remove_owed(dir: &Path, owed: &Owed) {
+    let path = owed_path(dir, owed);
+    if let Err(err) = std::fs::remove_file(&path) {
+        tracing::warn!(
+            "{}: the undo is done, but its file stays: {err}",
+            path.display()
+        );
+    }
+}
+
+/// What a recovery found and did.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Undos carried out (or found moot), with what was done.
+    pub done: Vec<(Owed, String)>,
+    /// Undos that failed every attempt, with the last error: still owed.
+    pub failed: Vec<(Owed, String)>,
+    /// Files that are not owed undos the host wrote, with why.
+    pub unreadable: Vec<(PathBuf, String)>,
+    /// Undos owed by a process still running: left to it.
+    pub running: Vec<Owed>,
+}
+
+/// Whether process `pid` is running (this one included). A process this
+/// user may not signal is running too.
+fn alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(err) => err == rustix::io::Errno::PERM,
+    }
+}
+
+/// Carry out every undo owed in `state_dir` (faults of runs that did not
+/// finish them: a crash, a kill -9). Idempotent: a second call finds
+/// nothing, and undoing what is already undone changes nothing. A file it
+/// cannot trust is reported, never acted on.
+pub async fn recover(state_dir: &Path, cloud: &dyn Cloud) -> anyhow::Result<Recovered> {
+    let dir = owed_dir(state_dir);
+    let mut recovered = Recovered::default();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(recovered),
+        Err(err) => anyhow::bail!("{}: cannot list owed undos: {err}", dir.display()),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .take(MAX_OWED_FILES)
+        .collect();
+    paths.sort();
+    for path in paths {
+        let owed = crate::files::open_no_follow(&path, OWED_FILE_BYTES)
+            .map_err(|problem| problem.to_string())
+            .and_then(|(file, _)| {
+                crate::files::read(file, OWED_FILE_BYTES).map_err(|problem| problem.to_string())
+            })
+            .and_then(|bytes| serde_json::from_slice::<Owed>(&bytes).map_err(|e| e.to_string()));
+        let owed = match owed {
+            Ok(owed) => owed,
+            Err(why) => {
+                recovered.unreadable.push((path, why));
+                continue;
+            }
+        };
+        if alive(owed.pid) {
+            // A run in progress (a daemon's slot, another `run`) undoes its
+            // own faults when they are due; undoing them now would end
+            // them early.
+            recovered.running.push(owed);
+            continue;
+        }
+        let mut last = String::new();
+        let mut done = None;
+        for attempt in 1..=UNDO_ATTEMPTS {
+            match owed.undo.carry_out(cloud).await {
+                Ok(how) => {
+                    done = Some(how);
+                    break;
+                }
+                Err(err) => {
+                    last = err.to_string();
+                    if attempt < UNDO_ATTEMPTS {
+                        cloud.sleep_ms(500 << attempt).await;
+                    }
+                }
+            }
+        }
+        match done {
+            Some(how) => {
+                if let Err(err) = std::fs::remove_file(&path) {
+                    tracing::warn!("{}: undone, but the file stays: {err}", path.display());
+                }
+                recovered.done.push((owed, how));
+            }
+            None => recovered.failed.push((owed, last)),
+        }
+    }
+    Ok(recovered)
+}
+
+/// A ledger shared by a run's experiments and its watcher.
+pub(crate) type SharedLedger = Arc<Ledger>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::ScalingProcess;
+
+    #[test]
+    fn an_undo_names_the_command_that_finishes_it_by_hand() {
+        let start = Undo::Start {
+            instance_id: "i-0abc".into(),
+        };
+        assert_eq!(
+            start.manual(),
+            "aws ec2 start-instances --instance-ids i-0abc"
+        );
+        let resume = Undo::Resume {
+            group: "web".into(),
+            processes: vec![ScalingProcess::Launch, ScalingProcess::AzRebalance],
+        };
+        assert_eq!(
+            resume.manual(),
+            "aws autoscaling resume-processes --auto-scaling-group-name web --scaling-processes Launch AZRebalance"
+        );
+        let json = serde_json::to_string(&resume).unwrap();
+        assert_eq!(
+            json,
+            r#"{"action":"resume","group":"web","processes":["Launch","AZRebalance"]}"#
+        );
+    }
+}

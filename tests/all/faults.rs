@@ -1,0 +1,384 @@
+//! Faults beyond termination (contract 0.2) on the simulated fleet, with
+//! the undo the host owns: journalled and kept on disk before the fault,
+//! carried out when the fault's time is up (not a poll later), when the
+//! experiment ends, when a brake trips, and by `wasmonkey recover` after a
+//! crash; each behind its own grant, in scope and in the blast radius.
+
+use std::sync::Arc;
+
+use wasmonkey::cloud::sim::SimCloud;
+use wasmonkey::cloud::{Cloud, InstanceQuery, InstanceState, ScalingProcess};
+use wasmonkey::config::Config;
+use wasmonkey::journal::{self, Entry, Event};
+use wasmonkey::runner::{self, RunOptions, RunOutput};
+
+use crate::support;
+
+/// The fleet with one more standalone instance, and an alarm that goes off
+/// at `alarm_at` seconds (never, if 0).
+fn fleet(alarm_at: u64) -> String {
+    let alarm = if alarm_at > 0 {
+        format!("\n[[alarm]]\nname = \"boom\"\nfrom_secs = {alarm_at}\n")
+    } else {
+        String::new()
+    };
+    format!("{}{alarm}", support::FLEET)
+}
+
+/// A config running `faulty` with `grants` and `params`, standalone
+/// instances in scope, and `extra` config.
+fn setup(alarm_at: u64, grants: &str, params: &str, extra: &str) -> support::Setup {
+    support::setup(
+        &fleet(alarm_at),
+        &support::test_plugin_dir(),
+        &format!(
+            "[scope]\ngroups = [\"web\", \"api\", \"vault\"]\nopt_out = \"chaos-opt-out\"\nstandalone = true\n\
+             [blast_radius]\nmax_terminations = 3\nmin_healthy_per_group = 1\nmax_fraction_per_group = 0.5\n\
+             [recovery]\ntimeout_secs = 600\npoll_secs = 1\n{extra}\n\
+             [[experiment]]\nplugin = \"faulty\"\ngrants = [{grants}]\nparams = {{ {params} }}\n"
+        ),
+    )
+}
+
+async fn run(setup: &support::Setup, execute: bool) -> (RunOutput, Arc<SimCloud>) {
+    let config = Config::load(&setup.config).expect("config loads");
+    let sim = Arc::new(
+        SimCloud::from_fleet_file(&setup.dir.path().join("fleet.toml"), 1).expect("fleet"),
+    );
+    let options = RunOptions {
+        config: setup.config.clone(),
+        execute,
+        ..RunOptions::default()
+    };
+    let output = runner::run_on(&config, sim.clone(), 1, &options, std::future::pending())
+        .await
+        .expect("run");
+    (output, sim)
+}
+
+fn journal_of(output: &RunOutput) -> Vec<Entry> {
+    journal::read(&output.journal).expect("journal").entries
+}
+
+/// The clock of the first entry that `matches`.
+fn clock_of(entries: &[Entry], matches: impl Fn(&Event) -> bool) -> Option<u64> {
+    entries
+        .iter()
+        .find(|e| matches(&e.event))
+        .map(|e| e.clock_ms)
+}
+
+/// The position of the first entry that `matches`.
+fn seq_of(entries: &[Entry], matches: impl Fn(&Event) -> bool) -> Option<u64> {
+    entries.iter().find(|e| matches(&e.event)).map(|e| e.seq)
+}
+
+fn owed_files(setup: &support::Setup) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(setup.dir.path().join("state").join("faults"))
+        .map(|dir| dir.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+async fn state_of(sim: &SimCloud, id: &str) -> Option<InstanceState> {
+    sim.instances_by_id(&[id.to_owned()])
+        .await
+        .expect("describe")
+        .first()
+        .map(|i| i.state)
+}
+
+/// The standalone bastion stopped for a minute is
+/// started again by the host when the minute is up, within a poll, while
+/// the plugin sleeps on; its undo was journalled and kept on disk before
+/// the stop, and the disk is clean after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_instance_is_started_again_when_its_time_is_up() {
+    let probe = setup(0, "\"stop\"", "", "");
+    let sim = SimCloud::from_fleet_file(&probe.dir.path().join("fleet.toml"), 1).expect("fleet");
+    let bastion = support::ids_of(&sim, None).await.remove(0);
+    let setup = setup(
+        0,
+        "\"stop\"",
+        &format!("target = \"{bastion}\", duration-ms = 60000, then-sleep-ms = 300000"),
+        "",
+    );
+    let (output, sim) = run(&setup, true).await;
+    let entries = journal_of(&output);
+    let intent = clock_of(&entries, |e| {
+        matches!(e, Event::FaultIntent { undo: Some(_), .. })
+    })
+    .expect("the intent, with its undo");
+    let applied = clock_of(&entries, |e| matches!(e, Event::FaultApplied { .. })).expect("applied");
+    let undone = clock_of(&entries, |e| matches!(e, Event::FaultUndone { .. })).expect("undone");
+    assert!(intent <= applied, "the undo is journalled before the fault");
+    assert!(
+        undone >= applied + 60_000 && undone <= applied + 60_000 + 1_000,
+        "undone at {undone}, applied at {applied}: not when its time was up"
+    );
+    let fault = &output.report.faults[0];
+    assert_eq!(fault.status, "undone", "{:#?}", output.report.faults);
+    assert_eq!(
+        fault.detail.as_deref(),
+        Some(format!("started {bastion}").as_str())
+    );
+    assert_eq!(output.report.outcome, "succeeded", "{:#?}", output.report);
+    assert_eq!(state_of(&sim, &bastion).await, Some(InstanceState::Running));
+    assert!(owed_files(&setup).is_empty(), "{:?}", owed_files(&setup));
+}
+
+/// A fault outlives neither its experiment nor a brake: a plugin that
+/// returns at once has its ten-minute stop undone at the experiment's end,
+/// and an alarm that goes off mid-fault has it undone within one poll, not
+/// when the plugin (sleeping on through its grace) returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_ends_with_its_experiment_and_at_a_brake() {
+    let setup_now = setup(0, "\"stop\"", "duration-ms = 600000", "");
+    let (output, _) = run(&setup_now, true).await;
+    let entries = journal_of(&output);
+    let applied = clock_of(&entries, |e| matches!(e, Event::FaultApplied { .. })).expect("applied");
+    let undone = clock_of(&entries, |e| matches!(e, Event::FaultUndone { .. })).expect("undone");
+    assert!(undone < applied + 600_000, "{undone} {applied}");
+    let undone_at = seq_of(&entries, |e| matches!(e, Event::FaultUndone { .. }));
+    let finished_at = seq_of(&entries, |e| matches!(e, Event::ExperimentFinished { .. }));
+    assert!(
+        undone_at.is_some() && undone_at < finished_at,
+        "undone (entry {undone_at:?}) after its experiment finished (entry {finished_at:?})"
+    );
+
+    let braked = setup(
+        30,
+        "\"stop\"",
+        "duration-ms = 600000, then-sleep-ms = 600000, naps = 3",
+        "[stop_conditions.boom]\nkind = \"alarm\"\nalarms = [\"boom\"]\n",
+    );
+    let (output, _) = run(&braked, true).await;
+    let entries = journal_of(&output);
+    let tripped = clock_of(&entries, |e| matches!(e, Event::StopTripped { .. })).expect("tripped");
+    let undone = clock_of(&entries, |e| matches!(e, Event::FaultUndone { .. })).expect("undone");
+    assert!(
+        undone >= tripped && undone <= tripped + 1_000,
+        "tripped at {tripped}, undone at {undone}"
+    );
+    assert_eq!(output.report.faults[0].status, "undone");
+}
+
+/// A group member that stays stopped is replaced by its group (as Auto
+/// Scaling does): there is nothing left to start, and the report says so.
+/// Suspended `ReplaceUnhealthy` keeps it, and the host resumes exactly the
+/// processes it suspended: one the operator suspended before stays so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_member_is_replaced_and_suspended_processes_are_resumed_exactly() {
+    let setup_stop = setup(
+        0,
+        "\"stop\"",
+        "duration-ms = 120000, then-sleep-ms = 300000",
+        "",
+    );
+    let (output, _) = run(&setup_stop, true).await;
+    let fault = &output.report.faults[0];
+    assert_eq!(fault.status, "undone", "{fault:#?}");
+    assert!(
+        fault
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.starts_with("nothing to undo")),
+        "{fault:#?}"
+    );
+
+    let setup_suspend = setup(
+        0,
+        "\"suspend-processes\"",
+        "fault = \"suspend\", target = \"web\", duration-ms = 60000, then-sleep-ms = 30000",
+        "",
+    );
+    let config = Config::load(&setup_suspend.config).expect("config");
+    let sim = Arc::new(
+        SimCloud::from_fleet_file(&setup_suspend.dir.path().join("fleet.toml"), 1).expect("fleet"),
+    );
+    // The operator's own suspension, from before the run.
+    sim.suspend_processes("web", &[ScalingProcess::ReplaceUnhealthy])
+        .await
+        .expect("suspend");
+    let options = RunOptions {
+        config: setup_suspend.config.clone(),
+        execute: true,
+        ..RunOptions::default()
+    };
+    let output = runner::run_on(&config, sim.clone(), 1, &options, std::future::pending())
+        .await
+        .expect("run");
+    let entries = journal_of(&output);
+    let undo = entries.iter().find_map(|e| match &e.event {
+        Event::FaultIntent {
+            undo: Some(undo), ..
+        } => Some(undo.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        undo,
+        Some(wasmonkey::faults::Undo::Resume {
+            group: "web".into(),
+            processes: vec![ScalingProcess::Launch],
+        }),
+        "only what the fault suspended is its to resume"
+    );
+    assert_eq!(output.report.faults[0].status, "undone");
+    assert_eq!(
+        sim.suspended_processes("web").await.expect("read"),
+        [ScalingProcess::ReplaceUnhealthy]
+    );
+}
+
+/// Each fault needs its own grant, stays in scope and in the blast
+/// radius: a denied fault is journalled as a denial with no intent, and
+/// the plugin hears a typed error, never a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_needs_its_grant_its_scope_and_its_budget() {
+    // Stop asked with only the reboot grant.
+    let no_grant = setup(0, "\"reboot\"", "fault = \"stop\"", "");
+    let (output, _) = run(&no_grant, true).await;
+    assert!(
+        output.report.faults.is_empty(),
+        "{:#?}",
+        output.report.faults
+    );
+    let denials = &output.report.experiments[0].denials;
+    assert!(
+        denials
+            .iter()
+            .any(|d| d.operation == "stop" && d.rule == "grant"),
+        "{denials:#?}"
+    );
+
+    // An opted-out group's instance, by id.
+    let probe = setup(0, "\"stop\"", "", "");
+    let sim = SimCloud::from_fleet_file(&probe.dir.path().join("fleet.toml"), 1).expect("fleet");
+    let vault = support::ids_of(&sim, Some("vault")).await.remove(0);
+    let out_of_scope = setup(0, "\"stop\"", &format!("target = \"{vault}\""), "");
+    let (output, sim) = run(&out_of_scope, true).await;
+    assert!(
+        output.report.faults.is_empty(),
+        "{:#?}",
+        output.report.faults
+    );
+    assert_eq!(state_of(&sim, &vault).await, Some(InstanceState::Running));
+
+    // Five reboots asked, three allowed (max_terminations = 3).
+    let budget = setup(0, "\"reboot\"", "fault = \"reboot\", count = 5", "");
+    let (output, _) = run(&budget, true).await;
+    assert_eq!(output.report.faults.len(), 3, "{:#?}", output.report.faults);
+    assert!(output.report.faults.iter().all(|f| f.status == "applied"));
+    assert!(
+        output.report.experiments[0]
+            .denials
+            .iter()
+            .any(|d| d.operation == "reboot" && d.rule == "max-terminations"),
+        "{:#?}",
+        output.report.experiments[0].denials
+    );
+
+    // A dry run changes nothing and owes nothing.
+    let dry = setup(0, "\"stop\"", "count = 2, duration-ms = 60000", "");
+    let (output, sim) = run(&dry, false).await;
+    assert_eq!(output.report.faults.len(), 2);
+    assert!(output.report.faults.iter().all(|f| f.status == "dry-run"));
+    let all = sim
+        .instances(&InstanceQuery::default())
+        .await
+        .expect("list");
+    assert!(all.iter().all(|i| i.state == InstanceState::Running));
+    assert!(owed_files(&dry).is_empty());
+}
+
+/// A run killed (SIGKILL) while it holds a stop leaves the undo on disk and
+/// the journal saying it is owed; `wasmonkey recover` carries it out and a
+/// second recover finds nothing; the next run would have done the same.
+#[test]
+fn a_fault_left_by_a_killed_run_is_undone_by_recover() {
+    let setup = setup(0, "\"stop\"", "duration-ms = 600000, spin = true", "");
+    let journal = setup.dir.path().join("killed.jsonl");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args(["run", "--execute", "--seed", "0", "--journal"])
+        .arg(&journal)
+        .arg("--config")
+        .arg(&setup.config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while owed_files(&setup).is_empty()
+        || !std::fs::read_to_string(&journal)
+            .unwrap_or_default()
+            .contains("fault-applied")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fault applied in 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    assert_eq!(owed_files(&setup).len(), 1);
+    let text = String::from_utf8_lossy(
+        &std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+            .args(["report"])
+            .arg(&journal)
+            .output()
+            .expect("report")
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        text.contains("NOT undone") && text.contains("wasmonkey recover"),
+        "{text}"
+    );
+
+    let recover = support::wasmonkey(&["recover"], &setup.config);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&recover.stdout),
+        String::from_utf8_lossy(&recover.stderr)
+    );
+    assert!(recover.status.success(), "{said}");
+    assert!(said.contains("f-1") && said.contains("started"), "{said}");
+    assert!(owed_files(&setup).is_empty(), "{:?}", owed_files(&setup));
+    let again = support::wasmonkey(&["recover"], &setup.config);
+    assert!(again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("nothing owed"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+}
+
+/// The contract version is the one the component imports: an unknown one
+/// is refused, naming it and the versions this host speaks.
+#[test]
+fn the_contract_version_is_read_from_the_imports() {
+    use wasmonkey::contract::Version;
+    let imports = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        Version::of_imports(&imports(&[
+            "wasmonkey:chaos/cloud@0.2.0",
+            "wasmonkey:chaos/runtime@0.2.0"
+        ])),
+        Ok(Version::V0_2_0)
+    );
+    assert_eq!(
+        Version::of_imports(&imports(&["wasmonkey:chaos/cloud@0.1.0"])),
+        Ok(Version::V0_1_0)
+    );
+    let unknown = Version::of_imports(&imports(&["wasmonkey:chaos/cloud@0.3.0"])).unwrap_err();
+    assert!(
+        unknown.contains("0.3.0") && unknown.contains("wasmonkey:chaos@0.2.0"),
+        "{unknown}"
+    );
+    let both = Version::of_imports(&imports(&[
+        "wasmonkey:chaos/cloud@0.1.0",
+        "wasmonkey:chaos/runtime@0.2.0",
+    ]))
+    .unwrap_err();
+    assert!(both.contains("several"), "{both}");
+}
