@@ -32,6 +32,24 @@ named! {
     }
 }
 
+/// What a fault grant lets a plugin do, and how the host undoes it, in a
+/// line for `plan`; none for a grant that is not a fault's.
+pub(crate) fn reach_and_rollback(grant: crate::policy::Grant) -> Option<&'static str> {
+    use crate::policy::Grant;
+    match grant {
+        Grant::Stop => Some(
+            "may stop instances in scope for 1 ms to 6 h, each counted as a termination and kept above the healthy floor; the host starts each again when its time is up, at the experiment's end, at a brake, or after a crash (`wasmonkey recover`)",
+        ),
+        Grant::Reboot => Some(
+            "may reboot instances in scope, each counted as a termination and kept above the healthy floor; nothing to undo",
+        ),
+        Grant::SuspendProcesses => Some(
+            "may suspend scaling processes of groups in scope for 1 ms to 6 h, each suspension counted as a termination; the host resumes exactly those it suspended when their time is up, at the experiment's end, at a brake, or after a crash",
+        ),
+        Grant::Terminate | Grant::Notify | Grant::ProbeTargets => None,
+    }
+}
+
 /// Attempts at one undo before it is reported as failed (it stays owed).
 pub(crate) const UNDO_ATTEMPTS: u32 = 3;
 
@@ -307,10 +325,11 @@ pub async fn recover(state_dir: &Path, cloud: &dyn Cloud) -> anyhow::Result<Reco
                 continue;
             }
         };
-        if alive(owed.pid) {
-            // A run in progress (a daemon's slot, another `run`) undoes its
-            // own faults when they are due; undoing them now would end
-            // them early.
+        if owed.pid != std::process::id() && alive(owed.pid) {
+            // A run in progress in another process (a daemon's slot,
+            // another `run`) undoes its own faults when they are due;
+            // undoing them now would end them early. This process's own
+            // are those of runs that ended with an undo still failing.
             recovered.running.push(owed);
             continue;
         }

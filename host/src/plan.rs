@@ -78,6 +78,8 @@ pub(crate) struct ExperimentPlan {
     pub sha256: Option<String>,
     /// What it would be allowed to do.
     pub grants: Vec<String>,
+    /// Each fault it may apply: its reach and how the host undoes it.
+    pub faults: Vec<String>,
     /// What it would run under, if it loaded.
     pub limits: Option<Limits>,
     /// Why it would not run, if it would not.
@@ -147,6 +149,13 @@ fn experiment_plan(planned: &crate::run_plan::Planned<'_>) -> ExperimentPlan {
             version: Some(ready.plugin.metadata.version.clone()),
             sha256: Some(ready.plugin.prepared.compiled.sha256.clone()),
             grants: ready.grants.iter().map(|g| g.name().to_owned()).collect(),
+            faults: ready
+                .grants
+                .iter()
+                .filter_map(|g| {
+                    crate::faults::reach_and_rollback(*g).map(|what| format!("{g}: {what}"))
+                })
+                .collect(),
             limits: Some(ready.plugin.limits),
             error: None,
         },
@@ -156,6 +165,7 @@ fn experiment_plan(planned: &crate::run_plan::Planned<'_>) -> ExperimentPlan {
             version: None,
             sha256: None,
             grants: Vec::new(),
+            faults: Vec::new(),
             limits: None,
             error: Some(unready.problem.clone()),
         },
@@ -254,6 +264,9 @@ impl Plan {
                         l.memory_mib,
                         l.timeout_secs
                     );
+                    for fault in &e.faults {
+                        let _ = writeln!(out, "    {fault}");
+                    }
                 }
                 (None, None) => {}
             }

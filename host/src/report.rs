@@ -567,6 +567,23 @@ impl Report {
                     safe(v.plugin_verdict.as_deref().unwrap_or("-")),
                 );
             }
+            for f in self
+                .faults
+                .iter()
+                .filter(|f| f.experiment == experiment.index)
+            {
+                let _ = writeln!(
+                    out,
+                    "  fault {} {} {}: {}{}",
+                    safe(&f.fault_id),
+                    safe(&f.kind),
+                    safe(&f.target),
+                    f.status,
+                    f.detail
+                        .as_deref()
+                        .map_or(String::new(), |d| format!(" ({})", safe(d)))
+                );
+            }
             for d in &experiment.denials {
                 let _ = writeln!(
                     out,

@@ -15,6 +15,8 @@ use wasmonkey::config::Config;
 use wasmonkey::journal::Event;
 use wasmonkey::runner::{self, RunOptions, RunOutput};
 
+mod faults;
+
 use crate::fault_proxy::{Fault, FaultProxy, Rule};
 use crate::moto::{self, Moto};
 use crate::receiver::{receiver, Receiver};

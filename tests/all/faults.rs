@@ -124,6 +124,36 @@ async fn a_stopped_instance_is_started_again_when_its_time_is_up() {
     assert_eq!(output.report.outcome, "succeeded", "{:#?}", output.report);
     assert_eq!(state_of(&sim, &bastion).await, Some(InstanceState::Running));
     assert!(owed_files(&setup).is_empty(), "{:?}", owed_files(&setup));
+
+    // `plan` says what the grant reaches and how it is undone; the text and
+    // HTML reports list the fault with what undid it.
+    let plan = support::wasmonkey(&["plan"], &setup.config);
+    let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(
+        plan.contains("stop: may stop instances in scope")
+            && plan.contains("the host starts each again"),
+        "{plan}"
+    );
+    let html = setup.dir.path().join("report.html");
+    let report = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .arg("report")
+        .arg(&output.journal)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .expect("report");
+    let text = String::from_utf8_lossy(&report.stdout).into_owned();
+    assert!(
+        text.contains(&format!(
+            "fault f-1 stop {bastion}: undone (started {bastion})"
+        )),
+        "{text}"
+    );
+    let page = std::fs::read_to_string(&html).expect("page");
+    assert!(
+        page.contains("Faults (1)") && page.contains(r#"data-status="undone""#),
+        "no fault in the page"
+    );
 }
 
 /// A fault outlives neither its experiment nor a brake: a plugin that

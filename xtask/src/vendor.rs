@@ -34,6 +34,9 @@ pub(crate) const OPERATIONS: &[&str] = &[
     "terminate_instances",
     "run_instances",
     "create_launch_template",
+    "stop_instances",
+    "start_instances",
+    "reboot_instances",
 ];
 
 /// Where the trimmed crate lives, relative to the repository.

@@ -17,7 +17,7 @@ use super::aws_settings::default_page_size;
 pub use super::aws_settings::AwsSettings;
 use super::{
     Alarm, AlarmState, Cloud, CloudError, Group, GroupSnapshot, Instance, InstanceQuery,
-    InstanceState, Lifecycle, Market, Member, Millis, TerminateVia,
+    InstanceState, Lifecycle, Market, Member, Millis, ScalingProcess, TerminateVia,
 };
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -705,6 +705,108 @@ impl Cloud for AwsCloud {
                 .await
                 .map(|_| None)
                 .map_err(|err| classify("autoscaling:TerminateInstanceInAutoScalingGroup", err)),
+        }
+    }
+
+    async fn stop_instance(&self, id: &str) -> Result<(), CloudError> {
+        self.ec2
+            .stop_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|err| classify("ec2:StopInstances", err))
+    }
+
+    async fn start_instance(&self, id: &str) -> Result<(), CloudError> {
+        match self.ec2.start_instances().instance_ids(id).send().await {
+            Ok(_) => Ok(()),
+            // Terminated (its group replaced it) or gone: nothing to start.
+            Err(err) if err.code() == Some("IncorrectInstanceState") => {
+                let state = self
+                    .instances_by_id(&[id.to_owned()])
+                    .await?
+                    .first()
+                    .map(|i| i.state);
+                match state {
+                    Some(InstanceState::Running | InstanceState::Pending) => Ok(()),
+                    Some(InstanceState::Stopping) => Err(CloudError::Backend(format!(
+                        "ec2:StartInstances: {id} is still stopping"
+                    ))),
+                    other => Err(CloudError::NotFound(format!(
+                        "{id} is {}",
+                        other.map_or("gone", state_name)
+                    ))),
+                }
+            }
+            Err(err) => Err(classify("ec2:StartInstances", err)),
+        }
+    }
+
+    async fn reboot_instance(&self, id: &str) -> Result<(), CloudError> {
+        self.ec2
+            .reboot_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|err| classify("ec2:RebootInstances", err))
+    }
+
+    async fn suspended_processes(&self, group: &str) -> Result<Vec<ScalingProcess>, CloudError> {
+        let groups = self.describe_groups(Some(&[group.to_owned()])).await?;
+        let found = groups
+            .first()
+            .ok_or_else(|| CloudError::NotFound(format!("no group {group}")))?;
+        Ok(found
+            .suspended_processes()
+            .iter()
+            .filter_map(|p| p.process_name().and_then(ScalingProcess::parse))
+            .collect())
+    }
+
+    async fn suspend_processes(
+        &self,
+        group: &str,
+        processes: &[ScalingProcess],
+    ) -> Result<(), CloudError> {
+        self.autoscaling
+            .suspend_processes()
+            .auto_scaling_group_name(group)
+            .set_scaling_processes(Some(
+                processes.iter().map(|p| p.name().to_owned()).collect(),
+            ))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|err| classify("autoscaling:SuspendProcesses", err))
+    }
+
+    async fn resume_processes(
+        &self,
+        group: &str,
+        processes: &[ScalingProcess],
+    ) -> Result<(), CloudError> {
+        match self
+            .autoscaling
+            .resume_processes()
+            .auto_scaling_group_name(group)
+            .set_scaling_processes(Some(
+                processes.iter().map(|p| p.name().to_owned()).collect(),
+            ))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => match classify("autoscaling:ResumeProcesses", err) {
+                // The group was deleted: nothing left to resume.
+                CloudError::Backend(m)
+                    if m.contains("ValidationError") && m.contains("not found") =>
+                {
+                    Err(CloudError::NotFound(m))
+                }
+                other => Err(other),
+            },
         }
     }
 

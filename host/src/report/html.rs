@@ -180,6 +180,40 @@ fn experiment_section(report: &Report, experiment: &ExperimentReport) -> Markup 
                     }
                 }
             }
+            @let faults: Vec<&super::FaultReport> = report
+                .faults
+                .iter()
+                .filter(|f| f.experiment == experiment.index)
+                .collect();
+            @if !faults.is_empty() {
+                h3 { "Faults (" (faults.len()) ")" }
+                table.faults {
+                    thead { tr {
+                        th { "Fault" } th { "Kind" } th { "Target" } th { "At (s)" }
+                        th { "Undone at (s)" } th { "Status" } th { "What was done" }
+                    } }
+                    tbody {
+                        @for f in &faults {
+                            tr.fault data-status=(f.status) {
+                                td { code { (safe(&f.fault_id)) } }
+                                td { (safe(&f.kind)) }
+                                td { code { (safe(&f.target)) } }
+                                td.num { (seconds_since(f.run_clock_ms, start)) }
+                                td.num { (f.undone_clock_ms.map_or("-".to_owned(), |c| seconds_since(c, start))) }
+                                td { (f.status) }
+                                td {
+                                    (safe(f.detail.as_deref().unwrap_or("-")))
+                                    @if let Some(manual) = &f.manual {
+                                        @if f.status != "dry-run" {
+                                            br; "NOT undone; by hand: " code { (safe(manual)) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             @if !experiment.denials.is_empty() {
                 h3 { "Denials (" (experiment.denials.len()) ")" }
                 table.denials {

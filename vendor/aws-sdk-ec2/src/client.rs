@@ -191,7 +191,13 @@ pub mod customize;
 
 mod describe_instances;
 
+mod reboot_instances;
+
 mod run_instances;
+
+mod start_instances;
+
+mod stop_instances;
 
 mod terminate_instances;
 

@@ -82,6 +82,27 @@ impl From<crate::operation::describe_instances::DescribeInstancesError> for Erro
         }
     }
 }
+impl<R> From<::aws_smithy_runtime_api::client::result::SdkError<crate::operation::reboot_instances::RebootInstancesError, R>> for Error
+where
+    R: Send + Sync + std::fmt::Debug + 'static,
+{
+    fn from(err: ::aws_smithy_runtime_api::client::result::SdkError<crate::operation::reboot_instances::RebootInstancesError, R>) -> Self {
+        match err {
+            ::aws_smithy_runtime_api::client::result::SdkError::ServiceError(context) => Self::from(context.into_err()),
+            _ => Error::Unhandled(crate::error::sealed_unhandled::Unhandled {
+                meta: ::aws_smithy_types::error::metadata::ProvideErrorMetadata::meta(&err).clone(),
+                source: err.into(),
+            }),
+        }
+    }
+}
+impl From<crate::operation::reboot_instances::RebootInstancesError> for Error {
+    fn from(err: crate::operation::reboot_instances::RebootInstancesError) -> Self {
+        match err {
+            crate::operation::reboot_instances::RebootInstancesError::Unhandled(inner) => Error::Unhandled(inner),
+        }
+    }
+}
 impl<R> From<::aws_smithy_runtime_api::client::result::SdkError<crate::operation::run_instances::RunInstancesError, R>> for Error
 where
     R: Send + Sync + std::fmt::Debug + 'static,
@@ -100,6 +121,48 @@ impl From<crate::operation::run_instances::RunInstancesError> for Error {
     fn from(err: crate::operation::run_instances::RunInstancesError) -> Self {
         match err {
             crate::operation::run_instances::RunInstancesError::Unhandled(inner) => Error::Unhandled(inner),
+        }
+    }
+}
+impl<R> From<::aws_smithy_runtime_api::client::result::SdkError<crate::operation::start_instances::StartInstancesError, R>> for Error
+where
+    R: Send + Sync + std::fmt::Debug + 'static,
+{
+    fn from(err: ::aws_smithy_runtime_api::client::result::SdkError<crate::operation::start_instances::StartInstancesError, R>) -> Self {
+        match err {
+            ::aws_smithy_runtime_api::client::result::SdkError::ServiceError(context) => Self::from(context.into_err()),
+            _ => Error::Unhandled(crate::error::sealed_unhandled::Unhandled {
+                meta: ::aws_smithy_types::error::metadata::ProvideErrorMetadata::meta(&err).clone(),
+                source: err.into(),
+            }),
+        }
+    }
+}
+impl From<crate::operation::start_instances::StartInstancesError> for Error {
+    fn from(err: crate::operation::start_instances::StartInstancesError) -> Self {
+        match err {
+            crate::operation::start_instances::StartInstancesError::Unhandled(inner) => Error::Unhandled(inner),
+        }
+    }
+}
+impl<R> From<::aws_smithy_runtime_api::client::result::SdkError<crate::operation::stop_instances::StopInstancesError, R>> for Error
+where
+    R: Send + Sync + std::fmt::Debug + 'static,
+{
+    fn from(err: ::aws_smithy_runtime_api::client::result::SdkError<crate::operation::stop_instances::StopInstancesError, R>) -> Self {
+        match err {
+            ::aws_smithy_runtime_api::client::result::SdkError::ServiceError(context) => Self::from(context.into_err()),
+            _ => Error::Unhandled(crate::error::sealed_unhandled::Unhandled {
+                meta: ::aws_smithy_types::error::metadata::ProvideErrorMetadata::meta(&err).clone(),
+                source: err.into(),
+            }),
+        }
+    }
+}
+impl From<crate::operation::stop_instances::StopInstancesError> for Error {
+    fn from(err: crate::operation::stop_instances::StopInstancesError) -> Self {
+        match err {
+            crate::operation::stop_instances::StopInstancesError::Unhandled(inner) => Error::Unhandled(inner),
         }
     }
 }

@@ -7,8 +7,17 @@ pub mod create_launch_template;
 /// Types for the `DescribeInstances` operation.
 pub mod describe_instances;
 
+/// Types for the `RebootInstances` operation.
+pub mod reboot_instances;
+
 /// Types for the `RunInstances` operation.
 pub mod run_instances;
+
+/// Types for the `StartInstances` operation.
+pub mod start_instances;
+
+/// Types for the `StopInstances` operation.
+pub mod stop_instances;
 
 /// Types for the `TerminateInstances` operation.
 pub mod terminate_instances;

@@ -31,9 +31,21 @@ pub(crate) mod shape_describe_instances;
 
 pub(crate) mod shape_describe_instances_input;
 
+pub(crate) mod shape_reboot_instances;
+
+pub(crate) mod shape_reboot_instances_input;
+
 pub(crate) mod shape_run_instances;
 
 pub(crate) mod shape_run_instances_input;
+
+pub(crate) mod shape_start_instances;
+
+pub(crate) mod shape_start_instances_input;
+
+pub(crate) mod shape_stop_instances;
+
+pub(crate) mod shape_stop_instances_input;
 
 pub(crate) mod shape_terminate_instances;
 

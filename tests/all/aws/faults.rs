@@ -1,0 +1,213 @@
+//! Faults of contract 0.2 on moto, through the official SDK: each applied
+//! and undone, checked by an independent read; a plugin that spins holding
+//! a stop has it undone when its time is up; and runs killed (SIGKILL) at
+//! random moments leave nothing that `wasmonkey recover` does not undo,
+//! with journals that tell the truth.
+
+use std::time::{Duration, Instant};
+
+use super::{said, variant, wasmonkey_cli, Lab};
+use crate::support;
+
+/// The lab's config running `faulty` with `grants` and `params`, standalone
+/// instances in scope, plugins ended after `timeout_secs` (fuel enough to
+/// spin until then).
+fn faulty(lab: &Lab, endpoint: &str, grants: &str, params: &str, timeout_secs: u64) -> String {
+    let config = lab.config(
+        &support::test_plugin_dir(),
+        endpoint,
+        &format!(
+            "[[experiment]]\nplugin = \"faulty\"\ngrants = [{grants}]\nparams = {{ {params} }}\nlimits = {{ timeout_secs = {timeout_secs}, fuel = 1000000000000 }}\n"
+        ),
+    );
+    variant(
+        &config,
+        "faulty.toml",
+        &[("[scope]\n", "[scope]\nstandalone = true\n")],
+    )
+}
+
+async fn instance_state(lab: &Lab, id: &str) -> String {
+    lab.states().await.get(id).cloned().unwrap_or_default()
+}
+
+async fn suspended(lab: &Lab, group: &str) -> Vec<String> {
+    let answer = aws_sdk_autoscaling::Client::new(&lab.admin)
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(group)
+        .send()
+        .await
+        .expect("describe groups");
+    let mut names: Vec<String> = answer.auto_scaling_groups()[0]
+        .suspended_processes()
+        .iter()
+        .filter_map(|p| p.process_name().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Stop (undone by a start when its 2 s are up, while the plugin spins
+/// without calling the host), suspended processes (resumed), a reboot
+/// (nothing to undo): each seen by an independent read.
+#[test]
+fn each_fault_is_applied_and_undone_as_an_independent_read_sees() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let lab = runtime.block_on(Lab::new());
+    let standalone = lab.fleet.standalone.clone();
+    let config = faulty(
+        &lab,
+        &lab.moto.endpoint,
+        "\"stop\"",
+        &format!("target = \"{standalone}\", duration-ms = 2000, spin = true"),
+        8,
+    );
+    let journal = lab.dir.path().join("stop.jsonl");
+    let mut child = wasmonkey_run_at(&lab, &config, &journal);
+    let started = Instant::now();
+    let mut saw_stopped = false;
+    while started.elapsed() < Duration::from_secs(20) {
+        let state = runtime.block_on(instance_state(&lab, &standalone));
+        saw_stopped |= state == "stopped" || state == "stopping";
+        if saw_stopped && state == "running" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started_again = started.elapsed();
+    assert!(saw_stopped, "the instance was never seen stopped");
+    assert_eq!(
+        runtime.block_on(instance_state(&lab, &standalone)),
+        "running"
+    );
+    let status = child.wait().expect("the run ends");
+    let ended = started.elapsed();
+    assert!(
+        started_again + Duration::from_secs(3) < ended,
+        "started again at {started_again:?}, only when the plugin was ended at {ended:?}: {status:?}"
+    );
+    let report = report_of(&lab, &journal);
+    assert_eq!(report["faults"][0]["status"], "undone", "{report:#}");
+    assert_eq!(
+        report["faults"][0]["detail"],
+        format!("started {standalone}"),
+        "{report:#}"
+    );
+
+    // Launch and ReplaceUnhealthy suspended on web for 2 s, seen while the
+    // plugin sleeps, and resumed.
+    let config = faulty(
+        &lab,
+        &lab.moto.endpoint,
+        "\"suspend-processes\"",
+        "fault = \"suspend\", target = \"web\", duration-ms = 2000, then-sleep-ms = 4000",
+        30,
+    );
+    let journal = lab.dir.path().join("suspend.jsonl");
+    let mut child = wasmonkey_run_at(&lab, &config, &journal);
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while seen.is_empty() && started.elapsed() < Duration::from_secs(10) {
+        seen = runtime.block_on(suspended(&lab, "web"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(seen, ["Launch", "ReplaceUnhealthy"]);
+    assert!(child.wait().expect("ends").success());
+    assert!(runtime.block_on(suspended(&lab, "web")).is_empty());
+    let report = report_of(&lab, &journal);
+    assert_eq!(report["faults"][0]["status"], "undone", "{report:#}");
+
+    // A reboot: applied, nothing owed.
+    let config = faulty(
+        &lab,
+        &lab.moto.endpoint,
+        "\"reboot\"",
+        &format!("fault = \"reboot\", target = \"{standalone}\""),
+        30,
+    );
+    let run = wasmonkey_cli(&lab, &["run", "--execute", "--json", "--config", &config]);
+    let report = support::json_report(&run);
+    assert_eq!(report["faults"][0]["status"], "applied", "{report:#}");
+    assert_eq!(
+        runtime.block_on(instance_state(&lab, &standalone)),
+        "running"
+    );
+}
+
+/// `wasmonkey run --execute --journal JOURNAL --config CONFIG`, started.
+fn wasmonkey_run_at(lab: &Lab, config: &str, journal: &std::path::Path) -> std::process::Child {
+    let mut cmd = super::wasmonkey_with_moto_credentials();
+    cmd.env("XDG_STATE_HOME", lab.dir.path().join("xdg"))
+        .env("WASMONKEY_HOST_STATE_DIR", lab.dir.path().join("host"))
+        .args(["run", "--execute", "--journal"])
+        .arg(journal)
+        .args(["--config", config])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("wasmonkey runs")
+}
+
+fn report_of(lab: &Lab, journal: &std::path::Path) -> serde_json::Value {
+    let journal = journal.to_str().expect("path");
+    let out = wasmonkey_cli(lab, &["report", "--json", journal]);
+    serde_json::from_slice(&out.stdout).expect("a JSON report")
+}
+
+/// Runs killed with SIGKILL at random moments while they stop an instance
+/// for a minute: after `wasmonkey recover`, the instance runs and nothing
+/// is owed; every journal that records the fault applied either records it
+/// undone or its report says it was NOT undone.
+#[test]
+fn runs_killed_while_holding_a_stop_leave_nothing_recover_does_not_undo() {
+    use rand::{Rng as _, SeedableRng as _};
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let lab = runtime.block_on(Lab::new());
+    let standalone = lab.fleet.standalone.clone();
+    let config = faulty(
+        &lab,
+        &lab.moto.endpoint,
+        "\"stop\"",
+        &format!("target = \"{standalone}\", duration-ms = 60000, spin = true"),
+        30,
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(26);
+    let (mut owed_seen, mut before_fault) = (0, 0);
+    for run in 0..super::CRASH_RUNS {
+        let journal = lab.dir.path().join(format!("killed-{run}.jsonl"));
+        let mut child = wasmonkey_run_at(&lab, &config, &journal);
+        std::thread::sleep(Duration::from_millis(rng.random_range(50..1500)));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        let text = std::fs::read_to_string(&journal).unwrap_or_default();
+        if text.contains("\"fault-intent\"") {
+            let report = wasmonkey_cli(&lab, &["report", journal.to_str().expect("path")]);
+            let report = String::from_utf8_lossy(&report.stdout).into_owned();
+            assert!(
+                text.contains("\"fault-undone\"") || report.contains("NOT undone"),
+                "run {run}: {report}"
+            );
+            owed_seen += usize::from(!text.contains("\"fault-undone\""));
+        } else {
+            before_fault += 1;
+        }
+        let recover = wasmonkey_cli(&lab, &["recover", "--config", &config]);
+        assert!(recover.status.success(), "run {run}: {}", said(&recover));
+        let state = runtime.block_on(instance_state(&lab, &standalone));
+        assert!(
+            state == "running" || state == "pending",
+            "run {run}: the instance is {state} after recover: {}",
+            said(&recover)
+        );
+        let owed = lab.dir.path().join("state").join("faults");
+        let left: Vec<_> = std::fs::read_dir(&owed)
+            .map(|d| d.filter_map(Result::ok).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "run {run}: {left:?} still owed");
+    }
+    eprintln!(
+        "{} runs killed: {owed_seen} while a stop was owed, {before_fault} before any fault",
+        super::CRASH_RUNS
+    );
+    assert!(owed_seen > 0, "no kill landed while a stop was owed");
+}
