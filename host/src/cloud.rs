@@ -156,6 +156,21 @@ pub struct Instance {
     /// On demand or spot.
     #[serde(default)]
     pub market: Market,
+    /// Its subnet, when the backend says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+}
+
+/// A subnet and the network ACL it is associated with.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetAcl {
+    /// The subnet.
+    pub subnet: String,
+    /// Its VPC.
+    pub vpc: String,
+    /// The network ACL.
+    pub acl: String,
 }
 
 impl Instance {
@@ -453,6 +468,28 @@ pub trait Cloud: Send + Sync {
         _processes: &[ScalingProcess],
     ) -> Result<(), CloudError> {
         Err(self.cannot("resume processes"))
+    }
+
+    /// Each of `subnets` with the network ACL it is associated with now.
+    async fn subnet_acls(&self, _subnets: &[String]) -> Result<Vec<SubnetAcl>, CloudError> {
+        Err(self.cannot("read network ACLs"))
+    }
+
+    /// Move `subnets` (of `vpc`) behind a new network ACL that denies all
+    /// traffic, tagged `wasmonkey:fault` = `tag`.
+    async fn blackhole_subnets(
+        &self,
+        _vpc: &str,
+        _subnets: &[String],
+        _tag: &str,
+    ) -> Result<(), CloudError> {
+        Err(self.cannot("change network ACLs"))
+    }
+
+    /// Move each subnet back behind its ACL, then delete the deny-all ACLs
+    /// tagged `tag`: the undo of [`Cloud::blackhole_subnets`], idempotent.
+    async fn restore_subnets(&self, _restore: &[SubnetAcl], _tag: &str) -> Result<(), CloudError> {
+        Err(self.cannot("change network ACLs"))
     }
 
     /// What a backend that cannot do `what` answers.

@@ -29,6 +29,9 @@ named! {
         Reboot = "reboot",
         /// A group's processes suspended, resumed by the host.
         SuspendProcesses = "suspend-processes",
+        /// A zone's subnets behind a deny-all network ACL, moved back by
+        /// the host.
+        Blackhole = "blackhole",
     }
 }
 
@@ -45,6 +48,9 @@ pub(crate) fn reach_and_rollback(grant: crate::policy::Grant) -> Option<&'static
         ),
         Grant::SuspendProcesses => Some(
             "may suspend scaling processes of groups in scope for 1 ms to 6 h, each suspension counted as a termination; the host resumes exactly those it suspended when their time is up, at the experiment's end, at a brake, or after a crash",
+        ),
+        Grant::Blackhole => Some(
+            "may cut a zone's subnets off the network for 1 ms to 6 h when every instance in them is in scope, each instance counted as a termination and each group kept above its healthy floor; the host moves each subnet back behind its own network ACL and deletes the deny-all ACL when the time is up, at the experiment's end, at a brake, or after a crash",
         ),
         Grant::Terminate | Grant::Notify | Grant::ProbeTargets => None,
     }
@@ -89,6 +95,11 @@ impl Ledger {
             run_id: run_id.to_owned(),
             dir,
         }
+    }
+
+    /// The run it belongs to.
+    pub(crate) fn run_id(&self) -> &str {
+        &self.run_id
     }
 
     /// A fresh fault id.

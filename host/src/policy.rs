@@ -34,6 +34,8 @@ pub enum Grant {
     Reboot,
     /// `cloud.suspend-processes` (contract 0.2).
     SuspendProcesses,
+    /// `cloud.blackhole-zone` (contract 0.2).
+    Blackhole,
 }
 
 impl Grant {
@@ -46,6 +48,7 @@ impl Grant {
             Grant::Stop => "stop",
             Grant::Reboot => "reboot",
             Grant::SuspendProcesses => "suspend-processes",
+            Grant::Blackhole => "blackhole",
         }
     }
 }
@@ -271,6 +274,14 @@ pub(crate) enum Hidden {
         /// The group the instance names.
         group: String,
     },
+    /// A network fault would cut off a subnet that also holds an instance
+    /// outside the scope.
+    SharesSubnet {
+        /// The subnet.
+        subnet: String,
+        /// The instance outside the scope, and why it is.
+        with: String,
+    },
 }
 
 impl fmt::Display for Hidden {
@@ -287,6 +298,10 @@ impl fmt::Display for Hidden {
             Hidden::UnknownGroup { group } => write!(
                 f,
                 "its group {group} is not among the groups the backend lists, so its rules cannot be checked"
+            ),
+            Hidden::SharesSubnet { subnet, with } => write!(
+                f,
+                "subnet {subnet} also holds {with}, outside the scope"
             ),
         }
     }
@@ -798,6 +813,7 @@ mod tests {
             instance_type: "m5.large".into(),
             launched_ms: -1,
             market: crate::cloud::Market::OnDemand,
+            subnet: None,
         }
     }
 

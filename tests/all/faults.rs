@@ -412,3 +412,138 @@ fn the_contract_version_is_read_from_the_imports() {
     .unwrap_err();
     assert!(both.contains("several"), "{both}");
 }
+
+/// A zone cut off: the subnet of the in-scope instances in `us-east-1b`
+/// goes behind a deny-all ACL for a minute, its exact restore journalled
+/// first, and is moved back when the minute is up; every instance cut off
+/// counts against the blast radius. `us-east-1a` is refused: its subnet
+/// also holds the opted-out `vault`, and the journal says which instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_is_cut_off_and_reconnected_only_when_all_of_it_is_in_scope() {
+    let zone_b = setup(
+        0,
+        "\"blackhole\"",
+        "fault = \"blackhole\", target = \"us-east-1b\", duration-ms = 60000, then-sleep-ms = 120000",
+        "",
+    );
+    let (output, sim) = run(&zone_b, true).await;
+    let entries = journal_of(&output);
+    let undo = entries.iter().find_map(|e| match &e.event {
+        Event::FaultIntent {
+            undo: Some(undo), ..
+        } => Some(undo.clone()),
+        _ => None,
+    });
+    let Some(wasmonkey::faults::Undo::Restore { subnets, .. }) = undo else {
+        panic!("no restore journalled: {undo:?}");
+    };
+    assert_eq!(subnets.len(), 1, "{subnets:?}");
+    assert_eq!(subnets[0].subnet, "subnet-us-east-1b");
+    let applied = clock_of(&entries, |e| matches!(e, Event::FaultApplied { .. })).expect("applied");
+    let undone = clock_of(&entries, |e| matches!(e, Event::FaultUndone { .. })).expect("undone");
+    assert!(
+        undone >= applied + 60_000 && undone <= applied + 61_000,
+        "{applied} {undone}"
+    );
+    assert_eq!(
+        output.report.faults[0].status, "undone",
+        "{:#?}",
+        output.report.faults
+    );
+    let all = sim
+        .instances(&InstanceQuery::default())
+        .await
+        .expect("list");
+    assert!(
+        all.iter().all(|i| i.healthy),
+        "still cut off after the undo"
+    );
+    // Three instances were cut off: the budget (3) is spent.
+    assert_eq!(
+        all.iter().filter(|i| i.zone == "us-east-1b").count(),
+        3,
+        "the fleet changed"
+    );
+
+    // Every instance cut off counts: with two terminations left, the
+    // zone's three are refused.
+    let tight = setup(
+        0,
+        "\"blackhole\"",
+        "fault = \"blackhole\", target = \"us-east-1b\", duration-ms = 60000",
+        "",
+    );
+    let text = std::fs::read_to_string(&tight.config).expect("config");
+    std::fs::write(
+        &tight.config,
+        text.replace("max_terminations = 3", "max_terminations = 2"),
+    )
+    .expect("config");
+    let (output, _) = run(&tight, true).await;
+    assert!(
+        output.report.faults.is_empty(),
+        "{:#?}",
+        output.report.faults
+    );
+    assert!(
+        output.report.experiments[0]
+            .denials
+            .iter()
+            .any(|d| d.operation == "blackhole" && d.rule == "max-terminations"),
+        "{:#?}",
+        output.report.experiments[0].denials
+    );
+
+    // And each group keeps its healthy floor: web (4, two of them in the
+    // zone) may not go below 3.
+    let floor = setup(
+        0,
+        "\"blackhole\"",
+        "fault = \"blackhole\", target = \"us-east-1b\", duration-ms = 60000",
+        "",
+    );
+    let text = std::fs::read_to_string(&floor.config).expect("config");
+    std::fs::write(
+        &floor.config,
+        text.replace("min_healthy_per_group = 1", "min_healthy_per_group = 3")
+            .replace(
+                "max_fraction_per_group = 0.5",
+                "max_fraction_per_group = 1.0",
+            ),
+    )
+    .expect("config");
+    let (output, _) = run(&floor, true).await;
+    assert!(
+        output.report.faults.is_empty(),
+        "{:#?}",
+        output.report.faults
+    );
+    assert!(
+        output.report.experiments[0]
+            .denials
+            .iter()
+            .any(|d| d.operation == "blackhole" && d.rule == "min-healthy-per-group"),
+        "{:#?}",
+        output.report.experiments[0].denials
+    );
+
+    let zone_a = setup(
+        0,
+        "\"blackhole\"",
+        "fault = \"blackhole\", target = \"us-east-1a\", duration-ms = 60000",
+        "",
+    );
+    let (output, _) = run(&zone_a, true).await;
+    assert!(
+        output.report.faults.is_empty(),
+        "{:#?}",
+        output.report.faults
+    );
+    let denial = &output.report.experiments[0].denials;
+    assert!(
+        denial.iter().any(|d| d.operation == "blackhole"
+            && d.message.contains("subnet-us-east-1a also holds")
+            && d.message.contains("opted out")),
+        "{denial:#?}"
+    );
+}

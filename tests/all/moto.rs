@@ -153,7 +153,6 @@ async fn launch_template(sdk: &SdkConfig) {
 pub async fn build_fleet(sdk: &SdkConfig) -> Fleet {
     let ec2 = aws_sdk_ec2::Client::new(sdk);
     let sns = aws_sdk_sns::Client::new(sdk);
-    let sqs = aws_sdk_sqs::Client::new(sdk);
     launch_template(sdk).await;
     for (name, size, tags) in [
         ("web", 4, OPTED_IN),
@@ -186,28 +185,7 @@ pub async fn build_fleet(sdk: &SdkConfig) -> Fleet {
         .expect("id")
         .to_owned();
     let topic_arn = chaos_topic(sdk).await;
-    let queue_url = sqs
-        .create_queue()
-        .queue_name("chaos-inbox")
-        .send()
-        .await
-        .expect("queue")
-        .queue_url()
-        .expect("url")
-        .to_owned();
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes()
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .expect("queue arn");
+    let (queue_url, queue_arn) = new_queue(sdk, "chaos-inbox").await;
     sns.subscribe()
         .topic_arn(&topic_arn)
         .protocol("sqs")
@@ -297,13 +275,12 @@ pub async fn members(sdk: &SdkConfig, group: &str) -> Vec<String> {
     ids
 }
 
-/// The event bus `bus` with a rule that sends every `source = "wasmonkey"`
-/// event to the new SQS queue `queue`; the queue's URL.
-pub async fn bus_to_queue(sdk: &SdkConfig, bus: &str, queue: &str) -> String {
+/// A new SQS queue: its URL and ARN.
+async fn new_queue(sdk: &SdkConfig, name: &str) -> (String, String) {
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let queue_url = sqs
         .create_queue()
-        .queue_name(queue)
+        .queue_name(name)
         .send()
         .await
         .expect("queue")
@@ -323,6 +300,13 @@ pub async fn bus_to_queue(sdk: &SdkConfig, bus: &str, queue: &str) -> String {
                 .cloned()
         })
         .expect("queue arn");
+    (queue_url, queue_arn)
+}
+
+/// The event bus `bus` with a rule that sends every `source = "wasmonkey"`
+/// event to the new SQS queue `queue`; the queue's URL.
+pub async fn bus_to_queue(sdk: &SdkConfig, bus: &str, queue: &str) -> String {
+    let (queue_url, queue_arn) = new_queue(sdk, queue).await;
     let events = aws_sdk_eventbridge::Client::new(sdk);
     events
         .create_event_bus()

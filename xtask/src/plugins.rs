@@ -44,6 +44,7 @@ const KNOWN_GRANTS: &[&str] = &[
     "stop",
     "reboot",
     "suspend-processes",
+    "blackhole",
 ];
 
 /// Build every guest workspace, then componentize each plugin.

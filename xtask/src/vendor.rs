@@ -37,6 +37,10 @@ pub(crate) const OPERATIONS: &[&str] = &[
     "stop_instances",
     "start_instances",
     "reboot_instances",
+    "describe_network_acls",
+    "create_network_acl",
+    "replace_network_acl_association",
+    "delete_network_acl",
 ];
 
 /// Where the trimmed crate lives, relative to the repository.

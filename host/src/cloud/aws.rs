@@ -17,7 +17,7 @@ use super::aws_settings::default_page_size;
 pub use super::aws_settings::AwsSettings;
 use super::{
     Alarm, AlarmState, Cloud, CloudError, Group, GroupSnapshot, Instance, InstanceQuery,
-    InstanceState, Lifecycle, Market, Member, Millis, ScalingProcess, TerminateVia,
+    InstanceState, Lifecycle, Market, Member, Millis, ScalingProcess, SubnetAcl, TerminateVia,
 };
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -71,6 +71,9 @@ impl Intercept for CallCounter {
         Ok(())
     }
 }
+
+/// The tag on every network ACL a fault creates: its run and fault.
+const FAULT_TAG: &str = "wasmonkey:fault";
 
 /// The tag Auto Scaling puts on the instances it launches.
 pub(crate) const GROUP_TAG: &str = "aws:autoscaling:groupName";
@@ -211,6 +214,59 @@ impl AwsCloud {
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let elapsed = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(0);
         now.saturating_sub(elapsed)
+    }
+
+    /// The network ACLs associated with `subnets` (one call).
+    async fn acls_of(&self, subnets: &[String]) -> Result<Vec<ec2::types::NetworkAcl>, CloudError> {
+        Ok(self
+            .ec2
+            .describe_network_acls()
+            .filters(
+                ec2::types::Filter::builder()
+                    .name("association.subnet-id")
+                    .set_values(Some(subnets.to_vec()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|err| classify("ec2:DescribeNetworkAcls", err))?
+            .network_acls()
+            .to_vec())
+    }
+
+    /// The association of `subnet` with its network ACL now: its id and
+    /// the ACL's.
+    async fn association_of(&self, subnet: &str) -> Result<(String, String), CloudError> {
+        let acls = self.acls_of(&[subnet.to_owned()]).await?;
+        acls.iter()
+            .find_map(|acl| {
+                acl.associations()
+                    .iter()
+                    .find(|a| a.subnet_id() == Some(subnet))
+                    .and_then(|a| {
+                        Some((
+                            a.network_acl_association_id()?.to_owned(),
+                            acl.network_acl_id()?.to_owned(),
+                        ))
+                    })
+            })
+            .ok_or_else(|| CloudError::NotFound(format!("no network ACL association of {subnet}")))
+    }
+
+    /// Associate `subnet` with `acl`, unless it is already.
+    async fn associate(&self, subnet: &str, acl: &str) -> Result<(), CloudError> {
+        let (association, current) = self.association_of(subnet).await?;
+        if current == acl {
+            return Ok(());
+        }
+        self.ec2
+            .replace_network_acl_association()
+            .association_id(association)
+            .network_acl_id(acl)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|err| classify("ec2:ReplaceNetworkAclAssociation", err))
     }
 
     /// The configured termination API.
@@ -390,6 +446,7 @@ fn instance(raw: &ec2::types::Instance, origin_ms: i64) -> Option<Instance> {
             Some(ec2::types::InstanceLifecycleType::Spot) => Market::Spot,
             _ => Market::OnDemand,
         },
+        subnet: raw.subnet_id().map(str::to_owned),
     })
 }
 
@@ -808,6 +865,94 @@ impl Cloud for AwsCloud {
                 other => Err(other),
             },
         }
+    }
+
+    async fn subnet_acls(&self, subnets: &[String]) -> Result<Vec<SubnetAcl>, CloudError> {
+        let acls = self.acls_of(subnets).await?;
+        let mut found = Vec::new();
+        for acl in &acls {
+            let (Some(id), Some(vpc)) = (acl.network_acl_id(), acl.vpc_id()) else {
+                continue;
+            };
+            for association in acl.associations() {
+                if let Some(subnet) = association
+                    .subnet_id()
+                    .filter(|s| subnets.iter().any(|x| x == s))
+                {
+                    found.push(SubnetAcl {
+                        subnet: subnet.to_owned(),
+                        vpc: vpc.to_owned(),
+                        acl: id.to_owned(),
+                    });
+                }
+            }
+        }
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
+    async fn blackhole_subnets(
+        &self,
+        vpc: &str,
+        subnets: &[String],
+        tag: &str,
+    ) -> Result<(), CloudError> {
+        use ec2::types::{ResourceType, Tag, TagSpecification};
+        // A new network ACL denies all traffic until entries allow some.
+        let acl = self
+            .ec2
+            .create_network_acl()
+            .vpc_id(vpc)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::NetworkAcl)
+                    .tags(Tag::builder().key(FAULT_TAG).value(tag).build())
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|err| classify("ec2:CreateNetworkAcl", err))?
+            .network_acl()
+            .and_then(|acl| acl.network_acl_id())
+            .map(str::to_owned)
+            .ok_or_else(|| CloudError::Backend("ec2:CreateNetworkAcl answered no ACL id".into()))?;
+        for subnet in subnets {
+            self.associate(subnet, &acl).await?;
+        }
+        Ok(())
+    }
+
+    async fn restore_subnets(&self, restore: &[SubnetAcl], tag: &str) -> Result<(), CloudError> {
+        for back in restore {
+            match self.associate(&back.subnet, &back.acl).await {
+                Ok(()) | Err(CloudError::NotFound(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let tagged = self
+            .ec2
+            .describe_network_acls()
+            .filters(
+                ec2::types::Filter::builder()
+                    .name(format!("tag:{FAULT_TAG}"))
+                    .values(tag)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|err| classify("ec2:DescribeNetworkAcls", err))?;
+        for acl in tagged.network_acls() {
+            if let Some(id) = acl.network_acl_id() {
+                self.ec2
+                    .delete_network_acl()
+                    .network_acl_id(id)
+                    .send()
+                    .await
+                    .map_err(|err| classify("ec2:DeleteNetworkAcl", err))?;
+            }
+        }
+        Ok(())
     }
 
     async fn alarms(&self, names: &[String]) -> Result<Vec<Alarm>, CloudError> {

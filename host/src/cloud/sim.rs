@@ -107,6 +107,11 @@ pub enum Change {
     Rebooted,
     /// Running again after a start or a reboot.
     Back,
+    /// Its subnet was cut off the network (a fault): it fails its health
+    /// check.
+    CutOff,
+    /// Its subnet is back on the network.
+    Reconnected,
 }
 
 /// An instance id as a number: the id is `i-0` and the key in 16 lowercase
@@ -224,6 +229,10 @@ struct State {
     outbox: Vec<Published>,
     /// Events put on buses, with the bus, in order.
     bus: Vec<(String, BusEvent)>,
+    /// The network ACL of each subnet that is not on the default one.
+    acls: BTreeMap<String, String>,
+    /// The deny-all ACLs, by their `wasmonkey:fault` tag.
+    deny_acls: BTreeMap<String, String>,
     timeline: Vec<SimEvent>,
     /// Off for long simulations, whose timeline would only grow.
     keep_timeline: bool,
@@ -284,6 +293,8 @@ impl SimCloud {
             calls_by_action: BTreeMap::new(),
             outbox: Vec::new(),
             bus: Vec::new(),
+            acls: BTreeMap::new(),
+            deny_acls: BTreeMap::new(),
             timeline: Vec::new(),
             keep_timeline: true,
             floor: None,
@@ -340,6 +351,7 @@ impl SimCloud {
                             instance_type: spec.instance_type.clone(),
                             launched_ms: launched_before(key),
                             market: spec.market,
+                            subnet: Some(subnet_of(spec.zones.get(zone)?)),
                         }
                     }
                     Origin::Standalone(index) => {
@@ -355,6 +367,7 @@ impl SimCloud {
                             instance_type: spec.instance_type.clone(),
                             launched_ms: launched_before(key),
                             market: crate::cloud::Market::OnDemand,
+                            subnet: Some(subnet_of(&spec.zone)),
                         }
                     }
                 };
@@ -645,11 +658,13 @@ impl State {
                 }
             }
             Event::Back { id } => {
+                let cut_off = self.is_cut_off(id);
                 if let Some(instance) = self.instances.get_mut(&id) {
                     if matches!(
                         instance.state,
                         InstanceState::Pending | InstanceState::Running
                     ) && !instance.healthy
+                        && !cut_off
                     {
                         instance.state = InstanceState::Running;
                         instance.healthy = true;
@@ -657,6 +672,40 @@ impl State {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether an instance's subnet is behind a deny-all ACL now.
+    fn is_cut_off(&self, id: Key) -> bool {
+        self.instances
+            .get(&id)
+            .and_then(|i| i.subnet.as_ref())
+            .is_some_and(|subnet| self.acls.get(subnet).is_some_and(|acl| is_deny_all(acl)))
+    }
+
+    /// Cut off (or reconnect) every running instance of `subnets`.
+    fn cut_subnets(&mut self, subnets: &BTreeSet<&str>, cut: bool) {
+        let keys: Vec<Key> = self
+            .instances
+            .iter()
+            .filter(|(_, i)| {
+                i.state == InstanceState::Running
+                    && i.subnet.as_deref().is_some_and(|s| subnets.contains(s))
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in keys {
+            if let Some(instance) = self.instances.get_mut(&key) {
+                instance.healthy = !cut;
+            }
+            self.record(
+                key,
+                if cut {
+                    Change::CutOff
+                } else {
+                    Change::Reconnected
+                },
+            );
         }
     }
 
@@ -697,7 +746,11 @@ impl State {
         }
         instance.state = InstanceState::Running;
         instance.lifecycle = Some(Lifecycle::InService);
-        instance.healthy = group.warmup_ms == 0;
+        let cut_off = instance
+            .subnet
+            .as_ref()
+            .is_some_and(|subnet| self.acls.get(subnet).is_some_and(|acl| is_deny_all(acl)));
+        instance.healthy = group.warmup_ms == 0 && !cut_off;
         let (warmup_ms, grace_ms) = (group.warmup_ms, group.grace_ms);
         self.record(id, Change::InService);
         if warmup_ms > 0 {
@@ -867,6 +920,7 @@ impl State {
             || (String::new(), crate::cloud::Market::OnDemand),
             |group| (group.instance_type.clone(), group.market),
         );
+        let subnet = Some(subnet_of(&zone));
         self.instances.insert(
             id,
             Instance {
@@ -880,6 +934,7 @@ impl State {
                 instance_type,
                 launched_ms: i64::try_from(self.now).unwrap_or(i64::MAX),
                 market,
+                subnet,
             },
         );
         if let Some(group) = self.groups.get_mut(group_name) {
@@ -1194,6 +1249,72 @@ impl Cloud for SimCloud {
         }
         Ok(())
     }
+
+    async fn subnet_acls(
+        &self,
+        subnets: &[String],
+    ) -> Result<Vec<crate::cloud::SubnetAcl>, CloudError> {
+        let state = self.call("DescribeNetworkAcls")?;
+        let known: BTreeSet<String> = state
+            .instances
+            .values()
+            .filter_map(|i| i.subnet.clone())
+            .collect();
+        Ok(subnets
+            .iter()
+            .filter(|s| known.contains(*s))
+            .map(|subnet| crate::cloud::SubnetAcl {
+                subnet: subnet.clone(),
+                vpc: SIM_VPC.to_owned(),
+                acl: state
+                    .acls
+                    .get(subnet)
+                    .cloned()
+                    .unwrap_or_else(|| DEFAULT_ACL.to_owned()),
+            })
+            .collect())
+    }
+
+    async fn blackhole_subnets(
+        &self,
+        _vpc: &str,
+        subnets: &[String],
+        tag: &str,
+    ) -> Result<(), CloudError> {
+        let mut state = self.call("CreateNetworkAcl")?;
+        let acl = format!("{DENY_ACL_PREFIX}{}", state.deny_acls.len() + 1);
+        state.deny_acls.insert(tag.to_owned(), acl.clone());
+        for subnet in subnets {
+            state.acls.insert(subnet.clone(), acl.clone());
+        }
+        let cut: BTreeSet<&str> = subnets.iter().map(String::as_str).collect();
+        state.cut_subnets(&cut, true);
+        Ok(())
+    }
+
+    async fn restore_subnets(
+        &self,
+        restore: &[crate::cloud::SubnetAcl],
+        tag: &str,
+    ) -> Result<(), CloudError> {
+        let mut state = self.call("ReplaceNetworkAclAssociation")?;
+        for back in restore {
+            if back.acl == DEFAULT_ACL {
+                state.acls.remove(&back.subnet);
+            } else {
+                state.acls.insert(back.subnet.clone(), back.acl.clone());
+            }
+        }
+        state.deny_acls.remove(tag);
+        let reconnected: Vec<String> = restore
+            .iter()
+            .map(|back| back.subnet.clone())
+            .filter(|subnet| !state.acls.get(subnet).is_some_and(|acl| is_deny_all(acl)))
+            .collect();
+        let reconnected: BTreeSet<&str> = reconnected.iter().map(String::as_str).collect();
+        state.cut_subnets(&reconnected, false);
+        Ok(())
+    }
 }
 
 /// The simulated account's topics and buses: every name exists, and what is
@@ -1242,6 +1363,22 @@ impl super::messaging::Messaging for SimCloud {
     async fn check_bus(&self, _bus: &str, _role: Option<&ChannelRole>) -> Result<(), CloudError> {
         Ok(())
     }
+}
+
+/// The simulated account's one VPC, its default network ACL, and how the
+/// deny-all ones it creates are named.
+const SIM_VPC: &str = "vpc-sim";
+const DEFAULT_ACL: &str = "acl-default";
+const DENY_ACL_PREFIX: &str = "acl-deny-all-";
+
+/// The simulated subnet of a zone: one per zone.
+fn subnet_of(zone: &str) -> String {
+    format!("subnet-{zone}")
+}
+
+/// Whether an ACL is one of the deny-all ones the simulator created.
+fn is_deny_all(acl: &str) -> bool {
+    acl.starts_with(DENY_ACL_PREFIX)
 }
 
 /// How long a started instance takes to run again.
@@ -1933,6 +2070,32 @@ mod tests {
             .map(|g| g.name)
             .collect();
         assert_eq!(groups, ["api", "web"]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_subnet_behind_a_deny_all_acl_fails_health_checks_until_it_is_moved_back(
+    ) -> Result<(), CloudError> {
+        let sim = sim_of(vec![web()]);
+        let subnet = subnet_of(B);
+        let before = sim.subnet_acls(std::slice::from_ref(&subnet)).await?;
+        assert_eq!(before[0].acl, DEFAULT_ACL);
+        sim.blackhole_subnets(SIM_VPC, std::slice::from_ref(&subnet), "t")
+            .await?;
+        let healthy_in_b =
+            |all: &[Instance]| all.iter().filter(|i| i.zone == B && i.healthy).count();
+        let all = sim.list_instances(&InstanceQuery::default()).await?;
+        assert_eq!(healthy_in_b(&all), 0);
+        assert!(all.iter().any(|i| i.zone == A && i.healthy));
+        // Its group does not replace them (its health checks are EC2's).
+        sim.sleep_ms(600_000).await;
+        let all = sim.list_instances(&InstanceQuery::default()).await?;
+        assert_eq!(all.iter().filter(|i| i.zone == B).count(), 2);
+        assert_eq!(healthy_in_b(&all), 0);
+        sim.restore_subnets(&before, "t").await?;
+        let all = sim.list_instances(&InstanceQuery::default()).await?;
+        assert_eq!(healthy_in_b(&all), 2);
+        assert_eq!(sim.subnet_acls(&[subnet]).await?, before);
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Cloud, CloudError, ScalingProcess};
+use super::{Cloud, CloudError, ScalingProcess, SubnetAcl};
 
 /// What undoes a fault, exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,15 @@ pub enum Undo {
         /// The processes.
         processes: Vec<ScalingProcess>,
     },
+    /// Move each subnet back behind the network ACL it had, and delete the
+    /// deny-all ACL the fault created (found by its tag, so an ACL created
+    /// just before a crash is found too).
+    Restore {
+        /// Each subnet with its ACL before the fault.
+        subnets: Vec<SubnetAcl>,
+        /// The `wasmonkey:fault` tag of the deny-all ACL.
+        tag: String,
+    },
 }
 
 impl Undo {
@@ -34,6 +43,7 @@ impl Undo {
         let answer = match self {
             Undo::Start { instance_id } => cloud.start_instance(instance_id).await,
             Undo::Resume { group, processes } => cloud.resume_processes(group, processes).await,
+            Undo::Restore { subnets, tag } => cloud.restore_subnets(subnets, tag).await,
         };
         match answer {
             Ok(()) => Ok(self.done()),
@@ -49,6 +59,14 @@ impl Undo {
             Undo::Resume { group, processes } => {
                 format!("resumed {} on {group}", process_names(processes, ", "))
             }
+            Undo::Restore { subnets, .. } => format!(
+                "restored the network ACL of {}",
+                subnets
+                    .iter()
+                    .map(|s| s.subnet.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 
@@ -62,6 +80,21 @@ impl Undo {
                 "aws autoscaling resume-processes --auto-scaling-group-name {group} --scaling-processes {}",
                 process_names(processes, " ")
             ),
+            Undo::Restore { subnets, tag } => {
+                let mut steps: Vec<String> = subnets
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "aws ec2 replace-network-acl-association --network-acl-id {} --association-id \"$(aws ec2 describe-network-acls --filters Name=association.subnet-id,Values={} --query 'NetworkAcls[].Associations[?SubnetId==`{}`].NetworkAclAssociationId' --output text)\"",
+                            s.acl, s.subnet, s.subnet
+                        )
+                    })
+                    .collect();
+                steps.push(format!(
+                    "for acl in $(aws ec2 describe-network-acls --filters Name=tag:wasmonkey:fault,Values={tag} --query 'NetworkAcls[].NetworkAclId' --output text); do aws ec2 delete-network-acl --network-acl-id \"$acl\"; done"
+                ));
+                steps.join(" && ")
+            }
         }
     }
 }

@@ -293,3 +293,44 @@ macro_rules! translations {
     };
 }
 pub(crate) use translations;
+
+/// The `cloud` imports every version has in common (`list-groups`,
+/// `terminate`), expanded inside its `impl cloud::Host for Session`.
+macro_rules! cloud_common {
+    () => {
+        async fn list_groups(
+            &mut self,
+            pattern: Option<String>,
+        ) -> wasmtime::Result<Result<Vec<Group>, CloudError>> {
+            self.enter("cloud.list-groups", pattern.as_deref().map_or(0, str::len))
+                .map_err(fatal)?;
+            Ok(self
+                .list_groups(pattern)
+                .await
+                .map(|groups| groups.into_iter().map(group_to_wit).collect())
+                .map_err(to_wit_error))
+        }
+
+        async fn terminate(
+            &mut self,
+            instance_id: String,
+            reason: String,
+        ) -> wasmtime::Result<Result<cloud::Termination, CloudError>> {
+            self.enter("cloud.terminate", instance_id.len() + reason.len())
+                .map_err(fatal)?;
+            let answer = Session::terminate(self, &instance_id, &reason)
+                .await
+                .map_err(fatal)?;
+            Ok(answer
+                .map(|t| cloud::Termination {
+                    instance_id: t.instance_id,
+                    group: t.group,
+                    zone: t.zone,
+                    dry_run: t.dry_run,
+                    at_ms: t.at_ms,
+                })
+                .map_err(to_wit_error))
+        }
+    };
+}
+pub(crate) use cloud_common;

@@ -57,18 +57,7 @@ fn instance_to_wit(_origin_ms: u64, i: domain::Instance) -> Instance {
 impl wasmonkey::chaos::types::Host for Session {}
 
 impl cloud::Host for Session {
-    async fn list_groups(
-        &mut self,
-        pattern: Option<String>,
-    ) -> wasmtime::Result<Result<Vec<Group>, CloudError>> {
-        self.enter("cloud.list-groups", pattern.as_deref().map_or(0, str::len))
-            .map_err(fatal)?;
-        Ok(self
-            .list_groups(pattern)
-            .await
-            .map(|groups| groups.into_iter().map(group_to_wit).collect())
-            .map_err(to_wit_error))
-    }
+    crate::contract::shared::cloud_common!();
 
     async fn list_instances(
         &mut self,
@@ -93,27 +82,6 @@ impl cloud::Host for Session {
             .list_instances(filter)
             .await
             .map(|found| found.into_iter().map(|i| instance_to_wit(0, i)).collect())
-            .map_err(to_wit_error))
-    }
-
-    async fn terminate(
-        &mut self,
-        instance_id: String,
-        reason: String,
-    ) -> wasmtime::Result<Result<cloud::Termination, CloudError>> {
-        self.enter("cloud.terminate", instance_id.len() + reason.len())
-            .map_err(fatal)?;
-        let answer = Session::terminate(self, &instance_id, &reason)
-            .await
-            .map_err(fatal)?;
-        Ok(answer
-            .map(|t| cloud::Termination {
-                instance_id: t.instance_id,
-                group: t.group,
-                zone: t.zone,
-                dry_run: t.dry_run,
-                at_ms: t.at_ms,
-            })
             .map_err(to_wit_error))
     }
 }

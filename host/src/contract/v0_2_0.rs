@@ -94,6 +94,7 @@ fn fault_to_wit(fault: session::Fault) -> Fault {
             crate::faults::FaultKind::Stop => FaultKind::Stop,
             crate::faults::FaultKind::Reboot => FaultKind::Reboot,
             crate::faults::FaultKind::SuspendProcesses => FaultKind::SuspendProcesses,
+            crate::faults::FaultKind::Blackhole => FaultKind::Blackhole,
         },
         target: fault.target,
         dry_run: fault.dry_run,
@@ -124,18 +125,7 @@ fn filter_from_wit(filter: cloud::InstanceFilter) -> (session::InstanceFilter, u
 impl wasmonkey::chaos::types::Host for Session {}
 
 impl cloud::Host for Session {
-    async fn list_groups(
-        &mut self,
-        pattern: Option<String>,
-    ) -> wasmtime::Result<Result<Vec<Group>, CloudError>> {
-        self.enter("cloud.list-groups", pattern.as_deref().map_or(0, str::len))
-            .map_err(fatal)?;
-        Ok(self
-            .list_groups(pattern)
-            .await
-            .map(|groups| groups.into_iter().map(group_to_wit).collect())
-            .map_err(to_wit_error))
-    }
+    crate::contract::shared::cloud_common!();
 
     async fn list_instances(
         &mut self,
@@ -209,27 +199,6 @@ impl cloud::Host for Session {
             .map_err(to_wit_error))
     }
 
-    async fn terminate(
-        &mut self,
-        instance_id: String,
-        reason: String,
-    ) -> wasmtime::Result<Result<cloud::Termination, CloudError>> {
-        self.enter("cloud.terminate", instance_id.len() + reason.len())
-            .map_err(fatal)?;
-        let answer = Session::terminate(self, &instance_id, &reason)
-            .await
-            .map_err(fatal)?;
-        Ok(answer
-            .map(|t| cloud::Termination {
-                instance_id: t.instance_id,
-                group: t.group,
-                zone: t.zone,
-                dry_run: t.dry_run,
-                at_ms: t.at_ms,
-            })
-            .map_err(to_wit_error))
-    }
-
     async fn stop(
         &mut self,
         instance_id: String,
@@ -272,6 +241,20 @@ impl cloud::Host for Session {
         let processes: Vec<domain::ScalingProcess> =
             processes.into_iter().map(process_from_wit).collect();
         let answer = Session::suspend_processes(self, &group, &processes, duration_ms, &reason)
+            .await
+            .map_err(fatal)?;
+        Ok(answer.map(fault_to_wit).map_err(to_wit_error))
+    }
+
+    async fn blackhole_zone(
+        &mut self,
+        zone: String,
+        duration_ms: u64,
+        reason: String,
+    ) -> wasmtime::Result<Result<Fault, CloudError>> {
+        self.enter("cloud.blackhole-zone", zone.len() + reason.len())
+            .map_err(fatal)?;
+        let answer = Session::blackhole_zone(self, &zone, duration_ms, &reason)
             .await
             .map_err(fatal)?;
         Ok(answer.map(fault_to_wit).map_err(to_wit_error))

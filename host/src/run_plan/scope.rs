@@ -52,6 +52,7 @@ fn rule(why: &Hidden) -> &'static str {
         Hidden::OptedOut(_) => "opt-out",
         Hidden::Unknown => "unknown",
         Hidden::UnknownGroup { .. } => "unknown-group",
+        Hidden::SharesSubnet { .. } => "shared-subnet",
     }
 }
 

@@ -90,8 +90,10 @@ impl Session {
             .record(&instance.id, instance.group.as_deref());
         let cloud = std::sync::Arc::clone(&self.setup.cloud);
         let instance_id = instance.id.clone();
+        let fault_id = self.next_fault_id();
         let fault = self
             .apply(
+                fault_id,
                 kind,
                 &instance.id,
                 duration_ms,
@@ -164,8 +166,10 @@ impl Session {
             .record(&format!("group:{group}"), Some(group));
         let cloud = std::sync::Arc::clone(&self.setup.cloud);
         let name = group.to_owned();
+        let fault_id = self.next_fault_id();
         let fault = self
             .apply(
+                fault_id,
                 kind,
                 group,
                 Some(duration_ms),
@@ -224,6 +228,7 @@ impl Session {
     #[allow(clippy::too_many_arguments, reason = "each is one fact of the fault")]
     async fn apply<F, Fut>(
         &mut self,
+        fault_id: String,
         kind: FaultKind,
         target: &str,
         duration_ms: Option<Millis>,
@@ -237,9 +242,6 @@ impl Session {
         Fut: std::future::Future<Output = Result<(), crate::cloud::CloudError>>,
     {
         let ledger = self.setup.faults.clone();
-        let fault_id = ledger
-            .as_ref()
-            .map_or_else(|| "f-0".to_owned(), |l| l.next_id());
         self.journal(Event::FaultIntent {
             fault_id: fault_id.clone(),
             kind: kind.name().to_owned(),
@@ -286,6 +288,211 @@ impl Session {
             at_ms: at_ms - self.started_ms,
             until_ms: until_ms.map(|u| u - self.started_ms),
         }))
+    }
+
+    /// A fresh id for a fault of this run.
+    fn next_fault_id(&self) -> String {
+        self.setup
+            .faults
+            .as_ref()
+            .map_or_else(|| "f-0".to_owned(), |ledger| ledger.next_id())
+    }
+
+    /// `cloud.blackhole-zone`.
+    pub async fn blackhole_zone(
+        &mut self,
+        zone: &str,
+        duration_ms: Millis,
+        reason: &str,
+    ) -> Result<Result<Fault, PluginError>, Fatal> {
+        if let Err(err) = check_duration(duration_ms) {
+            return Ok(Err(err));
+        }
+        let kind = FaultKind::Blackhole;
+        let (dry_run, cut_off, subnets) = match self.clear_zone(zone).await {
+            Ok(cleared) => cleared,
+            Err(Refusal::Denied(denial)) => return self.deny(kind.name(), zone, &denial).map(Err),
+            Err(Refusal::Failed(err)) => return Ok(Err(err)),
+            Err(Refusal::Fatal(fatal)) => return Err(fatal),
+        };
+        // Exactly what to move back: each subnet's ACL now.
+        let acls = match self
+            .call(
+                "reading network ACLs",
+                self.setup.cloud.subnet_acls(&subnets),
+            )
+            .await
+        {
+            Ok(acls) => acls,
+            Err(err) => return Ok(Err(err)),
+        };
+        if let Some(missing) = subnets
+            .iter()
+            .find(|s| !acls.iter().any(|a| &a.subnet == *s))
+        {
+            return Ok(Err(PluginError::Backend(format!(
+                "the network ACL of subnet {missing} is unknown"
+            ))));
+        }
+        let vpcs: std::collections::BTreeSet<&str> = acls.iter().map(|a| a.vpc.as_str()).collect();
+        let vpc = match vpcs.into_iter().collect::<Vec<_>>().as_slice() {
+            [vpc] => (*vpc).to_owned(),
+            _ => {
+                return Ok(Err(PluginError::Invalid(
+                    "the zone's subnets are in several VPCs; cut off one VPC's at a time".into(),
+                )))
+            }
+        };
+        let fault_id = self.next_fault_id();
+        let tag = format!(
+            "{}.{fault_id}",
+            self.setup.faults.as_ref().map_or("run", |l| l.run_id())
+        );
+        let undo = (!dry_run).then(|| Undo::Restore {
+            subnets: acls.clone(),
+            tag: tag.clone(),
+        });
+        for instance in &cut_off {
+            self.tally.record(&instance.id, instance.group.as_deref());
+            self.run_tally()
+                .record(&instance.id, instance.group.as_deref());
+        }
+        let cloud = std::sync::Arc::clone(&self.setup.cloud);
+        let fault = self
+            .apply(
+                fault_id,
+                kind,
+                zone,
+                Some(duration_ms),
+                reason,
+                dry_run,
+                undo,
+                || async move { cloud.blackhole_subnets(&vpc, &subnets, &tag).await },
+            )
+            .await?;
+        for instance in &cut_off {
+            self.setup
+                .view
+                .terminated(&instance.id, instance.group.as_deref());
+        }
+        Ok(fault)
+    }
+
+    /// A zone fault's checks: the grant, the brakes, the subnets of the
+    /// in-scope instances in the zone holding nothing outside the scope,
+    /// the budgets (each instance cut off counts) and each group's healthy
+    /// floor. What is cut off, its subnets, and whether it is a dry run.
+    async fn clear_zone(
+        &mut self,
+        zone: &str,
+    ) -> Result<(bool, Vec<crate::cloud::Instance>, Vec<String>), Refusal> {
+        use crate::cloud::{InstanceQuery, InstanceState};
+        let grant = Grant::Blackhole;
+        self.setup.policy.require(grant)?;
+        self.brakes_clear().await?;
+        let groups = self.all_groups().await?;
+        let query = InstanceQuery {
+            zone: Some(zone.to_owned()),
+            ..InstanceQuery::default()
+        };
+        let everything = self
+            .call(
+                "listing the zone",
+                self.setup.view.list_instances(&query, |_| true),
+            )
+            .await?;
+        let live = everything.into_iter().filter(|i| {
+            !matches!(
+                i.state,
+                InstanceState::Terminated | InstanceState::ShuttingDown
+            )
+        });
+        let (in_scope, outside): (Vec<_>, Vec<_>) = live
+            .map(|i| {
+                let group = i.group.as_ref().and_then(|g| groups.get(g));
+                let why = self
+                    .setup
+                    .policy
+                    .instance_visibility(&i, group.map(|g| &**g))
+                    .err();
+                (i, why)
+            })
+            .partition(|(_, why)| why.is_none());
+        let in_scope: Vec<crate::cloud::Instance> = in_scope.into_iter().map(|(i, _)| i).collect();
+        let target = text::bounded(zone, MAX_NAME_BYTES).into_owned();
+        if in_scope.is_empty() {
+            return Err(
+                PluginError::NotFound(format!("no instance in scope in zone {target}")).into(),
+            );
+        }
+        let mut subnets = std::collections::BTreeSet::new();
+        for instance in &in_scope {
+            match &instance.subnet {
+                Some(subnet) => {
+                    subnets.insert(subnet.clone());
+                }
+                None => {
+                    return Err(PluginError::Backend(format!(
+                        "the subnet of {} is unknown",
+                        instance.id
+                    ))
+                    .into())
+                }
+            }
+        }
+        // Nothing outside the scope may share a subnet that is cut off (an
+        // instance whose subnet is unknown might).
+        if let Some((stranger, why)) = outside
+            .iter()
+            .find(|(i, _)| i.subnet.as_ref().is_none_or(|s| subnets.contains(s)))
+        {
+            return Err(Denial::OutOfScope {
+                target,
+                why: Hidden::SharesSubnet {
+                    subnet: stranger.subnet.clone().unwrap_or_else(|| "?".into()),
+                    with: format!(
+                        "{} ({})",
+                        stranger.id,
+                        why.as_ref().map_or_else(String::new, ToString::to_string)
+                    ),
+                },
+            }
+            .into());
+        }
+        let budget = self.setup.policy.blast_radius;
+        let cut = u32::try_from(in_scope.len()).unwrap_or(u32::MAX);
+        if self.tally.total().saturating_add(cut) > budget.max_terminations {
+            return Err(Denial::Budget {
+                max: budget.max_terminations,
+            }
+            .into());
+        }
+        if self.run_tally().total().saturating_add(cut) > budget.per_run() {
+            return Err(Denial::RunBudget {
+                max: budget.per_run(),
+            }
+            .into());
+        }
+        let mut per_group: std::collections::BTreeMap<&str, u32> =
+            std::collections::BTreeMap::new();
+        for instance in &in_scope {
+            if let Some(group) = &instance.group {
+                *per_group.entry(group).or_default() += 1;
+            }
+        }
+        for (group, cut) in per_group {
+            let (healthy, _) = self.healthy_in_service(group).await?;
+            if healthy.saturating_sub(cut) < budget.min_healthy_per_group {
+                return Err(Denial::HealthyFloor {
+                    group: group.to_owned(),
+                    healthy,
+                    min: budget.min_healthy_per_group,
+                }
+                .into());
+            }
+        }
+        let subnets = subnets.into_iter().collect();
+        Ok((self.setup.policy.dry_run, in_scope, subnets))
     }
 
     /// Undo the faults due by now (all of them once a brake tripped).

@@ -9,6 +9,25 @@ use std::time::{Duration, Instant};
 use super::{said, variant, wasmonkey_cli, Lab};
 use crate::support;
 
+/// A lab, its standalone instance, and a config that stops it for
+/// `duration_ms` while `faulty` spins (ended after `timeout_secs`).
+fn stopping(
+    runtime: &tokio::runtime::Runtime,
+    duration_ms: u64,
+    timeout_secs: u64,
+) -> (Lab, String, String) {
+    let lab = runtime.block_on(Lab::new());
+    let standalone = lab.fleet.standalone.clone();
+    let config = faulty(
+        &lab,
+        &lab.moto.endpoint,
+        "\"stop\"",
+        &format!("target = \"{standalone}\", duration-ms = {duration_ms}, spin = true"),
+        timeout_secs,
+    );
+    (lab, standalone, config)
+}
+
 /// The lab's config running `faulty` with `grants` and `params`, standalone
 /// instances in scope, plugins ended after `timeout_secs` (fuel enough to
 /// spin until then).
@@ -53,15 +72,7 @@ async fn suspended(lab: &Lab, group: &str) -> Vec<String> {
 #[test]
 fn each_fault_is_applied_and_undone_as_an_independent_read_sees() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let lab = runtime.block_on(Lab::new());
-    let standalone = lab.fleet.standalone.clone();
-    let config = faulty(
-        &lab,
-        &lab.moto.endpoint,
-        "\"stop\"",
-        &format!("target = \"{standalone}\", duration-ms = 2000, spin = true"),
-        8,
-    );
+    let (lab, standalone, config) = stopping(&runtime, 2000, 8);
     let journal = lab.dir.path().join("stop.jsonl");
     let mut child = wasmonkey_run_at(&lab, &config, &journal);
     let started = Instant::now();
@@ -162,15 +173,7 @@ fn report_of(lab: &Lab, journal: &std::path::Path) -> serde_json::Value {
 fn runs_killed_while_holding_a_stop_leave_nothing_recover_does_not_undo() {
     use rand::{Rng as _, SeedableRng as _};
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let lab = runtime.block_on(Lab::new());
-    let standalone = lab.fleet.standalone.clone();
-    let config = faulty(
-        &lab,
-        &lab.moto.endpoint,
-        "\"stop\"",
-        &format!("target = \"{standalone}\", duration-ms = 60000, spin = true"),
-        30,
-    );
+    let (lab, standalone, config) = stopping(&runtime, 60_000, 30);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(26);
     let (mut owed_seen, mut before_fault) = (0, 0);
     for run in 0..super::CRASH_RUNS {
@@ -210,4 +213,126 @@ fn runs_killed_while_holding_a_stop_leave_nothing_recover_does_not_undo() {
         super::CRASH_RUNS
     );
     assert!(owed_seen > 0, "no kill landed while a stop was owed");
+}
+
+/// The network ACL of `subnet` now, and every ACL a fault tagged.
+async fn acl_of(lab: &Lab, subnet: &str) -> (String, Vec<String>) {
+    let ec2 = aws_sdk_ec2::Client::new(&lab.admin);
+    let all = ec2
+        .describe_network_acls()
+        .send()
+        .await
+        .expect("describe network ACLs");
+    let mut current = String::new();
+    let mut tagged = Vec::new();
+    for acl in all.network_acls() {
+        let id = acl.network_acl_id().unwrap_or_default().to_owned();
+        if acl
+            .associations()
+            .iter()
+            .any(|a| a.subnet_id() == Some(subnet))
+        {
+            current = id.clone();
+        }
+        if acl
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("wasmonkey:fault"))
+        {
+            tagged.push(id);
+        }
+    }
+    (current, tagged)
+}
+
+/// A zone cut off on moto: the zone's subnet is seen behind a new, tagged
+/// ACL while the fault lasts, and back behind its own ACL, the tagged one
+/// deleted, after. With the opted-out `vault` sharing the subnet, the
+/// fault is refused and nothing changes.
+#[test]
+fn a_zone_is_cut_off_behind_a_deny_all_acl_and_moved_back() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let lab = runtime.block_on(Lab::new());
+    // The zone and subnet of an instance of the opted-out `vault` (moto
+    // spreads a group's instances over its zones at random).
+    let (zone, subnet) = runtime.block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&lab.admin);
+        let all = ec2.describe_instances().send().await.expect("describe");
+        all.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find(|i| {
+                i.tags().iter().any(|t| {
+                    t.key() == Some("aws:autoscaling:groupName") && t.value() == Some("vault")
+                })
+            })
+            .and_then(|i| {
+                Some((
+                    i.placement()?.availability_zone()?.to_owned(),
+                    i.subnet_id()?.to_owned(),
+                ))
+            })
+            .expect("a vault instance, with its zone and subnet")
+    });
+    let (own_acl, tagged) = runtime.block_on(acl_of(&lab, &subnet));
+    assert!(!own_acl.is_empty() && tagged.is_empty());
+    let params = format!(
+        "fault = \"blackhole\", target = \"{zone}\", duration-ms = 2000, then-sleep-ms = 4000"
+    );
+
+    // With the opted-out vault in the subnet: refused.
+    let refused = faulty(&lab, &lab.moto.endpoint, "\"blackhole\"", &params, 30);
+    let run = wasmonkey_cli(&lab, &["run", "--execute", "--json", "--config", &refused]);
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("report");
+    assert!(
+        report["faults"].as_array().is_some_and(Vec::is_empty),
+        "{report:#}"
+    );
+    assert!(
+        report["experiments"][0]["denials"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["operation"] == "blackhole")),
+        "{report:#}"
+    );
+    assert_eq!(
+        runtime.block_on(acl_of(&lab, &subnet)),
+        (own_acl.clone(), Vec::new())
+    );
+
+    // Everything in scope, budget for the whole zone: cut off, and back.
+    let text = std::fs::read_to_string(&refused).expect("config");
+    let whole = text
+        .replace(
+            "[scope]\n",
+            "[scope]\nopt_out = \"wasmonkey-test-never-set\"\n",
+        )
+        .replace("max_terminations = 3", "max_terminations = 20")
+        .replace("min_healthy_per_group = 1", "min_healthy_per_group = 0");
+    let config = lab.dir.path().join("zone.toml");
+    std::fs::write(&config, whole).expect("config");
+    let config = config.to_str().expect("path").to_owned();
+    let journal = lab.dir.path().join("zone.jsonl");
+    let mut child = wasmonkey_run_at(&lab, &config, &journal);
+    let started = Instant::now();
+    let mut seen = None;
+    while seen.is_none() && started.elapsed() < Duration::from_secs(15) {
+        let (current, tagged) = runtime.block_on(acl_of(&lab, &subnet));
+        if current != own_acl {
+            seen = Some((current, tagged));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (cut_to, tagged) = seen.expect("the subnet never left its own ACL");
+    assert_eq!(
+        tagged,
+        [cut_to],
+        "the subnet is behind the ACL the fault tagged"
+    );
+    assert!(child.wait().expect("ends").success());
+    assert_eq!(
+        runtime.block_on(acl_of(&lab, &subnet)),
+        (own_acl, Vec::new())
+    );
+    let report = report_of(&lab, &journal);
+    assert_eq!(report["faults"][0]["status"], "undone", "{report:#}");
 }

@@ -162,6 +162,8 @@ impl Client {
 
 mod create_launch_template;
 
+mod create_network_acl;
+
 /// Operation customization and supporting types.
 ///
 /// The underlying HTTP requests made during an operation can be customized
@@ -189,9 +191,15 @@ mod create_launch_template;
 /// ```
 pub mod customize;
 
+mod delete_network_acl;
+
 mod describe_instances;
 
+mod describe_network_acls;
+
 mod reboot_instances;
+
+mod replace_network_acl_association;
 
 mod run_instances;
 

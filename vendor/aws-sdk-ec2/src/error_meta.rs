@@ -61,6 +61,48 @@ impl From<crate::operation::create_launch_template::CreateLaunchTemplateError> f
         }
     }
 }
+impl<R> From<::aws_smithy_runtime_api::client::result::SdkError<crate::operation::create_network_acl::CreateNetworkAclError, R>> for Error
+where
+    R: Send + Sync + std::fmt::Debug + 'static,
+{
+    fn from(err: ::aws_smithy_runtime_api::client::result::SdkError<crate::operation::create_network_acl::CreateNetworkAclError, R>) -> Self {
+        match err {
+            ::aws_smithy_runtime_api::client::result::SdkError::ServiceError(context) => Self::from(context.into_err()),
+            _ => Error::Unhandled(crate::error::sealed_unhandled::Unhandled {
+                meta: ::aws_smithy_types::error::metadata::ProvideErrorMetadata::meta(&err).clone(),
+                source: err.into(),
+            }),
+        }
+    }
+}
+impl From<crate::operation::create_network_acl::CreateNetworkAclError> for Error {
+    fn from(err: crate::operation::create_network_acl::CreateNetworkAclError) -> Self {
+        match err {
+            crate::operation::create_network_acl::CreateNetworkAclError::Unhandled(inner) => Error::Unhandled(inner),
+        }
+    }
+}
+impl<R> From<::aws_smithy_runtime_api::client::result::SdkError<crate::operation::delete_network_acl::DeleteNetworkAclError, R>> for Error
+where
+    R: Send + Sync + std::fmt::Debug + 'static,
+{
+    fn from(err: ::aws_smithy_runtime_api::client::result::SdkError<crate::operation::delete_network_acl::DeleteNetworkAclError, R>) -> Self {
+        match err {
+            ::aws_smithy_runtime_api::client::result::SdkError::ServiceError(context) => Self::from(context.into_err()),
+            _ => Error::Unhandled(crate::error::sealed_unhandled::Unhandled {
+                meta: ::aws_smithy_types::error::metadata::ProvideErrorMetadata::meta(&err).clone(),
+                source: err.into(),
+            }),
+        }
+    }
+}
+impl From<crate::operation::delete_network_acl::DeleteNetworkAclError> for Error {
+    fn from(err: crate::operation::delete_network_acl::DeleteNetworkAclError) -> Self {
+        match err {
+            crate::operation::delete_network_acl::DeleteNetworkAclError::Unhandled(inner) => Error::Unhandled(inner),
+        }
+    }
+}
 impl<R> From<::aws_smithy_runtime_api::client::result::SdkError<crate::operation::describe_instances::DescribeInstancesError, R>> for Error
 where
     R: Send + Sync + std::fmt::Debug + 'static,
@@ -82,6 +124,27 @@ impl From<crate::operation::describe_instances::DescribeInstancesError> for Erro
         }
     }
 }
+impl<R> From<::aws_smithy_runtime_api::client::result::SdkError<crate::operation::describe_network_acls::DescribeNetworkAclsError, R>> for Error
+where
+    R: Send + Sync + std::fmt::Debug + 'static,
+{
+    fn from(err: ::aws_smithy_runtime_api::client::result::SdkError<crate::operation::describe_network_acls::DescribeNetworkAclsError, R>) -> Self {
+        match err {
+            ::aws_smithy_runtime_api::client::result::SdkError::ServiceError(context) => Self::from(context.into_err()),
+            _ => Error::Unhandled(crate::error::sealed_unhandled::Unhandled {
+                meta: ::aws_smithy_types::error::metadata::ProvideErrorMetadata::meta(&err).clone(),
+                source: err.into(),
+            }),
+        }
+    }
+}
+impl From<crate::operation::describe_network_acls::DescribeNetworkAclsError> for Error {
+    fn from(err: crate::operation::describe_network_acls::DescribeNetworkAclsError) -> Self {
+        match err {
+            crate::operation::describe_network_acls::DescribeNetworkAclsError::Unhandled(inner) => Error::Unhandled(inner),
+        }
+    }
+}
 impl<R> From<::aws_smithy_runtime_api::client::result::SdkError<crate::operation::reboot_instances::RebootInstancesError, R>> for Error
 where
     R: Send + Sync + std::fmt::Debug + 'static,
@@ -100,6 +163,34 @@ impl From<crate::operation::reboot_instances::RebootInstancesError> for Error {
     fn from(err: crate::operation::reboot_instances::RebootInstancesError) -> Self {
         match err {
             crate::operation::reboot_instances::RebootInstancesError::Unhandled(inner) => Error::Unhandled(inner),
+        }
+    }
+}
+impl<R>
+    From<::aws_smithy_runtime_api::client::result::SdkError<crate::operation::replace_network_acl_association::ReplaceNetworkAclAssociationError, R>>
+    for Error
+where
+    R: Send + Sync + std::fmt::Debug + 'static,
+{
+    fn from(
+        err: ::aws_smithy_runtime_api::client::result::SdkError<
+            crate::operation::replace_network_acl_association::ReplaceNetworkAclAssociationError,
+            R,
+        >,
+    ) -> Self {
+        match err {
+            ::aws_smithy_runtime_api::client::result::SdkError::ServiceError(context) => Self::from(context.into_err()),
+            _ => Error::Unhandled(crate::error::sealed_unhandled::Unhandled {
+                meta: ::aws_smithy_types::error::metadata::ProvideErrorMetadata::meta(&err).clone(),
+                source: err.into(),
+            }),
+        }
+    }
+}
+impl From<crate::operation::replace_network_acl_association::ReplaceNetworkAclAssociationError> for Error {
+    fn from(err: crate::operation::replace_network_acl_association::ReplaceNetworkAclAssociationError) -> Self {
+        match err {
+            crate::operation::replace_network_acl_association::ReplaceNetworkAclAssociationError::Unhandled(inner) => Error::Unhandled(inner),
         }
     }
 }

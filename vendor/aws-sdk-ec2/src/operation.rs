@@ -4,11 +4,23 @@ pub use ::aws_types::request_id::RequestId;
 /// Types for the `CreateLaunchTemplate` operation.
 pub mod create_launch_template;
 
+/// Types for the `CreateNetworkAcl` operation.
+pub mod create_network_acl;
+
+/// Types for the `DeleteNetworkAcl` operation.
+pub mod delete_network_acl;
+
 /// Types for the `DescribeInstances` operation.
 pub mod describe_instances;
 
+/// Types for the `DescribeNetworkAcls` operation.
+pub mod describe_network_acls;
+
 /// Types for the `RebootInstances` operation.
 pub mod reboot_instances;
+
+/// Types for the `ReplaceNetworkAclAssociation` operation.
+pub mod replace_network_acl_association;
 
 /// Types for the `RunInstances` operation.
 pub mod run_instances;

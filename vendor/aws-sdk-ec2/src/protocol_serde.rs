@@ -27,13 +27,29 @@ pub(crate) mod shape_create_launch_template;
 
 pub(crate) mod shape_create_launch_template_input;
 
+pub(crate) mod shape_create_network_acl;
+
+pub(crate) mod shape_create_network_acl_input;
+
+pub(crate) mod shape_delete_network_acl;
+
+pub(crate) mod shape_delete_network_acl_input;
+
 pub(crate) mod shape_describe_instances;
 
 pub(crate) mod shape_describe_instances_input;
 
+pub(crate) mod shape_describe_network_acls;
+
+pub(crate) mod shape_describe_network_acls_input;
+
 pub(crate) mod shape_reboot_instances;
 
 pub(crate) mod shape_reboot_instances_input;
+
+pub(crate) mod shape_replace_network_acl_association;
+
+pub(crate) mod shape_replace_network_acl_association_input;
 
 pub(crate) mod shape_run_instances;
 
@@ -73,6 +89,8 @@ pub(crate) mod shape_hibernation_options_request;
 
 pub(crate) mod shape_iam_instance_profile_specification;
 
+pub(crate) mod shape_icmp_type_code;
+
 pub(crate) mod shape_instance_ipv6_address;
 
 pub(crate) mod shape_instance_maintenance_options_request;
@@ -100,6 +118,8 @@ pub(crate) mod shape_license_configuration_request;
 pub(crate) mod shape_operator_request;
 
 pub(crate) mod shape_placement;
+
+pub(crate) mod shape_port_range;
 
 pub(crate) mod shape_private_dns_name_options_request;
 
@@ -183,6 +203,10 @@ pub(crate) mod shape_memory_gib_per_v_cpu_request;
 
 pub(crate) mod shape_memory_mib_request;
 
+pub(crate) mod shape_network_acl;
+
+pub(crate) mod shape_network_acl_list;
+
 pub(crate) mod shape_network_bandwidth_gbps_request;
 
 pub(crate) mod shape_network_interface_count_request;
@@ -224,6 +248,10 @@ pub(crate) mod shape_instance_state_change;
 pub(crate) mod shape_launch_template_ebs_block_device_request;
 
 pub(crate) mod shape_launch_template_spot_market_options_request;
+
+pub(crate) mod shape_network_acl_association_list;
+
+pub(crate) mod shape_network_acl_entry_list;
 
 pub(crate) mod shape_product_code;
 
@@ -276,6 +304,10 @@ pub(crate) mod shape_license_list;
 pub(crate) mod shape_local_storage_type_set;
 
 pub(crate) mod shape_monitoring;
+
+pub(crate) mod shape_network_acl_association;
+
+pub(crate) mod shape_network_acl_entry;
 
 pub(crate) mod shape_performance_factor_reference_request;
 

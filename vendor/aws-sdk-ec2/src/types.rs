@@ -13,6 +13,14 @@ pub use crate::types::_launch_template::LaunchTemplate;
 
 pub use crate::types::_validation_warning::ValidationWarning;
 
+pub use crate::types::_network_acl::NetworkAcl;
+
+pub use crate::types::_rule_action::RuleAction;
+
+pub use crate::types::_icmp_type_code::IcmpTypeCode;
+
+pub use crate::types::_port_range::PortRange;
+
 pub use crate::types::_connection_tracking_specification_request::ConnectionTrackingSpecificationRequest;
 
 pub use crate::types::_operator_response::OperatorResponse;
@@ -235,6 +243,10 @@ pub use crate::types::_launch_template_instance_secondary_interface_specificatio
 
 pub use crate::types::_validation_error::ValidationError;
 
+pub use crate::types::_network_acl_association::NetworkAclAssociation;
+
+pub use crate::types::_network_acl_entry::NetworkAclEntry;
+
 pub use crate::types::_product_code_values::ProductCodeValues;
 
 pub use crate::types::_hypervisor_type::HypervisorType;
@@ -409,6 +421,8 @@ mod _iam_instance_profile;
 
 mod _iam_instance_profile_specification;
 
+mod _icmp_type_code;
+
 mod _instance;
 
 mod _instance_attachment_ena_srd_specification;
@@ -569,6 +583,12 @@ mod _monitoring_state;
 
 mod _nested_virtualization_specification;
 
+mod _network_acl;
+
+mod _network_acl_association;
+
+mod _network_acl_entry;
+
 mod _network_bandwidth_gbps_request;
 
 mod _network_interface_count_request;
@@ -585,6 +605,8 @@ mod _placement;
 
 mod _platform_values;
 
+mod _port_range;
+
 mod _private_dns_name_options_request;
 
 mod _private_dns_name_options_response;
@@ -600,6 +622,8 @@ mod _request_launch_template_data;
 mod _reservation;
 
 mod _resource_type;
+
+mod _rule_action;
 
 mod _run_instances_monitoring_enabled;
 

@@ -1,7 +1,8 @@
 //! A strategy of contract 0.2 for the tests: it reads the fleet page by
 //! page (two instances a page), picks the oldest running instances (or the
 //! `target` it is given), applies the `fault` its parameters name to
-//! `count` of them for `duration-ms`, then sleeps `then-sleep-ms` (`naps`
+//! `count` of them for `duration-ms` (a blackhole cuts off the zone
+//! `target`), then sleeps `then-sleep-ms` (`naps`
 //! times, so a brake that wakes it does not end its sleeping) or, with
 //! `spin`, computes forever without calling the host. It reports every
 //! fault it got in its summary, and every refusal in its log.
@@ -101,7 +102,7 @@ impl Guest for Faulty {
             version: "0.1.0".into(),
             description: "Test-only plugin of contract 0.2: applies stop, reboot or suspend-processes faults as its parameters say, to test the faults and the undo the host owns".into(),
             params: vec![
-                spec("fault", "stop, reboot or suspend", ParamValue::Text("stop".into())),
+                spec("fault", "stop, reboot, suspend or blackhole", ParamValue::Text("stop".into())),
                 spec("target", "an instance id or group to fault instead of the oldest", ParamValue::Text(String::new())),
                 spec("count", "how many instances", ParamValue::Integer(1)),
                 spec("duration-ms", "how long each fault lasts", ParamValue::Integer(60_000)),
@@ -118,7 +119,12 @@ impl Guest for Faulty {
         let duration = integer(&params, "duration-ms").max(0) as u64;
         let count = integer(&params, "count").max(0) as usize;
         let mut applied = Vec::new();
-        if fault == "suspend" {
+        if fault == "blackhole" {
+            match cloud::blackhole_zone(&target, duration, "test: the zone goes dark") {
+                Ok(f) => applied.push(describe(&f)),
+                Err(err) => runtime::log(LogLevel::Warn, &format!("refused: {err:?}")),
+            }
+        } else if fault == "suspend" {
             let group = if target.is_empty() {
                 "web".to_owned()
             } else {

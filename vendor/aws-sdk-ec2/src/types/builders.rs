@@ -11,6 +11,12 @@ pub use crate::types::_launch_template::LaunchTemplateBuilder;
 
 pub use crate::types::_validation_warning::ValidationWarningBuilder;
 
+pub use crate::types::_network_acl::NetworkAclBuilder;
+
+pub use crate::types::_icmp_type_code::IcmpTypeCodeBuilder;
+
+pub use crate::types::_port_range::PortRangeBuilder;
+
 pub use crate::types::_connection_tracking_specification_request::ConnectionTrackingSpecificationRequestBuilder;
 
 pub use crate::types::_operator_response::OperatorResponseBuilder;
@@ -154,6 +160,10 @@ pub use crate::types::_launch_template_license_configuration_request::LaunchTemp
 pub use crate::types::_launch_template_instance_secondary_interface_specification_request::LaunchTemplateInstanceSecondaryInterfaceSpecificationRequestBuilder;
 
 pub use crate::types::_validation_error::ValidationErrorBuilder;
+
+pub use crate::types::_network_acl_association::NetworkAclAssociationBuilder;
+
+pub use crate::types::_network_acl_entry::NetworkAclEntryBuilder;
 
 pub use crate::types::_ebs_instance_block_device::EbsInstanceBlockDeviceBuilder;
 
