@@ -114,6 +114,15 @@ async fn recover(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     for (path, why) in &recovered.unreadable {
         outln!("{}: not an owed undo: {}", path.display(), one_line(why))?;
     }
+    for owed in &recovered.elsewhere {
+        outln!(
+            "{} of run {}: owed on {}, not on this config's backend ({}): left for a recover with that backend",
+            one_line(&owed.fault_id),
+            one_line(&owed.run_id),
+            one_line(&owed.backend),
+            one_line(&cloud.identity())
+        )?;
+    }
     for (owed, err) in &recovered.failed {
         outln!(
             "{} of run {}: UNDO FAILED: {}; finish it by hand: {}",
@@ -127,6 +136,7 @@ async fn recover(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         && recovered.failed.is_empty()
         && recovered.running.is_empty()
         && recovered.unreadable.is_empty()
+        && recovered.elsewhere.is_empty()
     {
         outln!("nothing owed in {}", state_dir.display())?;
     }

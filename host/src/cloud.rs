@@ -511,6 +511,13 @@ pub trait Cloud: Send + Sync {
     /// the notifier decides what is sent, journalled and retried.
     fn messaging(&self) -> &dyn messaging::Messaging;
 
+    /// Which account's fleet this backend acts on, as far as it can tell
+    /// without a call: an undo owed on one backend is carried out only by
+    /// the same backend (a simulation never "undoes" a real fault).
+    fn identity(&self) -> String {
+        self.kind().to_owned()
+    }
+
     /// The API calls made so far.
     fn api_calls(&self) -> ApiCalls {
         ApiCalls::new()

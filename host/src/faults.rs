@@ -75,6 +75,9 @@ pub struct Owed {
     pub until_ms: Millis,
     /// The process that owes it: while it lives, the undo is its own.
     pub pid: u32,
+    /// The backend it was applied on ([`Cloud::identity`]): only that
+    /// backend carries it out.
+    pub backend: String,
 }
 
 /// The faults a run applied and has not undone yet.
@@ -84,16 +87,20 @@ pub(crate) struct Ledger {
     run_id: String,
     /// Where each owed undo is kept until it is done; none in tests.
     dir: Option<PathBuf>,
+    /// The backend's identity, written with each owed undo.
+    backend: String,
 }
 
 impl Ledger {
-    /// The ledger of run `run_id`, keeping owed undos in `dir`.
-    pub(crate) fn new(run_id: &str, dir: Option<PathBuf>) -> Ledger {
+    /// The ledger of run `run_id` on `backend` (its identity), keeping
+    /// owed undos in `dir`.
+    pub(crate) fn new(run_id: &str, backend: String, dir: Option<PathBuf>) -> Ledger {
         Ledger {
             owed: Mutex::default(),
             next: AtomicU64::new(1),
             run_id: run_id.to_owned(),
             dir,
+            backend,
         }
     }
 
@@ -129,6 +136,7 @@ impl Ledger {
             undo,
             until_ms,
             pid: std::process::id(),
+            backend: self.backend.clone(),
         };
         if let Some(dir) = &self.dir {
             write_owed(dir, &owed)?;
@@ -286,6 +294,9 @@ pub struct Recovered {
     pub unreadable: Vec<(PathBuf, String)>,
     /// Undos owed by a process still running: left to it.
     pub running: Vec<Owed>,
+    /// Undos owed on another backend (another region, the real cloud
+    /// when this is the simulator): left for a recovery on that one.
+    pub elsewhere: Vec<Owed>,
 }
 
 /// Whether process `pid` is running (this one included). A process this
@@ -336,6 +347,10 @@ pub async fn recover(state_dir: &Path, cloud: &dyn Cloud) -> anyhow::Result<Reco
                 continue;
             }
         };
+        if owed.backend != cloud.identity() {
+            recovered.elsewhere.push(owed);
+            continue;
+        }
         if owed.pid != std::process::id() && alive(owed.pid) {
             // A run in progress in another process (a daemon's slot,
             // another `run`) undoes its own faults when they are due;

@@ -215,6 +215,7 @@ pub async fn run_on(
         steps_put: std::sync::Mutex::default(),
         faults: Arc::new(crate::faults::Ledger::new(
             &run_id,
+            cloud.identity(),
             Some(crate::faults::owed_dir(&config.state_dir()?)),
         )),
     };
@@ -949,6 +950,14 @@ async fn recover_owed_faults(config: &Config, cloud: &dyn Cloud) -> anyhow::Resu
         tracing::warn!(
             "{}: not an owed undo this host wrote: {why}",
             path.display()
+        );
+    }
+    for owed in &recovered.elsewhere {
+        tracing::warn!(
+            "fault {} of run {} is owed on {}, not this backend: `wasmonkey recover` with that backend's config undoes it",
+            owed.fault_id,
+            owed.run_id,
+            owed.backend
         );
     }
     if let Some((owed, err)) = recovered.failed.first() {

@@ -365,6 +365,25 @@ fn a_fault_left_by_a_killed_run_is_undone_by_recover() {
         "{text}"
     );
 
+    // An undo owed on another backend is left for that one: a simulation
+    // never "undoes" (and forgets) a real fault.
+    let owed = owed_files(&setup).remove(0);
+    let text = std::fs::read_to_string(&owed).expect("owed");
+    let elsewhere = text.replace(
+        "\"backend\": \"sim\"",
+        "\"backend\": \"aws region eu-west-1\"",
+    );
+    assert_ne!(text, elsewhere, "{text}");
+    std::fs::write(&owed, &elsewhere).expect("owed");
+    let left = support::wasmonkey(&["recover"], &setup.config);
+    assert!(
+        String::from_utf8_lossy(&left.stdout).contains("owed on aws region eu-west-1"),
+        "{}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    assert_eq!(owed_files(&setup), std::slice::from_ref(&owed));
+    std::fs::write(&owed, &text).expect("owed");
+
     let recover = support::wasmonkey(&["recover"], &setup.config);
     let said = format!(
         "{}{}",
@@ -466,66 +485,44 @@ async fn a_zone_is_cut_off_and_reconnected_only_when_all_of_it_is_in_scope() {
     );
 
     // Every instance cut off counts: with two terminations left, the
-    // zone's three are refused.
-    let tight = setup(
-        0,
-        "\"blackhole\"",
-        "fault = \"blackhole\", target = \"us-east-1b\", duration-ms = 60000",
-        "",
-    );
-    let text = std::fs::read_to_string(&tight.config).expect("config");
-    std::fs::write(
-        &tight.config,
-        text.replace("max_terminations = 3", "max_terminations = 2"),
-    )
-    .expect("config");
-    let (output, _) = run(&tight, true).await;
-    assert!(
-        output.report.faults.is_empty(),
-        "{:#?}",
-        output.report.faults
-    );
-    assert!(
-        output.report.experiments[0]
-            .denials
-            .iter()
-            .any(|d| d.operation == "blackhole" && d.rule == "max-terminations"),
-        "{:#?}",
-        output.report.experiments[0].denials
-    );
-
-    // And each group keeps its healthy floor: web (4, two of them in the
-    // zone) may not go below 3.
-    let floor = setup(
-        0,
-        "\"blackhole\"",
-        "fault = \"blackhole\", target = \"us-east-1b\", duration-ms = 60000",
-        "",
-    );
-    let text = std::fs::read_to_string(&floor.config).expect("config");
-    std::fs::write(
-        &floor.config,
-        text.replace("min_healthy_per_group = 1", "min_healthy_per_group = 3")
-            .replace(
-                "max_fraction_per_group = 0.5",
-                "max_fraction_per_group = 1.0",
-            ),
-    )
-    .expect("config");
-    let (output, _) = run(&floor, true).await;
-    assert!(
-        output.report.faults.is_empty(),
-        "{:#?}",
-        output.report.faults
-    );
-    assert!(
-        output.report.experiments[0]
-            .denials
-            .iter()
-            .any(|d| d.operation == "blackhole" && d.rule == "min-healthy-per-group"),
-        "{:#?}",
-        output.report.experiments[0].denials
-    );
+    // zone's three are refused. And each group keeps its healthy floor:
+    // web (4, two of them in the zone) may not go below 3.
+    for (from, to, rule) in [
+        (
+            "max_terminations = 3",
+            "max_terminations = 2",
+            "max-terminations",
+        ),
+        (
+            "min_healthy_per_group = 1\nmax_fraction_per_group = 0.5",
+            "min_healthy_per_group = 3\nmax_fraction_per_group = 1.0",
+            "min-healthy-per-group",
+        ),
+    ] {
+        let tight = setup(
+            0,
+            "\"blackhole\"",
+            "fault = \"blackhole\", target = \"us-east-1b\", duration-ms = 60000",
+            "",
+        );
+        let text = std::fs::read_to_string(&tight.config).expect("config");
+        assert!(text.contains(from), "{text}");
+        std::fs::write(&tight.config, text.replace(from, to)).expect("config");
+        let (output, _) = run(&tight, true).await;
+        assert!(
+            output.report.faults.is_empty(),
+            "{:#?}",
+            output.report.faults
+        );
+        assert!(
+            output.report.experiments[0]
+                .denials
+                .iter()
+                .any(|d| d.operation == "blackhole" && d.rule == rule),
+            "{rule}: {:#?}",
+            output.report.experiments[0].denials
+        );
+    }
 
     let zone_a = setup(
         0,

@@ -135,6 +135,8 @@ pub struct AwsCloud {
     /// The account switch's SSM parameter, if it is on.
     account_switch: Option<String>,
     region: String,
+    /// The endpoint, when it is not AWS's own (moto, a proxy).
+    endpoint: Option<String>,
     terminate_via: TerminateVia,
     page_size: i32,
     started: Instant,
@@ -200,6 +202,7 @@ impl AwsCloud {
             ),
             account_switch: None,
             region: sdk.region().map_or_else(String::new, |r| r.to_string()),
+            endpoint: sdk.endpoint_url().map(str::to_owned),
             terminate_via,
             page_size: default_page_size(),
             started: Instant::now(),
@@ -1012,6 +1015,13 @@ impl Cloud for AwsCloud {
 
     fn messaging(&self) -> &dyn super::messaging::Messaging {
         &self.messaging
+    }
+
+    fn identity(&self) -> String {
+        match &self.endpoint {
+            Some(endpoint) => format!("aws region {} at {endpoint}", self.region),
+            None => format!("aws region {}", self.region),
+        }
     }
 }
 

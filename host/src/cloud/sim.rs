@@ -619,43 +619,16 @@ impl State {
                     }
                 }
             }
-            Event::GraceEnd { id } => {
-                let group = match self.instances.get(&id) {
-                    Some(instance)
-                        if instance.lifecycle == Some(Lifecycle::InService)
-                            && !instance.healthy
-                            && !self.replacing_suspended(instance.group.as_deref()) =>
-                    {
-                        instance.group.clone()
-                    }
-                    _ => return,
-                };
-                self.record(id, Change::HealthCheckFailed);
-                self.begin_shutdown(id);
-                if let Some(group) = group {
-                    self.launch(&group);
-                }
-            }
+            Event::GraceEnd { id } => self.replace_if(id, |instance| {
+                instance.lifecycle == Some(Lifecycle::InService) && !instance.healthy
+            }),
             Event::ShutdownEnd { id } => self.shutdown_end(id),
             Event::Forget { id } => {
                 self.instances.remove(&id);
             }
             Event::Replace { group } => self.launch(&group),
             Event::StoppedNoticed { id } => {
-                let group = match self.instances.get(&id) {
-                    Some(instance)
-                        if instance.state == InstanceState::Stopped
-                            && !self.replacing_suspended(instance.group.as_deref()) =>
-                    {
-                        instance.group.clone()
-                    }
-                    _ => return,
-                };
-                self.record(id, Change::HealthCheckFailed);
-                self.begin_shutdown(id);
-                if let Some(group) = group {
-                    self.launch(&group);
-                }
+                self.replace_if(id, |instance| instance.state == InstanceState::Stopped);
             }
             Event::Back { id } => {
                 let cut_off = self.is_cut_off(id);
@@ -672,6 +645,25 @@ impl State {
                     }
                 }
             }
+        }
+    }
+
+    /// The group's health check failing an instance for which `failing`
+    /// holds: unless health checks or their replacements are suspended, it
+    /// terminates the instance and launches a replacement.
+    fn replace_if(&mut self, id: Key, failing: impl Fn(&Instance) -> bool) {
+        let group = match self.instances.get(&id) {
+            Some(instance)
+                if failing(instance) && !self.replacing_suspended(instance.group.as_deref()) =>
+            {
+                instance.group.clone()
+            }
+            _ => return,
+        };
+        self.record(id, Change::HealthCheckFailed);
+        self.begin_shutdown(id);
+        if let Some(group) = group {
+            self.launch(&group);
         }
     }
 
