@@ -182,7 +182,8 @@ pub enum Event {
     FaultApplied {
         /// The fault.
         fault_id: String,
-        /// When the host undoes it, on the run clock.
+        /// When the host undoes it, on the plugin's clock (from its
+        /// experiment's start), as the plugin was told.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         until_ms: Option<u64>,
     },

@@ -848,18 +848,23 @@ impl RunContext<'_> {
         // On a real clock, a fault is undone when its time is up even while
         // the plugin computes without calling the host. (The simulator's
         // clock moves only in sleeps, which undo what is due themselves.)
+        let stop_undoer = Arc::new(tokio::sync::Notify::new());
         let undoer = (self.cloud.kind() != "sim").then(|| {
             tokio::spawn(undo_when_due(
                 Arc::clone(&self.faults),
                 Arc::clone(self.guard),
                 Arc::clone(self.cloud),
                 Arc::clone(self.journal),
+                Arc::clone(&stop_undoer),
             ))
         });
         let (mut session, result) = self.sandbox.run(&plugin.prepared, session, params).await;
         watcher.abort();
         if let Some(undoer) = undoer {
-            undoer.abort();
+            // Stopped between undos, never in one: an undo cut off halfway
+            // would be neither done nor owed in memory.
+            stop_undoer.notify_one();
+            let _ = undoer.await;
         }
         // The experiment is over: so are its faults.
         self.faults
@@ -914,15 +919,19 @@ async fn watch_switches(guard: Arc<Guard>, cloud: Arc<dyn Cloud>) {
 }
 
 /// Undo each owed fault when it is due, and all of them once a brake
-/// trips, on the backend's (real) clock.
+/// trips, on the backend's (real) clock, until `stop`.
 async fn undo_when_due(
     ledger: crate::faults::SharedLedger,
     guard: Arc<Guard>,
     cloud: Arc<dyn Cloud>,
     journal: Arc<Journal>,
+    stop: Arc<tokio::sync::Notify>,
 ) {
     loop {
-        tokio::time::sleep(SWITCH_WATCH).await;
+        tokio::select! {
+            () = tokio::time::sleep(SWITCH_WATCH) => {}
+            () = stop.notified() => return,
+        }
         let now = guard.tripped().is_none().then(|| cloud.now_ms());
         if let Err(err) = ledger
             .undo(now, cloud.as_ref(), Some(journal.as_ref()))
