@@ -392,16 +392,30 @@ impl FleetView {
     /// watched until [`FleetView::settled`].
     pub fn terminated(&self, id: &str, group: Option<&str>) {
         let mut cache = self.cache();
-        cache.everything = None;
         if let Some(read) = cache.instances.remove(id) {
             cache.terminating.insert(id.to_owned(), read);
+        }
+        Self::forget(&mut cache, &[], group);
+        cache
+            .watched
+            .insert(id.to_owned(), group.map(str::to_owned));
+    }
+
+    /// The host changed `ids` and `group` (a fault): what was read of them
+    /// is stale. Unlike a termination, nothing is watched.
+    pub(crate) fn changed(&self, ids: &[&str], group: Option<&str>) {
+        Self::forget(&mut self.cache(), ids, group);
+    }
+
+    /// Drop the listing, the reads of `ids` and of `group`.
+    fn forget(cache: &mut Cache, ids: &[&str], group: Option<&str>) {
+        cache.everything = None;
+        for id in ids {
+            cache.instances.remove(*id);
         }
         if let Some(group) = group {
             cache.groups.remove(group);
         }
-        cache
-            .watched
-            .insert(id.to_owned(), group.map(str::to_owned));
     }
 
     /// The termination of `id` was answered with its new state: what was
@@ -512,6 +526,24 @@ mod tests {
             seen.is_none_or(|i| i.state != InstanceState::Running),
             "the survey is dropped at a termination: {seen:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_fault_is_seen_and_watches_nothing() {
+        let (sim, view, names) = view();
+        let all = view.survey_instances().await.unwrap();
+        let stopped = &all[0];
+        view.describe_instance(&stopped.id).await.unwrap();
+        sim.stop_instance(&stopped.id).await.unwrap();
+        view.changed(&[&stopped.id], Some(&names[0]));
+        // Seen as the fault left it.
+        let seen = view.describe_instance(&stopped.id).await.unwrap();
+        assert_eq!(seen.map(|i| i.state), Some(InstanceState::Stopped));
+        // A fault is not a termination: nothing is watched, and no later
+        // read carries it (or, for a group fault, an empty id).
+        view.changed(&[], Some(&names[1]));
+        assert!(view.cache().watched.is_empty());
+        assert!(view.cache().terminating.is_empty());
     }
 
     #[tokio::test]

@@ -111,7 +111,7 @@ impl Session {
         // What the view knew of the instance and its group is old now.
         self.setup
             .view
-            .terminated(&instance.id, instance.group.as_deref());
+            .changed(&[&instance.id], instance.group.as_deref());
         Ok(fault)
     }
 
@@ -184,7 +184,7 @@ impl Session {
                 },
             )
             .await?;
-        self.setup.view.terminated("", Some(group));
+        self.setup.view.changed(&[], Some(group));
         Ok(fault)
     }
 
@@ -373,7 +373,7 @@ impl Session {
         for instance in &cut_off {
             self.setup
                 .view
-                .terminated(&instance.id, instance.group.as_deref());
+                .changed(&[&instance.id], instance.group.as_deref());
         }
         Ok(fault)
     }
