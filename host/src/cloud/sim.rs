@@ -667,6 +667,13 @@ impl State {
         }
     }
 
+    /// The group named `name`, or the answer AWS gives for an unknown one.
+    fn group_mut(&mut self, name: &str) -> Result<&mut GroupState, CloudError> {
+        self.groups
+            .get_mut(name)
+            .ok_or_else(|| CloudError::NotFound(format!("no group {name}")))
+    }
+
     /// Whether an instance's subnet is behind a deny-all ACL now.
     fn is_cut_off(&self, id: Key) -> bool {
         self.instances
@@ -1208,10 +1215,7 @@ impl Cloud for SimCloud {
         processes: &[crate::cloud::ScalingProcess],
     ) -> Result<(), CloudError> {
         let mut state = self.call("SuspendProcesses")?;
-        let g = state
-            .groups
-            .get_mut(group)
-            .ok_or_else(|| CloudError::NotFound(format!("no group {group}")))?;
+        let g = state.group_mut(group)?;
         g.suspended.extend(processes.iter().copied());
         g.snapshot = None;
         Ok(())
@@ -1223,10 +1227,7 @@ impl Cloud for SimCloud {
         processes: &[crate::cloud::ScalingProcess],
     ) -> Result<(), CloudError> {
         let mut state = self.call("ResumeProcesses")?;
-        let g = state
-            .groups
-            .get_mut(group)
-            .ok_or_else(|| CloudError::NotFound(format!("no group {group}")))?;
+        let g = state.group_mut(group)?;
         for process in processes {
             g.suspended.remove(process);
         }
