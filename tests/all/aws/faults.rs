@@ -254,11 +254,13 @@ fn a_zone_is_cut_off_behind_a_deny_all_acl_and_moved_back() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let lab = runtime.block_on(Lab::new());
     // The zone and subnet of an instance of the opted-out `vault` (moto
-    // spreads a group's instances over its zones at random).
+    // places a group's instances at random), and an in-scope standalone
+    // instance launched there beside it.
     let (zone, subnet) = runtime.block_on(async {
         let ec2 = aws_sdk_ec2::Client::new(&lab.admin);
         let all = ec2.describe_instances().send().await.expect("describe");
-        all.reservations()
+        let (zone, subnet) = all
+            .reservations()
             .iter()
             .flat_map(|r| r.instances())
             .find(|i| {
@@ -272,7 +274,26 @@ fn a_zone_is_cut_off_behind_a_deny_all_acl_and_moved_back() {
                     i.subnet_id()?.to_owned(),
                 ))
             })
-            .expect("a vault instance, with its zone and subnet")
+            .expect("a vault instance, with its zone and subnet");
+        let launched = ec2
+            .run_instances()
+            .image_id("ami-12c6146b")
+            .min_count(1)
+            .max_count(1)
+            .placement(
+                aws_sdk_ec2::types::Placement::builder()
+                    .availability_zone(&zone)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("an instance beside vault");
+        assert_eq!(
+            launched.instances()[0].subnet_id(),
+            Some(subnet.as_str()),
+            "launched into the vault's subnet"
+        );
+        (zone, subnet)
     });
     let (own_acl, tagged) = runtime.block_on(acl_of(&lab, &subnet));
     assert!(!own_acl.is_empty() && tagged.is_empty());
