@@ -639,15 +639,17 @@ impl Session {
 
     /// Write a journal entry stamped with this experiment.
     pub fn journal(&self, event: Event) -> Result<(), Fatal> {
+        self.journal_at(self.setup.cloud.now_ms(), event)
+    }
+
+    /// Write a journal entry for something that happens at `clock_ms`, an
+    /// instant read earlier (and no later than now).
+    pub(crate) fn journal_at(&self, clock_ms: Millis, event: Event) -> Result<(), Fatal> {
         let Some(journal) = &self.setup.journal else {
             return Ok(());
         };
         journal
-            .append(
-                self.setup.cloud.now_ms(),
-                Some(self.setup.experiment),
-                event,
-            )
+            .append(clock_ms, Some(self.setup.experiment), event)
             .map(drop)
             .map_err(Fatal::Journal)
     }

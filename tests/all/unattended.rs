@@ -1381,3 +1381,141 @@ fn two_daemons_and_a_manual_run_on_one_history_never_kill_a_group_twice_within_t
         );
     }
 }
+
+/// A history that lets another process's sleep move the shared simulated
+/// clock while a kill is being reserved, and keeps the reserved instants.
+#[derive(Debug)]
+struct ClockMovedDuringReserve {
+    inner: SqliteHistory,
+    cloud: Arc<SimCloud>,
+    reserved: Arc<Mutex<Vec<EpochMs>>>,
+}
+
+impl wasmonkey::history::History for ClockMovedDuringReserve {
+    fn record(&mut self, report: &wasmonkey::report::Report) -> anyhow::Result<()> {
+        self.inner.record(report)
+    }
+    fn last_kills(
+        &self,
+        dry_runs: bool,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, EpochMs>> {
+        self.inner.last_kills(dry_runs)
+    }
+    fn kills(&self, filter: &Filter) -> anyhow::Result<Vec<wasmonkey::history::KillRow>> {
+        self.inner.kills(filter)
+    }
+    fn kill_points(&self, filter: &Filter) -> anyhow::Result<Vec<wasmonkey::history::KillPoint>> {
+        self.inner.kill_points(filter)
+    }
+    fn runs(&self, limit: usize) -> anyhow::Result<Vec<wasmonkey::history::RunRow>> {
+        self.inner.runs(limit)
+    }
+    fn slot_done(&self, slot: &str) -> anyhow::Result<bool> {
+        self.inner.slot_done(slot)
+    }
+    fn mark_slot(&mut self, mark: &SlotMark<'_>) -> anyhow::Result<()> {
+        self.inner.mark_slot(mark)
+    }
+    fn claim_slot(&mut self, mark: &SlotMark<'_>) -> anyhow::Result<bool> {
+        self.inner.claim_slot(mark)
+    }
+    fn unfinished_slots(&self) -> anyhow::Result<Vec<(String, Option<String>)>> {
+        self.inner.unfinished_slots()
+    }
+    fn daemon_seen(&self) -> anyhow::Result<Option<EpochMs>> {
+        self.inner.daemon_seen()
+    }
+    fn note_daemon(&mut self, at: EpochMs) -> anyhow::Result<()> {
+        self.inner.note_daemon(at)
+    }
+    fn reserve_kill(
+        &mut self,
+        kill: &wasmonkey::history::LedgerKill<'_>,
+        allowed: &mut dyn FnMut(Option<EpochMs>) -> bool,
+    ) -> anyhow::Result<bool> {
+        let reserved = self.inner.reserve_kill(kill, allowed)?;
+        if reserved {
+            self.reserved.lock().expect("reserved").push(kill.at);
+        }
+        // Another run on this fleet sleeps a minute meanwhile.
+        futures::executor::block_on(wasmonkey::cloud::Cloud::sleep_ms(
+            self.cloud.as_ref(),
+            60_000,
+        ));
+        Ok(reserved)
+    }
+    fn release_kill(&mut self, run_id: &str, instance: &str) -> anyhow::Result<()> {
+        self.inner.release_kill(run_id, instance)
+    }
+}
+
+#[test]
+fn a_kill_is_recorded_at_the_instant_its_gap_was_checked_even_when_the_clock_moves_between() {
+    // The gap is checked and the kill reserved at one instant; if the kill
+    // were recorded at a later reading of a clock other runs move, the
+    // history would show kills closer than the gap that let them through.
+    let body = config(
+        "min_time_between_kills = \"1h\"",
+        "[[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\n\
+         params = { probability = 1.0, poll-secs = 5, recovery-timeout-secs = 60 }\n",
+    )
+    .replace("groups = [\"web\", \"api\"]", "groups = [\"web\"]");
+    let setup = support::setup(FLEET, &support::plugin_dir(), &body);
+    let cloud = Arc::new(
+        SimCloud::from_fleet_file(&setup.dir.path().join("fleet.toml"), 8).expect("fleet"),
+    );
+    let state = setup.dir.path().join("state");
+    let reserved = Arc::new(Mutex::new(Vec::new()));
+    let history: SharedHistory = Arc::new(Mutex::new(ClockMovedDuringReserve {
+        inner: SqliteHistory::in_state_dir(&state).expect("history"),
+        cloud: Arc::clone(&cloud),
+        reserved: Arc::clone(&reserved),
+    }));
+    let origin = at(MONDAY) + 9 * 3_600_000;
+    let config = Config::load(&setup.config).expect("config");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    for seed in 0..3 {
+        let options = wasmonkey::runner::RunOptions {
+            config: config.path.clone(),
+            execute: true,
+            clock_origin_ms: Some(origin),
+            history: Some(Arc::clone(&history)),
+            ..wasmonkey::runner::RunOptions::default()
+        };
+        let sim: Arc<dyn wasmonkey::cloud::Cloud> = cloud.clone();
+        runtime
+            .block_on(wasmonkey::runner::run_on(
+                &config,
+                sim,
+                seed,
+                &options,
+                std::future::pending(),
+            ))
+            .expect("a run");
+        // The next run comes just after the gap of this one's kill.
+        let next = origin + 3_600_000 * (seed as i64 + 1);
+        let now =
+            origin + i64::try_from(wasmonkey::cloud::Cloud::now_ms(cloud.as_ref())).expect("ms");
+        runtime.block_on(wasmonkey::cloud::Cloud::sleep_ms(
+            cloud.as_ref(),
+            u64::try_from(next - now).unwrap_or(0),
+        ));
+    }
+    let reserved = reserved.lock().expect("reserved").clone();
+    let killed: Vec<EpochMs> = SqliteHistory::in_state_dir(&state)
+        .expect("history")
+        .kills(&Filter::default())
+        .expect("kills")
+        .into_iter()
+        .filter(|k| !k.dry_run)
+        .map(|k| k.killed_ms)
+        .collect();
+    assert!(!reserved.is_empty(), "nothing was killed");
+    assert_eq!(
+        killed, reserved,
+        "kills recorded at other instants than reserved"
+    );
+    for pair in killed.windows(2) {
+        assert!(pair[1] - pair[0] >= 3_600_000, "{killed:?}");
+    }
+}

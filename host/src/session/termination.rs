@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use super::{Fatal, PluginError, Session, Settled, Termination, MAX_REASON_BYTES};
-use crate::cloud::{Group, Instance};
+use crate::cloud::{Group, Instance, Millis};
 use crate::guard::BrakeState;
 use crate::journal::Event;
 use crate::policy::{Denial, Grant, GroupView, Hidden};
@@ -49,6 +49,10 @@ impl From<PluginError> for Refusal {
 struct Cleared {
     instance: Instance,
     dry_run: bool,
+    /// The kill's one instant on the run's clock: what the ledger reserved
+    /// and what the journal says. Read twice, a clock another run moved in
+    /// between would put the kill after the instant the gap was checked at.
+    at_ms: Millis,
 }
 
 impl Session {
@@ -82,10 +86,15 @@ impl Session {
         if dry_run && self.setup.preflight {
             self.preflight(id).await?;
         }
+        let at_ms = self.setup.cloud.now_ms();
         if !dry_run {
-            self.reserve_in_ledger(&instance)?;
+            self.reserve_in_ledger(&instance, at_ms)?;
         }
-        Ok(Cleared { instance, dry_run })
+        Ok(Cleared {
+            instance,
+            dry_run,
+            at_ms,
+        })
     }
 
     /// No stop condition tripped, no kill switch set, and both readable.
@@ -199,13 +208,9 @@ impl Session {
 
     /// Checked again and recorded with every process's kills, in one step:
     /// two runs never both pass the gap.
-    fn reserve_in_ledger(&self, instance: &Instance) -> Result<(), Refusal> {
+    fn reserve_in_ledger(&self, instance: &Instance, at_ms: Millis) -> Result<(), Refusal> {
         if let Some(spacing) = &self.setup.spacing {
-            spacing.reserve(
-                instance.group.as_deref(),
-                &instance.id,
-                self.setup.cloud.now_ms(),
-            )?;
+            spacing.reserve(instance.group.as_deref(), &instance.id, at_ms)?;
         }
         Ok(())
     }
@@ -216,22 +221,28 @@ impl Session {
         cleared: Cleared,
         reason: &str,
     ) -> Result<Result<Termination, PluginError>, Fatal> {
-        let Cleared { instance, dry_run } = cleared;
-        self.journal(Event::TerminateIntent {
-            instance_id: instance.id.clone(),
-            group: instance.group.clone(),
-            zone: instance.zone.clone(),
-            reason: text::bounded(reason, MAX_REASON_BYTES).into_owned(),
+        let Cleared {
+            instance,
             dry_run,
-        })?;
+            at_ms,
+        } = cleared;
+        self.journal_at(
+            at_ms,
+            Event::TerminateIntent {
+                instance_id: instance.id.clone(),
+                group: instance.group.clone(),
+                zone: instance.zone.clone(),
+                reason: text::bounded(reason, MAX_REASON_BYTES).into_owned(),
+                dry_run,
+            },
+        )?;
         // Counted before the call: a failed or uncertain call still spent budget.
         self.tally.record(&instance.id, instance.group.as_deref());
         if let (Some(spacing), Some(group)) = (&self.setup.spacing, &instance.group) {
-            spacing.record(group, self.setup.cloud.now_ms());
+            spacing.record(group, at_ms);
         }
         self.run_tally()
             .record(&instance.id, instance.group.as_deref());
-        let at_ms = self.setup.cloud.now_ms();
         let confirmed_after = if dry_run {
             None
         } else {
