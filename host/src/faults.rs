@@ -78,11 +78,30 @@ pub struct Owed {
     /// The backend it was applied on ([`Cloud::identity`]): only that
     /// backend carries it out.
     pub backend: String,
+    /// The groups it reaches, whose recovery is measured once it is undone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+/// A fault that has ended (undone, or a reboot once called): its groups'
+/// recovery is measured from `at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ended {
+    /// The fault.
+    pub fault_id: String,
+    /// Its experiment's position in the config.
+    pub experiment: usize,
+    /// The groups it reached.
+    pub groups: Vec<String>,
+    /// When it ended, on the backend's clock.
+    pub at_ms: Millis,
 }
 
 /// The faults a run applied and has not undone yet.
 pub(crate) struct Ledger {
     owed: Mutex<Vec<Owed>>,
+    /// Faults that ended and whose recovery nobody watches yet.
+    ended: Mutex<Vec<Ended>>,
     next: AtomicU64,
     run_id: String,
     /// Where each owed undo is kept until it is done; none in tests.
@@ -97,6 +116,7 @@ impl Ledger {
     pub(crate) fn new(run_id: &str, backend: String, dir: Option<PathBuf>) -> Ledger {
         Ledger {
             owed: Mutex::default(),
+            ended: Mutex::default(),
             next: AtomicU64::new(1),
             run_id: run_id.to_owned(),
             dir,
@@ -121,13 +141,15 @@ impl Ledger {
     }
 
     /// Owe `undo` for `fault_id` by `until_ms`: kept on disk (synced)
-    /// before this returns, so that a crash cannot lose it.
+    /// before this returns, so that a crash cannot lose it. `groups` are
+    /// watched for recovery once it is undone.
     pub(crate) fn owe(
         &self,
         fault_id: &str,
         experiment: usize,
         undo: Undo,
         until_ms: Millis,
+        groups: Vec<String>,
     ) -> anyhow::Result<()> {
         let owed = Owed {
             fault_id: fault_id.to_owned(),
@@ -137,6 +159,7 @@ impl Ledger {
             until_ms,
             pid: std::process::id(),
             backend: self.backend.clone(),
+            groups,
         };
         if let Some(dir) = &self.dir {
             write_owed(dir, &owed)?;
@@ -153,6 +176,40 @@ impl Ledger {
     /// Whether anything is owed.
     pub(crate) fn is_empty(&self) -> bool {
         self.owed().is_empty()
+    }
+
+    fn ended(&self) -> std::sync::MutexGuard<'_, Vec<Ended>> {
+        self.ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A fault ended without an undo (a reboot): its groups' recovery is
+    /// measured from `at_ms`.
+    pub(crate) fn end_now(
+        &self,
+        fault_id: &str,
+        experiment: usize,
+        groups: Vec<String>,
+        at_ms: Millis,
+    ) {
+        if !groups.is_empty() {
+            self.ended().push(Ended {
+                fault_id: fault_id.to_owned(),
+                experiment,
+                groups,
+                at_ms,
+            });
+        }
+    }
+
+    /// The faults of `experiment` that ended since the last call: whoever
+    /// takes them watches their groups' recovery.
+    pub(crate) fn take_ended(&self, experiment: usize) -> Vec<Ended> {
+        let mut ended = self.ended();
+        let (taken, left) = ended.drain(..).partition(|e| e.experiment == experiment);
+        *ended = left;
+        taken
     }
 
     /// Undo what is due by `now` (everything when `now` is `None`): each
@@ -174,9 +231,18 @@ impl Ledger {
         for owed in due {
             if !undo_one(&owed, cloud, journal).await? {
                 self.owed().push(owed);
-            } else if let Some(dir) = &self.dir {
+                continue;
+            }
+            if let Some(dir) = &self.dir {
                 remove_owed(dir, &owed);
             }
+            let Owed {
+                fault_id,
+                experiment,
+                groups,
+                ..
+            } = owed;
+            self.end_now(&fault_id, experiment, groups, cloud.now_ms());
         }
         Ok(())
     }

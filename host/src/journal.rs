@@ -177,6 +177,10 @@ pub enum Event {
         /// What undoes it; none when nothing does (a reboot, a dry run).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         undo: Option<crate::cloud::undo::Undo>,
+        /// The Auto Scaling groups it reaches, whose recovery the host
+        /// measures once it ends.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<String>,
     },
     /// The fault's call succeeded.
     FaultApplied {
@@ -201,6 +205,29 @@ pub enum Event {
         fault_id: String,
         /// What was done.
         how: String,
+    },
+    /// The host saw a group a fault reached recovered after the fault
+    /// ended (its undo, or a reboot's call).
+    FaultRecovered {
+        /// The fault.
+        fault_id: String,
+        /// The group.
+        group: String,
+        /// From the fault's end to the group seen recovered.
+        recovery_ms: Millis,
+        /// The group's capacity then.
+        capacity: Capacity,
+    },
+    /// The host gave up waiting for a group a fault reached.
+    FaultNotRecovered {
+        /// The fault.
+        fault_id: String,
+        /// The group.
+        group: String,
+        /// How long the host waited after the fault ended.
+        waited_ms: Millis,
+        /// The group's capacity last seen, if it could be read.
+        capacity: Option<Capacity>,
     },
     /// An attempt at a fault's undo failed.
     UndoFailed {

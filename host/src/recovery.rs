@@ -7,6 +7,10 @@
 //! look comes before the run's clock moves on, then one every poll
 //! interval, so its precision is the poll interval. All victims are looked
 //! at together, through the run's fleet view.
+//!
+//! A fault's groups are watched the same way from the moment the fault
+//! ended (its undo, or a reboot's call): each has recovered when it is back
+//! at desired capacity, in service and healthy, with the targets healthy.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,11 +19,29 @@ use crate::cloud::view::FleetView;
 use crate::cloud::{Capacity, GroupSnapshot, Lifecycle, Millis};
 use crate::journal::Event;
 
-/// A victim whose recovery is not decided yet.
+/// What is recovering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Subject {
+    /// A terminated instance: it must also have left service.
+    Victim(String),
+    /// A fault that ended.
+    Fault(String),
+}
+
+impl Subject {
+    fn id(&self) -> &str {
+        match self {
+            Subject::Victim(id) | Subject::Fault(id) => id,
+        }
+    }
+}
+
+/// A victim (or a fault's group) whose recovery is not decided yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Pending {
-    instance_id: String,
+    subject: Subject,
     group: String,
+    /// When the termination was called, or the fault ended.
     terminated_at: Millis,
     /// Looked at once at least.
     seen: bool,
@@ -35,21 +57,32 @@ impl Watch {
     /// Start watching a victim terminated at `terminated_at` (backend clock).
     pub fn add(&mut self, instance_id: &str, group: &str, terminated_at: Millis) {
         self.pending.push(Pending {
-            instance_id: instance_id.to_owned(),
+            subject: Subject::Victim(instance_id.to_owned()),
             group: group.to_owned(),
             terminated_at,
             seen: false,
         });
     }
 
-    /// The victim undecided the longest, with when it was terminated: a
+    /// Start watching `group`, reached by `fault_id`, which ended at
+    /// `ended_at` (backend clock).
+    pub(crate) fn add_fault(&mut self, fault_id: &str, group: &str, ended_at: Millis) {
+        self.pending.push(Pending {
+            subject: Subject::Fault(fault_id.to_owned()),
+            group: group.to_owned(),
+            terminated_at: ended_at,
+            seen: false,
+        });
+    }
+
+    /// The victim (or fault) undecided the longest, with when it was terminated (or ended): a
     /// recovery budget is spent by it first, and looking only at it keeps a
     /// check before each of hundreds of terminations from copying them all.
     pub(crate) fn oldest_pending(&self) -> Option<(String, Millis)> {
         self.pending
             .iter()
             .min_by_key(|p| p.terminated_at)
-            .map(|p| (p.instance_id.clone(), p.terminated_at))
+            .map(|p| (p.subject.id().to_owned(), p.terminated_at))
     }
 
     /// A victim has not been looked at yet.
@@ -98,30 +131,51 @@ impl Watch {
             victim.seen = true;
             let snapshot = snapshots.get(&victim.group);
             let cap = capacity.get(&victim.group).copied();
-            let out_of_service = snapshot.is_some_and(|s| {
-                s.member(&victim.instance_id)
-                    .is_none_or(|m| m.lifecycle != Lifecycle::InService)
-            });
+            let gone = match &victim.subject {
+                Subject::Victim(id) => snapshot.is_some_and(|s| {
+                    s.member(id)
+                        .is_none_or(|m| m.lifecycle != Lifecycle::InService)
+                }),
+                Subject::Fault(_) => snapshot.is_some(),
+            };
             let waited = now.saturating_sub(victim.terminated_at);
-            if targets_ok && out_of_service && cap.is_some_and(|c| c.is_recovered()) {
-                view.settled(&victim.instance_id);
-                events.push(Event::Recovered {
-                    instance_id: victim.instance_id,
+            let recovered = targets_ok && gone && cap.is_some_and(|c| c.is_recovered());
+            if !recovered && waited < timeout_ms {
+                still.push(victim);
+                continue;
+            }
+            events.push(match (victim.subject, recovered) {
+                (Subject::Victim(instance_id), true) => {
+                    view.settled(&instance_id);
+                    Event::Recovered {
+                        instance_id,
+                        group: victim.group,
+                        recovery_ms: waited,
+                        capacity: cap.unwrap_or_default(),
+                    }
+                }
+                (Subject::Victim(instance_id), false) => {
+                    view.settled(&instance_id);
+                    Event::NotRecovered {
+                        instance_id,
+                        group: victim.group,
+                        waited_ms: waited,
+                        capacity: cap,
+                    }
+                }
+                (Subject::Fault(fault_id), true) => Event::FaultRecovered {
+                    fault_id,
                     group: victim.group,
                     recovery_ms: waited,
                     capacity: cap.unwrap_or_default(),
-                });
-            } else if waited >= timeout_ms {
-                view.settled(&victim.instance_id);
-                events.push(Event::NotRecovered {
-                    instance_id: victim.instance_id,
+                },
+                (Subject::Fault(fault_id), false) => Event::FaultNotRecovered {
+                    fault_id,
                     group: victim.group,
                     waited_ms: waited,
                     capacity: cap,
-                });
-            } else {
-                still.push(victim);
-            }
+                },
+            });
         }
         self.pending = still;
         (events, capacity.into_iter().collect())

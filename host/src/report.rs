@@ -149,6 +149,64 @@ pub struct FaultReport {
     pub detail: Option<String>,
     /// The command that finishes its undo by hand, while it is owed.
     pub manual: Option<String>,
+    /// The groups it reached, each with its recovery once the fault ended.
+    pub groups: Vec<FaultGroup>,
+}
+
+/// A group a fault reached, and the host's measure of its recovery from
+/// the fault's end.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FaultGroup {
+    /// The group.
+    pub group: String,
+    /// Recovered, not recovered, pending; unchecked for a dry run or a
+    /// fault that failed.
+    pub verdict: HostVerdict,
+    /// Seconds from the fault's end to the group seen recovered.
+    pub recovery_seconds: Option<f64>,
+}
+
+impl FaultReport {
+    /// `; web recovered in 12.0 s, api not-recovered` (empty without
+    /// groups), plugin text made safe.
+    pub fn recovery_line(&self) -> String {
+        let each: Vec<String> = self
+            .groups
+            .iter()
+            .map(|g| match g.recovery_seconds {
+                Some(s) => format!("{} recovered in {s:.1} s", text::one_line(&g.group)),
+                None => format!("{} {}", text::one_line(&g.group), g.verdict),
+            })
+            .collect();
+        if each.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", each.join(", "))
+        }
+    }
+
+    /// Every group it reached recovered (or had nothing to recover from);
+    /// a fault still owed is judged by its undo, not here.
+    fn recovered_or_owed(&self) -> bool {
+        match self.status {
+            FaultStatus::Owed | FaultStatus::UndoFailed => true,
+            _ => self
+                .groups
+                .iter()
+                .all(|g| matches!(g.verdict, HostVerdict::Recovered | HostVerdict::Unchecked)),
+        }
+    }
+
+    /// Seconds until the last of its groups recovered, once all have.
+    pub fn recovery_seconds(&self) -> Option<f64> {
+        if self.groups.is_empty() {
+            return None;
+        }
+        self.groups
+            .iter()
+            .map(|g| g.recovery_seconds)
+            .try_fold(0.0_f64, |worst, s| s.map(|s| worst.max(s)))
+    }
 }
 
 /// A group's capacity as the host saw it at one moment.
@@ -420,6 +478,17 @@ impl Report {
                     fault.manual.as_deref().unwrap_or("?")
                 ));
             }
+            for g in &fault.groups {
+                if g.verdict == HostVerdict::NotRecovered {
+                    self.notes.push(format!(
+                        "group {} did not recover after fault {} ({} of {}) ended",
+                        text::one_line(&g.group),
+                        fault.fault_id,
+                        fault.kind,
+                        text::one_line(&fault.target)
+                    ));
+                }
+            }
         }
     }
 
@@ -478,6 +547,7 @@ impl Report {
                 VictimStatus::DryRun => true,
                 VictimStatus::Failed | VictimStatus::Uncertain | VictimStatus::Unknown => false,
             })
+            && self.faults.iter().all(FaultReport::recovered_or_owed)
     }
 
     /// One line per victim with its recovery time, for notifications.
@@ -574,14 +644,15 @@ impl Report {
             {
                 let _ = writeln!(
                     out,
-                    "  fault {} {} {}: {}{}",
+                    "  fault {} {} {}: {}{}{}",
                     safe(&f.fault_id),
                     safe(&f.kind),
                     safe(&f.target),
                     f.status,
                     f.detail
                         .as_deref()
-                        .map_or(String::new(), |d| format!(" ({})", safe(d)))
+                        .map_or(String::new(), |d| format!(" ({})", safe(d))),
+                    f.recovery_line()
                 );
             }
             for d in &experiment.denials {

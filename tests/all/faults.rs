@@ -259,6 +259,136 @@ async fn a_stopped_member_is_replaced_and_suspended_processes_are_resumed_exactl
     );
 }
 
+/// Each fault kind has its groups' recovery measured from the fault's
+/// end, as terminations have theirs from the call: a reboot from its call
+/// (the simulated instance fails its health check for 30 s), a stop and a
+/// suspension from their undo; the reports show it, and the timeline
+/// draws the fault's span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_kind_has_its_groups_recovery_measured_from_its_end() {
+    let recovery = |output: &RunOutput| -> Vec<(String, String, u64, u64)> {
+        let entries = journal_of(output);
+        entries
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::FaultRecovered {
+                    fault_id,
+                    group,
+                    recovery_ms,
+                    ..
+                } => Some((fault_id.clone(), group.clone(), *recovery_ms, e.clock_ms)),
+                _ => None,
+            })
+            .collect()
+    };
+    let undone_at = |output: &RunOutput| {
+        clock_of(&journal_of(output), |e| {
+            matches!(e, Event::FaultUndone { .. })
+        })
+    };
+    // (fault, grant, params, recovery in ms, counted from the undo)
+    for (fault, grant, extra, expected_ms, from_undo) in [
+        // Unhealthy for the simulator's 30 s reboot.
+        ("reboot", "\"reboot\"", "", 30_000, false),
+        // Started again after 5 s, before the group noticed: running 20 s
+        // (the simulator's start) after the undo.
+        ("stop", "\"stop\"", ", duration-ms = 5000", 20_000, true),
+        // Nothing was broken: whole the moment it is resumed.
+        (
+            "suspend",
+            "\"suspend-processes\"",
+            ", target = \"web\", duration-ms = 60000",
+            0,
+            true,
+        ),
+    ] {
+        let setup = setup(
+            0,
+            grant,
+            &format!("fault = \"{fault}\", then-sleep-ms = 200000{extra}"),
+            "",
+        );
+        let (output, _) = run(&setup, true).await;
+        let report = &output.report;
+        let measured = recovery(&output);
+        let [(id, group, recovery_ms, seen_at)] = measured.as_slice() else {
+            panic!("{fault}: one measure expected, got {measured:?}");
+        };
+        assert_eq!((id.as_str(), group.as_str()), ("f-1", "web"), "{fault}");
+        assert_eq!(*recovery_ms, expected_ms, "{fault}: {measured:?}");
+        let ended = if from_undo {
+            undone_at(&output).expect("undone")
+        } else {
+            clock_of(&journal_of(&output), |e| {
+                matches!(e, Event::FaultApplied { .. })
+            })
+            .expect("applied")
+        };
+        assert_eq!(
+            *seen_at,
+            ended + expected_ms,
+            "{fault}: measured from the fault's end"
+        );
+        let f = &report.faults[0];
+        assert_eq!(
+            f.recovery_seconds(),
+            Some(expected_ms as f64 / 1000.0),
+            "{f:#?}"
+        );
+        assert_eq!(report.outcome, "succeeded", "{fault}: {:#?}", report.notes);
+        let text = report.render_text();
+        let line = format!("web recovered in {:.1} s", expected_ms as f64 / 1000.0);
+        assert!(text.contains(&line), "{fault}: no `{line}` in\n{text}");
+        // The timeline draws the fault's span on web's lane.
+        let html = setup.dir.path().join("report.html");
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+            .arg("report")
+            .arg(&output.journal)
+            .arg("--html")
+            .arg(&html)
+            .output()
+            .expect("report");
+        assert!(status.status.success(), "{status:?}");
+        let page = std::fs::read_to_string(&html).expect("page");
+        let fill = format!(
+            "fill=\"{}\"",
+            wasmonkey::report::html::colour::hex(wasmonkey::report::html::colour::FAULT)
+        );
+        assert!(
+            page.contains(&fill),
+            "{fault}: no fault span in the timeline"
+        );
+    }
+
+    // A group still unhealthy when the recovery timeout is up is not
+    // recovered: the run is not a success, and says why.
+    let slow = setup(0, "\"reboot\"", "fault = \"reboot\"", "");
+    let text = std::fs::read_to_string(&slow.config).expect("config");
+    std::fs::write(
+        &slow.config,
+        text.replace("timeout_secs = 600", "timeout_secs = 10"),
+    )
+    .expect("config");
+    let (output, _) = run(&slow, true).await;
+    let gave_up = journal_of(&output).iter().find_map(|e| match &e.event {
+        Event::FaultNotRecovered {
+            group, waited_ms, ..
+        } => Some((group.clone(), *waited_ms)),
+        _ => None,
+    });
+    assert_eq!(gave_up, Some(("web".to_owned(), 10_000)));
+    assert_eq!(output.report.outcome, "not-recovered");
+    assert!(
+        output
+            .report
+            .notes
+            .iter()
+            .any(|n| n.starts_with("group web did not recover after fault f-1 (reboot of i-")),
+        "{:#?}",
+        output.report.notes
+    );
+}
+
 /// Each fault needs its own grant, stays in scope and in the blast
 /// radius: a denied fault is journalled as a denial with no intent, and
 /// the plugin hears a typed error, never a crash.
@@ -469,6 +599,15 @@ async fn a_zone_is_cut_off_and_reconnected_only_when_all_of_it_is_in_scope() {
         "{:#?}",
         output.report.faults
     );
+    // Both groups it cut off are measured from the reconnection.
+    let reached: Vec<(&str, Option<f64>)> = output.report.faults[0]
+        .groups
+        .iter()
+        .map(|g| (g.group.as_str(), g.recovery_seconds))
+        .collect();
+    // (The simulator's instances pass their checks the moment they are
+    // reconnected.)
+    assert_eq!(reached, [("api", Some(0.0)), ("web", Some(0.0))]);
     let all = sim
         .instances(&InstanceQuery::default())
         .await

@@ -36,6 +36,8 @@ pub mod colour {
     pub(crate) const DENIAL: RGBColor = RGBColor(0x94, 0x67, 0xBD);
     /// The moment a stop condition tripped.
     pub(crate) const STOP: RGBColor = RGBColor(0x8C, 0x00, 0x00);
+    /// A fault's span, from its call to its undo.
+    pub const FAULT: RGBColor = RGBColor(0x8C, 0x56, 0x4B);
 
     /// `#RRGGBB`, as plotters writes it.
     pub fn hex(c: RGBColor) -> String {
@@ -191,6 +193,7 @@ fn experiment_section(report: &Report, experiment: &ExperimentReport) -> Markup 
                     thead { tr {
                         th { "Fault" } th { "Kind" } th { "Target" } th { "At (s)" }
                         th { "Undone at (s)" } th { "Status" } th { "What was done" }
+                        th { "Recovery (s)" }
                     } }
                     tbody {
                         @for f in &faults {
@@ -208,6 +211,14 @@ fn experiment_section(report: &Report, experiment: &ExperimentReport) -> Markup 
                                             br; "NOT undone; by hand: " code { (safe(manual)) }
                                         }
                                     }
+                                }
+                                td.num.verdict data-verdict=(fault_verdict(f)) {
+                                    @for g in &f.groups {
+                                        (safe(&g.group)) ": "
+                                        (g.recovery_seconds.map_or_else(|| g.verdict.to_string(), |s| format!("{s:.1}")))
+                                        br;
+                                    }
+                                    @if f.groups.is_empty() { "-" }
                                 }
                             }
                         }
@@ -286,15 +297,32 @@ fn notifications(list: &[super::NotificationReport]) -> Markup {
     }
 }
 
+/// A fault's groups' recovery in one word: the worst of them.
+fn fault_verdict(fault: &super::FaultReport) -> &'static str {
+    use super::HostVerdict;
+    let any = |v: HostVerdict| fault.groups.iter().any(|g| g.verdict == v);
+    if any(HostVerdict::NotRecovered) {
+        "not-recovered"
+    } else if any(HostVerdict::Pending) {
+        "pending"
+    } else if any(HostVerdict::Recovered) {
+        "recovered"
+    } else {
+        "unchecked"
+    }
+}
+
 fn seconds_since(clock_ms: u64, start: u64) -> String {
     format!("{:.1}", clock_ms.saturating_sub(start) as f64 / 1000.0)
 }
 
-/// One group's lane: its capacity readings and its victims.
+/// One group's lane: its capacity readings, its victims and the faults
+/// that reached it.
 struct Lane<'a> {
     group: &'a str,
     capacity: Vec<&'a CapacityPoint>,
     victims: Vec<&'a VictimReport>,
+    faults: Vec<(&'a super::FaultReport, &'a super::FaultGroup)>,
 }
 
 impl<'a> Lane<'a> {
@@ -303,7 +331,13 @@ impl<'a> Lane<'a> {
             group,
             capacity: Vec::new(),
             victims: Vec::new(),
+            faults: Vec::new(),
         }
+    }
+
+    /// Nothing happened to it: it is drawn after those something did.
+    fn quiet(&self) -> bool {
+        self.victims.is_empty() && self.faults.is_empty()
     }
 }
 
@@ -329,12 +363,25 @@ fn timeline(report: &Report, experiment: &ExperimentReport, victims: &[&VictimRe
                 .push(victim);
         }
     }
+    for fault in report
+        .faults
+        .iter()
+        .filter(|f| f.experiment == experiment.index && f.status != super::FaultStatus::DryRun)
+    {
+        for reached in &fault.groups {
+            lanes
+                .entry(&reached.group)
+                .or_insert_with(|| Lane::new(&reached.group))
+                .faults
+                .push((fault, reached));
+        }
+    }
     if lanes.is_empty() {
         return html! { p.timeline-empty { "No group was observed: nothing to chart." } };
     }
-    // Groups with victims first, then the rest, each by name.
+    // Groups with victims or faults first, then the rest, each by name.
     let mut ordered: Vec<Lane> = lanes.into_values().collect();
-    ordered.sort_by_key(|lane| (lane.victims.is_empty(), lane.group));
+    ordered.sort_by_key(|lane| (lane.quiet(), lane.group));
     let hidden = ordered.len().saturating_sub(MAX_LANES);
     ordered.truncate(MAX_LANES);
     let start = experiment.started_clock_ms.unwrap_or(0);
@@ -363,6 +410,9 @@ fn timeline(report: &Report, experiment: &ExperimentReport, victims: &[&VictimRe
                 (legend(colour::TERMINATION, "termination")) (legend(colour::RECOVERY, "recovery"))
                 (legend(colour::UNRECOVERED, "not recovered")) (legend(colour::DENIAL, "denial"))
                 (legend(colour::STOP, "stop condition tripped"))
+                @if ordered.iter().any(|lane| !lane.faults.is_empty()) {
+                    (legend(colour::FAULT, "fault"))
+                }
                 @if hidden > 0 {
                     " — " (hidden) " more group(s) not drawn; the victims table lists every victim."
                 }
@@ -452,6 +502,33 @@ fn draw(
                 chart
                     .draw_series(std::iter::once(Rectangle::new(
                         [(at, 0.0), (until.max(at), top)],
+                        c.mix(0.18).filled(),
+                    )))
+                    .map_err(|e| e.to_string())?;
+            }
+            // A fault spans its call to its undo (to the end while owed;
+            // a reboot, a moment), then its group's recovery from there.
+            for (fault, reached) in &lane.faults {
+                let at = secs(fault.run_clock_ms);
+                let ended = match (fault.undone_clock_ms, fault.status) {
+                    (Some(undone), _) => secs(undone),
+                    (None, super::FaultStatus::Applied) => at,
+                    (None, _) => span,
+                };
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(at, top - 0.5), (ended.max(at + span / 200.0), top)],
+                        colour::FAULT.mix(0.6).filled(),
+                    )))
+                    .map_err(|e| e.to_string())?;
+                let (until, c) = match (reached.recovery_seconds, reached.verdict) {
+                    (Some(r), _) => (ended + r, colour::RECOVERY),
+                    (None, super::HostVerdict::Unchecked) => continue,
+                    (None, _) => (span, colour::UNRECOVERED),
+                };
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(ended, 0.0), (until.max(ended), top)],
                         c.mix(0.18).filled(),
                     )))
                     .map_err(|e| e.to_string())?;

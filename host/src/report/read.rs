@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{
-    seconds, CapacityPoint, DenialReport, ExperimentReport, FaultReport, FaultStatus, HostVerdict,
-    LogReport, NotificationReport, NotificationStatus, PreflightReport, Report, RunOutcome,
-    StopReport, VictimReport, VictimStatus,
+    seconds, CapacityPoint, DenialReport, ExperimentReport, FaultGroup, FaultReport, FaultStatus,
+    HostVerdict, LogReport, NotificationReport, NotificationStatus, PreflightReport, Report,
+    RunOutcome, StopReport, VictimReport, VictimStatus,
 };
 use crate::journal::{Entry, Event, PluginOutcome, Replay};
 use crate::limits::Limits;
@@ -274,6 +274,8 @@ impl Reader {
             | Event::FaultApplied { .. }
             | Event::FaultFailed { .. }
             | Event::FaultUndone { .. }
+            | Event::FaultRecovered { .. }
+            | Event::FaultNotRecovered { .. }
             | Event::UndoFailed { .. }) => self.fault(index, entry.clock_ms, fault),
             Event::RunFinished { interrupted } => {
                 self.report.complete = true;
@@ -408,6 +410,7 @@ impl Reader {
             target,
             dry_run,
             undo,
+            groups,
             ..
         } = event
         {
@@ -425,6 +428,18 @@ impl Reader {
                 },
                 detail: None,
                 manual: undo.as_ref().map(crate::faults::Undo::manual),
+                groups: groups
+                    .iter()
+                    .map(|group| FaultGroup {
+                        group: group.clone(),
+                        verdict: if *dry_run {
+                            HostVerdict::Unchecked
+                        } else {
+                            HostVerdict::Pending
+                        },
+                        recovery_seconds: None,
+                    })
+                    .collect(),
             });
             return;
         }
@@ -432,6 +447,8 @@ impl Reader {
             Event::FaultApplied { fault_id, .. }
             | Event::FaultFailed { fault_id, .. }
             | Event::FaultUndone { fault_id, .. }
+            | Event::FaultRecovered { fault_id, .. }
+            | Event::FaultNotRecovered { fault_id, .. }
             | Event::UndoFailed { fault_id, .. } => fault_id,
             _ => return,
         };
@@ -448,6 +465,10 @@ impl Reader {
             Event::FaultFailed { error, .. } => {
                 if fault.status != FaultStatus::Owed {
                     fault.status = FaultStatus::Failed;
+                    // Nothing happened to them: nothing to recover.
+                    for g in &mut fault.groups {
+                        g.verdict = HostVerdict::Unchecked;
+                    }
                 }
                 fault.detail = Some(error.clone());
             }
@@ -461,6 +482,19 @@ impl Reader {
                 fault.status = FaultStatus::UndoFailed;
                 fault.detail = Some(error.clone());
                 fault.manual = Some(manual.clone());
+            }
+            Event::FaultRecovered {
+                group, recovery_ms, ..
+            } => {
+                if let Some(g) = fault.groups.iter_mut().find(|g| g.group == *group) {
+                    g.verdict = HostVerdict::Recovered;
+                    g.recovery_seconds = Some(seconds(*recovery_ms));
+                }
+            }
+            Event::FaultNotRecovered { group, .. } => {
+                if let Some(g) = fault.groups.iter_mut().find(|g| g.group == *group) {
+                    g.verdict = HostVerdict::NotRecovered;
+                }
             }
             _ => {}
         }

@@ -14,6 +14,20 @@ use crate::text;
 /// The longest a fault may last: a plugin cannot hold one longer.
 pub const MAX_FAULT_MS: Millis = 6 * 3_600_000;
 
+/// A fault every check let through, about to be applied.
+struct Planned<'a> {
+    fault_id: String,
+    kind: FaultKind,
+    /// The instance id, group name or zone.
+    target: &'a str,
+    duration_ms: Option<Millis>,
+    reason: &'a str,
+    dry_run: bool,
+    undo: Option<Undo>,
+    /// The groups it reaches: their recovery is measured when it ends.
+    groups: Vec<String>,
+}
+
 /// Answer to a fault operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
@@ -91,22 +105,23 @@ impl Session {
         let cloud = std::sync::Arc::clone(&self.setup.cloud);
         let instance_id = instance.id.clone();
         let fault_id = self.next_fault_id();
+        let planned = Planned {
+            fault_id,
+            kind,
+            target: &instance.id,
+            duration_ms,
+            reason,
+            dry_run,
+            undo,
+            groups: instance.group.iter().cloned().collect(),
+        };
         let fault = self
-            .apply(
-                fault_id,
-                kind,
-                &instance.id,
-                duration_ms,
-                reason,
-                dry_run,
-                undo,
-                || async move {
-                    match kind {
-                        FaultKind::Stop => cloud.stop_instance(&instance_id).await,
-                        _ => cloud.reboot_instance(&instance_id).await,
-                    }
-                },
-            )
+            .apply(planned, || async move {
+                match kind {
+                    FaultKind::Stop => cloud.stop_instance(&instance_id).await,
+                    _ => cloud.reboot_instance(&instance_id).await,
+                }
+            })
             .await?;
         // What the view knew of the instance and its group is old now.
         self.setup
@@ -167,22 +182,23 @@ impl Session {
         let cloud = std::sync::Arc::clone(&self.setup.cloud);
         let name = group.to_owned();
         let fault_id = self.next_fault_id();
+        let planned = Planned {
+            fault_id,
+            kind,
+            target: group,
+            duration_ms: Some(duration_ms),
+            reason,
+            dry_run,
+            undo,
+            groups: vec![group.to_owned()],
+        };
         let fault = self
-            .apply(
-                fault_id,
-                kind,
-                group,
-                Some(duration_ms),
-                reason,
-                dry_run,
-                undo,
-                || async move {
-                    if owned.is_empty() {
-                        return Ok(());
-                    }
-                    cloud.suspend_processes(&name, &owned).await
-                },
-            )
+            .apply(planned, || async move {
+                if owned.is_empty() {
+                    return Ok(());
+                }
+                cloud.suspend_processes(&name, &owned).await
+            })
             .await?;
         self.setup.view.changed(&[], Some(group));
         Ok(fault)
@@ -225,22 +241,25 @@ impl Session {
 
     /// Journal the intent (with its undo), owe the undo, make the call,
     /// journal what it did.
-    #[allow(clippy::too_many_arguments, reason = "each is one fact of the fault")]
     async fn apply<F, Fut>(
         &mut self,
-        fault_id: String,
-        kind: FaultKind,
-        target: &str,
-        duration_ms: Option<Millis>,
-        reason: &str,
-        dry_run: bool,
-        undo: Option<Undo>,
+        planned: Planned<'_>,
         call: F,
     ) -> Result<Result<Fault, PluginError>, Fatal>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<(), crate::cloud::CloudError>>,
     {
+        let Planned {
+            fault_id,
+            kind,
+            target,
+            duration_ms,
+            reason,
+            dry_run,
+            undo,
+            groups,
+        } = planned;
         let ledger = self.setup.faults.clone();
         self.journal(Event::FaultIntent {
             fault_id: fault_id.clone(),
@@ -250,13 +269,21 @@ impl Session {
             dry_run,
             duration_ms,
             undo: undo.clone(),
+            groups: groups.clone(),
         })?;
         let at_ms = self.setup.cloud.now_ms();
         let until_ms = duration_ms.map(|d| at_ms.saturating_add(d));
+        let owes = undo.is_some();
         if let (Some(undo), Some(until_ms)) = (undo, until_ms) {
             match &ledger {
                 Some(ledger) => ledger
-                    .owe(&fault_id, self.setup.experiment, undo, until_ms)
+                    .owe(
+                        &fault_id,
+                        self.setup.experiment,
+                        undo,
+                        until_ms,
+                        groups.clone(),
+                    )
                     .map_err(Fatal::Journal)?,
                 // A fault whose undo nobody would owe is not applied.
                 None => {
@@ -279,6 +306,16 @@ impl Session {
             fault_id: fault_id.clone(),
             until_ms: until_ms.map(|u| u - self.started_ms),
         })?;
+        // A fault with nothing to undo (a reboot) ends with its call: its
+        // groups' recovery is measured from now.
+        if let (false, false, Some(ledger)) = (dry_run, owes, &ledger) {
+            ledger.end_now(
+                &fault_id,
+                self.setup.experiment,
+                groups,
+                self.setup.cloud.now_ms(),
+            );
+        }
         tracing::info!(plugin = %self.setup.plugin, fault = %fault_id, kind = kind.name(), target = %text::one_line(target), dry_run, "fault applied");
         Ok(Ok(Fault {
             id: fault_id,
@@ -357,18 +394,24 @@ impl Session {
             self.run_tally()
                 .record(&instance.id, instance.group.as_deref());
         }
+        let mut groups: Vec<String> = cut_off.iter().filter_map(|i| i.group.clone()).collect();
+        groups.sort();
+        groups.dedup();
+        let planned = Planned {
+            fault_id,
+            kind,
+            target: zone,
+            duration_ms: Some(duration_ms),
+            reason,
+            dry_run,
+            undo,
+            groups,
+        };
         let cloud = std::sync::Arc::clone(&self.setup.cloud);
         let fault = self
-            .apply(
-                fault_id,
-                kind,
-                zone,
-                Some(duration_ms),
-                reason,
-                dry_run,
-                undo,
-                || async move { cloud.blackhole_subnets(&vpc, &subnets, &tag).await },
-            )
+            .apply(planned, || async move {
+                cloud.blackhole_subnets(&vpc, &subnets, &tag).await
+            })
             .await?;
         for instance in &cut_off {
             self.setup

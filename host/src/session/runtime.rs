@@ -97,6 +97,11 @@ impl Session {
             left -= step;
             self.observe().await?;
             self.undo_due_faults().await?;
+            // A fault that ended now is looked at now: a group that is
+            // already whole has recovered in 0 s, not in a poll.
+            if self.watch_ended_faults() {
+                self.watch_recovery().await?;
+            }
             self.stopped_past_grace()?;
             if stopped_before.is_none() && self.setup.guard.tripped().is_some() {
                 break;
@@ -108,6 +113,27 @@ impl Session {
     /// Look at every pending victim once, and at the stop conditions.
     pub(crate) async fn observe(&mut self) -> Result<(), Fatal> {
         self.check_guard().await?;
+        self.watch_ended_faults();
+        self.watch_recovery().await
+    }
+
+    /// Watch the groups of this experiment's faults that ended (undone by
+    /// the host, whichever task did it); whether there were any.
+    fn watch_ended_faults(&mut self) -> bool {
+        let Some(ledger) = &self.setup.faults else {
+            return false;
+        };
+        let ended = ledger.take_ended(self.setup.experiment);
+        for fault in &ended {
+            for group in &fault.groups {
+                self.watch.add_fault(&fault.fault_id, group, fault.at_ms);
+            }
+        }
+        !ended.is_empty()
+    }
+
+    /// Look at every pending victim and fault's group once.
+    async fn watch_recovery(&mut self) -> Result<(), Fatal> {
         if self.watch.is_empty() {
             return Ok(());
         }
