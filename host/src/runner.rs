@@ -844,6 +844,8 @@ impl RunContext<'_> {
         let watcher = tokio::spawn(watch_switches(
             Arc::clone(self.guard),
             Arc::clone(self.cloud),
+            Arc::clone(self.journal),
+            index,
         ));
         // On a real clock, a fault is undone when its time is up even while
         // the plugin computes without calling the host. (The simulator's
@@ -905,14 +907,28 @@ const SWITCH_WATCH: std::time::Duration = std::time::Duration::from_secs(1);
 /// See [`SWITCH_WATCH`].
 const REMOTE_SWITCH_EVERY: u64 = 5;
 
-/// Trip `guard` when a kill switch is set, until aborted.
-async fn watch_switches(guard: Arc<Guard>, cloud: Arc<dyn Cloud>) {
+/// Trip `guard` when a kill switch is set, until aborted; the trip is
+/// journalled when it is seen, not when the plugin next calls the host (a
+/// plugin computing through its grace would have the journal say the
+/// brake came after the undo it caused).
+async fn watch_switches(
+    guard: Arc<Guard>,
+    cloud: Arc<dyn Cloud>,
+    journal: Arc<Journal>,
+    experiment: usize,
+) {
     for tick in 1_u64.. {
         tokio::time::sleep(SWITCH_WATCH).await;
         guard
             .check_switches(cloud.now_ms(), tick % REMOTE_SWITCH_EVERY == 0)
             .await;
         if guard.tripped().is_some() {
+            if let Some(trip) = guard.unjournalled() {
+                let at_ms = trip.at_ms;
+                if let Err(err) = journal.append(at_ms, Some(experiment), trip.into_event()) {
+                    tracing::error!("journalling the brake: {err:#}");
+                }
+            }
             return;
         }
     }

@@ -165,6 +165,62 @@ fn report_of(lab: &Lab, journal: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("a JSON report")
 }
 
+/// The kill switch set while the plugin spins holding a ten-minute stop:
+/// the host starts the instance again within a couple of seconds (the
+/// switches are read every second), before the plugin is ended at the
+/// end of its grace, and the run says it was paused.
+#[test]
+fn the_kill_switch_set_mid_fault_undoes_it_without_waiting_for_the_plugin() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (lab, standalone, config) = stopping(&runtime, 600_000, 60);
+    let journal = lab.dir.path().join("paused.jsonl");
+    let mut child = wasmonkey_run_at(&lab, &config, &journal);
+    let started = Instant::now();
+    while runtime.block_on(instance_state(&lab, &standalone)) != "stopped" {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the instance was never seen stopped"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let paused_at = time::OffsetDateTime::now_utc();
+    let paused = wasmonkey_cli(&lab, &["pause", "--reason", "incident 7"]);
+    assert!(paused.status.success(), "{}", said(&paused));
+    child.wait().expect("the run ends");
+    let entries = wasmonkey::journal::read(&journal).expect("journal").entries;
+    let find = |what: &str, matches: &dyn Fn(&wasmonkey::journal::Event) -> bool| {
+        entries
+            .iter()
+            .find(|e| matches(&e.event))
+            .unwrap_or_else(|| panic!("no {what} in the journal"))
+    };
+    use wasmonkey::journal::Event;
+    let tripped = find("trip", &|e| matches!(e, Event::StopTripped { .. }));
+    let undone = find("undo", &|e| matches!(e, Event::FaultUndone { .. }));
+    let finished = find("experiment's end", &|e| {
+        matches!(e, Event::ExperimentFinished { .. })
+    });
+    // The brake is journalled when it was seen, before the undo it caused.
+    let after_pause = undone.at - paused_at;
+    assert!(
+        tripped.seq < undone.seq
+            && undone.seq < finished.seq
+            && after_pause < time::Duration::seconds(3),
+        "undone {after_pause} after the pause (entry {}; the trip is entry {}), the experiment \
+         ended at entry {}",
+        undone.seq,
+        tripped.seq,
+        finished.seq
+    );
+    let report = report_of(&lab, &journal);
+    assert_eq!(report["faults"][0]["status"], "undone", "{report:#}");
+    assert_eq!(report["outcome"], "paused", "{report:#}");
+    assert_eq!(
+        runtime.block_on(instance_state(&lab, &standalone)),
+        "running"
+    );
+}
+
 /// Runs killed with SIGKILL at random moments while they stop an instance
 /// for a minute: after `wasmonkey recover`, the instance runs and nothing
 /// is owed; every journal that records the fault applied either records it
