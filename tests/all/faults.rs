@@ -683,3 +683,141 @@ async fn a_zone_is_cut_off_and_reconnected_only_when_all_of_it_is_in_scope() {
         "{denial:#?}"
     );
 }
+
+/// A hostile plugin of contract 0.2 aims every new operation at what it
+/// may not reach (an opted-out group's instance, an unscoped group's, an
+/// unknown id; the opted-out and unscoped groups; a zone holding them),
+/// lists with absurd page sizes and forged cursors, asks for durations no
+/// fault may have, and gives a reason full of terminal escapes: it gets a
+/// typed error for each, sees nothing outside scope, changes nothing
+/// outside scope, and its one allowed fault is journalled with its reason
+/// bounded and its escapes escaped (`cat` of the journal is safe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_plugin_reaches_nothing_outside_scope_with_the_new_operations() {
+    let probe = SimCloud::from_fleet_file(
+        &setup(0, "\"stop\"", "", "").dir.path().join("fleet.toml"),
+        1,
+    )
+    .expect("fleet");
+    let vault = support::ids_of(&probe, Some("vault")).await.remove(0);
+    let other = support::ids_of(&probe, Some("other")).await.remove(0);
+    let victim = support::ids_of(&probe, Some("web")).await.remove(0);
+    let outside = [vault.as_str(), other.as_str(), "i-ffffffffffffffff"];
+    let setup = support::setup(
+        &fleet(0),
+        &support::test_plugin_dir(),
+        &format!(
+            "[scope]\ngroups = [\"web\", \"api\", \"vault\"]\nopt_out = \"chaos-opt-out\"\n\
+             [blast_radius]\nmax_terminations = 50\nmin_healthy_per_group = 1\nmax_fraction_per_group = 0.5\n\
+             [recovery]\ntimeout_secs = 600\npoll_secs = 1\n\
+             [[experiment]]\nplugin = \"hostile-faults\"\n\
+             grants = [\"stop\", \"reboot\", \"suspend-processes\", \"blackhole\"]\n\
+             params = {{ targets = \"{}\", groups = \"vault,other,nope\", zones = \"us-east-1a,nowhere\", victim = \"{victim}\" }}\n",
+            outside.join(",")
+        ),
+    );
+    let config = Config::load(&setup.config).expect("config loads");
+    let sim = Arc::new(
+        SimCloud::from_fleet_file(&setup.dir.path().join("fleet.toml"), 1).expect("fleet"),
+    );
+    let options = RunOptions {
+        config: setup.config.clone(),
+        execute: true,
+        ..RunOptions::default()
+    };
+    let output = runner::run_on(&config, sim.clone(), 1, &options, std::future::pending())
+        .await
+        .expect("run");
+    let experiment = &output.report.experiments[0];
+    assert_eq!(experiment.error, None, "{experiment:#?}");
+    let summary = experiment.summary.clone().unwrap_or_default();
+    let said: Vec<&str> = summary.split("; ").collect();
+    let answer = |what: &str| -> &str {
+        said.iter()
+            .find_map(|s| s.strip_prefix(&format!("{what} => ")))
+            .unwrap_or_else(|| panic!("no answer to {what}: {summary}"))
+    };
+    for id in outside {
+        for op in ["stop", "reboot"] {
+            let got = answer(&format!("{op} {id}"));
+            assert!(got == "denied" || got == "not-found", "{op} {id} => {got}");
+        }
+    }
+    for group in ["vault", "other", "nope"] {
+        let got = answer(&format!("suspend {group}"));
+        assert!(
+            got == "denied" || got == "not-found",
+            "suspend {group} => {got}"
+        );
+    }
+    for zone in ["us-east-1a", "nowhere"] {
+        let got = answer(&format!("blackhole {zone}"));
+        assert!(
+            got == "denied" || got == "not-found",
+            "blackhole {zone} => {got}"
+        );
+    }
+    for duration in [0, u64::MAX, 6 * 3_600_000 + 1] {
+        assert_eq!(answer(&format!("stop {victim} for {duration}")), "invalid");
+        assert_eq!(answer(&format!("blackhole for {duration}")), "invalid");
+    }
+    assert_eq!(answer("suspend nothing"), "invalid");
+    assert_eq!(answer(&format!("stop {victim}")), "ok f-1");
+
+    // It saw only what is in scope: web's and api's instances.
+    let in_scope: Vec<String> = [
+        support::ids_of(&sim, Some("web")).await,
+        support::ids_of(&sim, Some("api")).await,
+    ]
+    .concat();
+    let seen = said
+        .iter()
+        .find_map(|s| s.strip_prefix("seen="))
+        .expect("seen");
+    assert!(!seen.is_empty(), "{summary}");
+    for id in seen.split(',') {
+        assert!(in_scope.iter().any(|i| i == id), "{id} was shown: {seen}");
+    }
+
+    // Nothing outside scope changed; the one fault was undone.
+    for id in [&vault, &other] {
+        assert_eq!(
+            state_of(&sim, id).await,
+            Some(InstanceState::Running),
+            "{id}"
+        );
+    }
+    for group in ["vault", "other"] {
+        assert!(sim
+            .suspended_processes(group)
+            .await
+            .expect("read")
+            .is_empty());
+    }
+    let acls = sim
+        .subnet_acls(&["subnet-us-east-1a".to_owned()])
+        .await
+        .expect("acls");
+    assert!(
+        acls.iter().all(|a| !a.acl.starts_with("acl-deny-all")),
+        "{acls:?}"
+    );
+    assert_eq!(output.report.faults.len(), 1, "{:#?}", output.report.faults);
+    assert_eq!(output.report.faults[0].status, "undone");
+
+    // Its reason: bounded in the journal, its escapes gone from the report.
+    let reason = journal_of(&output)
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::FaultIntent { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("the intent");
+    assert!(reason.len() <= 1024, "{} bytes of reason", reason.len());
+    assert!(reason.contains('\u{1b}'), "the reason is kept, escaped");
+    let raw = std::fs::read(&output.journal).expect("journal");
+    assert!(
+        !raw.contains(&0x1b) && !raw.contains(&0x07),
+        "raw escapes in the journal file"
+    );
+}
