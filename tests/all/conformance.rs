@@ -27,7 +27,7 @@ pub const PLUGINS: [(&str, &str); 5] = [
 /// Where `cargo xtask polyglot` puts the reference strategy's ports.
 pub fn example_plugin_dir() -> PathBuf {
     let dir = support::root().join("target/example-plugins");
-    for (_, name) in &PLUGINS[1..] {
+    for (_, name) in PLUGINS[1..].iter().chain(&PLUGINS_0_2[1..]) {
         assert!(
             dir.join(format!("{name}.wasm")).is_file(),
             "{} has no {name}.wasm: build the plugins with `cargo xtask plugins --all` (or run the \
@@ -346,4 +346,96 @@ async fn a_runtime_may_ask_for_more_memory_within_the_ceiling_and_no_further() {
             && refused.contains("nothing was run"),
         "{refused}"
     );
+}
+
+/// Contract 0.2's reference strategy (`plugins/oldest-first`) first, then
+/// its ports (`examples/plugins-0.2/`), held to the same behaviour.
+pub const PLUGINS_0_2: [(&str, &str); 5] = [
+    ("rust", "oldest-first"),
+    ("python", "oldest-first-py"),
+    ("js", "oldest-first-js"),
+    ("c", "oldest-first-c"),
+    ("zig", "oldest-first-zig"),
+];
+
+/// Everything a run shows of a 0.2 plugin's behaviour: its summary and
+/// log, every fault with its undo and its groups' recovery, and the
+/// journal's fault and denial events in order with their clocks.
+fn behaviour_0_2(output: &RunOutput, plugin: &str) -> Vec<String> {
+    let same = |text: &str| text.replace(plugin, "oldest-first");
+    let experiment = support::only_experiment(output);
+    let mut seen = vec![
+        format!("error: {:?}", experiment.error.as_deref().map(same)),
+        format!("summary: {:?}", experiment.summary.as_deref().map(same)),
+        format!("outcome: {}", output.report.outcome),
+    ];
+    seen.extend(
+        experiment
+            .logs
+            .iter()
+            .map(|l| same(&format!("log {} {}", l.level, l.message))),
+    );
+    seen.extend(output.report.faults.iter().map(|f| format!("{f:?}")));
+    let journal = wasmonkey::journal::read(&output.journal).expect("journal");
+    for entry in journal.entries {
+        use wasmonkey::journal::Event;
+        if matches!(
+            entry.event,
+            Event::FaultIntent { .. }
+                | Event::FaultApplied { .. }
+                | Event::FaultUndone { .. }
+                | Event::FaultRecovered { .. }
+                | Event::Denied { .. }
+        ) {
+            seen.push(same(&format!("{} {:?}", entry.clock_ms, entry.event)));
+        }
+    }
+    seen
+}
+
+/// Oldest first in every language: the same pages read, the same oldest
+/// instances stopped for the same time with the same reasons, the same
+/// refusals once the budget is spent, the same dry run, and the same
+/// summary, for the same fleet and parameters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oldest_first_behaves_alike_in_every_language() {
+    let cases = [
+        (
+            "two of every group, two a page",
+            "count = 2, stop-secs = 30, page-size = 2",
+            true,
+        ),
+        (
+            "more than the budget",
+            "groups = \"api\", count = 5, stop-secs = 10",
+            true,
+        ),
+        ("a dry run", "count = 3, page-size = 1000", false),
+    ];
+    for (what, params, execute) in cases {
+        let run = |plugin: &'static str| async move {
+            let dir = if plugin == PLUGINS_0_2[0].1 {
+                support::plugin_dir()
+            } else {
+                example_plugin_dir()
+            };
+            let body = format!(
+                "{RULES}\n[[experiment]]\nplugin = \"{plugin}\"\ngrants = [\"stop\"]\nparams = {{ {params} }}\n"
+            );
+            let setup = support::setup(FLEET, &dir, &body);
+            behaviour_0_2(&support::run(&setup, 5, execute).await.0, plugin)
+        };
+        let reference = run(PLUGINS_0_2[0].1).await;
+        assert!(
+            reference.iter().any(|l| l.contains("FaultIntent")),
+            "{what}: the reference applied no fault: {reference:#?}"
+        );
+        for (lang, plugin) in &PLUGINS_0_2[1..] {
+            let port = run(plugin).await;
+            assert_eq!(
+                port, reference,
+                "{what}: the {lang} plugin ({plugin}) differs from the reference"
+            );
+        }
+    }
 }

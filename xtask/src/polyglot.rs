@@ -33,12 +33,18 @@ pub const WORLD: &str = "strategy-plugin";
 /// against (each version's directory is frozen once released).
 pub const CONTRACT: &str = "v0.1.0";
 
-/// The reference strategy in each language, built into [`EXAMPLES_OUT`].
+/// The reference strategies in each language, built into [`EXAMPLES_OUT`]:
+/// contract 0.1's (classic monkey), and 0.2's (oldest first), whose
+/// projects carry their contract as a `wit` link to `wit/v0.2.0`.
 pub const EXAMPLES: &[&str] = &[
     "examples/plugins/python",
     "examples/plugins/js",
     "examples/plugins/c",
     "examples/plugins/zig",
+    "examples/plugins-0.2/python",
+    "examples/plugins-0.2/js",
+    "examples/plugins-0.2/c",
+    "examples/plugins-0.2/zig",
 ];
 /// Where the reference strategies' components go.
 pub const EXAMPLES_OUT: &str = "target/example-plugins";
