@@ -117,7 +117,9 @@ async fn main() -> anyhow::Result<()> {
     let plugins = root().join("target/plugins");
     let test_plugins = root().join("target/test-plugins");
     anyhow::ensure!(
-        plugins.join("classic-monkey.wasm").is_file() && test_plugins.join("select.wasm").is_file(),
+        plugins.join("classic-monkey.wasm").is_file()
+            && test_plugins.join("select.wasm").is_file()
+            && test_plugins.join("select-paged.wasm").is_file(),
         "build the plugins first: cargo xtask plugins"
     );
     let scratch = tempfile::tempdir()?;
@@ -233,10 +235,30 @@ async fn main() -> anyhow::Result<()> {
         select_native(&mut session(big.clone(), 99)).await;
     })
     .await;
+    // The same selection over contract 0.2's paged listing, 1,000 a page.
+    let paged_plugin = select_catalog
+        .load(&sandbox, "select-paged", &rules, &LimitOverrides::default())
+        .await
+        .map_err(|f| anyhow::anyhow!("{f}"))?;
+    let paged_picks = {
+        let (_, result) = sandbox
+            .run(&paged_plugin.prepared, session(big.clone(), 99), Vec::new())
+            .await;
+        result?.map_err(|e| anyhow::anyhow!("{e:?}"))?.summary
+    };
+    assert_eq!(paged_picks, native_picks, "paged Wasm and native disagree");
+    let paged = measure(10, || async {
+        let (_, result) = sandbox
+            .run(&paged_plugin.prepared, session(big.clone(), 99), Vec::new())
+            .await;
+        assert!(result.is_ok());
+    })
+    .await;
     row(
         "select 100 victims from 100,000 instances: Wasm plugin",
         wasm,
     );
+    row("  the same, contract 0.2's pages of 1,000", paged);
     row(
         "select 100 victims from 100,000 instances: native Rust",
         native,
@@ -245,6 +267,12 @@ async fn main() -> anyhow::Result<()> {
         "| {:<58} | {:>11.2}x | {:>12} |",
         "  Wasm / native",
         wasm.0.as_secs_f64() / native.0.as_secs_f64(),
+        ""
+    );
+    println!(
+        "| {:<58} | {:>11.2}x | {:>12} |",
+        "  Wasm paged (0.2) / native",
+        paged.0.as_secs_f64() / native.0.as_secs_f64(),
         ""
     );
     println!();

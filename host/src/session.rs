@@ -125,7 +125,7 @@ impl From<CloudError> for PluginError {
 }
 
 /// Filter of `cloud.list-instances`, in domain types.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InstanceFilter {
     /// Only instances of groups matching this glob.
     pub group_pattern: Option<String>,
@@ -349,6 +349,8 @@ pub struct Session {
     pub terminations: Vec<Termination>,
     /// Victims whose recovery the host is watching.
     pub watch: Watch,
+    /// The listing the plugin is reading page by page (contract 0.2).
+    paging: Option<cloud::Paging>,
     /// The capacity last journalled per group: a reading is journalled
     /// only when it differs.
     journalled_capacity: BTreeMap<String, Capacity>,
@@ -491,6 +493,7 @@ impl Session {
             tally: Tally::default(),
             terminations: Vec::new(),
             watch: Watch::default(),
+            paging: None,
             journalled_capacity: BTreeMap::new(),
             inert: false,
             setup,

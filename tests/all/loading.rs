@@ -302,7 +302,10 @@ async fn shipped_plugins_need_no_wasi_and_describe_themselves() {
     let (loaded, failed) = catalog.load_all(&sandbox(), &LimitRules::default()).await;
     assert!(failed.is_empty(), "{failed:#?}");
     let names: Vec<&str> = loaded.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["az-outage", "classic-monkey", "oldest-first", "rolling"]);
+    assert_eq!(
+        names,
+        ["az-outage", "classic-monkey", "oldest-first", "rolling"]
+    );
     for plugin in &loaded {
         assert!(
             !plugin.prepared.compiled.imports_wasi(),

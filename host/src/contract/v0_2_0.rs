@@ -159,29 +159,14 @@ impl cloud::Host for Session {
         let limit = limit.clamp(1, MAX_PAGE) as usize;
         let origin = self.clock_origin_ms();
         Ok(self
-            .list_instances(filter)
+            .list_instances_page(filter, start_after.as_deref(), limit)
             .await
-            .map(|found| {
-                // Sorted by id: the page starts after `start_after`.
-                let rest: Vec<domain::Instance> = found
+            .map(|(page, next)| cloud::InstancePage {
+                instances: page
                     .into_iter()
-                    .filter(|i| {
-                        start_after
-                            .as_deref()
-                            .is_none_or(|after| i.id.as_str() > after)
-                    })
-                    .take(limit + 1)
-                    .collect();
-                let more = rest.len() > limit;
-                let page: Vec<Instance> = rest
-                    .into_iter()
-                    .take(limit)
                     .map(|i| instance_to_wit(origin, i))
-                    .collect();
-                cloud::InstancePage {
-                    next: more.then(|| page.last().map(|i| i.id.clone())).flatten(),
-                    instances: page,
-                }
+                    .collect(),
+                next,
             })
             .map_err(to_wit_error))
     }

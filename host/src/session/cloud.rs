@@ -7,6 +7,14 @@ use crate::journal::Event;
 use crate::policy::{GroupPatterns, Tally};
 use crate::text;
 
+/// A listing being read page by page: its filter, and its instances as
+/// they were at its first page, sorted by id.
+#[derive(Debug)]
+pub(super) struct Paging {
+    filter: InstanceFilter,
+    instances: Vec<Instance>,
+}
+
 impl Session {
     /// `cloud.list-groups`.
     pub async fn list_groups(
@@ -72,6 +80,48 @@ impl Session {
             .await?;
         instances.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(instances)
+    }
+
+    /// `cloud.list-instances-page`: at most `limit` instances after
+    /// `start_after`, by id, and the id to start the next page after. A
+    /// listing is read once, at its first page (no `start_after`), and its
+    /// later pages are cut from that snapshot: paging through N instances
+    /// costs one listing, not one a page, and no instance is skipped or
+    /// shown twice when the fleet changes in between.
+    pub async fn list_instances_page(
+        &mut self,
+        filter: InstanceFilter,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Instance>, Option<String>), PluginError> {
+        if let Some(stopped) = self.stop_answer() {
+            return Err(stopped);
+        }
+        let reuse = start_after.is_some()
+            && self
+                .paging
+                .as_ref()
+                .is_some_and(|paging| paging.filter == filter);
+        if !reuse {
+            let listed = self.list_instances(filter.clone()).await?;
+            self.paging = Some(Paging {
+                filter,
+                instances: listed,
+            });
+        }
+        let Some(paging) = &self.paging else {
+            return Ok((Vec::new(), None));
+        };
+        // Sorted by id: the page starts after `start_after`.
+        let from = start_after.map_or(0, |after| {
+            paging.instances.partition_point(|i| i.id.as_str() <= after)
+        });
+        let rest = paging.instances.get(from..).unwrap_or_default();
+        let page: Vec<Instance> = rest.iter().take(limit).cloned().collect();
+        let next = (rest.len() > limit)
+            .then(|| page.last().map(|i| i.id.clone()))
+            .flatten();
+        Ok((page, next))
     }
 
     /// After a terminate call failed: did it happen anyway? A not-found
