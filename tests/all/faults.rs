@@ -56,6 +56,21 @@ async fn run(setup: &support::Setup, execute: bool) -> (RunOutput, Arc<SimCloud>
     (output, sim)
 }
 
+/// `wasmonkey report JOURNAL --html FILE`: the text it printed and the page.
+fn reports(setup: &support::Setup, output: &RunOutput) -> (String, String) {
+    let html = setup.dir.path().join("report.html");
+    let report = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .arg("report")
+        .arg(&output.journal)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .expect("report");
+    assert!(report.status.success(), "{report:?}");
+    let page = std::fs::read_to_string(&html).expect("page");
+    (String::from_utf8_lossy(&report.stdout).into_owned(), page)
+}
+
 fn journal_of(output: &RunOutput) -> Vec<Entry> {
     journal::read(&output.journal).expect("journal").entries
 }
@@ -134,22 +149,13 @@ async fn a_stopped_instance_is_started_again_when_its_time_is_up() {
             && plan.contains("the host starts each again"),
         "{plan}"
     );
-    let html = setup.dir.path().join("report.html");
-    let report = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
-        .arg("report")
-        .arg(&output.journal)
-        .arg("--html")
-        .arg(&html)
-        .output()
-        .expect("report");
-    let text = String::from_utf8_lossy(&report.stdout).into_owned();
+    let (text, page) = reports(&setup, &output);
     assert!(
         text.contains(&format!(
             "fault f-1 stop {bastion}: undone (started {bastion})"
         )),
         "{text}"
     );
-    let page = std::fs::read_to_string(&html).expect("page");
     assert!(
         page.contains("Faults (1)") && page.contains(r#"data-status="undone""#),
         "no fault in the page"
@@ -340,16 +346,7 @@ async fn each_fault_kind_has_its_groups_recovery_measured_from_its_end() {
         let line = format!("web recovered in {:.1} s", expected_ms as f64 / 1000.0);
         assert!(text.contains(&line), "{fault}: no `{line}` in\n{text}");
         // The timeline draws the fault's span on web's lane.
-        let html = setup.dir.path().join("report.html");
-        let status = std::process::Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
-            .arg("report")
-            .arg(&output.journal)
-            .arg("--html")
-            .arg(&html)
-            .output()
-            .expect("report");
-        assert!(status.status.success(), "{status:?}");
-        let page = std::fs::read_to_string(&html).expect("page");
+        let (_, page) = reports(&setup, &output);
         let fill = format!(
             "fill=\"{}\"",
             wasmonkey::report::html::colour::hex(wasmonkey::report::html::colour::FAULT)

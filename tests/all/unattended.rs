@@ -1279,6 +1279,35 @@ fn four_hundred_history_imports_beside_a_running_daemon_all_land() {
     assert!(history.unfinished_slots().expect("slots").is_empty());
 }
 
+/// An operator's `run --execute` on the simulated fleet and its clock
+/// (whose 0 is `origin`), writing `history`.
+fn manual_run(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    cloud: &Arc<SimCloud>,
+    history: &SharedHistory,
+    origin: EpochMs,
+    seed: u64,
+) {
+    let options = wasmonkey::runner::RunOptions {
+        config: config.path.clone(),
+        execute: true,
+        clock_origin_ms: Some(origin),
+        history: Some(Arc::clone(history)),
+        ..wasmonkey::runner::RunOptions::default()
+    };
+    let cloud: Arc<dyn wasmonkey::cloud::Cloud> = cloud.clone();
+    runtime
+        .block_on(wasmonkey::runner::run_on(
+            config,
+            cloud,
+            seed,
+            &options,
+            std::future::pending(),
+        ))
+        .expect("a manual run");
+}
+
 #[test]
 fn two_daemons_and_a_manual_run_on_one_history_never_kill_a_group_twice_within_the_gap() {
     // Two daemons (every 7 and every 10 minutes) and an operator's runs,
@@ -1343,23 +1372,7 @@ fn two_daemons_and_a_manual_run_on_one_history_never_kill_a_group_twice_within_t
                 if clock.now_ms() >= until {
                     break;
                 }
-                let options = wasmonkey::runner::RunOptions {
-                    config: config.path.clone(),
-                    execute: true,
-                    clock_origin_ms: Some(origin),
-                    history: Some(Arc::clone(&history)),
-                    ..wasmonkey::runner::RunOptions::default()
-                };
-                let cloud: Arc<dyn wasmonkey::cloud::Cloud> = cloud.clone();
-                runtime
-                    .block_on(wasmonkey::runner::run_on(
-                        &config,
-                        cloud,
-                        100 + seed,
-                        &options,
-                        std::future::pending(),
-                    ))
-                    .expect("a manual run");
+                manual_run(&runtime, &config, &cloud, &history, origin, 100 + seed);
             }
         });
     });
@@ -1475,23 +1488,7 @@ fn a_kill_is_recorded_at_the_instant_its_gap_was_checked_even_when_the_clock_mov
     let config = Config::load(&setup.config).expect("config");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     for seed in 0..3 {
-        let options = wasmonkey::runner::RunOptions {
-            config: config.path.clone(),
-            execute: true,
-            clock_origin_ms: Some(origin),
-            history: Some(Arc::clone(&history)),
-            ..wasmonkey::runner::RunOptions::default()
-        };
-        let sim: Arc<dyn wasmonkey::cloud::Cloud> = cloud.clone();
-        runtime
-            .block_on(wasmonkey::runner::run_on(
-                &config,
-                sim,
-                seed,
-                &options,
-                std::future::pending(),
-            ))
-            .expect("a run");
+        manual_run(&runtime, &config, &cloud, &history, origin, seed);
         // The next run comes just after the gap of this one's kill.
         let next = origin + 3_600_000 * (seed as i64 + 1);
         let now =
