@@ -97,21 +97,18 @@ impl Session {
         if let Some(stopped) = self.stop_answer() {
             return Err(stopped);
         }
-        let reuse = start_after.is_some()
-            && self
-                .paging
-                .as_ref()
-                .is_some_and(|paging| paging.filter == filter);
-        if !reuse {
-            let listed = self.list_instances(filter.clone()).await?;
-            self.paging = Some(Paging {
+        let kept = self
+            .paging
+            .take()
+            .filter(|paging| start_after.is_some() && paging.filter == filter);
+        let paging = match kept {
+            Some(paging) => paging,
+            None => Paging {
+                instances: self.list_instances(filter.clone()).await?,
                 filter,
-                instances: listed,
-            });
-        }
-        let Some(paging) = &self.paging else {
-            return Ok((Vec::new(), None));
+            },
         };
+        let paging = self.paging.insert(paging);
         // Sorted by id: the page starts after `start_after`.
         let from = start_after.map_or(0, |after| {
             paging.instances.partition_point(|i| i.id.as_str() <= after)
