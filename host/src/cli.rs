@@ -314,6 +314,9 @@ pub enum Command {
         /// Where to create it (default: ./NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The contract version it is written for (default: the newest).
+        #[arg(long, value_name = "VERSION", value_parser = crate::scaffold::parse_contract)]
+        contract: Option<crate::contract::Version>,
     },
 }
 
@@ -615,8 +618,14 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             outln!("{}", serde_json::to_string_pretty(&Config::schema())?)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::New { lang, name, dir } => {
-            crate::scaffold::run(lang, &name, dir.as_deref())?;
+        Command::New {
+            lang,
+            name,
+            dir,
+            contract,
+        } => {
+            let contract = contract.unwrap_or(crate::contract::Version::LATEST);
+            crate::scaffold::run(lang, contract, &name, dir.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
     }

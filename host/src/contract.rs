@@ -31,20 +31,21 @@ pub enum Version {
 }
 
 impl Version {
-    /// The newest: what `wasmonkey new` writes and what a component that
-    /// imports nothing of the contract is linked as.
-    pub(crate) const LATEST: Version = Version::V0_1_0;
+    /// The newest: what `wasmonkey new` writes by default and what a
+    /// component that names no version of the contract is linked as.
+    pub(crate) const LATEST: Version = Version::V0_2_0;
 
     /// Every version this host speaks, oldest first.
     pub const ALL: [Version; 2] = [Version::V0_1_0, Version::V0_2_0];
 
     /// The version a component speaks, from the contract interfaces it
-    /// imports (`wasmonkey:chaos/cloud@0.2.0`…): the newest the host has
-    /// when it imports none. A version this host does not speak, or two
-    /// versions at once, is refused with what it imports.
-    pub fn of_imports(imports: &[String]) -> Result<Version, String> {
-        let mut named: Vec<&str> = imports
-            .iter()
+    /// imports and exports (`wasmonkey:chaos/cloud@0.2.0`,
+    /// `wasmonkey:chaos/strategy@0.1.0`…): the newest the host has when it
+    /// names none. A version this host does not speak, or two versions at
+    /// once, is refused, naming them.
+    pub fn of_interfaces<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Version, String> {
+        let mut named: Vec<&str> = names
+            .into_iter()
             .filter_map(|name| name.strip_prefix("wasmonkey:chaos/"))
             .filter_map(|rest| rest.split_once('@').map(|(_, version)| version))
             .collect();
@@ -52,19 +53,37 @@ impl Version {
         named.dedup();
         match named.as_slice() {
             [] => Ok(Version::LATEST),
-            [one] => Version::ALL
-                .into_iter()
-                .find(|v| v.package().ends_with(&format!("@{one}")))
-                .ok_or_else(|| {
-                    format!(
-                        "it imports wasmonkey:chaos@{one}, which this host does not speak (it speaks {})",
-                        Version::ALL.map(Version::package).join(", ")
-                    )
-                }),
+            [one] => Version::parse(one).ok_or_else(|| {
+                format!(
+                    "it uses wasmonkey:chaos@{one}, which this host does not speak (it speaks {})",
+                    Version::ALL.map(Version::package).join(", ")
+                )
+            }),
             several => Err(format!(
-                "it imports several versions of wasmonkey:chaos at once ({})",
+                "it uses several versions of wasmonkey:chaos at once ({})",
                 several.join(", ")
             )),
+        }
+    }
+
+    /// The version numbered `number` (`0.2.0`), if this host speaks it.
+    pub fn parse(number: &str) -> Option<Version> {
+        Version::ALL.into_iter().find(|v| v.number() == number)
+    }
+
+    /// Its number, e.g. `0.2.0`.
+    pub fn number(self) -> &'static str {
+        let package = self.package();
+        package
+            .rsplit_once('@')
+            .map_or(package, |(_, number)| number)
+    }
+
+    /// Its WIT files, as `(name, text)`.
+    pub(crate) fn wit_files(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Version::V0_1_0 => v0_1_0::WIT,
+            Version::V0_2_0 => v0_2_0::WIT,
         }
     }
 
@@ -349,6 +368,67 @@ pub fn resolve_params(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest as _, Sha256};
+
+    /// Each released contract's files, as their digest (each file's name, a
+    /// NUL, its bytes, a NUL, in name order). A change to a released version
+    /// is a new version in a new directory and module, never an edit.
+    const FROZEN: [(Version, &str); 2] = [
+        (
+            Version::V0_1_0,
+            "f9a0d7be5ca622c525566142a95491992f8242cdd376ae96df95a5d3d94141cc",
+        ),
+        (
+            Version::V0_2_0,
+            "4a767a6ace95878bf31e64e8ffb402472fe8b7c47e993af2dda30812ae791578",
+        ),
+    ];
+
+    #[test]
+    fn the_released_contracts_are_frozen() {
+        for (version, frozen) in FROZEN {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../wit")
+                .join(format!("v{}", version.number()));
+            let mut names: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            let mut digest = Sha256::new();
+            for name in &names {
+                digest.update(name.as_encoded_bytes());
+                digest.update([0]);
+                digest.update(std::fs::read(dir.join(name)).unwrap());
+                digest.update([0]);
+            }
+            assert_eq!(
+                crate::sandbox::hex(&digest.finalize()),
+                frozen,
+                "{} changed: a released contract is never edited; add the next version's directory and module instead",
+                dir.display()
+            );
+            // What `wasmonkey new` copies is the directory, file for file.
+            let copied: Vec<_> = version.wit_files().iter().map(|(name, _)| *name).collect();
+            assert_eq!(
+                copied,
+                names
+                    .iter()
+                    .map(|n| n.to_str().unwrap())
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn versions_are_named_by_their_number() {
+        for version in Version::ALL {
+            assert_eq!(Version::parse(version.number()), Some(version));
+        }
+        assert_eq!(Version::V0_2_0.number(), "0.2.0");
+        assert_eq!(Version::parse("0.3.0"), None);
+        assert_eq!(Version::LATEST, *Version::ALL.last().unwrap());
+    }
 
     fn spec(name: &str, default: ParamValue) -> ParamSpec {
         ParamSpec {

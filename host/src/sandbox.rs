@@ -78,6 +78,8 @@ pub struct Compiled {
     pub load_time: Duration,
     /// Names of the component's imports.
     pub imports: Vec<String>,
+    /// Names of the component's exports.
+    pub exports: Vec<String>,
 }
 
 impl Compiled {
@@ -327,7 +329,8 @@ impl Sandbox {
     /// Link a compiled component against this host's contract (and the
     /// deny-by-default WASI, if it asks for WASI).
     pub fn prepare(&self, compiled: Compiled) -> anyhow::Result<Prepared> {
-        let version = Version::of_imports(&compiled.imports).map_err(|why| {
+        let named = compiled.imports.iter().chain(&compiled.exports);
+        let version = Version::of_interfaces(named.map(String::as_str)).map_err(|why| {
             anyhow::anyhow!("the component does not fit this host's contract: {why}")
         })?;
         let mut linker = Linker::<StoreState>::new(&compiled.engine);
@@ -686,9 +689,13 @@ fn compiled(
     from_cache: bool,
     started: Instant,
 ) -> Compiled {
-    let imports = component
-        .component_type()
+    let kind = component.component_type();
+    let imports = kind
         .imports(&engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let exports = kind
+        .exports(&engine)
         .map(|(name, _)| name.to_owned())
         .collect();
     Compiled {
@@ -699,6 +706,7 @@ fn compiled(
         from_cache,
         load_time: started.elapsed(),
         imports,
+        exports,
     }
 }
 
@@ -744,5 +752,30 @@ mod tests {
             "{err:?}"
         );
         drop(sandbox);
+    }
+
+    /// A component that imports nothing of the contract is linked as the
+    /// version its strategy export names, not the newest: the export here
+    /// is an empty 0.1.0 interface, so linking fails naming 0.1.0.
+    #[test]
+    fn the_contract_version_is_read_from_the_exports_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = Sandbox::new(dir.path()).unwrap();
+        let wasm = wat::parse_str(
+            r#"(component
+                (instance $strategy)
+                (export "wasmonkey:chaos/strategy@0.1.0" (instance $strategy)))"#,
+        )
+        .unwrap();
+        let compiled = sandbox.compile(&wasm, 512 * 1024).unwrap();
+        assert!(compiled.imports.is_empty(), "{:?}", compiled.imports);
+        let Err(err) = sandbox.prepare(compiled) else {
+            panic!("an empty strategy interface was linked");
+        };
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("wasmonkey:chaos@0.1.0") && !err.contains("0.2.0"),
+            "{err}"
+        );
     }
 }

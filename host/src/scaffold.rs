@@ -3,13 +3,15 @@
 //! loads (`wasmonkey plugins inspect NAME --config DIR/try.toml`) as it is.
 //!
 //! The templates are in the repository's `templates/`, embedded in the
-//! binary; each project gets a copy of the contract (`wit/`), so it builds
-//! wherever it lives.
+//! binary; each project gets a copy of the contract version it is written
+//! for (`wit/`, the newest unless asked), so it builds wherever it lives.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
+
+use crate::contract::Version;
 
 pub(crate) use wasmonkey_lang::Lang;
 
@@ -93,12 +95,6 @@ const COMMON: &[(&str, &str)] = &[
         ".gitignore",
         include_str!("../../templates/common/gitignore"),
     ),
-    ("wit/host.wit", include_str!("../../wit/v0.1.0/host.wit")),
-    (
-        "wit/strategy.wit",
-        include_str!("../../wit/v0.1.0/strategy.wit"),
-    ),
-    ("wit/types.wit", include_str!("../../wit/v0.1.0/types.wit")),
 ];
 
 /// Check a plugin name: lowercase letters, digits and `-`, starting with a
@@ -119,9 +115,24 @@ pub(crate) fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Write a new `lang` project for plugin `name` into `dir`, which must not
-/// exist or be empty. Returns the files written.
-pub(crate) fn create(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// Parse `--contract`: a version number this host speaks.
+pub(crate) fn parse_contract(number: &str) -> Result<Version, String> {
+    Version::parse(number).ok_or_else(|| {
+        format!(
+            "this host speaks contract {}",
+            Version::ALL.map(Version::number).join(", ")
+        )
+    })
+}
+
+/// Write a new `lang` project for plugin `name`, against `contract`, into
+/// `dir`, which must not exist or be empty. Returns the files written.
+pub(crate) fn create(
+    lang: Lang,
+    contract: Version,
+    name: &str,
+    dir: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
     check_name(name)?;
     if dir.exists() {
         let mut entries = std::fs::read_dir(dir)
@@ -149,20 +160,24 @@ pub(crate) fn create(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<Vec<P
             .replace("{{source}}", source)
             .replace("{{dir}}", &dir_shown)
             .replace("{{build_note}}", lang.build_note())
+            .replace("{{contract}}", contract.number())
     };
+    // The contract is copied as it is, the templates filled in.
+    let wit = contract
+        .wit_files()
+        .iter()
+        .map(|(file, text)| (format!("wit/{file}"), (*text).to_owned()));
+    let filled = COMMON
+        .iter()
+        .chain(lang.sources())
+        .map(|(path, template)| ((*path).to_owned(), fill(template)));
     let mut written = Vec::new();
-    for (path, template) in COMMON.iter().chain(lang.sources()) {
-        let target = dir.join(path);
+    for (path, text) in filled.chain(wit) {
+        let target = dir.join(&path);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("{}: cannot create the directory", parent.display()))?;
         }
-        // The contract is copied as it is.
-        let text = if path.starts_with("wit/") {
-            (*template).to_owned()
-        } else {
-            fill(template)
-        };
         std::fs::write(&target, text)
             .with_context(|| format!("{}: cannot write", target.display()))?;
         written.push(target);
@@ -171,15 +186,21 @@ pub(crate) fn create(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<Vec<P
 }
 
 /// `wasmonkey new`: create the project and say what to do next.
-pub(crate) fn run(lang: Lang, name: &str, dir: Option<&Path>) -> anyhow::Result<()> {
+pub(crate) fn run(
+    lang: Lang,
+    contract: Version,
+    name: &str,
+    dir: Option<&Path>,
+) -> anyhow::Result<()> {
     let dir = dir.map_or_else(|| PathBuf::from(name), Path::to_path_buf);
-    let written = create(lang, name, &dir)?;
+    let written = create(lang, contract, name, &dir)?;
     // Written, not `println!`: a closed stdout is an error, not a panic.
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
-        "created {} plugin `{name}` in {} ({} files)",
+        "created {} plugin `{name}` for contract {} in {} ({} files)",
         lang.language(),
+        contract.package(),
         dir.display(),
         written.len()
     )?;
@@ -213,11 +234,16 @@ mod tests {
 
     #[test]
     fn every_language_gets_its_source_the_contract_and_a_config() {
-        for lang in [Lang::Rust, Lang::Python, Lang::Js, Lang::C, Lang::Zig] {
+        for (lang, contract) in [Lang::Rust, Lang::Python, Lang::Js, Lang::C, Lang::Zig]
+            .into_iter()
+            .flat_map(|lang| Version::ALL.map(|contract| (lang, contract)))
+        {
             let dir = tempfile::tempdir().unwrap();
             let project = dir.path().join("p");
-            let written = create(lang, "my-strategy", &project).unwrap();
+            let written = create(lang, contract, "my-strategy", &project).unwrap();
             assert!(written.iter().any(|p| p.ends_with("wit/strategy.wit")));
+            let wit = std::fs::read_to_string(project.join("wit/types.wit")).unwrap();
+            assert!(wit.starts_with(&format!("package {};", contract.package())));
             let manifest = std::fs::read_to_string(project.join("wasmonkey.toml")).unwrap();
             assert!(manifest.contains("name = \"my-strategy\""), "{manifest}");
             let source = std::fs::read_to_string(project.join(lang.sources()[0].0)).unwrap();
@@ -226,7 +252,7 @@ mod tests {
                 "{lang:?}: unfilled template:\n{source}"
             );
             // A second time into the same directory is refused.
-            let err = create(lang, "my-strategy", &project)
+            let err = create(lang, contract, "my-strategy", &project)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("not empty"), "{err}");

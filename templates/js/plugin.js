@@ -5,8 +5,8 @@
 // `result` import throws an error whose `payload` is the `cloud-error`, and
 // throwing a `run-error` from `run` returns it.
 
-import { listInstances, terminate } from 'wasmonkey:chaos/cloud@0.1.0';
-import { log, randomU64 } from 'wasmonkey:chaos/runtime@0.1.0';
+import { listInstances, terminate } from 'wasmonkey:chaos/cloud@{{contract}}';
+import { log, randomU64 } from 'wasmonkey:chaos/runtime@{{contract}}';
 
 export const strategy = {
   metadata() {

@@ -529,32 +529,37 @@ fn a_fault_left_by_a_killed_run_is_undone_by_recover() {
     );
 }
 
-/// The contract version is the one the component imports: an unknown one
-/// is refused, naming it and the versions this host speaks.
+/// The contract version is the one the component imports and exports: an
+/// unknown one is refused, naming it and the versions this host speaks.
 #[test]
-fn the_contract_version_is_read_from_the_imports() {
+fn the_contract_version_is_read_from_the_imports_and_exports() {
     use wasmonkey::contract::Version;
-    let imports = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
     assert_eq!(
-        Version::of_imports(&imports(&[
+        Version::of_interfaces([
             "wasmonkey:chaos/cloud@0.2.0",
-            "wasmonkey:chaos/runtime@0.2.0"
-        ])),
+            "wasmonkey:chaos/runtime@0.2.0",
+            "wasmonkey:chaos/strategy@0.2.0",
+        ]),
         Ok(Version::V0_2_0)
     );
     assert_eq!(
-        Version::of_imports(&imports(&["wasmonkey:chaos/cloud@0.1.0"])),
+        Version::of_interfaces(["wasmonkey:chaos/cloud@0.1.0", "wasi:io/error@0.2.0"]),
         Ok(Version::V0_1_0)
     );
-    let unknown = Version::of_imports(&imports(&["wasmonkey:chaos/cloud@0.3.0"])).unwrap_err();
+    // A strategy that imports nothing of the contract is read from its export.
+    assert_eq!(
+        Version::of_interfaces(["wasmonkey:chaos/strategy@0.1.0"]),
+        Ok(Version::V0_1_0)
+    );
+    let unknown = Version::of_interfaces(["wasmonkey:chaos/cloud@0.3.0"]).unwrap_err();
     assert!(
         unknown.contains("0.3.0") && unknown.contains("wasmonkey:chaos@0.2.0"),
         "{unknown}"
     );
-    let both = Version::of_imports(&imports(&[
+    let both = Version::of_interfaces([
         "wasmonkey:chaos/cloud@0.1.0",
-        "wasmonkey:chaos/runtime@0.2.0",
-    ]))
+        "wasmonkey:chaos/strategy@0.2.0",
+    ])
     .unwrap_err();
     assert!(both.contains("several"), "{both}");
 }

@@ -37,16 +37,24 @@ fn build(dir: &Path) -> Output {
         .expect("cargo runs")
 }
 
-fn scaffold_builds_loads_and_runs(lang: &str) {
+/// `wasmonkey new` in `lang`, for `contract` (the default when none): the
+/// project builds, loads as a plugin of that contract version and runs.
+fn scaffold_builds_loads_and_runs(lang: &str, contract: Option<&str>) {
     let temp = tempfile::tempdir().unwrap();
     let name = format!("my-{lang}-strategy");
     let dir = temp.path().join(&name);
-    let created = wasmonkey()
-        .args(["new", "--lang", lang, &name, "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let mut new = wasmonkey();
+    new.args(["new", "--lang", lang, &name, "--dir"]).arg(&dir);
+    if let Some(contract) = contract {
+        new.args(["--contract", contract]);
+    }
+    let created = new.output().unwrap();
     let said = check("wasmonkey new", &created);
+    let version = contract.unwrap_or("0.2.0");
+    assert!(
+        said.contains(&format!("wasmonkey:chaos@{version}")),
+        "{said}"
+    );
     assert!(said.contains("cargo xtask build-plugin"), "{said}");
     assert!(dir.join("wit/strategy.wit").is_file());
 
@@ -66,7 +74,7 @@ fn scaffold_builds_loads_and_runs(lang: &str) {
     for expected in [
         format!("{name}@0.1.0"),
         "groups".to_owned(),
-        "wasmonkey:chaos/cloud@0.1.0".to_owned(),
+        format!("wasmonkey:chaos/cloud@{version}"),
         "grants asked: terminate".to_owned(),
     ] {
         assert!(
@@ -93,25 +101,48 @@ fn scaffold_builds_loads_and_runs(lang: &str) {
 
 #[test]
 fn a_new_rust_plugin_builds_and_loads() {
-    scaffold_builds_loads_and_runs("rust");
+    scaffold_builds_loads_and_runs("rust", None);
 }
 
 #[test]
 fn a_new_python_plugin_builds_and_loads() {
-    scaffold_builds_loads_and_runs("python");
+    scaffold_builds_loads_and_runs("python", None);
 }
 
 #[test]
 fn a_new_js_plugin_builds_and_loads() {
-    scaffold_builds_loads_and_runs("js");
+    scaffold_builds_loads_and_runs("js", None);
 }
 
 #[test]
 fn a_new_c_plugin_builds_and_loads() {
-    scaffold_builds_loads_and_runs("c");
+    scaffold_builds_loads_and_runs("c", None);
 }
 
 #[test]
 fn a_new_zig_plugin_builds_and_loads() {
-    scaffold_builds_loads_and_runs("zig");
+    scaffold_builds_loads_and_runs("zig", None);
+}
+
+#[test]
+fn a_new_js_plugin_for_contract_0_1_builds_and_loads() {
+    scaffold_builds_loads_and_runs("js", Some("0.1.0"));
+}
+
+#[test]
+fn a_contract_this_host_does_not_speak_is_refused_by_new() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("p");
+    let refused = wasmonkey()
+        .args(["new", "--lang", "c", "p", "--contract", "0.3.0", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("0.3.0") && said.contains("0.1.0, 0.2.0"),
+        "{said}"
+    );
+    assert!(!dir.exists(), "nothing written");
 }

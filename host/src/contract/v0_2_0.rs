@@ -13,7 +13,7 @@ use crate::cloud::{self as domain, InstanceState as DomainState, Lifecycle};
 use crate::contract;
 use crate::session::{self, PluginError, Session};
 
-/// What wasmtime generates from `wit/v0.2.0/`; the WIT's comments document it.
+/// What wasmtime generates from `wit/v0.2.0/` (frozen); the WIT's comments document it.
 #[allow(missing_docs, reason = "generated from wit/, which documents it")]
 mod bindings {
     wasmtime::component::bindgen!({
@@ -34,6 +34,17 @@ use exports::wasmonkey::chaos::strategy::{Outcome, Param, ParamValue, RunError, 
 
 /// The package this module speaks, as components name it in their imports.
 pub(crate) const PACKAGE: &str = "wasmonkey:chaos@0.2.0";
+
+/// The contract's WIT files, as `(name, text)`: what `wasmonkey new` copies
+/// into a project.
+pub(crate) const WIT: &[(&str, &str)] = &[
+    ("host.wit", include_str!("../../../wit/v0.2.0/host.wit")),
+    (
+        "strategy.wit",
+        include_str!("../../../wit/v0.2.0/strategy.wit"),
+    ),
+    ("types.wit", include_str!("../../../wit/v0.2.0/types.wit")),
+];
 
 /// The most instances one page holds.
 const MAX_PAGE: u32 = 1000;
