@@ -59,6 +59,11 @@ pub struct Outputs {
     /// node_exporter's textfile collector.
     #[arg(long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,
+    /// Also write the report as JUnit XML, for CI: a case per victim,
+    /// fault and check; failures exactly when the outcome is not
+    /// `succeeded`.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 impl Outputs {
@@ -67,6 +72,9 @@ impl Outputs {
     pub fn write(&self, report: &Report, api_calls: &crate::cloud::ApiCalls) -> anyhow::Result<()> {
         if let Some(path) = &self.html {
             write_html(path, &crate::report::html::render(report))?;
+        }
+        if let Some(path) = &self.junit {
+            write_junit(path, &crate::junit::render(report)?)?;
         }
         if let Some(path) = &self.metrics {
             let metrics = crate::metrics::Metrics::new();
@@ -85,6 +93,13 @@ impl Outputs {
 fn write_html(path: &std::path::Path, page: &str) -> anyhow::Result<()> {
     crate::files::write_atomic(path, page.as_bytes())?;
     eprintln!("HTML report: {}", path.display());
+    Ok(())
+}
+
+/// Write a JUnit file and say where (on stderr: stdout may be JSON).
+fn write_junit(path: &std::path::Path, xml: &str) -> anyhow::Result<()> {
+    crate::files::write_atomic(path, xml.as_bytes())?;
+    eprintln!("JUnit: {}", path.display());
     Ok(())
 }
 
@@ -272,6 +287,10 @@ pub enum Command {
         /// day, recovery times.
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
+        /// Also write it as JUnit XML, for CI: a case per kill's recovery
+        /// and per group's healthy floor, and one per way a slot can fail.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
     /// The kill history: kills (default), `stats` per group, or `import`
     /// of a journal.
@@ -559,8 +578,10 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             seed,
             json,
             html,
+            junit,
         } => {
-            unattended::simulate(&config, days, start.as_deref(), seed, json, html.as_deref()).await
+            let files = (html.as_deref(), junit.as_deref());
+            unattended::simulate(&config, days, start.as_deref(), seed, json, files).await
         }
         Command::History { args, command } => unattended::history(&args, command),
         Command::Report {

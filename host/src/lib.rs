@@ -29,6 +29,7 @@ pub(crate) mod guard;
 pub mod history;
 pub(crate) mod http;
 pub mod journal;
+pub mod junit;
 pub mod kill_switch;
 pub mod limits;
 pub mod manifest;

@@ -22,6 +22,7 @@ mod faults;
 mod guardrails;
 mod hostile;
 mod journal;
+mod junit;
 mod loading;
 #[cfg(feature = "aws")]
 mod moto;

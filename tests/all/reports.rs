@@ -237,7 +237,7 @@ fn the_html_report_of_a_journal_cut_short_says_so_and_draws_what_it_recorded() {
 
 /// A journal whose every string is hostile, as an edited journal or a
 /// plugin's text could be.
-fn hostile_journal(path: &Path) {
+pub(crate) fn hostile_journal(path: &Path) {
     const EVIL: &str = "</svg></table><script>document.title='owned'</script><img src=x onerror=alert(1)>\"} 1\nwasmonkey_forged_total 1";
     let journal = Journal::create(path).unwrap();
     journal

@@ -317,7 +317,7 @@ pub(super) async fn simulate(
     start: Option<&str>,
     seed: Option<u64>,
     json: bool,
-    html: Option<&Path>,
+    (html, junit): (Option<&Path>, Option<&Path>),
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(config)?;
     let seed = seed
@@ -360,6 +360,9 @@ pub(super) async fn simulate(
             days: Some(simulation.dates),
         };
         super::write_html(path, &crate::history::html::render(&page))?;
+    }
+    if let Some(path) = junit {
+        super::write_junit(path, &crate::junit::render_simulation(&simulation)?)?;
     }
     if json {
         outln!(
