@@ -65,6 +65,16 @@ pub struct Config {
     /// before every termination and on every poll.
     #[serde(default)]
     pub stop_conditions: BTreeMap<String, StopCondition>,
+    /// What must hold before the run acts and again after it recovered:
+    /// checked before the first experiment (a check that does not hold, or
+    /// cannot be read, stops the run before any action) and after the
+    /// last; the report shows both readings.
+    #[serde(default)]
+    pub steady_state: BTreeMap<String, SteadyState>,
+    /// The Prometheus server that `prometheus` stop conditions and
+    /// steady-state checks query.
+    #[serde(default)]
+    pub prometheus: Option<PrometheusConfig>,
     /// Where the kill switch and the kill history live (default
     /// `$XDG_STATE_HOME/wasmonkey`, else `~/.local/state/wasmonkey`).
     #[serde(default)]
@@ -324,6 +334,131 @@ pub enum StopCondition {
         #[schemars(extend("exclusiveMinimum" = 0))]
         within_secs: f64,
     },
+    /// A PromQL query (against `[prometheus] url`) out of its bounds for
+    /// longer than `grace_secs`.
+    Prometheus {
+        /// The query and its bounds.
+        #[serde(flatten)]
+        query: PromQuery,
+        /// How long it may be out of bounds before the run stops, in
+        /// seconds.
+        #[serde(default)]
+        #[schemars(range(min = 0.0))]
+        grace_secs: f64,
+    },
+}
+
+/// Where PromQL is asked.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// The server's base URL, e.g. `http://prometheus:9090` (its HTTP API
+    /// is under `/api/v1/`).
+    pub url: String,
+    /// An environment variable holding a bearer token to send, for a
+    /// server behind authentication. The token is never logged.
+    #[serde(default)]
+    pub bearer_token_env: Option<String>,
+}
+
+/// A PromQL instant query and the bounds its every series must keep.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromQuery {
+    /// The PromQL expression, evaluated now. Every series it returns is
+    /// held to the bounds; none at all is unknown, not fine (write
+    /// `... or vector(0)` when no series means zero).
+    #[schemars(length(min = 1))]
+    pub query: String,
+    /// A value above this breaks it.
+    #[serde(default)]
+    pub above: Option<f64>,
+    /// A value below this breaks it.
+    #[serde(default)]
+    pub below: Option<f64>,
+}
+
+impl PromQuery {
+    /// What is wrong with it, for the config check.
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut wrong = Vec::new();
+        if self.query.trim().is_empty() {
+            wrong.push(("query", "query is empty".to_owned()));
+        }
+        if self.above.is_none() && self.below.is_none() {
+            wrong.push(("above", "give `above`, `below` or both".to_owned()));
+        }
+        for (field, bound) in [("above", self.above), ("below", self.below)] {
+            if bound.is_some_and(|b| !b.is_finite()) {
+                wrong.push((field, format!("{field} must be a finite number")));
+            }
+        }
+        wrong
+    }
+}
+
+impl std::fmt::Display for PromQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bounds: Vec<String> = [("above", self.above), ("below", self.below)]
+            .into_iter()
+            .filter_map(|(word, b)| b.map(|b| format!("{word} {b}")))
+            .collect();
+        write!(f, "`{}` {}", self.query, bounds.join(" or "))
+    }
+}
+
+/// A check of the steady state, before the run and after it.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SteadyState {
+    /// Every one of these alarms is not in ALARM (and exists).
+    Alarm {
+        /// The alarms' names.
+        #[schemars(length(min = 1))]
+        alarms: Vec<String>,
+    },
+    /// A `[targets.NAME]` is healthy.
+    Target {
+        /// The target's name.
+        target: String,
+    },
+    /// Every series of a PromQL query keeps within its bounds.
+    Prometheus(PromQuery),
+}
+
+impl std::fmt::Display for SteadyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SteadyState::Alarm { alarms } => {
+                write!(
+                    f,
+                    "holds while no alarm of {} is in ALARM",
+                    alarms.join(", ")
+                )
+            }
+            SteadyState::Target { target } => write!(f, "holds while target {target} is healthy"),
+            SteadyState::Prometheus(query) => write!(f, "breaks when {query}"),
+        }
+    }
+}
+
+impl SteadyState {
+    /// The stop condition that trips exactly when this does not hold.
+    pub(crate) fn as_condition(&self) -> StopCondition {
+        match self {
+            SteadyState::Alarm { alarms } => StopCondition::Alarm {
+                alarms: alarms.clone(),
+            },
+            SteadyState::Target { target } => StopCondition::Target {
+                target: target.clone(),
+                grace_secs: 0.0,
+            },
+            SteadyState::Prometheus(query) => StopCondition::Prometheus {
+                query: query.clone(),
+                grace_secs: 0.0,
+            },
+        }
+    }
 }
 
 impl std::fmt::Display for StopCondition {
@@ -344,6 +479,9 @@ impl std::fmt::Display for StopCondition {
                 f,
                 "stops when a victim is not recovered within {within_secs} s"
             ),
+            StopCondition::Prometheus { query, grace_secs } => {
+                write!(f, "stops when {query} for {grace_secs} s")
+            }
         }
     }
 }
@@ -650,6 +788,63 @@ impl Config {
             if let Some((field, message)) = wrong {
                 problem(format!("{at}.{field}"), format!("{at}: {message}"));
             }
+            if let StopCondition::Prometheus { query, grace_secs } = condition {
+                let mut wrong = query.problems();
+                if !(grace_secs.is_finite() && *grace_secs >= 0.0) {
+                    wrong.push((
+                        "grace_secs",
+                        format!("grace_secs must be 0 or more, got {grace_secs}"),
+                    ));
+                }
+                for (field, message) in wrong {
+                    problem(format!("{at}.{field}"), format!("{at}: {message}"));
+                }
+            }
+        }
+        for (name, check) in &self.steady_state {
+            let at = format!("steady_state.{name}");
+            let wrong = match check {
+                SteadyState::Alarm { alarms } if alarms.is_empty() => {
+                    vec![("alarms", "alarms is empty".to_owned())]
+                }
+                SteadyState::Target { target } if !self.targets.contains_key(target) => vec![(
+                    "target",
+                    format!("target {target:?} is not a [targets.{target}] entry"),
+                )],
+                SteadyState::Prometheus(query) => query.problems(),
+                _ => Vec::new(),
+            };
+            for (field, message) in wrong {
+                problem(format!("{at}.{field}"), format!("{at}: {message}"));
+            }
+        }
+        let asks_prometheus = self
+            .stop_conditions
+            .values()
+            .any(|c| matches!(c, StopCondition::Prometheus { .. }))
+            || self
+                .steady_state
+                .values()
+                .any(|c| matches!(c, SteadyState::Prometheus(_)));
+        match &self.prometheus {
+            None if asks_prometheus => problem(
+                "prometheus".into(),
+                "prometheus: a `prometheus` stop condition or steady-state check needs [prometheus] url".into(),
+            ),
+            Some(server) => {
+                let scheme_ok = reqwest::Url::parse(&server.url)
+                    .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host());
+                if !scheme_ok {
+                    problem(
+                        "prometheus.url".into(),
+                        format!(
+                            "prometheus.url: {:?} is not an http(s) URL like \"http://prometheus:9090\"",
+                            server.url
+                        ),
+                    );
+                }
+            }
+            None => {}
         }
         match self.calendar() {
             Err(err) => problem("schedule".into(), err),
@@ -1214,5 +1409,39 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("sudo"), "{err}");
+    }
+
+    #[test]
+    fn promql_checks_are_refused_whole_naming_each_key() {
+        let err = load(&format!(
+            "{MINIMAL}[stop_conditions.errors]\nkind = \"prometheus\"\nquery = \"up\"\ngrace_secs = -1\n\
+             [steady_state.latency]\nkind = \"prometheus\"\nquery = \" \"\nbelow = inf\n\
+             [steady_state.site]\nkind = \"target\"\ntarget = \"nope\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "stop_conditions.errors: give `above`, `below` or both",
+            "stop_conditions.errors: grace_secs must be 0 or more",
+            "steady_state.latency: query is empty",
+            "steady_state.latency: below must be a finite number",
+            "steady_state.site: target \"nope\"",
+            "needs [prometheus] url",
+        ] {
+            assert!(err.contains(expected), "{expected:?} missing in:\n{err}");
+        }
+        let err = load(&format!(
+            "{MINIMAL}[prometheus]\nurl = \"file:///etc/passwd\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("prometheus.url"), "{err}");
+        let ok = load(&format!(
+            "{MINIMAL}[prometheus]\nurl = \"http://127.0.0.1:9090\"\n\
+             [stop_conditions.errors]\nkind = \"prometheus\"\nquery = \"up\"\nbelow = 1\ngrace_secs = 30\n\
+             [steady_state.errors]\nkind = \"prometheus\"\nquery = \"up\"\nabove = 0\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.steady_state.len(), 1);
     }
 }

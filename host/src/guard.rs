@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cloud::view::FleetView;
 use crate::cloud::{AlarmState, Millis};
-use crate::config::{StopCondition, TargetConfig};
+use crate::config::{PrometheusConfig, SteadyState, StopCondition, TargetConfig};
 use crate::kill_switch::Switches;
 
 /// How long a plugin may go on, on the run's clock, once the run is
@@ -78,6 +78,8 @@ pub(crate) struct Guard {
     targets: Arc<BTreeMap<String, TargetConfig>>,
     switches: Switches,
     call_timeout: Duration,
+    /// Where `prometheus` conditions ask.
+    prometheus: Option<PrometheusConfig>,
     state: Mutex<State>,
 }
 
@@ -104,8 +106,15 @@ impl Guard {
             targets,
             switches,
             call_timeout,
+            prometheus: None,
             state: Mutex::default(),
         }
+    }
+
+    /// The same brakes, asking `server` for `prometheus` conditions.
+    pub(crate) fn with_prometheus(mut self, server: Option<PrometheusConfig>) -> Guard {
+        self.prometheus = server;
+        self
     }
 
     /// The brakes a run config sets: its stop conditions and targets, and
@@ -119,6 +128,7 @@ impl Guard {
             switches,
             config.default_limits().host_call_timeout(),
         )
+        .with_prometheus(config.prometheus.clone())
     }
 
     /// Why a stopped plugin's run was ended, once its grace is over.
@@ -249,6 +259,43 @@ impl Guard {
         out
     }
 
+    async fn ask_prometheus(
+        &self,
+        query: &crate::config::PromQuery,
+    ) -> Result<crate::promql::Reading, String> {
+        let Some(server) = &self.prometheus else {
+            return Err("no [prometheus] url to ask".into());
+        };
+        crate::promql::read(server, query, self.call_timeout).await
+    }
+
+    /// Whether `check` holds now, and what was seen: `Err` when it cannot be
+    /// told. Trips nothing.
+    pub(crate) async fn steady_state(
+        &self,
+        name: &str,
+        check: &SteadyState,
+        view: &FleetView,
+    ) -> Result<(bool, String), String> {
+        if let SteadyState::Prometheus(query) = check {
+            let reading = self.ask_prometheus(query).await?;
+            return Ok((reading.breach.is_none(), reading.saw));
+        }
+        let now = view.cloud().now_ms();
+        // The checker's own key: a stop condition of the same name keeps
+        // its grace.
+        let key = format!("\u{0}steady-state {name}");
+        Ok(
+            match self
+                .look(&key, &check.as_condition(), view, &[], now)
+                .await?
+            {
+                None => (true, "holds".to_owned()),
+                Some(saw) => (false, saw),
+            },
+        )
+    }
+
     /// What trips `condition` now, if anything; an error when its state
     /// cannot be read.
     async fn look(
@@ -308,6 +355,23 @@ impl Guard {
                         "target {target} unhealthy for {:.1} s (grace {grace_secs} s): {}",
                         unhealthy_ms as f64 / 1000.0,
                         health.detail
+                    )
+                }))
+            }
+            StopCondition::Prometheus { query, grace_secs } => {
+                let reading = self.ask_prometheus(query).await?;
+                let mut state = self.state();
+                let Some(breach) = reading.breach else {
+                    state.unhealthy_since.remove(name);
+                    return Ok(None);
+                };
+                let since = *state.unhealthy_since.entry(name.to_owned()).or_insert(now);
+                let grace_ms = (grace_secs * 1000.0) as Millis;
+                let breached_ms = now.saturating_sub(since);
+                Ok((breached_ms >= grace_ms).then(|| {
+                    format!(
+                        "{query} broken for {:.1} s (grace {grace_secs} s): {breach}",
+                        breached_ms as f64 / 1000.0
                     )
                 }))
             }

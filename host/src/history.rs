@@ -1020,6 +1020,7 @@ mod tests {
             outcome: crate::report::RunOutcome::Succeeded,
             journal: format!("{run}.jsonl"),
             faults: Vec::new(),
+            steady_state: Vec::new(),
             experiments: Vec::new(),
             victims: kills
                 .iter()

@@ -37,6 +37,16 @@ pub struct Entry {
     pub event: Event,
 }
 
+/// When a steady-state check is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SteadyPhase {
+    /// Before the first experiment: it must hold for the run to act.
+    Before,
+    /// After the last experiment and its recovery.
+    After,
+}
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
@@ -321,6 +331,17 @@ pub enum Event {
         /// Failed backend calls not journalled.
         #[serde(default)]
         call_failures: u64,
+    },
+    /// A steady-state check read before the run acts, or after it.
+    SteadyState {
+        /// The check's name (`[steady_state.NAME]`).
+        name: String,
+        /// `before` or `after`.
+        phase: SteadyPhase,
+        /// Whether it held; none when it could not be told.
+        held: Option<bool>,
+        /// What was seen (or why it could not be told).
+        saw: String,
     },
     /// A stop condition tripped, or the kill switch was found set: the run
     /// is stopped (`condition` is the condition's name or `kill-switch`).

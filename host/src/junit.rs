@@ -292,6 +292,20 @@ fn run_suite(report: &Report) -> TestSuite {
         status(Some(NonSuccessKind::Error), &undelivered.join("; "))
     };
     suite.add_test_case(case("every notification was delivered", class, delivered));
+    for check in &report.steady_state {
+        for (phase, reading) in [("before", &check.before), ("after", &check.after)] {
+            let Some(reading) = reading else { continue };
+            let name = format!("steady state {} holds {phase} the run", check.name);
+            let outcome = match reading.held {
+                Some(true) => status(None, ""),
+                Some(false) => status(Some(NonSuccessKind::Failure), &reading.saw),
+                None => status(Some(NonSuccessKind::Error), &reading.saw),
+            };
+            let mut c = case(&name, class, outcome);
+            c.set_system_out(safe(&reading.saw));
+            suite.add_test_case(c);
+        }
+    }
     for (i, unknown) in report.unknowns.iter().enumerate() {
         suite.add_test_case(case(
             &format!("what the run could not learn #{}", i + 1),

@@ -41,6 +41,7 @@ pub mod plugins;
 pub mod policy;
 pub(crate) mod probe;
 pub(crate) mod progress;
+pub(crate) mod promql;
 pub(crate) mod recovery;
 pub mod report;
 pub(crate) mod run_plan;

@@ -33,6 +33,9 @@ pub(crate) struct Plan {
     pub paused: Option<String>,
     /// Each stop condition and its state now.
     pub stop_conditions: Vec<ConditionPlan>,
+    /// Each steady-state check and its state now (`holds`, `broken`,
+    /// `unknown`): one that does not hold stops the run before it acts.
+    pub steady_state: Vec<ConditionPlan>,
     /// The blast radius every termination is checked against.
     pub blast_radius: BlastRadius,
     /// Groups in scope, by name.
@@ -119,6 +122,26 @@ pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Resu
             }
         })
         .collect();
+    let mut steady_state = Vec::new();
+    for (name, check) in &config.steady_state {
+        let (state, detail) = match guard.steady_state(name, check, &view).await {
+            Ok((true, saw)) => ("holds", Some(saw)),
+            Ok((false, saw)) => ("broken", Some(saw)),
+            Err(why) => ("unknown", Some(why)),
+        };
+        if state != "holds" {
+            problems.push(format!(
+                "steady state {name} is {state} now: the run would stop before it acts ({})",
+                one_line(detail.as_deref().unwrap_or(""))
+            ));
+        }
+        steady_state.push(ConditionPlan {
+            name: name.clone(),
+            rule: check.to_string(),
+            state: state.into(),
+            detail,
+        });
+    }
     let paused = guard.paused().await.map(|p| p.to_string());
 
     let experiments = run_plan.experiments.iter().map(experiment_plan).collect();
@@ -129,6 +152,7 @@ pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Resu
         backend: cloud.kind().to_owned(),
         paused,
         stop_conditions,
+        steady_state,
         blast_radius: config.blast_radius,
         experiments,
         channels,
@@ -229,6 +253,21 @@ impl Plan {
             let _ = writeln!(out, "  none");
         }
         for c in &self.stop_conditions {
+            let _ = writeln!(
+                out,
+                "  {}: {} — {}{}",
+                one_line(&c.name),
+                one_line(&c.rule),
+                c.state,
+                c.detail
+                    .as_ref()
+                    .map_or(String::new(), |d| format!(": {}", one_line(d)))
+            );
+        }
+        if !self.steady_state.is_empty() {
+            let _ = writeln!(out, "\nsteady state (before the run and after it):");
+        }
+        for c in &self.steady_state {
             let _ = writeln!(
                 out,
                 "  {}: {} — {}{}",

@@ -108,6 +108,42 @@ pub struct Report {
     pub faults: Vec<FaultReport>,
     /// Run clock of the journal's last entry, ms: where a timeline ends.
     pub last_clock_ms: u64,
+    /// Each steady-state check, with its readings before and after.
+    pub steady_state: Vec<SteadyStateReport>,
+}
+
+/// A steady-state check of the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SteadyStateReport {
+    /// Its name (`[steady_state.NAME]`).
+    pub name: String,
+    /// Before the run acted.
+    pub before: Option<SteadyReading>,
+    /// After the run and its recovery.
+    pub after: Option<SteadyReading>,
+}
+
+/// One reading of a steady-state check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SteadyReading {
+    /// Whether it held; none when it could not be told.
+    pub held: Option<bool>,
+    /// What was seen.
+    pub saw: String,
+    /// When, on the run's clock, seconds.
+    pub at_seconds: f64,
+}
+
+impl SteadyStateReport {
+    /// `held`, `not held` or `unknown`, for one reading.
+    pub fn verdict(reading: Option<&SteadyReading>) -> &'static str {
+        match reading.map(|r| r.held) {
+            Some(Some(true)) => "held",
+            Some(Some(false)) => "not held",
+            Some(None) => "unknown",
+            None => "not read",
+        }
+    }
 }
 
 named! {
@@ -249,7 +285,8 @@ named! {
         Interrupted = "interrupted",
         /// An experiment failed, or the journal ends before the run did.
         ExperimentFailed = "experiment-failed",
-        /// A victim did not recover, or a termination failed.
+        /// A victim did not recover, a termination failed, or a steady
+        /// state that held before the run does not after it.
         NotRecovered = "not-recovered",
         /// Nothing went wrong that the run saw, but it could not see all:
         /// a backend call made for the plugin failed, or a notification
@@ -507,6 +544,10 @@ impl Report {
         if !self.succeeded() {
             return RunOutcome::NotRecovered;
         }
+        let after_unknown = self
+            .steady_state
+            .iter()
+            .any(|s| s.after.as_ref().is_some_and(|r| r.held.is_none()));
         let undelivered = self.every_notification().any(|n| {
             matches!(
                 n.status,
@@ -517,7 +558,7 @@ impl Report {
             .faults
             .iter()
             .any(|f| matches!(f.status, FaultStatus::Owed | FaultStatus::UndoFailed));
-        if undelivered || owed || !self.unknowns.is_empty() {
+        if undelivered || owed || after_unknown || !self.unknowns.is_empty() {
             RunOutcome::Inconclusive
         } else {
             RunOutcome::Succeeded
@@ -548,6 +589,10 @@ impl Report {
                 VictimStatus::Failed | VictimStatus::Uncertain | VictimStatus::Unknown => false,
             })
             && self.faults.iter().all(FaultReport::recovered_or_owed)
+            && self
+                .steady_state
+                .iter()
+                .all(|s| s.after.as_ref().is_none_or(|r| r.held != Some(false)))
     }
 
     /// One line per victim with its recovery time, for notifications.
@@ -597,6 +642,23 @@ impl Report {
                 safe(&stop.condition),
                 stop.at_seconds,
                 safe(&stop.saw)
+            );
+        }
+        for check in &self.steady_state {
+            let reading = |r: Option<&SteadyReading>| match r {
+                Some(r) => format!(
+                    "{} ({})",
+                    SteadyStateReport::verdict(Some(r)),
+                    text::shown(&r.saw, 300)
+                ),
+                None => "not read".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "steady state {}: before {}; after {}",
+                safe(&check.name),
+                reading(check.before.as_ref()),
+                reading(check.after.as_ref())
             );
         }
         for experiment in &self.experiments {

@@ -19,7 +19,7 @@ use crate::config::{BackendConfig, Config, ExperimentConfig};
 use crate::contract::{Outcome, RunError};
 use crate::guard::{BrakeState, Guard};
 use crate::history::History;
-use crate::journal::{Event, Journal, PluginOutcome, PluginVictim};
+use crate::journal::{Event, Journal, PluginOutcome, PluginVictim, SteadyPhase};
 use crate::limits::{Limit, LimitBreach};
 use crate::plugins::Catalog;
 use crate::policy::{Policy, Tally};
@@ -194,6 +194,7 @@ pub async fn run_on(
         },
     )?;
     check_before_start(&guard, &view, &journal).await?;
+    check_steady_state(config, &guard, &view, &journal, SteadyPhase::Before).await?;
     let ctx = RunContext {
         config,
         cloud: &cloud,
@@ -517,6 +518,73 @@ async fn check_before_start(
     Ok(())
 }
 
+/// Read every steady-state check and journal each reading. Before the run
+/// (and only when no brake is set already), one that does not hold or
+/// cannot be read stops the run before any action. After it, once the
+/// run's brakes let it act at all.
+async fn check_steady_state(
+    config: &Config,
+    guard: &Guard,
+    view: &FleetView,
+    journal: &Journal,
+    phase: SteadyPhase,
+) -> anyhow::Result<()> {
+    if config.steady_state.is_empty() {
+        return Ok(());
+    }
+    if phase == SteadyPhase::Before && guard.tripped().is_some() {
+        return Ok(());
+    }
+    if phase == SteadyPhase::After
+        && guard
+            .tripped()
+            .is_some_and(|trip| trip.condition.starts_with(STEADY_STATE))
+    {
+        return Ok(());
+    }
+    let mut broken = Vec::new();
+    for (name, check) in &config.steady_state {
+        let read = guard.steady_state(name, check, view).await;
+        let now = view.cloud().now_ms();
+        let (held, saw) = match read {
+            Ok((held, saw)) => (Some(held), saw),
+            Err(why) => (None, why),
+        };
+        if held != Some(true) {
+            broken.push(format!(
+                "{name} {}: {}",
+                if held.is_some() {
+                    "does not hold"
+                } else {
+                    "cannot be read"
+                },
+                text::one_line(&saw)
+            ));
+        }
+        journal.append(
+            now,
+            None,
+            Event::SteadyState {
+                name: name.clone(),
+                phase,
+                held,
+                saw,
+            },
+        )?;
+    }
+    if phase == SteadyPhase::Before && !broken.is_empty() {
+        let now = view.cloud().now_ms();
+        guard.stop(STEADY_STATE, broken.join("; "), now);
+        if let Some(trip) = guard.unjournalled() {
+            journal_trip(journal, now, trip)?;
+        }
+    }
+    Ok(())
+}
+
+/// The name a trip of the steady state before the run goes by.
+const STEADY_STATE: &str = "steady-state";
+
 fn journal_trip(journal: &Journal, at_ms: u64, trip: crate::guard::Trip) -> anyhow::Result<()> {
     tracing::warn!(condition = %trip.condition, "the run is stopped: {}", text::one_line(&trip.saw));
     journal.append(at_ms, None, trip.into_event())?;
@@ -663,6 +731,7 @@ impl RunContext<'_> {
         if let Some(trip) = self.guard.unjournalled() {
             journal_trip(journal, cloud.now_ms(), trip)?;
         }
+        check_steady_state(config, self.guard, self.view, journal, SteadyPhase::After).await?;
         if self.steps_channel().is_some() {
             self.put_steps(Some(interrupted)).await?;
         } else if let Some(channel) = &config.report.channel {

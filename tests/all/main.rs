@@ -30,6 +30,7 @@ mod notifications;
 mod one_plan;
 mod parsers;
 mod plugin_text;
+mod prometheus;
 mod receiver;
 mod reports;
 mod rigged;

@@ -107,6 +107,26 @@ fn the_schema_and_the_binary_agree_on_every_boundary() {
         ("[stop_conditions.r]\nkind = \"recovery\"\nwithin_secs = 0.5", true),
         ("[stop_conditions.r]\nkind = \"recovery\"\nwithin_secs = 0", false),
         (
+            "[prometheus]\nurl = \"http://p:9090\"\n[stop_conditions.p]\nkind = \"prometheus\"\nquery = \"up\"\nbelow = 1\ngrace_secs = 0",
+            true,
+        ),
+        (
+            "[prometheus]\nurl = \"http://p:9090\"\n[stop_conditions.p]\nkind = \"prometheus\"\nquery = \"up\"\nbelow = 1\ngrace_secs = -1",
+            false,
+        ),
+        (
+            "[prometheus]\nurl = \"http://p:9090\"\n[stop_conditions.p]\nkind = \"prometheus\"\nquery = \"up\"\nbelow = 1\ngrace = 2",
+            false,
+        ),
+        (
+            "[prometheus]\nurl = \"http://p:9090\"\n[steady_state.p]\nkind = \"prometheus\"\nquery = \"\"\nabove = 1",
+            false,
+        ),
+        (
+            "[prometheus]\nurl = \"http://p:9090\"\n[steady_state.p]\nkind = \"prometheus\"\nquery = \"up\"\nabove = 1\nwhat = 2",
+            false,
+        ),
+        (
             "[targets.t]\ngroup = \"web\"\nmin_healthy = 1\n[stop_conditions.t]\nkind = \"target\"\ntarget = \"t\"\ngrace_secs = 0",
             true,
         ),

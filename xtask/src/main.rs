@@ -50,7 +50,7 @@ commands:
   build-plugin DIR    build the plugin project in DIR (any language) into DIR/dist/
   demo                plugins, then `wasmonkey run --config examples/wasmonkey.toml --execute
                       --html target/demo-report.html [args]`
-  test                plugins --all, moto, chromium and promtool (installed when
+  test                plugins --all, moto, chromium, promtool and prometheus (installed when
                       missing), then `cargo test --workspace [args]`
   ci                  vendor-ec2 --check, cargo fmt --check, cargo clippy -D warnings,
                       then what `test` does
@@ -225,6 +225,10 @@ fn test(args: &[String]) -> Result<()> {
         system::ensure(&system::PROMTOOL)
     })?;
     cmd.env("WASMONKEY_PROMTOOL", promtool);
+    let prometheus = step("prometheus (for the PromQL stop conditions' test)", || {
+        system::ensure(&system::PROMETHEUS)
+    })?;
+    cmd.env("WASMONKEY_PROMETHEUS", prometheus);
     let faketime = step("libfaketime (for the daemon's clock-jump test)", || {
         system::libfaketime()
     })?;

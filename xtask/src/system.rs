@@ -1,6 +1,7 @@
 //! Programs the tests drive from Debian's packages: Chromium (the HTML
 //! report is checked in a real browser), promtool (the metrics are
-//! checked by Prometheus's own linter) and libfaketime (the daemon's
+//! checked by Prometheus's own linter), the Prometheus server (PromQL stop
+//! conditions query it) and libfaketime (the daemon's
 //! clock is jumped under it). Installed with apt-get when
 //! missing, as root; anyone else is told the one command to run.
 
@@ -26,6 +27,12 @@ pub const CHROMIUM: Needed = Needed {
 /// promtool, which ships with Debian's Prometheus server package.
 pub const PROMTOOL: Needed = Needed {
     program: "promtool",
+    packages: &["prometheus"],
+};
+
+/// The Prometheus server, for the PromQL stop conditions and steady state.
+pub const PROMETHEUS: Needed = Needed {
+    program: "prometheus",
     packages: &["prometheus"],
 };
 

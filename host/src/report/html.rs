@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use plotters::prelude::*;
 
-use super::{CapacityPoint, ExperimentReport, Report, VictimReport, VictimStatus};
+use super::{
+    CapacityPoint, ExperimentReport, Report, SteadyReading, SteadyStateReport, VictimReport,
+    VictimStatus,
+};
 use crate::text;
 
 /// Most group lanes drawn per experiment; the victims table lists all.
@@ -63,6 +66,9 @@ pub(crate) fn render(report: &Report) -> String {
             body {
                 h1 { (title) }
                 (header(report))
+                @if !report.steady_state.is_empty() {
+                    (steady_state(report))
+                }
                 @if !report.notes.is_empty() {
                     section.notes {
                         h2 { "Notes" }
@@ -130,6 +136,36 @@ fn header(report: &Report) -> Markup {
                     None => "none tripped",
                 }
             } }
+        }
+    }
+}
+
+/// Each steady-state check's readings before and after the run.
+fn steady_state(report: &Report) -> Markup {
+    let reading = |r: Option<&SteadyReading>| {
+        let verdict = SteadyStateReport::verdict(r);
+        html! {
+            td.steady data-verdict=(verdict) {
+                span class=(if verdict == "held" { "held" } else { "stopped" }) { (verdict) }
+                @if let Some(r) = r {
+                    " at " (format!("{:.1}", r.at_seconds)) " s: " (safe(&r.saw))
+                }
+            }
+        }
+    };
+    html! {
+        section.steady-state {
+            h2 { "Steady state" }
+            table {
+                tr { th { "check" } th { "before the run" } th { "after the run" } }
+                @for check in &report.steady_state {
+                    tr.steady-check data-name=(safe(&check.name)) {
+                        td { (safe(&check.name)) }
+                        (reading(check.before.as_ref()))
+                        (reading(check.after.as_ref()))
+                    }
+                }
+            }
         }
     }
 }
@@ -594,6 +630,7 @@ td.outcome[data-outcome=succeeded] { color: #1a7f37; font-weight: bold; }
 td.outcome:not([data-outcome=succeeded]) { color: #b00020; font-weight: bold; }
 td.verdict[data-verdict=not-recovered] { color: #b00020; }
 .stopped, .breached, .error { color: #b00020; font-weight: bold; }
+.held { color: #1b5e20; font-weight: bold; }
 .notes { background: #fff8e1; padding: 0.5rem 1rem; border-left: 4px solid #f0b400; }
 figure.timeline { margin: 1rem 0; } figure.timeline svg { max-width: 100%; height: auto; }
 figcaption { font-size: 0.85rem; color: #555; }

@@ -8,9 +8,9 @@ use std::path::Path;
 use super::{
     seconds, CapacityPoint, DenialReport, ExperimentReport, FaultGroup, FaultReport, FaultStatus,
     HostVerdict, LogReport, NotificationReport, NotificationStatus, PreflightReport, Report,
-    RunOutcome, StopReport, VictimReport, VictimStatus,
+    RunOutcome, SteadyReading, SteadyStateReport, StopReport, VictimReport, VictimStatus,
 };
-use crate::journal::{Entry, Event, PluginOutcome, Replay};
+use crate::journal::{Entry, Event, PluginOutcome, Replay, SteadyPhase};
 use crate::limits::Limits;
 
 /// A report being read from a journal.
@@ -48,6 +48,7 @@ impl Reader {
                 capacity: Vec::new(),
                 faults: Vec::new(),
                 last_clock_ms: replay.entries.last().map_or(0, |e| e.clock_ms),
+                steady_state: Vec::new(),
             },
             experiments: BTreeMap::new(),
             started_at: BTreeMap::new(),
@@ -258,6 +259,39 @@ impl Reader {
                 error,
                 limit,
             ),
+            Event::SteadyState {
+                name,
+                phase,
+                held,
+                saw,
+            } => {
+                let reading = SteadyReading {
+                    held: *held,
+                    saw: saw.clone(),
+                    at_seconds: seconds(entry.clock_ms),
+                };
+                let at = match self
+                    .report
+                    .steady_state
+                    .iter()
+                    .position(|s| &s.name == name)
+                {
+                    Some(at) => at,
+                    None => {
+                        self.report.steady_state.push(SteadyStateReport {
+                            name: name.clone(),
+                            before: None,
+                            after: None,
+                        });
+                        self.report.steady_state.len() - 1
+                    }
+                };
+                let check = &mut self.report.steady_state[at];
+                match phase {
+                    SteadyPhase::Before => check.before.get_or_insert(reading),
+                    SteadyPhase::After => check.after.get_or_insert(reading),
+                };
+            }
             Event::StopTripped {
                 condition,
                 paused,
