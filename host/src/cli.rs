@@ -895,7 +895,7 @@ pub fn describe(plugin: &Plugin) -> String {
     let _ = writeln!(
         out,
         "limits:  fuel {}, memory {} MiB, stack {} KiB, timeout {} s, host calls {}, {} KiB per call",
-        limits.fuel, limits.memory_mib, limits.stack_kib, limits.timeout_secs, limits.host_calls, limits.host_call_kib
+        text::thousands(limits.fuel), limits.memory_mib, limits.stack_kib, limits.timeout_secs, text::thousands(limits.host_calls), limits.host_call_kib
     );
     out
 }

@@ -233,6 +233,9 @@ impl Daemon {
                     self.config.path.display()
                 );
             };
+            if let Some(metrics) = &self.metrics {
+                metrics.set_next_slot(next.at as f64 / 1000.0);
+            }
             if until.is_some_and(|until| next.at >= until) {
                 break;
             }
@@ -550,6 +553,9 @@ pub struct Simulation {
     pub kills: u32,
     /// Per-group figures, by name.
     pub groups: Vec<SimulatedGroup>,
+    /// Checks the simulation left out: PromQL asks the operator's
+    /// Prometheus about now, not about the simulated days.
+    pub left_out: Vec<String>,
     /// Every kill, for `--html`.
     #[serde(skip)]
     pub kill_points: Vec<history::KillPoint>,
@@ -612,6 +618,23 @@ pub async fn simulate(
     let mut config = config.clone();
     config.state_dir = Some(scratch.path().join("state"));
     config.journal_dir = Some(scratch.path().join("journal"));
+    // The operator's Prometheus knows today, not the simulated weeks: its
+    // checks are left out, and the simulation says so.
+    let mut left_out: Vec<String> = Vec::new();
+    config.stop_conditions.retain(|name, condition| {
+        let keep = !matches!(condition, crate::config::StopCondition::Prometheus { .. });
+        if !keep {
+            left_out.push(format!("stop condition {name}"));
+        }
+        keep
+    });
+    config.steady_state.retain(|name, check| {
+        let keep = !matches!(check, crate::config::SteadyState::Prometheus(_));
+        if !keep {
+            left_out.push(format!("steady state {name}"));
+        }
+        keep
+    });
     let cloud = Arc::new(SimCloud::from_fleet_file(&config.resolve(fleet), seed)?);
     cloud.keep_timeline(false);
     cloud.watch_floor(config.blast_radius.min_healthy_per_group);
@@ -713,6 +736,7 @@ pub async fn simulate(
         skipped,
         kills: u32::try_from(points.len()).unwrap_or(u32::MAX),
         groups,
+        left_out,
         kill_points: points,
         dates: (
             calendar.date_of(start_ms),
@@ -736,6 +760,13 @@ impl Simulation {
             .iter()
             .map(|(why, n)| format!("{n} {why}"))
             .collect();
+        if !self.left_out.is_empty() {
+            let _ = writeln!(
+                out,
+                "left out (PromQL asks the live Prometheus, not the simulated days): {}",
+                self.left_out.join(", ")
+            );
+        }
         let _ = writeln!(
             out,
             "{} run(s), {} kill(s); skipped: {}",

@@ -70,6 +70,14 @@ pub enum Event {
         /// by it. (Journals of older hosts lack it.)
         #[serde(default, skip_serializing_if = "Option::is_none")]
         clock_origin_ms: Option<i64>,
+        /// Who ran it: the user and the machine. (Journals of older hosts
+        /// lack it.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        operator: Option<String>,
+        /// What it ran against: the backend's account, region and
+        /// endpoint, as the backend names them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
     },
     /// An experiment began with this plugin.
     ExperimentStarted {

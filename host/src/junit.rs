@@ -418,6 +418,8 @@ mod tests {
                     config: "c".into(),
                     host_version: "0".into(),
                     clock_origin_ms: Some(0),
+                    operator: None,
+                    target: None,
                 },
             )
             .unwrap();

@@ -25,7 +25,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::cloud::ApiCalls;
-use crate::report::{HostVerdict, Report, VictimStatus};
+use crate::report::{HostVerdict, Report, RunOutcome, VictimStatus};
 use crate::text;
 
 /// Longest label value kept, in bytes.
@@ -63,6 +63,7 @@ impl EncodeLabelValue for LabelText {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TerminationLabels {
     group: LabelText,
+    zone: LabelText,
     plugin: LabelText,
     dry_run: LabelText,
 }
@@ -70,6 +71,12 @@ struct TerminationLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupLabels {
     group: LabelText,
+    plugin: LabelText,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: LabelText,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -119,7 +126,9 @@ pub struct Metrics {
     api_calls: Family<ApiLabels, Counter>,
     runs: Family<OutcomeLabels, Counter>,
     last_run: Gauge<f64, std::sync::atomic::AtomicU64>,
+    next_slot: Gauge<f64, std::sync::atomic::AtomicU64>,
     paused: Gauge,
+    build_info: Family<BuildLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -141,9 +150,27 @@ impl Metrics {
             api_calls: Family::default(),
             runs: Family::default(),
             last_run: Gauge::default(),
+            next_slot: Gauge::default(),
             paused: Gauge::default(),
+            build_info: Family::default(),
             registry: Registry::with_prefix("wasmonkey"),
         };
+        metrics
+            .build_info
+            .get_or_create(&BuildLabels {
+                version: LabelText::new(env!("CARGO_PKG_VERSION")),
+            })
+            .set(1);
+        // Every outcome from the start: an alert on `increase(...)` sees
+        // the first failed run, not a series born at 1.
+        for outcome in RunOutcome::ALL {
+            drop(metrics.runs.get_or_create(&OutcomeLabels {
+                outcome: LabelText::new(outcome.name()),
+            }));
+        }
+        drop(metrics.trips.get_or_create(&ConditionLabels {
+            condition: LabelText::new(crate::guard::KILL_SWITCH),
+        }));
         let registry = &mut metrics.registry;
         registry.register(
             "terminations",
@@ -193,33 +220,78 @@ impl Metrics {
             "1 while the kill switch is set",
             metrics.paused.clone(),
         );
+        registry.register_with_unit(
+            "next_slot_timestamp",
+            "When the daemon's next slot is due, Unix time (0 before it knows)",
+            prometheus_client::registry::Unit::Seconds,
+            metrics.next_slot.clone(),
+        );
+        registry.register(
+            "build_info",
+            "1, labelled with the host's version",
+            metrics.build_info.clone(),
+        );
         metrics
+    }
+
+    /// Every metric, with the series a config makes known at zero: each
+    /// stop condition's trips (and the steady state's), and for each group
+    /// the scope names literally (no glob), with each plugin of its
+    /// experiments, its not-recovered count and recovery histogram.
+    pub fn for_config(config: &crate::config::Config) -> Metrics {
+        let metrics = Metrics::new();
+        let conditions = config.stop_conditions.keys().map(String::as_str);
+        let steady = (!config.steady_state.is_empty()).then_some("steady-state");
+        for condition in conditions.chain(steady) {
+            drop(metrics.trips.get_or_create(&ConditionLabels {
+                condition: LabelText::new(condition),
+            }));
+        }
+        let literal = |g: &&String| !g.contains(['*', '?', '[']);
+        let plugins: std::collections::BTreeSet<&str> = config
+            .experiments
+            .iter()
+            .map(|e| e.plugin.as_str())
+            .collect();
+        for group in config.scope.groups.iter().filter(literal) {
+            for plugin in &plugins {
+                let labels = GroupLabels {
+                    group: LabelText::new(group),
+                    plugin: LabelText::new(plugin),
+                };
+                drop(metrics.not_recovered.get_or_create(&labels));
+                drop(metrics.recovery.get_or_create(&labels));
+            }
+        }
+        metrics
+    }
+
+    /// When the daemon's next slot is due, Unix time.
+    pub(crate) fn set_next_slot(&self, unix_secs: f64) {
+        self.next_slot.set(unix_secs);
     }
 
     /// Count a run's report, ended at `ended_unix_secs`.
     pub(crate) fn record_run(&self, report: &Report, ended_unix_secs: f64) {
         for v in &report.victims {
             let group = LabelText::new(v.group.as_deref().unwrap_or(""));
+            let plugin = LabelText::new(&v.plugin);
             if matches!(v.status, VictimStatus::Terminated | VictimStatus::DryRun) {
                 self.terminations
                     .get_or_create(&TerminationLabels {
                         group: group.clone(),
-                        plugin: LabelText::new(&v.plugin),
+                        zone: LabelText::new(&v.zone),
+                        plugin: plugin.clone(),
                         dry_run: LabelText::new(if v.dry_run { "true" } else { "false" }),
                     })
                     .inc();
             }
+            let labels = GroupLabels { group, plugin };
             if let Some(seconds) = v.recovery_seconds {
-                self.recovery
-                    .get_or_create(&GroupLabels {
-                        group: group.clone(),
-                    })
-                    .observe(seconds);
+                self.recovery.get_or_create(&labels).observe(seconds);
             }
             if v.host_verdict == HostVerdict::NotRecovered {
-                self.not_recovered
-                    .get_or_create(&GroupLabels { group })
-                    .inc();
+                self.not_recovered.get_or_create(&labels).inc();
             }
         }
         for experiment in &report.experiments {

@@ -12,6 +12,10 @@ macro_rules! named {
         }
 
         impl $name {
+            /// Every variant, in declaration order.
+            #[allow(dead_code, reason = "not every named enum is listed whole")]
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
             /// Its name.
             pub fn name(self) -> &'static str {
                 match self {

@@ -299,7 +299,7 @@ impl Plan {
                         one_line(&e.plugin),
                         one_line(e.version.as_deref().unwrap_or("?")),
                         e.grants.join(", "),
-                        l.fuel,
+                        crate::text::thousands(l.fuel),
                         l.memory_mib,
                         l.timeout_secs
                     );

@@ -81,6 +81,21 @@ pub struct Report {
     /// Epoch ms of the run clock's 0 (for journals that lack it, the first
     /// entry's wall time less its clock).
     pub clock_origin_ms: Option<i64>,
+    /// The run config's path.
+    pub config: Option<String>,
+    /// The version of the host that ran it.
+    pub host_version: Option<String>,
+    /// Who ran it (user@machine).
+    pub operator: Option<String>,
+    /// What it ran against: account, region and endpoint, as the backend
+    /// names them.
+    pub target: Option<String>,
+    /// When the journal began and ended, wall clock (RFC 3339, UTC).
+    pub started_at: Option<String>,
+    /// See `started_at`.
+    pub ended_at: Option<String>,
+    /// Wall-clock seconds from the journal's first entry to its last.
+    pub wall_seconds: Option<f64>,
     /// False when the journal ends before the run finished.
     pub complete: bool,
     /// Whether the operator interrupted it (Ctrl-C).
@@ -324,6 +339,10 @@ pub struct ExperimentReport {
     pub version: String,
     /// The plugin component's sha256.
     pub sha256: String,
+    /// Every parameter it ran with, the operator's value or the default.
+    pub params: std::collections::BTreeMap<String, serde_json::Value>,
+    /// What it was allowed to do.
+    pub grants: Vec<String>,
     /// Whether the journal records its end.
     pub finished: bool,
     /// The plugin's summary.
@@ -443,6 +462,8 @@ impl ExperimentReport {
             plugin: plugin.to_owned(),
             version: version.to_owned(),
             sha256: String::new(),
+            params: std::collections::BTreeMap::new(),
+            grants: Vec::new(),
             finished: false,
             summary: None,
             error: None,
@@ -455,6 +476,35 @@ impl ExperimentReport {
             finished_clock_ms: None,
             logs: Vec::new(),
         }
+    }
+}
+
+/// The most bytes of a table cell: a longer name is cut, and the cut marked.
+const CELL: usize = 64;
+
+/// Rows under a header, each column as wide as its widest cell; the fifth
+/// (a duration) right-aligned. Cells are already made safe.
+fn table<const N: usize>(out: &mut String, header: [&str; N], rows: Vec<[String; N]>) {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: [&str; N]| {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if i == 4 {
+                let _ = write!(text, "  {cell:>width$}");
+            } else {
+                let _ = write!(text, "  {cell:<width$}");
+            }
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
+    };
+    line(header);
+    for row in &rows {
+        line(row.each_ref().map(String::as_str));
     }
 }
 
@@ -635,6 +685,19 @@ impl Report {
             safe(self.backend.as_deref().unwrap_or("?")),
             self.seed.map_or("?".to_string(), |s| s.to_string()),
         );
+        if let (Some(started), Some(ended)) = (&self.started_at, &self.ended_at) {
+            let _ = writeln!(
+                out,
+                "started {started}, ended {ended} ({:.1} s){}{}",
+                self.wall_seconds.unwrap_or(0.0),
+                self.operator
+                    .as_deref()
+                    .map_or(String::new(), |o| format!(", by {}", safe(o))),
+                self.target
+                    .as_deref()
+                    .map_or(String::new(), |t| format!(", on {}", safe(t))),
+            );
+        }
         if let Some(stop) = &self.stopped {
             let _ = writeln!(
                 out,
@@ -677,26 +740,30 @@ impl Report {
             if victims.is_empty() {
                 let _ = writeln!(out, "  no victims");
             } else {
-                let _ = writeln!(
-                    out,
-                    "  {:<21} {:<14} {:<12} {:<10} {:>10}  {:<14} plugin",
-                    "instance", "group", "zone", "status", "recovery", "host verdict"
-                );
-            }
-            for v in victims {
-                let recovery = v
-                    .recovery_seconds
-                    .map_or("-".to_string(), |s| format!("{s:.1} s"));
-                let _ = writeln!(
-                    out,
-                    "  {:<21} {:<14} {:<12} {:<10} {:>10}  {:<14} {}",
-                    safe(&v.instance_id),
-                    safe(v.group.as_deref().unwrap_or("-")),
-                    safe(&v.zone),
-                    v.status,
-                    recovery,
-                    v.host_verdict,
-                    safe(v.plugin_verdict.as_deref().unwrap_or("-")),
+                let rows = victims.iter().map(|v| {
+                    [
+                        text::shown(&v.instance_id, CELL),
+                        text::shown(v.group.as_deref().unwrap_or("-"), CELL),
+                        text::shown(&v.zone, CELL),
+                        v.status.to_string(),
+                        v.recovery_seconds
+                            .map_or("-".to_string(), |s| format!("{s:.1} s")),
+                        v.host_verdict.to_string(),
+                        text::shown(v.plugin_verdict.as_deref().unwrap_or("-"), CELL),
+                    ]
+                });
+                table(
+                    &mut out,
+                    [
+                        "instance",
+                        "group",
+                        "zone",
+                        "status",
+                        "recovery",
+                        "host verdict",
+                        "plugin",
+                    ],
+                    rows.collect(),
                 );
             }
             for f in self
@@ -789,5 +856,64 @@ impl Report {
         }
         let _ = writeln!(out, "\njournal: {}", safe(&self.journal));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Columns are as wide as their widest cell: a long group name moves the
+    /// columns after it on every row alike, and durations line up on the
+    /// right.
+    #[test]
+    fn a_tables_columns_fit_their_widest_cell() {
+        let row = |group: &str, recovery: &str| {
+            [
+                "i-1",
+                group,
+                "us-east-1a",
+                "terminated",
+                recovery,
+                "recovered",
+                "-",
+            ]
+            .map(str::to_owned)
+        };
+        let mut out = String::new();
+        table(
+            &mut out,
+            [
+                "instance",
+                "group",
+                "zone",
+                "status",
+                "recovery",
+                "host verdict",
+                "plugin",
+            ],
+            vec![
+                row("checkout-web-production", "40.0 s"),
+                row("api", "120.5 s"),
+            ],
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        let zone_at: Vec<usize> = lines
+            .iter()
+            .map(|l| l.find("zone").or_else(|| l.find("us-east-1a")).unwrap())
+            .collect();
+        assert!(zone_at.iter().all(|&at| at == zone_at[0]), "{out}");
+        let end_of = |l: &str, s: &str| l.find(s).map(|at| at + s.len()).unwrap();
+        assert_eq!(
+            end_of(lines[1], "40.0 s"),
+            end_of(lines[2], "120.5 s"),
+            "{out}"
+        );
+        assert_eq!(
+            end_of(lines[0], "recovery"),
+            end_of(lines[2], "120.5 s"),
+            "{out}"
+        );
     }
 }

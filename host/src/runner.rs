@@ -191,6 +191,8 @@ pub async fn run_on(
             config: config.path.display().to_string(),
             host_version: env!("CARGO_PKG_VERSION").to_owned(),
             clock_origin_ms: Some(origin_ms),
+            operator: Some(operator()),
+            target: Some(cloud.identity()),
         },
     )?;
     check_before_start(&guard, &view, &journal).await?;
@@ -386,6 +388,17 @@ fn spacing_for(
         Some(end) => spacing.until(end),
         None => spacing,
     })))
+}
+
+/// Who runs this process: the login name (`$USER`, else the user id) at
+/// the machine's name, for the journal's first entry.
+fn operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()));
+    let host = rustix::system::uname();
+    let host = host.nodename().to_string_lossy();
+    text::shown(&format!("{user}@{host}"), 256)
 }
 
 fn epoch_ms_now() -> i64 {

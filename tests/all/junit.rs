@@ -195,7 +195,10 @@ fn a_simulation_has_a_case_per_kill_failed_when_it_did_not_recover() {
         "",
         "[[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\nparams = { probability = 0.5, poll-secs = 1 }\nwhen = \"daily\"\n",
     )
-    .replace("timeout_secs = 600", "timeout_secs = 30");
+    .replace("timeout_secs = 600", "timeout_secs = 30")
+        // A Prometheus nobody serves: the simulation leaves its checks out
+        // (had it asked, every slot would have stopped before acting).
+        + "\n[prometheus]\nurl = \"http://127.0.0.1:9\"\n[stop_conditions.errors]\nkind = \"prometheus\"\nquery = \"up\"\nbelow = 1\n";
     let setup = support::setup(support::FLEET, &support::plugin_dir(), &body);
     let file = setup.dir.path().join("simulation.xml");
     let output = Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
@@ -216,6 +219,10 @@ fn a_simulation_has_a_case_per_kill_failed_when_it_did_not_recover() {
         .output()
         .expect("wasmonkey runs");
     let simulation = support::json_report(&output);
+    assert_eq!(
+        simulation["left_out"],
+        serde_json::json!(["stop condition errors"])
+    );
     let junit = read(&file);
     check_counts(&junit);
     let kills = simulation["kills"].as_u64().expect("kills");

@@ -15,6 +15,7 @@ mod brakes;
 mod cli;
 mod conformance;
 mod denials;
+mod docs;
 mod exit_codes;
 #[cfg(feature = "aws")]
 mod fault_proxy;

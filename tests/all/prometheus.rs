@@ -74,9 +74,9 @@ fn serve(mut stream: TcpStream, errors: &AtomicU64, hold: Duration) {
     );
 }
 
-/// A Prometheus server on loopback scraping the app every second; killed
-/// when dropped.
-struct Prometheus {
+/// A Prometheus server on loopback scraping one target every second;
+/// killed when dropped.
+pub(crate) struct Prometheus {
     child: Child,
     url: String,
     _dir: tempfile::TempDir,
@@ -95,18 +95,19 @@ fn free_port() -> u16 {
 }
 
 impl Prometheus {
-    async fn start(app: &App) -> Prometheus {
+    /// Start one scraping `127.0.0.1:port`, and wait for its first scrape.
+    pub(crate) async fn start(port: u16) -> Prometheus {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-                app.port
+                port
             ),
         )
         .expect("write config");
-        let port = free_port();
+        let own = free_port();
         let program =
             std::env::var("WASMONKEY_PROMETHEUS").unwrap_or_else(|_| "prometheus".to_owned());
         let child = Command::new(&program)
@@ -115,7 +116,7 @@ impl Prometheus {
                 "--storage.tsdb.path={}",
                 dir.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.listen-address=127.0.0.1:{own}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -124,22 +125,51 @@ impl Prometheus {
             });
         let prometheus = Prometheus {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://127.0.0.1:{own}"),
             _dir: dir,
         };
-        prometheus.wait_for_errors(0).await;
+        let started = Instant::now();
+        while prometheus.value("up").await != Some(1.0) {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "Prometheus at {} never scraped 127.0.0.1:{port}",
+                prometheus.url
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         prometheus
+    }
+
+    /// Prometheus's answer to an instant query, whole (its API's JSON).
+    pub(crate) async fn query(&self, expr: &str) -> serde_json::Value {
+        self.try_query(expr)
+            .await
+            .unwrap_or_else(|| panic!("Prometheus at {} does not answer {expr}", self.url))
+    }
+
+    /// [`Prometheus::query`], or none while the server does not answer.
+    async fn try_query(&self, expr: &str) -> Option<serde_json::Value> {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v1/query", self.url))
+            .form(&[("query", expr)])
+            .send()
+            .await
+            .ok()?;
+        let body = response.bytes().await.ok()?;
+        serde_json::from_slice(&body).ok()
+    }
+
+    /// The value of the first series `expr` gives, if it gives one.
+    pub(crate) async fn value(&self, expr: &str) -> Option<f64> {
+        self.try_query(expr).await?["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
     }
 
     /// `app_errors` as Prometheus has it now, if it has a sample.
     async fn errors(&self) -> Option<f64> {
-        let url = format!("{}/api/v1/query?query=app_errors", self.url);
-        let body = reqwest::get(url).await.ok()?.bytes().await.ok()?;
-        let answer: serde_json::Value = serde_json::from_slice(&body).ok()?;
-        answer["data"]["result"][0]["value"][1]
-            .as_str()?
-            .parse()
-            .ok()
+        self.value("app_errors").await
     }
 
     /// Wait until Prometheus has scraped `app_errors` at `value`.
@@ -210,7 +240,8 @@ fn steady(events: &[Event]) -> Vec<(String, SteadyPhase, Option<bool>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promql_stop_condition_trips_mid_run_and_stops_later_terminations() {
     let app = App::start(Duration::from_secs(4));
-    let prometheus = Prometheus::start(&app).await;
+    let prometheus = Prometheus::start(app.port).await;
+    prometheus.wait_for_errors(0).await;
     let (setup, web) = setup(
         &prometheus,
         &app,
@@ -237,7 +268,8 @@ async fn a_promql_stop_condition_trips_mid_run_and_stops_later_terminations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_steady_state_is_read_before_and_after_and_gates_the_run() {
     let app = App::start(Duration::from_secs(4));
-    let prometheus = Prometheus::start(&app).await;
+    let prometheus = Prometheus::start(app.port).await;
+    prometheus.wait_for_errors(0).await;
     let rules =
         "[steady_state.errors]\nkind = \"prometheus\"\nquery = \"max(app_errors)\"\nabove = 0\n\
                  [steady_state.fleet]\nkind = \"target\"\ntarget = \"web-whole\"\n\

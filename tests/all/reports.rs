@@ -36,6 +36,11 @@ fn screenshot_dir() -> PathBuf {
 /// when asked. Flags that stop it reaching for the network this machine
 /// does not have.
 pub(crate) fn chromium(page: &Path, screenshot: Option<&Path>) -> String {
+    chromium_at(page, screenshot, 1100)
+}
+
+/// [`chromium`] with a window `width` pixels wide.
+fn chromium_at(page: &Path, screenshot: Option<&Path>, width: u32) -> String {
     let profile = tempfile::tempdir().expect("profile dir");
     let mut cmd = Command::new(program("WASMONKEY_CHROMIUM", "chromium"));
     cmd.args([
@@ -48,8 +53,8 @@ pub(crate) fn chromium(page: &Path, screenshot: Option<&Path>) -> String {
         "--disable-component-update",
         "--disable-sync",
         "--hide-scrollbars",
-        "--window-size=1100,1600",
     ])
+    .arg(format!("--window-size={width},1600"))
     .arg(format!("--user-data-dir={}", profile.path().display()));
     match screenshot {
         Some(png) => cmd.arg(format!("--screenshot={}", png.display())),
@@ -252,6 +257,8 @@ pub(crate) fn hostile_journal(path: &Path) {
                 config: EVIL.into(),
                 host_version: "0".into(),
                 clock_origin_ms: Some(0),
+                operator: Some(EVIL.into()),
+                target: Some(EVIL.into()),
             },
         )
         .unwrap();
@@ -446,4 +453,219 @@ pub(crate) fn kills_fill() -> String {
 
 pub(crate) fn recovery_fill() -> String {
     format!("fill=\"{}\"", colour::hex(colour::RECOVERY))
+}
+
+/// What the page's layout does, measured in Chromium: the report under
+/// test is copied with a measuring script (and without the policy that
+/// forbids scripts, which only the copy loses), which writes its findings
+/// into the `data-layout` attribute of the body.
+const MEASURE: &str = r#"<script>
+(() => {
+  const vw = document.documentElement.clientWidth;
+  const bad = [];
+  if (document.documentElement.scrollWidth > vw) {
+    bad.push('the page scrolls sideways: ' + document.documentElement.scrollWidth + ' > ' + vw);
+  }
+  for (const el of document.querySelectorAll('body *')) {
+    const r = el.getBoundingClientRect();
+    if (r.width > 0 && r.right > vw + 0.5) bad.push(el.tagName + ' past the window: ' + r.right);
+  }
+  for (const svg of document.querySelectorAll('svg')) {
+    const box = svg.getBoundingClientRect();
+    for (const t of svg.querySelectorAll('text')) {
+      const r = t.getBoundingClientRect();
+      if (r.left < box.left - 0.5 || r.right > box.right + 0.5) bad.push('label clipped: ' + t.textContent);
+    }
+    const marks = [...svg.querySelectorAll('polygon')].map(p => p.getBoundingClientRect());
+    for (let i = 0; i < marks.length; i++) for (let j = i + 1; j < marks.length; j++) {
+      const a = marks[i], b = marks[j];
+      const apart = a.right <= b.left || b.right <= a.left || a.bottom <= b.top || b.bottom <= a.top;
+      if (!apart) bad.push('two markers overlap at ' + a.left + ',' + a.top);
+    }
+  }
+  for (const el of document.querySelectorAll('td code, td.zone')) {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    if (range.getClientRects().length > 1) bad.push('wrapped: ' + el.textContent);
+  }
+  const used = document.body.getBoundingClientRect().width;
+  document.body.setAttribute('data-layout', JSON.stringify({ vw, used, bad: bad.slice(0, 20) }));
+})();
+</script>"#;
+
+/// The layout `page` gets in a window `width` pixels wide.
+fn layout(page: &Path, width: u32) -> serde_json::Value {
+    let html = std::fs::read_to_string(page).expect("the page");
+    let policy_start = html
+        .find("<meta http-equiv=\"Content-Security-Policy\"")
+        .expect("a policy");
+    let policy_end = policy_start + html[policy_start..].find('>').expect("closed") + 1;
+    let measured = format!("{}{}", &html[..policy_start], &html[policy_end..])
+        .replace("</body>", &format!("{MEASURE}</body>"));
+    let copy = page.with_extension(format!("measured-{width}.html"));
+    std::fs::write(&copy, measured).expect("write the copy");
+    let dom = chromium_at(&copy, None, width);
+    let attribute = dom
+        .split("data-layout=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("the measuring script did not run:\n{dom}"));
+    let json = attribute
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">");
+    serde_json::from_str(&json).unwrap_or_else(|err| panic!("{err}: {json}"))
+}
+
+/// Two victims of one group at one instant, with long names and a plugin's
+/// long unbroken text: the worst a report's layout meets.
+fn crowded_journal(path: &Path) {
+    let journal = Journal::create(path).unwrap();
+    journal
+        .append(
+            0,
+            None,
+            Event::RunStarted {
+                run_id: "crowded".into(),
+                backend: "sim".into(),
+                seed: 1,
+                dry_run: false,
+                config: "c.toml".into(),
+                host_version: "0".into(),
+                clock_origin_ms: Some(0),
+                operator: Some("ops@host".into()),
+                target: Some("sim".into()),
+            },
+        )
+        .unwrap();
+    let group = "checkout-web-production-eu-central-1";
+    let at = |ms| (ms, Some(0));
+    let mut entries = vec![(
+        at(0),
+        Event::ExperimentStarted {
+            plugin: "crowd".into(),
+            version: "1".into(),
+            sha256: "ab".repeat(32),
+            params: Default::default(),
+            grants: vec!["terminate".into()],
+            limits: Limits::default(),
+        },
+    )];
+    entries.push((
+        at(0),
+        Event::Capacity {
+            group: group.into(),
+            capacity: Capacity {
+                desired: 4,
+                in_service: 4,
+                ..Capacity::default()
+            },
+        },
+    ));
+    for id in ["i-0123456789abcdef0", "i-0fedcba9876543210"] {
+        entries.push((
+            at(0),
+            Event::TerminateIntent {
+                instance_id: id.into(),
+                group: Some(group.into()),
+                zone: "eu-central-1a".into(),
+                reason: "x".repeat(3000),
+                dry_run: false,
+            },
+        ));
+        entries.push((
+            at(0),
+            Event::TerminateDone {
+                instance_id: id.into(),
+                dry_run: false,
+                confirmed_after: None,
+            },
+        ));
+    }
+    for id in ["i-0123456789abcdef0", "i-0fedcba9876543210"] {
+        entries.push((
+            at(40_000),
+            Event::Recovered {
+                instance_id: id.into(),
+                group: group.into(),
+                recovery_ms: 40_000,
+                capacity: Capacity {
+                    desired: 4,
+                    in_service: 4,
+                    ..Capacity::default()
+                },
+            },
+        ));
+    }
+    entries.push((
+        at(41_000),
+        Event::ExperimentFinished {
+            plugin: "crowd".into(),
+            outcome: None,
+            error: None,
+            limit: None,
+        },
+    ));
+    entries.push(((41_000, None), Event::RunFinished { interrupted: false }));
+    for ((ms, experiment), event) in entries {
+        journal.append(ms, experiment, event).unwrap();
+    }
+}
+
+/// The run report in Chromium at 1,000 and 1,600 px: nothing past the
+/// window or clipped, no two termination markers over each other, ids and
+/// zones on one line, the page's width used; the header says when, how
+/// long, by whom, on what, with which plugin and parameters.
+#[test]
+fn the_run_report_fits_the_window_and_says_who_when_and_with_what() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, _, page, _) = example_run(dir.path());
+    let crowded = dir.path().join("crowded.jsonl");
+    crowded_journal(&crowded);
+    let crowded_page = dir.path().join("crowded.html");
+    report(&crowded, &[("--html", &crowded_page)]);
+    for width in [1000, 1600] {
+        for page in [&page, &crowded_page] {
+            let measured = layout(page, width);
+            assert_eq!(
+                measured["bad"],
+                serde_json::json!([]),
+                "{} at {width} px: {measured:#}",
+                page.display()
+            );
+            let used = measured["used"].as_f64().expect("used");
+            let window = measured["vw"].as_f64().expect("vw");
+            assert!(
+                used >= window.min(1500.0) - 64.0,
+                "{} at {width} px uses {used} of {window}",
+                page.display()
+            );
+        }
+        let png = screenshot_dir().join(format!("run-{width}.png"));
+        chromium_at(&page, Some(&png), width);
+        assert!(std::fs::metadata(&png).expect("screenshot").len() > 10_000);
+    }
+    let dom = chromium(&page, None);
+    let started = dom
+        .split("class=\"started\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .expect("started");
+    assert!(started.len() == 20 && started.ends_with('Z'), "{started}");
+    assert!(dom.contains("class=\"operator\""), "{dom}");
+    let user = std::env::var("USER").unwrap_or_default();
+    if !user.is_empty() {
+        assert!(dom.contains(&format!("{user}@")), "{dom}");
+    }
+    assert!(dom.contains("class=\"target\">sim<"), "{dom}");
+    let experiments = run["experiments"].as_array().expect("experiments");
+    for e in experiments {
+        let sha = e["sha256"].as_str().expect("sha256");
+        assert_eq!(sha.len(), 64);
+        assert!(dom.contains(sha), "{sha}");
+        for (name, _) in e["params"].as_object().expect("params") {
+            assert!(dom.contains(&format!("{name} = ")), "param {name}");
+        }
+    }
 }

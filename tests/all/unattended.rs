@@ -671,6 +671,165 @@ async fn the_daemon_counts_its_runs_on_metrics_that_promtool_accepts() {
         .expect("it did not panic");
 }
 
+/// The daemon's series, scraped by a real Prometheus server and read back
+/// through its HTTP API, are the kill history: per group and zone, each
+/// run, each recovery; every outcome is a series from the start; the
+/// dashboard in docs/ asks only for what the daemon exports, in PromQL
+/// the server accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_series_read_back_through_prometheus_are_its_history() {
+    use std::collections::BTreeMap;
+    use wasmonkey::metrics::http;
+
+    // A day between kills of a group: the day's second slot meets denials.
+    let lab = Lab::new(
+        &config("min_time_between_kills = \"1 workday\"", MONKEY_TWICE_A_DAY),
+        8,
+    );
+    let metrics = Arc::new(wasmonkey::metrics::Metrics::for_config(&lab.config));
+    let listener = http::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("a free port");
+    let address = listener.local_addr().unwrap();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let served = http::Served {
+        metrics: Arc::clone(&metrics),
+        switches: wasmonkey::kill_switch::Switches::none(),
+    };
+    let server = tokio::spawn(http::serve(listener, served, stop));
+    let start = at(MONDAY);
+    let until = start + 5 * DAY_MS;
+    let daemon = lab.daemon(start, 3).with_metrics(Arc::clone(&metrics));
+    let slots = lab.run(&daemon, until).await;
+    let ran = slots.iter().filter(|s| s.run_id.is_some()).count();
+    let kills = lab.kills();
+    assert!(!kills.is_empty());
+
+    let prometheus = crate::prometheus::Prometheus::start(address.port()).await;
+    let by = |expr: &'static str, label: &'static str| {
+        let prometheus = &prometheus;
+        async move {
+            let answer = prometheus.query(expr).await;
+            assert_eq!(answer["status"], "success", "{expr}: {answer:#}");
+            answer["data"]["result"]
+                .as_array()
+                .expect("a vector")
+                .iter()
+                .map(|s| {
+                    let key = s["metric"][label].as_str().unwrap_or("").to_owned();
+                    let value: f64 = s["value"][1]
+                        .as_str()
+                        .expect("a value")
+                        .parse()
+                        .expect("a number");
+                    (key, value)
+                })
+                .collect::<BTreeMap<String, f64>>()
+        }
+    };
+    assert_eq!(
+        prometheus.value("sum(wasmonkey_runs_total)").await,
+        Some(ran as f64)
+    );
+    let mut per_zone: BTreeMap<String, f64> = BTreeMap::new();
+    let mut per_group: BTreeMap<String, f64> = BTreeMap::new();
+    let mut recovered: BTreeMap<String, f64> = BTreeMap::new();
+    for kill in &kills {
+        let group = kill.group.clone().unwrap_or_default();
+        *per_zone.entry(kill.zone.clone()).or_default() += 1.0;
+        *per_group.entry(group.clone()).or_default() += 1.0;
+        if kill.recovery_ms.is_some() {
+            *recovered.entry(group).or_default() += 1.0;
+        }
+    }
+    assert_eq!(
+        by(
+            "sum by (zone) (wasmonkey_terminations_total{dry_run=\"false\"})",
+            "zone"
+        )
+        .await,
+        per_zone
+    );
+    assert_eq!(
+        by(
+            "sum by (group) (wasmonkey_terminations_total{dry_run=\"false\"})",
+            "group"
+        )
+        .await,
+        per_group
+    );
+    let counted = by("sum by (group) (wasmonkey_recovery_seconds_count)", "group").await;
+    assert_eq!(
+        counted
+            .into_iter()
+            .filter(|(_, n)| *n > 0.0)
+            .collect::<BTreeMap<_, _>>(),
+        recovered
+    );
+    let denied = lab.denials("min-time-between-kills");
+    assert!(denied > 0, "the second slot of a day is denied");
+    assert_eq!(
+        by("sum by (rule) (wasmonkey_denials_total)", "rule").await,
+        BTreeMap::from([("min-time-between-kills".to_owned(), denied as f64)])
+    );
+    // Every outcome is there before it is counted: alerts need no `or vector(0)`.
+    let outcomes = by("wasmonkey_runs_total", "outcome").await;
+    assert_eq!(outcomes.len(), 7, "{outcomes:?}");
+    assert_eq!(outcomes.get("stopped"), Some(&0.0));
+    let built = by("wasmonkey_build_info", "version").await;
+    assert_eq!(
+        built,
+        BTreeMap::from([(env!("CARGO_PKG_VERSION").to_owned(), 1.0)])
+    );
+    let next = prometheus
+        .value("wasmonkey_next_slot_timestamp_seconds")
+        .await
+        .expect("the next slot");
+    let next_ms = (next * 1000.0) as EpochMs;
+    assert!(
+        next_ms >= until && next_ms < until + 3 * DAY_MS,
+        "{next_ms} vs {until}"
+    );
+
+    // The dashboard: each panel's PromQL, Grafana's variables given values,
+    // runs on the server, and names only series the daemon exports.
+    let exported = get(address, "/metrics").await.1;
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(support::root().join("docs/grafana-dashboard.json"))
+            .expect("the dashboard"),
+    )
+    .expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 8);
+    for target in panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().expect("targets"))
+    {
+        let expr = target["expr"].as_str().expect("an expr");
+        let concrete = expr
+            .replace("$__rate_interval", "5m")
+            .replace("$__range", "1h");
+        let answer = prometheus.query(&concrete).await;
+        assert_eq!(answer["status"], "success", "{expr}: {answer:#}");
+        for name in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("wasmonkey_"))
+        {
+            // A family not yet counted is still declared (`# TYPE`).
+            let named = |line: &str| {
+                line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .any(|word| word == name)
+            };
+            assert!(
+                exported.lines().any(named),
+                "the dashboard asks for {name}, which the daemon does not export"
+            );
+        }
+    }
+    stop_tx.send(true).unwrap();
+    let _ = server.await;
+}
+
 /// `wasmonkey daemon` of `setup` (its config listening on a free port)
 /// with `env`, started; the child and where it serves `/metrics`.
 pub(crate) fn start_daemon(

@@ -263,7 +263,7 @@ pub(super) async fn daemon(
         .listen_address()
         .map_err(|err| anyhow::anyhow!("{}: {err}", config.path.display()))?;
     let (shared, path) = crate::history::open_shared(&config)?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::for_config(&config));
     // The switches of the backend the slots run on: the account's too.
     let switches = config.switches(crate::runner::backend(&config, seed).await?.as_ref())?;
     let daemon =

@@ -18,7 +18,7 @@ use crate::text;
 
 /// Most group lanes drawn per experiment; the victims table lists all.
 const MAX_LANES: usize = 12;
-const CHART_WIDTH: u32 = 960;
+const CHART_WIDTH: u32 = 1200;
 const LANE_HEIGHT: u32 = 150;
 
 /// The colours of the chart, named once so the legend and the DOM tests
@@ -120,7 +120,17 @@ fn header(report: &Report) -> Markup {
             tr { th { "Outcome" } td.outcome data-outcome=(report.outcome.name()) {
                 (report.outcome.name()) " (exit status " (report.outcome.exit_code()) ")"
             } }
-            tr { th { "Backend" } td { (safe(report.backend.as_deref().unwrap_or("?"))) } }
+            tr { th { "Started" } td.started { (report.started_at.as_deref().unwrap_or("?")) } }
+            tr { th { "Ended" } td.ended {
+                (report.ended_at.as_deref().unwrap_or("?"))
+                @if let Some(s) = report.wall_seconds { " (" (duration(s)) ")" }
+            } }
+            tr { th { "Run by" } td.operator { (safe(report.operator.as_deref().unwrap_or("?"))) } }
+            tr { th { "Backend" } td.target {
+                (safe(report.target.as_deref().or(report.backend.as_deref()).unwrap_or("?")))
+            } }
+            tr { th { "Config" } td { code { (safe(report.config.as_deref().unwrap_or("?"))) } } }
+            tr { th { "Host" } td { "wasmonkey " (safe(report.host_version.as_deref().unwrap_or("?"))) } }
             tr { th { "Seed" } td { (report.seed.map_or("?".to_owned(), |s| s.to_string())) } }
             tr { th { "Mode" } td { (mode) } }
             tr { th { "Journal" } td {
@@ -170,6 +180,20 @@ fn steady_state(report: &Report) -> Markup {
     }
 }
 
+/// `1 h 2 min 3 s`, `4.5 s`: a wall-clock span a person reads.
+fn duration(seconds: f64) -> String {
+    if seconds < 60.0 {
+        return format!("{seconds:.1} s");
+    }
+    let whole = seconds.round() as u64;
+    let (h, m, s) = (whole / 3600, whole / 60 % 60, whole % 60);
+    if h > 0 {
+        format!("{h} h {m} min {s} s")
+    } else {
+        format!("{m} min {s} s")
+    }
+}
+
 fn experiment_section(report: &Report, experiment: &ExperimentReport) -> Markup {
     let victims: Vec<&VictimReport> = report
         .victims
@@ -182,6 +206,19 @@ fn experiment_section(report: &Report, experiment: &ExperimentReport) -> Markup 
             h2 {
                 "Experiment " (experiment.index + 1) ": "
                 (safe(&experiment.plugin)) "@" (safe(&experiment.version))
+            }
+            table.plugin {
+                tr { th { "Component sha256" } td { code.sha256 { (safe(&experiment.sha256)) } } }
+                tr { th { "Grants" } td.grants {
+                    @if experiment.grants.is_empty() { "none" }
+                    @else { (safe(&experiment.grants.join(", "))) }
+                } }
+                tr { th { "Parameters" } td.params {
+                    @if experiment.params.is_empty() { "none" }
+                    @for (name, value) in &experiment.params {
+                        code.param { (safe(name)) " = " (text::shown(&value.to_string(), 512)) } " "
+                    }
+                } }
             }
             @if let Some(summary) = &experiment.summary {
                 p.summary { "Plugin's summary: " (safe(summary)) }
@@ -205,7 +242,7 @@ fn experiment_section(report: &Report, experiment: &ExperimentReport) -> Markup 
                             tr.victim {
                                 td { code { (safe(&v.instance_id)) } }
                                 td { (safe(v.group.as_deref().unwrap_or("-"))) }
-                                td { (safe(&v.zone)) }
+                                td.zone { (safe(&v.zone)) }
                                 td.num { (seconds_since(v.run_clock_ms, start)) }
                                 td { (v.status) }
                                 td.num { (v.recovery_seconds.map_or("-".to_owned(), |s| format!("{s:.1}"))) }
@@ -291,7 +328,7 @@ fn experiment_section(report: &Report, experiment: &ExperimentReport) -> Markup 
                         }
                     }
                     table {
-                        tr { th { "fuel" } td { (limits.fuel) } }
+                        tr { th { "fuel" } td { (text::thousands(limits.fuel)) } }
                         tr { th { "memory" } td { (limits.memory_mib) " MiB" } }
                         tr { th { "stack" } td { (limits.stack_kib) " KiB" } }
                         tr { th { "timeout" } td { (limits.timeout_secs) " s" } }
@@ -514,6 +551,8 @@ fn draw(
             let mut chart = ChartBuilder::on(&area)
                 .caption(safe(lane.group), ("sans-serif", 14))
                 .margin(6)
+                // Room for the last tick's label, centred on the right edge.
+                .margin_right(28)
                 .x_label_area_size(28)
                 .y_label_area_size(40)
                 .build_cartesian_2d(0.0..span.max(1.0), 0.0..top)
@@ -607,11 +646,28 @@ fn draw(
                     .or_else(|| in_service.iter().find(|&&(x, _)| x >= t))
                     .map_or(top - 1.0, |&(_, y)| y)
             };
-            chart
-                .draw_series(lane.victims.iter().map(|v| {
+            // Victims of one instant (a plugin that terminates several at
+            // once) are stacked, each visible, instead of drawn over each
+            // other.
+            let near = span / 150.0;
+            let mut placed: Vec<(f64, f64)> = Vec::new();
+            let markers: Vec<(f64, f64)> = lane
+                .victims
+                .iter()
+                .map(|v| {
                     let at = secs(v.run_clock_ms);
-                    TriangleMarker::new((at, level_at(at)), 7, colour::TERMINATION.filled())
-                }))
+                    let below = placed.iter().filter(|(x, _)| (x - at).abs() < near).count();
+                    let level = level_at(at) + below as f64 * (top / 8.0);
+                    placed.push((at, level));
+                    (at, level)
+                })
+                .collect();
+            chart
+                .draw_series(
+                    markers
+                        .into_iter()
+                        .map(|at| TriangleMarker::new(at, 7, colour::TERMINATION.filled())),
+                )
                 .map_err(|e| e.to_string())?;
         }
         root.present().map_err(|e| e.to_string())?;
@@ -620,10 +676,12 @@ fn draw(
 }
 
 const STYLE: &str = "
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1000px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2rem auto; padding: 0 1rem; max-width: 1500px; color: #222; }
 h1 { font-size: 1.5rem; } h2 { font-size: 1.25rem; margin-top: 2rem; } h3 { font-size: 1rem; }
 table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.9rem; }
-th, td { border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: left; vertical-align: top; }
+th, td { border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
+table.victims, table.faults, table.denials, table.notifications, section.steady-state table { width: 100%; }
+td code, td.num, td.zone, td.verdict { white-space: nowrap; overflow-wrap: normal; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.header th { background: #f5f5f5; }
 td.outcome[data-outcome=succeeded] { color: #1a7f37; font-weight: bold; }
@@ -632,7 +690,7 @@ td.verdict[data-verdict=not-recovered] { color: #b00020; }
 .stopped, .breached, .error { color: #b00020; font-weight: bold; }
 .held { color: #1b5e20; font-weight: bold; }
 .notes { background: #fff8e1; padding: 0.5rem 1rem; border-left: 4px solid #f0b400; }
-figure.timeline { margin: 1rem 0; } figure.timeline svg { max-width: 100%; height: auto; }
+figure.timeline { margin: 1rem 0; } figure.timeline svg { width: 100%; height: auto; }
 figcaption { font-size: 0.85rem; color: #555; }
 .legend { margin-right: 1rem; white-space: nowrap; }
 .swatch { display: inline-block; width: 0.8rem; height: 0.8rem; margin-right: 0.3rem; vertical-align: middle; }

@@ -35,6 +35,18 @@ impl Reader {
                 seed: None,
                 dry_run: None,
                 clock_origin_ms: None,
+                config: None,
+                host_version: None,
+                operator: None,
+                target: None,
+                started_at: replay.entries.first().map(|e| rfc3339(e.at)),
+                ended_at: replay.entries.last().map(|e| rfc3339(e.at)),
+                wall_seconds: match (replay.entries.first(), replay.entries.last()) {
+                    (Some(first), Some(last)) => {
+                        Some((last.at - first.at).as_seconds_f64().max(0.0))
+                    }
+                    _ => None,
+                },
                 complete: false,
                 interrupted: false,
                 stopped: None,
@@ -72,7 +84,10 @@ impl Reader {
                 seed,
                 dry_run,
                 clock_origin_ms,
-                ..
+                config,
+                host_version,
+                operator,
+                target,
             } => {
                 let written_ms =
                     i64::try_from(entry.at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
@@ -84,14 +99,25 @@ impl Reader {
                 report.backend = Some(backend.clone());
                 report.seed = Some(*seed);
                 report.dry_run = Some(*dry_run);
+                report.config = Some(config.clone());
+                report.host_version = Some(host_version.clone());
+                report.operator.clone_from(operator);
+                report.target.clone_from(target);
             }
             Event::ExperimentStarted {
                 plugin,
                 version,
                 sha256,
                 limits,
-                ..
-            } => self.experiment_started(index, entry.clock_ms, plugin, version, sha256, limits),
+                params,
+                grants,
+            } => {
+                self.experiment_started(index, entry.clock_ms, plugin, version, sha256, limits);
+                if let Some(started) = self.experiments.get_mut(&index) {
+                    started.params.clone_from(params);
+                    started.grants.clone_from(grants);
+                }
+            }
             Event::TerminateIntent {
                 instance_id,
                 group,
@@ -533,4 +559,12 @@ impl Reader {
             _ => {}
         }
     }
+}
+
+/// A wall-clock instant as RFC 3339 in UTC, to the second.
+fn rfc3339(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let at = at.replace_nanosecond(0).unwrap_or(at);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
