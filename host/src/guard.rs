@@ -259,6 +259,20 @@ impl Guard {
         out
     }
 
+    /// How long condition `name` has been broken, once that is
+    /// `grace_secs` or more: it counts from the first look that found it
+    /// broken, and starts again when a look finds it whole.
+    fn broken_for(&self, name: &str, broken: bool, now: Millis, grace_secs: f64) -> Option<f64> {
+        let mut state = self.state();
+        if !broken {
+            state.unhealthy_since.remove(name);
+            return None;
+        }
+        let since = *state.unhealthy_since.entry(name.to_owned()).or_insert(now);
+        let broken_ms = now.saturating_sub(since);
+        (broken_ms >= (grace_secs * 1000.0) as Millis).then(|| broken_ms as f64 / 1000.0)
+    }
+
     async fn ask_prometheus(
         &self,
         query: &crate::config::PromQuery,
@@ -342,36 +356,21 @@ impl Guard {
                 let health = crate::probe::check(view, spec, self.call_timeout)
                     .await
                     .map_err(|err| format!("checking target {target} failed: {err}"))?;
-                let mut state = self.state();
-                if health.healthy {
-                    state.unhealthy_since.remove(name);
-                    return Ok(None);
-                }
-                let since = *state.unhealthy_since.entry(name.to_owned()).or_insert(now);
-                let grace_ms = (grace_secs * 1000.0) as Millis;
-                let unhealthy_ms = now.saturating_sub(since);
-                Ok((unhealthy_ms >= grace_ms).then(|| {
+                let broken = self.broken_for(name, !health.healthy, now, *grace_secs);
+                Ok(broken.map(|seconds| {
                     format!(
-                        "target {target} unhealthy for {:.1} s (grace {grace_secs} s): {}",
-                        unhealthy_ms as f64 / 1000.0,
+                        "target {target} unhealthy for {seconds:.1} s (grace {grace_secs} s): {}",
                         health.detail
                     )
                 }))
             }
             StopCondition::Prometheus { query, grace_secs } => {
                 let reading = self.ask_prometheus(query).await?;
-                let mut state = self.state();
-                let Some(breach) = reading.breach else {
-                    state.unhealthy_since.remove(name);
-                    return Ok(None);
-                };
-                let since = *state.unhealthy_since.entry(name.to_owned()).or_insert(now);
-                let grace_ms = (grace_secs * 1000.0) as Millis;
-                let breached_ms = now.saturating_sub(since);
-                Ok((breached_ms >= grace_ms).then(|| {
+                let broken = self.broken_for(name, reading.breach.is_some(), now, *grace_secs);
+                Ok(broken.map(|seconds| {
                     format!(
-                        "{query} broken for {:.1} s (grace {grace_secs} s): {breach}",
-                        breached_ms as f64 / 1000.0
+                        "{query} broken for {seconds:.1} s (grace {grace_secs} s): {}",
+                        reading.breach.as_deref().unwrap_or("?")
                     )
                 }))
             }

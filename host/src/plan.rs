@@ -252,33 +252,11 @@ impl Plan {
         if self.stop_conditions.is_empty() {
             let _ = writeln!(out, "  none");
         }
-        for c in &self.stop_conditions {
-            let _ = writeln!(
-                out,
-                "  {}: {} — {}{}",
-                one_line(&c.name),
-                one_line(&c.rule),
-                c.state,
-                c.detail
-                    .as_ref()
-                    .map_or(String::new(), |d| format!(": {}", one_line(d)))
-            );
-        }
+        conditions(&mut out, &self.stop_conditions);
         if !self.steady_state.is_empty() {
             let _ = writeln!(out, "\nsteady state (before the run and after it):");
         }
-        for c in &self.steady_state {
-            let _ = writeln!(
-                out,
-                "  {}: {} — {}{}",
-                one_line(&c.name),
-                one_line(&c.rule),
-                c.state,
-                c.detail
-                    .as_ref()
-                    .map_or(String::new(), |d| format!(": {}", one_line(d)))
-            );
-        }
+        conditions(&mut out, &self.steady_state);
         let _ = writeln!(out, "\nexperiments:");
         for e in &self.experiments {
             match (&e.error, &e.limits) {
@@ -334,5 +312,21 @@ impl Plan {
             }
         }
         out
+    }
+}
+
+/// One line per condition: its name, rule, state and what was seen.
+fn conditions(out: &mut String, conditions: &[ConditionPlan]) {
+    for c in conditions {
+        let _ = writeln!(
+            out,
+            "  {}: {} — {}{}",
+            one_line(&c.name),
+            one_line(&c.rule),
+            c.state,
+            c.detail
+                .as_ref()
+                .map_or(String::new(), |d| format!(": {}", one_line(d)))
+        );
     }
 }

@@ -479,6 +479,17 @@ impl ExperimentReport {
     }
 }
 
+/// The text report's victims table.
+const VICTIM_COLUMNS: [&str; 7] = [
+    "instance",
+    "group",
+    "zone",
+    "status",
+    "recovery",
+    "host verdict",
+    "plugin",
+];
+
 /// The most bytes of a table cell: a longer name is cut, and the cut marked.
 const CELL: usize = 64;
 
@@ -752,19 +763,7 @@ impl Report {
                         text::shown(v.plugin_verdict.as_deref().unwrap_or("-"), CELL),
                     ]
                 });
-                table(
-                    &mut out,
-                    [
-                        "instance",
-                        "group",
-                        "zone",
-                        "status",
-                        "recovery",
-                        "host verdict",
-                        "plugin",
-                    ],
-                    rows.collect(),
-                );
+                table(&mut out, VICTIM_COLUMNS, rows.collect());
             }
             for f in self
                 .faults
@@ -883,15 +882,7 @@ mod tests {
         let mut out = String::new();
         table(
             &mut out,
-            [
-                "instance",
-                "group",
-                "zone",
-                "status",
-                "recovery",
-                "host verdict",
-                "plugin",
-            ],
+            VICTIM_COLUMNS,
             vec![
                 row("checkout-web-production", "40.0 s"),
                 row("api", "120.5 s"),

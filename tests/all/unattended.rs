@@ -600,25 +600,43 @@ async fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
     (status, response.text().await.expect("a body"))
 }
 
-#[tokio::test]
-async fn the_daemon_counts_its_runs_on_metrics_that_promtool_accepts() {
-    use wasmonkey::kill_switch::FileSwitch;
+/// `metrics` served on a free loopback port, with `switches` read at each
+/// scrape: its address, the sender that stops it, and its task.
+async fn serve_metrics(
+    metrics: &Arc<wasmonkey::metrics::Metrics>,
+    switches: wasmonkey::kill_switch::Switches,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
     use wasmonkey::metrics::http;
-
-    let lab = Lab::new(&config("", MONKEY_TWICE_A_DAY), 8);
-    let metrics = Arc::new(wasmonkey::metrics::Metrics::new());
-    let state = lab.setup.dir.path().join("state");
-    let switch = Arc::new(FileSwitch::new(&state));
     let listener = http::bind("127.0.0.1:0".parse().unwrap())
         .await
         .expect("a free port");
     let address = listener.local_addr().unwrap();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let served = http::Served {
-        metrics: Arc::clone(&metrics),
-        switches: wasmonkey::kill_switch::Switches::none().with(switch.clone()),
+        metrics: Arc::clone(metrics),
+        switches,
     };
-    let server = tokio::spawn(http::serve(listener, served, stop));
+    (
+        address,
+        stop_tx,
+        tokio::spawn(http::serve(listener, served, stop)),
+    )
+}
+
+#[tokio::test]
+async fn the_daemon_counts_its_runs_on_metrics_that_promtool_accepts() {
+    use wasmonkey::kill_switch::FileSwitch;
+
+    let lab = Lab::new(&config("", MONKEY_TWICE_A_DAY), 8);
+    let metrics = Arc::new(wasmonkey::metrics::Metrics::new());
+    let state = lab.setup.dir.path().join("state");
+    let switch = Arc::new(FileSwitch::new(&state));
+    let switches = wasmonkey::kill_switch::Switches::none().with(switch.clone());
+    let (address, stop_tx, server) = serve_metrics(&metrics, switches).await;
 
     let start = at(MONDAY);
     let daemon = lab.daemon(start, 3).with_metrics(Arc::clone(&metrics));
@@ -679,7 +697,6 @@ async fn the_daemon_counts_its_runs_on_metrics_that_promtool_accepts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemons_series_read_back_through_prometheus_are_its_history() {
     use std::collections::BTreeMap;
-    use wasmonkey::metrics::http;
 
     // A day between kills of a group: the day's second slot meets denials.
     let lab = Lab::new(
@@ -687,16 +704,8 @@ async fn the_daemons_series_read_back_through_prometheus_are_its_history() {
         8,
     );
     let metrics = Arc::new(wasmonkey::metrics::Metrics::for_config(&lab.config));
-    let listener = http::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("a free port");
-    let address = listener.local_addr().unwrap();
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let served = http::Served {
-        metrics: Arc::clone(&metrics),
-        switches: wasmonkey::kill_switch::Switches::none(),
-    };
-    let server = tokio::spawn(http::serve(listener, served, stop));
+    let switches = wasmonkey::kill_switch::Switches::none();
+    let (address, stop_tx, server) = serve_metrics(&metrics, switches).await;
     let start = at(MONDAY);
     let until = start + 5 * DAY_MS;
     let daemon = lab.daemon(start, 3).with_metrics(Arc::clone(&metrics));
