@@ -69,10 +69,15 @@ pub(crate) async fn read(
         })?;
         request = request.bearer_auth(token);
     }
-    let mut response = request
-        .send()
-        .await
-        .map_err(|err| format!("asking Prometheus at {url} failed: {}", without_url(&err)))?;
+    // Named by its origin only: a URL may carry credentials.
+    let origin = reqwest::Url::parse(&url)
+        .map_or_else(|_| "?".to_owned(), |u| u.origin().ascii_serialization());
+    let mut response = request.send().await.map_err(|err| {
+        format!(
+            "asking Prometheus at {origin} failed: {}",
+            without_url(&err)
+        )
+    })?;
     let status = response.status();
     let mut body = Vec::new();
     while let Some(chunk) = response
@@ -182,6 +187,21 @@ mod tests {
             above,
             below,
         }
+    }
+
+    /// An unreachable server is an error naming its origin, never the
+    /// credentials its URL may carry.
+    #[tokio::test]
+    async fn a_url_with_credentials_is_named_by_its_origin_only() {
+        let server = PrometheusConfig {
+            url: "http://ops:hunter2@127.0.0.1:9/prometheus".into(),
+            bearer_token_env: None,
+        };
+        let err = read(&server, &query(Some(0.0), None), Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(err.contains("http://127.0.0.1:9"), "{err}");
+        assert!(!err.contains("hunter2") && !err.contains("ops:"), "{err}");
     }
 
     #[test]

@@ -533,8 +533,9 @@ async fn check_before_start(
 
 /// Read every steady-state check and journal each reading. Before the run
 /// (and only when no brake is set already), one that does not hold or
-/// cannot be read stops the run before any action. After it, once the
-/// run's brakes let it act at all.
+/// cannot be read stops the run before any action. After it (not after an
+/// interrupted run, nor one the steady state itself stopped), for the
+/// report's verdict.
 async fn check_steady_state(
     config: &Config,
     guard: &Guard,
@@ -744,7 +745,10 @@ impl RunContext<'_> {
         if let Some(trip) = self.guard.unjournalled() {
             journal_trip(journal, cloud.now_ms(), trip)?;
         }
-        check_steady_state(config, self.guard, self.view, journal, SteadyPhase::After).await?;
+        // An operator's Ctrl-C is not kept waiting on more reads.
+        if !interrupted {
+            check_steady_state(config, self.guard, self.view, journal, SteadyPhase::After).await?;
+        }
         if self.steps_channel().is_some() {
             self.put_steps(Some(interrupted)).await?;
         } else if let Some(channel) = &config.report.channel {
