@@ -461,6 +461,50 @@ impl SteadyState {
     }
 }
 
+impl StopCondition {
+    /// What is wrong with it, each as (field, message), all at once.
+    fn problems(&self, targets: &BTreeMap<String, TargetConfig>) -> Vec<(&'static str, String)> {
+        let mut wrong = Vec::new();
+        let grace = |grace_secs: f64, wrong: &mut Vec<(&'static str, String)>| {
+            if !(grace_secs.is_finite() && grace_secs >= 0.0) {
+                wrong.push((
+                    "grace_secs",
+                    format!("grace_secs must be 0 or more, got {grace_secs}"),
+                ));
+            }
+        };
+        match self {
+            StopCondition::Alarm { alarms } => {
+                if alarms.is_empty() {
+                    wrong.push(("alarms", "alarms is empty".to_owned()));
+                }
+            }
+            StopCondition::Target { target, grace_secs } => {
+                if !targets.contains_key(target) {
+                    wrong.push((
+                        "target",
+                        format!("target {target:?} is not a [targets.{target}] entry"),
+                    ));
+                }
+                grace(*grace_secs, &mut wrong);
+            }
+            StopCondition::Recovery { within_secs } => {
+                if !(within_secs.is_finite() && *within_secs > 0.0) {
+                    wrong.push((
+                        "within_secs",
+                        format!("within_secs must be above 0, got {within_secs}"),
+                    ));
+                }
+            }
+            StopCondition::Prometheus { query, grace_secs } => {
+                wrong.extend(query.problems());
+                grace(*grace_secs, &mut wrong);
+            }
+        }
+        wrong
+    }
+}
+
 impl std::fmt::Display for StopCondition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -755,66 +799,18 @@ impl Config {
                 problem(at.clone(), format!("{at}: {wrong}"));
             }
         }
-        for (name, condition) in &self.stop_conditions {
-            let at = format!("stop_conditions.{name}");
-            let wrong = match condition {
-                StopCondition::Alarm { alarms } if alarms.is_empty() => {
-                    Some(("alarms", "alarms is empty".to_owned()))
-                }
-                StopCondition::Target { target, .. } if !self.targets.contains_key(target) => {
-                    Some((
-                        "target",
-                        format!("target {target:?} is not a [targets.{target}] entry"),
-                    ))
-                }
-                StopCondition::Target { grace_secs, .. }
-                    if !(grace_secs.is_finite() && *grace_secs >= 0.0) =>
-                {
-                    Some((
-                        "grace_secs",
-                        format!("grace_secs must be 0 or more, got {grace_secs}"),
-                    ))
-                }
-                StopCondition::Recovery { within_secs }
-                    if !(within_secs.is_finite() && *within_secs > 0.0) =>
-                {
-                    Some((
-                        "within_secs",
-                        format!("within_secs must be above 0, got {within_secs}"),
-                    ))
-                }
-                _ => None,
-            };
-            if let Some((field, message)) = wrong {
-                problem(format!("{at}.{field}"), format!("{at}: {message}"));
-            }
-            if let StopCondition::Prometheus { query, grace_secs } = condition {
-                let mut wrong = query.problems();
-                if !(grace_secs.is_finite() && *grace_secs >= 0.0) {
-                    wrong.push((
-                        "grace_secs",
-                        format!("grace_secs must be 0 or more, got {grace_secs}"),
-                    ));
-                }
-                for (field, message) in wrong {
-                    problem(format!("{at}.{field}"), format!("{at}: {message}"));
-                }
-            }
-        }
-        for (name, check) in &self.steady_state {
-            let at = format!("steady_state.{name}");
-            let wrong = match check {
-                SteadyState::Alarm { alarms } if alarms.is_empty() => {
-                    vec![("alarms", "alarms is empty".to_owned())]
-                }
-                SteadyState::Target { target } if !self.targets.contains_key(target) => vec![(
-                    "target",
-                    format!("target {target:?} is not a [targets.{target}] entry"),
-                )],
-                SteadyState::Prometheus(query) => query.problems(),
-                _ => Vec::new(),
-            };
-            for (field, message) in wrong {
+        // A steady-state check is checked as the stop condition it reads as.
+        let conditions = self
+            .stop_conditions
+            .iter()
+            .map(|(name, c)| (format!("stop_conditions.{name}"), c.clone()))
+            .chain(
+                self.steady_state
+                    .iter()
+                    .map(|(name, c)| (format!("steady_state.{name}"), c.as_condition())),
+            );
+        for (at, condition) in conditions {
+            for (field, message) in condition.problems(&self.targets) {
                 problem(format!("{at}.{field}"), format!("{at}: {message}"));
             }
         }

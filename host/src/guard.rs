@@ -26,6 +26,9 @@ pub(crate) const GRACE_MS: Millis = 5_000;
 /// The name a trip of the kill switch goes by.
 pub(crate) const KILL_SWITCH: &str = "kill-switch";
 
+/// The name a trip of the steady state, read before the run, goes by.
+pub(crate) const STEADY_STATE: &str = "steady-state";
+
 /// What stopped the run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Trip {

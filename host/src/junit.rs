@@ -352,26 +352,22 @@ pub fn render_simulation(simulation: &Simulation) -> anyhow::Result<String> {
             let when = jiff::Timestamp::from_millisecond(kill.killed_ms)
                 .map_or_else(|_| kill.killed_ms.to_string(), |t| t.to_string());
             let title = format!("{name} killed at {when} recovers");
-            let mut c = match kill.host_verdict {
-                HostVerdict::Recovered => case(&title, class, status(None, "")),
-                HostVerdict::NotRecovered => case(
-                    &title,
-                    class,
-                    status(
-                        Some(NonSuccessKind::Failure),
-                        "it did not recover within the recovery timeout",
-                    ),
+            let (kind, message) = match kill.host_verdict {
+                HostVerdict::Recovered => (None, ""),
+                HostVerdict::NotRecovered => (
+                    Some(NonSuccessKind::Failure),
+                    "it did not recover within the recovery timeout",
                 ),
-                HostVerdict::Pending => case(
-                    &title,
-                    class,
-                    status(
-                        Some(NonSuccessKind::Error),
-                        "its recovery was never decided",
-                    ),
+                HostVerdict::Pending => (
+                    Some(NonSuccessKind::Error),
+                    "its recovery was never decided",
                 ),
-                HostVerdict::Unchecked => skipped(&title, class, "dry run: not terminated"),
+                HostVerdict::Unchecked => {
+                    suite.add_test_case(skipped(&title, class, "dry run: not terminated"));
+                    continue;
+                }
             };
+            let mut c = case(&title, class, status(kind, message));
             if let Some(ms) = kill.recovery_ms.and_then(|ms| u64::try_from(ms).ok()) {
                 c.set_time(Duration::from_millis(ms));
             }

@@ -241,7 +241,7 @@ impl Metrics {
     pub fn for_config(config: &crate::config::Config) -> Metrics {
         let metrics = Metrics::new();
         let conditions = config.stop_conditions.keys().map(String::as_str);
-        let steady = (!config.steady_state.is_empty()).then_some("steady-state");
+        let steady = (!config.steady_state.is_empty()).then_some(crate::guard::STEADY_STATE);
         for condition in conditions.chain(steady) {
             drop(metrics.trips.get_or_create(&ConditionLabels {
                 condition: LabelText::new(condition),

@@ -17,7 +17,7 @@ use crate::cloud::view::FleetView;
 use crate::cloud::{ApiCalls, Cloud, TerminateVia};
 use crate::config::{BackendConfig, Config, ExperimentConfig};
 use crate::contract::{Outcome, RunError};
-use crate::guard::{BrakeState, Guard};
+use crate::guard::{BrakeState, Guard, STEADY_STATE};
 use crate::history::History;
 use crate::journal::{Event, Journal, PluginOutcome, PluginVictim, SteadyPhase};
 use crate::limits::{Limit, LimitBreach};
@@ -595,9 +595,6 @@ async fn check_steady_state(
     }
     Ok(())
 }
-
-/// The name a trip of the steady state before the run goes by.
-const STEADY_STATE: &str = "steady-state";
 
 fn journal_trip(journal: &Journal, at_ms: u64, trip: crate::guard::Trip) -> anyhow::Result<()> {
     tracing::warn!(condition = %trip.condition, "the run is stopped: {}", text::one_line(&trip.saw));
