@@ -202,6 +202,27 @@ fn default_opt_out() -> Option<TagSelector> {
     })
 }
 
+impl std::fmt::Display for ScopeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "groups {}", self.groups.join(", "))?;
+        if !self.tags.is_empty() {
+            let tags: Vec<String> = self.tags.iter().map(ToString::to_string).collect();
+            write!(f, "; tagged {}", tags.join(", "))?;
+        }
+        if let Some(opt_in) = &self.opt_in {
+            write!(f, "; opted in by {opt_in}")?;
+        }
+        if let Some(opt_out) = &self.opt_out {
+            write!(f, "; opted out by {opt_out}")?;
+        }
+        f.write_str(if self.standalone {
+            "; standalone instances too"
+        } else {
+            "; no standalone instance"
+        })
+    }
+}
+
 impl Default for ScopeConfig {
     fn default() -> Self {
         ScopeConfig {

@@ -392,12 +392,23 @@ pub async fn recover(state_dir: &Path, cloud: &dyn Cloud) -> anyhow::Result<Reco
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(recovered),
         Err(err) => anyhow::bail!("{}: cannot list owed undos: {err}", dir.display()),
     };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-        .take(MAX_OWED_FILES)
-        .collect();
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for entry in entries.filter_map(Result::ok).take(MAX_OWED_FILES) {
+        let path = entry.path();
+        match crate::files::partial_writer(&entry.file_name()) {
+            // Half written by a process killed before the rename: its
+            // fault was never applied (the file comes first), so the
+            // file is only litter.
+            Some(pid) if !alive(pid) => {
+                if let Err(err) = std::fs::remove_file(&path) {
+                    tracing::warn!("{}: left half written, not removed: {err}", path.display());
+                }
+            }
+            Some(_) => {}
+            None if path.extension().is_some_and(|ext| ext == "json") => paths.push(path),
+            None => {}
+        }
+    }
     paths.sort();
     for path in paths {
         let owed = crate::files::open_no_follow(&path, OWED_FILE_BYTES)
@@ -461,6 +472,31 @@ pub(crate) type SharedLedger = Arc<Ledger>;
 mod tests {
     use super::*;
     use crate::cloud::ScalingProcess;
+
+    #[tokio::test]
+    async fn recovery_clears_what_a_killed_writer_left_half_written_and_no_live_ones() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = owed_dir(state.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        // A process that has exited: its pid is not alive.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        let left = dir.join(format!(".partial-{gone_pid}-aB3d"));
+        let writing = dir.join(format!(".partial-{}-xY9z", std::process::id()));
+        for path in [&left, &writing] {
+            std::fs::write(path, b"{").unwrap();
+        }
+        let sim = crate::cloud::sim::SimCloud::new(Default::default(), 1).unwrap();
+        let recovered = recover(state.path(), &sim).await.unwrap();
+        assert!(!left.exists(), "a dead writer's half file stays");
+        assert!(writing.exists(), "a live writer's file was removed");
+        assert!(
+            recovered.unreadable.is_empty(),
+            "{:?}",
+            recovered.unreadable
+        );
+    }
 
     #[test]
     fn an_undo_names_the_command_that_finishes_it_by_hand() {

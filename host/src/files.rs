@@ -128,6 +128,17 @@ pub(crate) fn create_dir_with_mode(dir: &Path, mode: u32) -> std::io::Result<()>
 /// Write a whole file so that a reader (a browser, node_exporter's
 /// textfile collector) sees the old one or the new one, never half: a
 /// temporary file beside it, renamed over it.
+/// How [`write_atomic`]'s files begin until they are renamed into place:
+/// then the writer's pid and `-`.
+pub(crate) const PARTIAL_PREFIX: &str = ".partial-";
+
+/// The pid of the process that began writing `name`, when it is one of
+/// [`write_atomic`]'s half-written files.
+pub(crate) fn partial_writer(name: &std::ffi::OsStr) -> Option<u32> {
+    let rest = name.to_str()?.strip_prefix(PARTIAL_PREFIX)?;
+    rest.split('-').next()?.parse().ok()
+}
+
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use std::io::Write as _;
@@ -135,7 +146,11 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let mut file = tempfile::NamedTempFile::new_in(dir)
+    // Named for this process, so that what a killed one left half
+    // written can be told from what a live one is writing.
+    let mut file = tempfile::Builder::new()
+        .prefix(&format!("{PARTIAL_PREFIX}{}-", std::process::id()))
+        .tempfile_in(dir)
         .with_context(|| format!("{}: cannot create a file beside it", path.display()))?;
     file.write_all(bytes)
         .and_then(|()| file.as_file().sync_all())

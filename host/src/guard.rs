@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::cloud::view::FleetView;
 use crate::cloud::{AlarmState, Millis};
 use crate::config::{PrometheusConfig, SteadyState, StopCondition, TargetConfig};
+use crate::journal::{BrakeReading, BrakeReadingState};
 use crate::kill_switch::Switches;
 
 /// How long a plugin may go on, on the run's clock, once the run is
@@ -246,20 +247,96 @@ impl Guard {
         }
     }
 
-    /// Each condition's state now, tripping nothing: for `wasmonkey plan`.
-    pub(crate) async fn survey(
-        &self,
-        view: &FleetView,
-    ) -> Vec<(String, Result<Option<String>, String>)> {
+    /// Each condition's state now, tripping nothing: for `wasmonkey plan`,
+    /// and for the journal at the run's start and end.
+    pub(crate) async fn survey(&self, view: &FleetView) -> Vec<BrakeReading> {
         let now = view.cloud().now_ms();
         let mut out = Vec::new();
         for (name, condition) in &self.conditions {
-            out.push((
-                name.clone(),
-                self.look(name, condition, view, &[], now).await,
-            ));
+            let (state, saw) = match self.look(name, condition, view, &[], now).await {
+                Ok(None) => (BrakeReadingState::Clear, String::new()),
+                Ok(Some(saw)) => (BrakeReadingState::Tripped, saw),
+                Err(why) => (BrakeReadingState::Unknown, why),
+            };
+            out.push(BrakeReading {
+                name: name.clone(),
+                rule: condition.to_string(),
+                state,
+                saw,
+            });
         }
         out
+    }
+
+    /// Every brake now, for the journal: each kill switch, then each
+    /// condition (left unread when a switch is set: a paused run reads no
+    /// more). Trips nothing; [`Guard::trip_on`] acts on what it found.
+    pub(crate) async fn readings(&self, view: &FleetView) -> Vec<BrakeReading> {
+        let mut readings: Vec<BrakeReading> = self
+            .switches
+            .states(true)
+            .await
+            .into_iter()
+            .map(|state| BrakeReading {
+                name: KILL_SWITCH.to_owned(),
+                rule: format!("{} switch at {}", state.scope, state.location),
+                state: if state.pause.is_some() {
+                    BrakeReadingState::Tripped
+                } else {
+                    BrakeReadingState::Clear
+                },
+                saw: state
+                    .labelled_pause()
+                    .map_or(String::new(), |p| p.to_string()),
+            })
+            .collect();
+        if readings
+            .iter()
+            .any(|r| r.state == BrakeReadingState::Tripped)
+        {
+            readings.extend(
+                self.conditions
+                    .iter()
+                    .map(|(name, condition)| BrakeReading {
+                        name: name.clone(),
+                        rule: condition.to_string(),
+                        state: BrakeReadingState::NotRead,
+                        saw: "a kill switch is set".to_owned(),
+                    }),
+            );
+        } else {
+            readings.extend(self.survey(view).await);
+        }
+        readings
+    }
+
+    /// Stop the run as [`Guard::check`] would have on these readings: at
+    /// the first switch set or condition broken, or, when one could not be
+    /// read, because the run cannot tell whether it may act.
+    pub(crate) fn trip_on(&self, readings: &[BrakeReading], now: Millis) {
+        if let Some(first) = readings
+            .iter()
+            .find(|r| r.state == BrakeReadingState::Tripped)
+        {
+            let paused = first.name == KILL_SWITCH;
+            self.trip(&first.name, paused, first.saw.clone(), now);
+            return;
+        }
+        let unknown: Vec<String> = readings
+            .iter()
+            .filter(|r| r.state == BrakeReadingState::Unknown)
+            .map(|r| format!("stop condition {}: {}", r.name, r.saw))
+            .collect();
+        if !unknown.is_empty() {
+            self.stop(
+                "stop-conditions",
+                format!(
+                    "cannot tell whether the run may start: {}",
+                    unknown.join("; ")
+                ),
+                now,
+            );
+        }
     }
 
     /// How long condition `name` has been broken, once that is

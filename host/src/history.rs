@@ -1028,6 +1028,8 @@ mod tests {
             journal: format!("{run}.jsonl"),
             faults: Vec::new(),
             steady_state: Vec::new(),
+            in_force: None,
+            brakes: Vec::new(),
             experiments: Vec::new(),
             victims: kills
                 .iter()

@@ -37,14 +37,61 @@ pub struct Entry {
     pub event: Event,
 }
 
-/// When a steady-state check is read.
+/// When a check is read: a steady state, or the brakes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum SteadyPhase {
-    /// Before the first experiment: it must hold for the run to act.
+pub enum Phase {
+    /// Before the first experiment: a steady state must hold, and every
+    /// brake be clear, for the run to act.
     Before,
     /// After the last experiment and its recovery.
     After,
+}
+
+/// A brake's state, read at the run's start or end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BrakeReading {
+    /// The stop condition's name, or `kill-switch`.
+    pub name: String,
+    /// What it watches: the condition's rule, or the switch's scope and
+    /// where it is.
+    pub rule: String,
+    /// What was found.
+    pub state: BrakeReadingState,
+    /// What was seen, when it is not clear.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub saw: String,
+}
+
+crate::names::named! {
+    /// A brake's state at one reading.
+    BrakeReadingState {
+        /// The condition holds; the switch is clear.
+        Clear = "clear",
+        /// The condition is broken (past its grace); the switch is set.
+        Tripped = "tripped",
+        /// It could not be read: no termination while it cannot.
+        Unknown = "unknown",
+        /// Not read: a kill switch was set, and a paused run reads no more.
+        NotRead = "not-read",
+    }
+}
+
+/// A notification channel as the run checked it before it began.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelReading {
+    /// The channel's alias.
+    pub name: String,
+    /// Where it sends, with region and account; never a secret.
+    pub to: String,
+    /// `reachable`, `configured`, `unreachable` or `unchecked`.
+    pub state: String,
+    /// Why it cannot be reached, when it cannot.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// Whether the run starts without it.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// What happened.
@@ -78,6 +125,32 @@ pub enum Event {
         /// endpoint, as the backend names them.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target: Option<String>,
+    },
+    /// The rules the run is held to, as its plan found them before it
+    /// began: written once, after `run-started`.
+    InForce {
+        /// The scope, in a line: group patterns, tags, opt-in and opt-out.
+        scope: String,
+        /// What of the fleet was in scope at the start, or why it is
+        /// unknown.
+        in_scope: String,
+        /// The blast radius, in a line.
+        blast_radius: String,
+        /// Each notification channel, as checked before the run.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        channels: Vec<ChannelReading>,
+        /// Whether each termination of this dry run is asked of the cloud
+        /// first (`--preflight`).
+        #[serde(default)]
+        preflight: bool,
+    },
+    /// Every brake read at once: the kill switches and each stop condition,
+    /// before the run acts and after it.
+    Brakes {
+        /// `before` or `after`.
+        phase: Phase,
+        /// Each switch, then each condition.
+        readings: Vec<BrakeReading>,
     },
     /// An experiment began with this plugin.
     ExperimentStarted {
@@ -345,7 +418,7 @@ pub enum Event {
         /// The check's name (`[steady_state.NAME]`).
         name: String,
         /// `before` or `after`.
-        phase: SteadyPhase,
+        phase: Phase,
         /// Whether it held; none when it could not be told.
         held: Option<bool>,
         /// What was seen (or why it could not be told).

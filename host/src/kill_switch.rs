@@ -423,6 +423,22 @@ pub struct SwitchState {
     pub pause: Option<Pause>,
 }
 
+impl SwitchState {
+    /// Its pause, if set, its reason saying which switch holds it.
+    pub fn labelled_pause(self) -> Option<Pause> {
+        self.pause.map(|mut pause| {
+            pause.reason = format!(
+                "{}{}[{} switch {}]",
+                pause.reason,
+                if pause.reason.is_empty() { "" } else { " " },
+                self.scope,
+                self.location
+            );
+            pause
+        })
+    }
+}
+
 impl std::fmt::Display for SwitchState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.pause {
@@ -512,18 +528,10 @@ impl Switches {
 
     /// The first pause in force, saying which switch holds it.
     pub async fn paused(&self, remote: bool) -> Option<Pause> {
-        self.states(remote).await.into_iter().find_map(|state| {
-            state.pause.map(|mut pause| {
-                pause.reason = format!(
-                    "{}{}[{} switch {}]",
-                    pause.reason,
-                    if pause.reason.is_empty() { "" } else { " " },
-                    state.scope,
-                    state.location
-                );
-                pause
-            })
-        })
+        self.states(remote)
+            .await
+            .into_iter()
+            .find_map(SwitchState::labelled_pause)
     }
 }
 

@@ -103,23 +103,11 @@ pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Resu
         .survey(&view)
         .await
         .into_iter()
-        .map(|(name, state)| {
-            let rule = config
-                .stop_conditions
-                .get(&name)
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            let (state, detail) = match state {
-                Ok(None) => ("clear", None),
-                Ok(Some(saw)) => ("tripped", Some(saw)),
-                Err(why) => ("unknown", Some(why)),
-            };
-            ConditionPlan {
-                name,
-                rule,
-                state: state.into(),
-                detail,
-            }
+        .map(|reading| ConditionPlan {
+            name: reading.name,
+            rule: reading.rule,
+            state: reading.state.name().into(),
+            detail: (!reading.saw.is_empty()).then_some(reading.saw),
         })
         .collect();
     let mut steady_state = Vec::new();
@@ -213,15 +201,7 @@ impl Plan {
                 one_line(paused)
             );
         }
-        let r = &self.blast_radius;
-        let _ = writeln!(
-            out,
-            "\nblast radius: {} per experiment, {} per run, groups keep {} healthy and lose at most {} of desired",
-            r.max_terminations,
-            r.per_run(),
-            r.min_healthy_per_group,
-            r.max_fraction_per_group
-        );
+        let _ = writeln!(out, "\nblast radius: {}", self.blast_radius);
         let _ = writeln!(out, "\nin scope:");
         for g in &self.groups {
             let _ = writeln!(

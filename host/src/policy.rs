@@ -209,6 +209,29 @@ pub struct BlastRadius {
     pub min_time_between_kills: Option<KillGap>,
 }
 
+impl fmt::Display for BlastRadius {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} termination(s) per experiment, {} per run",
+            self.max_terminations,
+            self.per_run()
+        )?;
+        if let Some(per_group) = self.max_terminations_per_group_per_run {
+            write!(f, ", {per_group} per group per run")?;
+        }
+        write!(
+            f,
+            "; groups keep {} healthy and lose at most {} of desired",
+            self.min_healthy_per_group, self.max_fraction_per_group
+        )?;
+        if let Some(gap) = self.min_time_between_kills {
+            write!(f, "; a group's kills at least {} apart", String::from(gap))?;
+        }
+        Ok(())
+    }
+}
+
 impl Default for BlastRadius {
     fn default() -> Self {
         BlastRadius {

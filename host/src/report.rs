@@ -125,6 +125,63 @@ pub struct Report {
     pub last_clock_ms: u64,
     /// Each steady-state check, with its readings before and after.
     pub steady_state: Vec<SteadyStateReport>,
+    /// The rules the run was held to, as its plan found them at the start
+    /// (absent in journals of older hosts).
+    pub in_force: Option<InForce>,
+    /// Each brake (kill switch and stop condition), read at the start and
+    /// at the end.
+    pub brakes: Vec<BrakeReport>,
+}
+
+/// The rules a run was held to, as its plan found them at the start.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InForce {
+    /// The scope, in a line.
+    pub scope: String,
+    /// What of the fleet was in scope at the start.
+    pub in_scope: String,
+    /// The blast radius, in a line.
+    pub blast_radius: String,
+    /// Each notification channel, as checked before the run.
+    pub channels: Vec<crate::journal::ChannelReading>,
+    /// Whether each termination of a dry run was asked of the cloud first.
+    pub preflight: bool,
+}
+
+/// A brake, read at the run's start and end.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BrakeReport {
+    /// The stop condition's name, or `kill-switch`.
+    pub name: String,
+    /// What it watches.
+    pub rule: String,
+    /// Its reading before the run acted.
+    pub before: Option<BrakeSeen>,
+    /// Its reading after the run.
+    pub after: Option<BrakeSeen>,
+}
+
+impl BrakeReport {
+    /// A kill switch found clear whenever read: the text report leaves it
+    /// out (the HTML report lists every brake).
+    pub fn always_clear_switch(&self) -> bool {
+        use crate::journal::BrakeReadingState::Clear;
+        self.name == crate::guard::KILL_SWITCH
+            && [&self.before, &self.after]
+                .iter()
+                .all(|seen| seen.as_ref().is_none_or(|s| s.state == Clear))
+    }
+}
+
+/// One reading of a brake.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BrakeSeen {
+    /// What was found.
+    pub state: crate::journal::BrakeReadingState,
+    /// What was seen, when it was not clear.
+    pub saw: String,
+    /// When, on the run's clock, seconds.
+    pub at_seconds: f64,
 }
 
 /// A steady-state check of the run.
@@ -157,6 +214,17 @@ impl SteadyStateReport {
             Some(Some(false)) => "not held",
             Some(None) => "unknown",
             None => "not read",
+        }
+    }
+}
+
+impl BrakeSeen {
+    /// `clear`, `tripped (what was seen)`, or `not read`, for one reading.
+    pub fn shown(seen: Option<&BrakeSeen>) -> String {
+        match seen {
+            None => "not read".to_owned(),
+            Some(seen) if seen.saw.is_empty() => seen.state.name().to_owned(),
+            Some(seen) => format!("{} ({})", seen.state, text::shown(&seen.saw, 300)),
         }
     }
 }
@@ -716,6 +784,21 @@ impl Report {
                 safe(&stop.condition),
                 stop.at_seconds,
                 safe(&stop.saw)
+            );
+        }
+        if let Some(rules) = &self.in_force {
+            let _ = writeln!(out, "scope: {}", safe(&rules.scope));
+            let _ = writeln!(out, "in scope at the start: {}", safe(&rules.in_scope));
+            let _ = writeln!(out, "blast radius: {}", safe(&rules.blast_radius));
+        }
+        for brake in self.brakes.iter().filter(|b| !b.always_clear_switch()) {
+            let _ = writeln!(
+                out,
+                "brake {} ({}): at the start {}; at the end {}",
+                safe(&brake.name),
+                safe(&brake.rule),
+                BrakeSeen::shown(brake.before.as_ref()),
+                BrakeSeen::shown(brake.after.as_ref())
             );
         }
         for check in &self.steady_state {

@@ -95,6 +95,33 @@ impl<'a> RunPlan<'a> {
         })
     }
 
+    /// The rules the run is held to, as this plan found them, for the
+    /// journal: its scope and what is in it, the blast radius, each
+    /// channel's check, and whether terminations are asked first
+    /// (`preflight`).
+    pub(crate) fn in_force(&self, config: &Config, preflight: bool) -> crate::journal::Event {
+        crate::journal::Event::InForce {
+            scope: config.scope.to_string(),
+            in_scope: match &self.scope {
+                Ok(survey) => survey.summary(),
+                Err(_) => self.unknown_scope().unwrap_or_default(),
+            },
+            blast_radius: config.blast_radius.to_string(),
+            channels: self
+                .channels
+                .iter()
+                .map(|c| crate::journal::ChannelReading {
+                    name: c.name.clone(),
+                    to: c.described.clone(),
+                    state: c.state.name().to_owned(),
+                    detail: c.detail.clone().unwrap_or_default(),
+                    optional: c.optional,
+                })
+                .collect(),
+            preflight,
+        }
+    }
+
     /// The experiments to execute, when the plan has no problem; else every
     /// problem, for the operator.
     pub(crate) fn into_runnable(

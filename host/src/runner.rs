@@ -17,9 +17,9 @@ use crate::cloud::view::FleetView;
 use crate::cloud::{ApiCalls, Cloud, TerminateVia};
 use crate::config::{BackendConfig, Config, ExperimentConfig};
 use crate::contract::{Outcome, RunError};
-use crate::guard::{BrakeState, Guard, STEADY_STATE};
+use crate::guard::{Guard, STEADY_STATE};
 use crate::history::History;
-use crate::journal::{Event, Journal, PluginOutcome, PluginVictim, SteadyPhase};
+use crate::journal::{Event, Journal, Phase, PluginOutcome, PluginVictim};
 use crate::limits::{Limit, LimitBreach};
 use crate::plugins::Catalog;
 use crate::policy::{Policy, Tally};
@@ -160,6 +160,7 @@ pub async fn run_on(
     if let Some(unknown) = run_plan.unknown_scope() {
         tracing::warn!("{unknown}; the run starts, and every termination reads the fleet anew");
     }
+    let in_force = run_plan.in_force(config, options.preflight && !options.execute);
     let ready = run_plan
         .into_runnable(config)
         .map_err(|problems| {
@@ -195,8 +196,9 @@ pub async fn run_on(
             target: Some(cloud.identity()),
         },
     )?;
+    journal.append(cloud.now_ms(), None, in_force)?;
     check_before_start(&guard, &view, &journal).await?;
-    check_steady_state(config, &guard, &view, &journal, SteadyPhase::Before).await?;
+    check_steady_state(config, &guard, &view, &journal, Phase::Before).await?;
     let ctx = RunContext {
         config,
         cloud: &cloud,
@@ -510,21 +512,25 @@ fn cut_short(
     Ok(report)
 }
 
-/// Before anything runs: a set kill switch, a tripped condition, or one
-/// whose state cannot be read stops the run (fail closed).
+/// Before anything runs, every brake is read and journalled: a set kill
+/// switch, a tripped condition, or one whose state cannot be read stops the
+/// run (fail closed).
 async fn check_before_start(
     guard: &Guard,
     view: &FleetView,
     journal: &Journal,
 ) -> anyhow::Result<()> {
+    let readings = guard.readings(view).await;
     let now = view.cloud().now_ms();
-    if let BrakeState::Unknown(why) = guard.check(view, &[]).await {
-        guard.stop(
-            "stop-conditions",
-            format!("cannot tell whether the run may start: {why}"),
-            now,
-        );
-    }
+    journal.append(
+        now,
+        None,
+        Event::Brakes {
+            phase: Phase::Before,
+            readings: readings.clone(),
+        },
+    )?;
+    guard.trip_on(&readings, now);
     if let Some(trip) = guard.unjournalled() {
         journal_trip(journal, now, trip)?;
     }
@@ -541,15 +547,15 @@ async fn check_steady_state(
     guard: &Guard,
     view: &FleetView,
     journal: &Journal,
-    phase: SteadyPhase,
+    phase: Phase,
 ) -> anyhow::Result<()> {
     if config.steady_state.is_empty() {
         return Ok(());
     }
-    if phase == SteadyPhase::Before && guard.tripped().is_some() {
+    if phase == Phase::Before && guard.tripped().is_some() {
         return Ok(());
     }
-    if phase == SteadyPhase::After
+    if phase == Phase::After
         && guard
             .tripped()
             .is_some_and(|trip| trip.condition.starts_with(STEADY_STATE))
@@ -586,7 +592,7 @@ async fn check_steady_state(
             },
         )?;
     }
-    if phase == SteadyPhase::Before && !broken.is_empty() {
+    if phase == Phase::Before && !broken.is_empty() {
         let now = view.cloud().now_ms();
         guard.stop(STEADY_STATE, broken.join("; "), now);
         if let Some(trip) = guard.unjournalled() {
@@ -744,7 +750,16 @@ impl RunContext<'_> {
         }
         // An operator's Ctrl-C is not kept waiting on more reads.
         if !interrupted {
-            check_steady_state(config, self.guard, self.view, journal, SteadyPhase::After).await?;
+            check_steady_state(config, self.guard, self.view, journal, Phase::After).await?;
+            let readings = self.guard.readings(self.view).await;
+            journal.append(
+                cloud.now_ms(),
+                None,
+                Event::Brakes {
+                    phase: Phase::After,
+                    readings,
+                },
+            )?;
         }
         if self.steps_channel().is_some() {
             self.put_steps(Some(interrupted)).await?;

@@ -5,7 +5,7 @@
 //! `sleep:MS` lets the run's clock move on between terminations.
 
 use wasmonkey::cloud::sim::SimCloud;
-use wasmonkey::journal::Event;
+use wasmonkey::journal::{BrakeReadingState, Event, Phase};
 use wasmonkey::kill_switch::FileSwitch;
 use wasmonkey::report::RunOutcome;
 use wasmonkey::runner::RunOutput;
@@ -128,6 +128,80 @@ async fn a_condition_tripped_before_the_run_means_no_terminate_at_all() {
     assert!(sim.timeline().is_empty(), "the fleet changed");
     assert_eq!(trips(&output), [("web".to_owned(), false)]);
     assert_eq!(output.report.outcome, RunOutcome::Stopped);
+    // The journal says what stopped it as it was read, at the start and
+    // at the end, and the report shows both.
+    let web = brake(&output, "web");
+    let before = web.before.as_ref().expect("read at the start");
+    assert_eq!(before.state, BrakeReadingState::Tripped);
+    assert!(before.saw.contains("web-thin is in ALARM"), "{web:?}");
+    assert_eq!(
+        web.after.as_ref().map(|s| s.state),
+        Some(BrakeReadingState::Tripped)
+    );
+    let text = output.report.render_text();
+    assert!(
+        text.contains(
+            "brake web (stops when any alarm of web-thin is in ALARM): at the start tripped ("
+        ),
+        "{text}"
+    );
+}
+
+/// The report's readings of brake `name`, at the run's start and end.
+fn brake(output: &RunOutput, name: &str) -> wasmonkey::report::BrakeReport {
+    output
+        .report
+        .brakes
+        .iter()
+        .find(|b| b.name == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no brake {name}: {:#?}", output.report.brakes))
+}
+
+#[tokio::test]
+async fn a_condition_that_cannot_be_read_at_the_start_stops_the_run_before_it_acts() {
+    let seed = 24;
+    let web = ids(FLEET, "web", seed).await;
+    // Nothing listens on port 1: the condition's state cannot be told.
+    let unreadable = "[prometheus]\nurl = \"http://127.0.0.1:1\"\n\n[stop_conditions.errors]\nkind = \"prometheus\"\nquery = \"sum(errors)\"\nabove = 1\n";
+    let body = format!("{}{}", rules(unreadable), attack(&web[..1]));
+    let setup = support::setup(FLEET, &support::test_plugin_dir(), &body);
+    let (output, sim) = support::run(&setup, seed, true).await;
+    assert!(output.report.experiments.is_empty(), "an experiment ran");
+    assert!(intents(&output).is_empty());
+    assert!(sim.timeline().is_empty(), "the fleet changed");
+    assert_eq!(trips(&output), [("stop-conditions".to_owned(), false)]);
+    let stop = output.report.stopped.as_ref().expect("stopped");
+    assert!(
+        stop.saw
+            .contains("cannot tell whether the run may start: stop condition errors:"),
+        "{stop:?}"
+    );
+    assert_eq!(output.report.outcome, RunOutcome::Stopped);
+    let errors = brake(&output, "errors");
+    assert_eq!(
+        errors.before.as_ref().map(|s| s.state),
+        Some(BrakeReadingState::Unknown)
+    );
+    // The brakes were journalled before anything else could act.
+    let events = support::events(&output);
+    let first_brakes = events
+        .iter()
+        .position(|e| {
+            matches!(
+                e,
+                Event::Brakes {
+                    phase: Phase::Before,
+                    ..
+                }
+            )
+        })
+        .expect("brakes read at the start");
+    let trip = events
+        .iter()
+        .position(|e| matches!(e, Event::StopTripped { .. }))
+        .expect("tripped");
+    assert!(first_brakes < trip);
 }
 
 #[tokio::test]
@@ -215,7 +289,8 @@ async fn a_target_unhealthy_past_its_grace_stops_the_run() {
 async fn a_run_started_while_paused_does_nothing() {
     let seed = 26;
     let web = ids(FLEET, "web", seed).await;
-    let body = format!("{}{}", rules(""), attack(&web[..1]));
+    // FLEET has no alarm web-thin: read, the condition would trip.
+    let body = format!("{}{}", rules(WEB_ALARM), attack(&web[..1]));
     let setup = support::setup(FLEET, &support::test_plugin_dir(), &body);
     FileSwitch::new(&setup.dir.path().join("state"))
         .pause("game day is over")
@@ -227,6 +302,27 @@ async fn a_run_started_while_paused_does_nothing() {
     let stop = output.report.stopped.as_ref().expect("stopped");
     assert!(stop.saw.contains("game day is over"), "{stop:?}");
     assert_eq!(output.report.outcome, RunOutcome::Paused);
+    // The state directory's switch is journalled set; a paused run reads
+    // no condition.
+    let switches: Vec<_> = output
+        .report
+        .brakes
+        .iter()
+        .filter(|b| b.name == "kill-switch")
+        .collect();
+    let set: Vec<_> = switches
+        .iter()
+        .filter(|b| b.before.as_ref().map(|s| s.state) == Some(BrakeReadingState::Tripped))
+        .collect();
+    assert_eq!(set.len(), 1, "{switches:#?}");
+    assert!(set[0].rule.contains("state"), "{switches:#?}");
+    let saw = &set[0].before.as_ref().expect("read").saw;
+    assert!(saw.contains("game day is over"), "{saw}");
+    let web = brake(&output, "web");
+    assert_eq!(
+        web.before.as_ref().map(|s| s.state),
+        Some(BrakeReadingState::NotRead)
+    );
 }
 
 #[tokio::test]

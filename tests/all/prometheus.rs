@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmonkey::journal::{Event, SteadyPhase};
+use wasmonkey::journal::{Event, Phase};
 
 use crate::support::{self, FLEET};
 
@@ -223,7 +223,7 @@ fn terminated(events: &[Event]) -> Vec<String> {
         .collect()
 }
 
-fn steady(events: &[Event]) -> Vec<(String, SteadyPhase, Option<bool>)> {
+fn steady(events: &[Event]) -> Vec<(String, Phase, Option<bool>)> {
     events
         .iter()
         .filter_map(|e| match e {
@@ -280,21 +280,15 @@ async fn the_steady_state_is_read_before_and_after_and_gates_the_run() {
     let (output, _) = support::run(&after, 5, true).await;
     let events = support::events(&output);
     assert_eq!(terminated(&events), vec![web[0].clone(), web[1].clone()]);
-    let errors = |phase| {
-        (
-            "errors".to_owned(),
-            phase,
-            Some(phase == SteadyPhase::Before),
-        )
-    };
+    let errors = |phase| ("errors".to_owned(), phase, Some(phase == Phase::Before));
     let fleet = |phase| ("fleet".to_owned(), phase, Some(true));
     assert_eq!(
         steady(&events),
         vec![
-            errors(SteadyPhase::Before),
-            fleet(SteadyPhase::Before),
-            errors(SteadyPhase::After),
-            fleet(SteadyPhase::After)
+            errors(Phase::Before),
+            fleet(Phase::Before),
+            errors(Phase::After),
+            fleet(Phase::After)
         ]
     );
     assert_eq!(output.report.outcome.name(), "not-recovered");
@@ -334,8 +328,8 @@ async fn the_steady_state_is_read_before_and_after_and_gates_the_run() {
     assert_eq!(
         steady(&events),
         vec![
-            ("errors".to_owned(), SteadyPhase::Before, Some(false)),
-            fleet(SteadyPhase::Before)
+            ("errors".to_owned(), Phase::Before, Some(false)),
+            fleet(Phase::Before)
         ]
     );
     let stop = output.report.stopped.as_ref().expect("stopped");
@@ -352,7 +346,7 @@ async fn the_steady_state_is_read_before_and_after_and_gates_the_run() {
     assert!(terminated(&events).is_empty(), "{events:#?}");
     assert_eq!(
         steady(&events)[0],
-        ("errors".to_owned(), SteadyPhase::Before, None)
+        ("errors".to_owned(), Phase::Before, None)
     );
     let stop = output.report.stopped.as_ref().expect("stopped");
     assert!(

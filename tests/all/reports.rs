@@ -85,6 +85,13 @@ pub(crate) fn count(dom: &str, tag: &str, attribute: &str) -> usize {
         .count()
 }
 
+/// `text` as Chromium writes it in a text node.
+fn html_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// `wasmonkey report JOURNAL` with these output flags; it must succeed.
 fn report(journal: &Path, outputs: &[(&str, &Path)]) {
     let mut cmd = wasmonkey();
@@ -659,6 +666,38 @@ fn the_run_report_fits_the_window_and_says_who_when_and_with_what() {
         assert!(dom.contains(&format!("{user}@")), "{dom}");
     }
     assert!(dom.contains("class=\"target\">sim<"), "{dom}");
+    // The rules in force, as the run's plan found them at the start.
+    let rules = &run["in_force"];
+    for (class, key) in [
+        ("scope", "scope"),
+        ("in-scope", "in_scope"),
+        ("blast-radius", "blast_radius"),
+    ] {
+        let shown = rules[key].as_str().expect(key);
+        assert!(!shown.is_empty(), "{rules}");
+        assert!(
+            dom.contains(&format!("class=\"{class}\">{}<", html_text(shown))),
+            "{class}: {shown}"
+        );
+    }
+    assert!(rules["blast_radius"]
+        .as_str()
+        .unwrap()
+        .starts_with("3 termination(s) per experiment, 5 per run"));
+    assert!(dom.contains("class=\"preflight\">not asked: the run executed<"));
+    assert_eq!(count(&dom, "div", "class=\"channel\""), 1, "{dom}");
+    // Every brake, each stop condition of the config among them, read at the
+    // start and at the end.
+    let brakes = run["brakes"].as_array().expect("brakes");
+    assert_eq!(count(&dom, "tr", "class=\"brake\""), brakes.len());
+    for condition in ["web-capacity", "slow-recovery"] {
+        let row = dom
+            .split("<tr class=\"brake\"")
+            .find(|row| row.contains(&format!("data-name=\"{condition}\"")))
+            .unwrap_or_else(|| panic!("no brake row for {condition}"));
+        assert!(row.contains("data-before=\"clear\""), "{row}");
+        assert!(row.contains("data-after=\"clear\""), "{row}");
+    }
     let experiments = run["experiments"].as_array().expect("experiments");
     for e in experiments {
         let sha = e["sha256"].as_str().expect("sha256");

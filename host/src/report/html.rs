@@ -11,8 +11,8 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use plotters::prelude::*;
 
 use super::{
-    CapacityPoint, ExperimentReport, Report, SteadyReading, SteadyStateReport, VictimReport,
-    VictimStatus,
+    BrakeSeen, CapacityPoint, ExperimentReport, Report, SteadyReading, SteadyStateReport,
+    VictimReport, VictimStatus,
 };
 use crate::text;
 
@@ -133,6 +133,39 @@ fn header(report: &Report) -> Markup {
             tr { th { "Host" } td { "wasmonkey " (safe(report.host_version.as_deref().unwrap_or("?"))) } }
             tr { th { "Seed" } td { (report.seed.map_or("?".to_owned(), |s| s.to_string())) } }
             tr { th { "Mode" } td { (mode) } }
+            @if let Some(rules) = &report.in_force {
+                tr { th { "Scope" } td.scope { (safe(&rules.scope)) } }
+                tr { th { "In scope at the start" } td.in-scope { (safe(&rules.in_scope)) } }
+                tr { th { "Blast radius" } td.blast-radius { (safe(&rules.blast_radius)) } }
+                tr { th { "Channels" } td.channels {
+                    @if rules.channels.is_empty() { "none" }
+                    @for c in &rules.channels {
+                        div.channel data-state=(safe(&c.state)) {
+                            (safe(&c.name)) ": " (safe(&c.to)) " — " (safe(&c.state))
+                            @if !c.detail.is_empty() { ": " (safe(&c.detail)) }
+                            @if c.optional { " (optional)" }
+                        }
+                    }
+                } }
+            }
+            tr { th { "Preflight" } td.preflight { (preflight(report)) } }
+            @if !report.brakes.is_empty() {
+                tr { th { "Brakes" } td {
+                    table.brakes {
+                        tr { th { "brake" } th { "rule" } th { "at the start" } th { "at the end" } }
+                        @for brake in &report.brakes {
+                            tr.brake data-name=(safe(&brake.name))
+                                data-before=(brake.before.as_ref().map_or("not-read", |s| s.state.name()))
+                                data-after=(brake.after.as_ref().map_or("not-read", |s| s.state.name())) {
+                                td { (safe(&brake.name)) }
+                                td { (safe(&brake.rule)) }
+                                td { (BrakeSeen::shown(brake.before.as_ref())) }
+                                td { (BrakeSeen::shown(brake.after.as_ref())) }
+                            }
+                        }
+                    }
+                } }
+            }
             tr { th { "Journal" } td {
                 @if report.complete { "complete" } @else { "cut short: the run did not finish" }
                 @if report.interrupted { " (interrupted)" }
@@ -147,6 +180,31 @@ fn header(report: &Report) -> Markup {
                 }
             } }
         }
+    }
+}
+
+/// What the cloud was asked before the run's terminations, in a line.
+fn preflight(report: &Report) -> String {
+    let asked: Vec<_> = report
+        .experiments
+        .iter()
+        .flat_map(|e| &e.preflight)
+        .collect();
+    let refused = asked.iter().filter(|p| !p.permitted).count();
+    match (
+        report.dry_run,
+        report.in_force.as_ref().map(|r| r.preflight),
+    ) {
+        (Some(true), Some(true)) | (Some(true), None) if !asked.is_empty() => format!(
+            "each termination asked of the cloud first: {} permitted, {refused} refused",
+            asked.len() - refused
+        ),
+        (Some(true), Some(true)) => "asked, with no termination to ask about".to_owned(),
+        (Some(true), _) => {
+            "terminations not asked of the cloud (a dry run without --preflight)".to_owned()
+        }
+        (Some(false), _) => "not asked: the run executed".to_owned(),
+        (None, _) => "?".to_owned(),
     }
 }
 

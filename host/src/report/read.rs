@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{
-    seconds, CapacityPoint, DenialReport, ExperimentReport, FaultGroup, FaultReport, FaultStatus,
-    HostVerdict, LogReport, NotificationReport, NotificationStatus, PreflightReport, Report,
-    RunOutcome, SteadyReading, SteadyStateReport, StopReport, VictimReport, VictimStatus,
+    seconds, BrakeReport, BrakeSeen, CapacityPoint, DenialReport, ExperimentReport, FaultGroup,
+    FaultReport, FaultStatus, HostVerdict, InForce, LogReport, NotificationReport,
+    NotificationStatus, PreflightReport, Report, RunOutcome, SteadyReading, SteadyStateReport,
+    StopReport, VictimReport, VictimStatus,
 };
-use crate::journal::{Entry, Event, PluginOutcome, Replay, SteadyPhase};
+use crate::journal::{Entry, Event, Phase, PluginOutcome, Replay};
 use crate::limits::Limits;
 
 /// A report being read from a journal.
@@ -61,6 +62,8 @@ impl Reader {
                 faults: Vec::new(),
                 last_clock_ms: replay.entries.last().map_or(0, |e| e.clock_ms),
                 steady_state: Vec::new(),
+                in_force: None,
+                brakes: Vec::new(),
             },
             experiments: BTreeMap::new(),
             started_at: BTreeMap::new(),
@@ -285,6 +288,51 @@ impl Reader {
                 error,
                 limit,
             ),
+            Event::InForce {
+                scope,
+                in_scope,
+                blast_radius,
+                channels,
+                preflight,
+            } => {
+                self.report.in_force.get_or_insert_with(|| InForce {
+                    scope: scope.clone(),
+                    in_scope: in_scope.clone(),
+                    blast_radius: blast_radius.clone(),
+                    channels: channels.clone(),
+                    preflight: *preflight,
+                });
+            }
+            Event::Brakes { phase, readings } => {
+                for reading in readings {
+                    let seen = BrakeSeen {
+                        state: reading.state,
+                        saw: reading.saw.clone(),
+                        at_seconds: seconds(entry.clock_ms),
+                    };
+                    let brakes = &mut self.report.brakes;
+                    let at = match brakes
+                        .iter()
+                        .position(|b| b.name == reading.name && b.rule == reading.rule)
+                    {
+                        Some(at) => at,
+                        None => {
+                            brakes.push(BrakeReport {
+                                name: reading.name.clone(),
+                                rule: reading.rule.clone(),
+                                before: None,
+                                after: None,
+                            });
+                            brakes.len() - 1
+                        }
+                    };
+                    let brake = &mut brakes[at];
+                    match phase {
+                        Phase::Before => brake.before.get_or_insert(seen),
+                        Phase::After => brake.after.get_or_insert(seen),
+                    };
+                }
+            }
             Event::SteadyState {
                 name,
                 phase,
@@ -314,8 +362,8 @@ impl Reader {
                 };
                 let check = &mut self.report.steady_state[at];
                 match phase {
-                    SteadyPhase::Before => check.before.get_or_insert(reading),
-                    SteadyPhase::After => check.after.get_or_insert(reading),
+                    Phase::Before => check.before.get_or_insert(reading),
+                    Phase::After => check.after.get_or_insert(reading),
                 };
             }
             Event::StopTripped {

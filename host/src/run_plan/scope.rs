@@ -83,6 +83,37 @@ impl ScopeSurvey {
         }
     }
 
+    /// What is in scope, in a line: the groups and instances, of those
+    /// listed, what they may lose, and what is out by which rule.
+    pub(crate) fn summary(&self) -> String {
+        let instances: usize = self.groups.iter().map(|g| g.instances.len()).sum();
+        let may_lose: u64 = self.groups.iter().map(|g| u64::from(g.may_lose)).sum();
+        let mut out = format!(
+            "{} group(s) with {instances} instance(s) in scope, of {} group(s) and {} instance(s) listed; the groups may lose {may_lose} in all",
+            self.groups.len(),
+            self.groups_seen,
+            self.instances_seen
+        );
+        if !self.standalone.is_empty() {
+            out.push_str(&format!(
+                "; {} standalone instance(s)",
+                self.standalone.len()
+            ));
+        }
+        let mut by_rule = std::collections::BTreeMap::<&str, usize>::new();
+        for excluded in &self.out_of_scope {
+            *by_rule.entry(excluded.rule.as_str()).or_default() += 1;
+        }
+        if !by_rule.is_empty() {
+            let rules: Vec<String> = by_rule
+                .iter()
+                .map(|(rule, n)| format!("{n} by {rule}"))
+                .collect();
+            out.push_str(&format!("; out of scope: {}", rules.join(", ")));
+        }
+        out
+    }
+
     /// Why a run of `config` could touch nothing, when it could not: no
     /// instance of any group, and no standalone one, is in scope.
     pub(crate) fn emptiness(&self, config: &Config) -> Option<String> {
