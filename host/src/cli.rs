@@ -77,7 +77,10 @@ impl Outputs {
             write_junit(path, &crate::junit::render(report)?)?;
         }
         if let Some(path) = &self.metrics {
-            let metrics = crate::metrics::Metrics::new();
+            let metrics = crate::metrics::Metrics::at(&crate::cloud::Whereabouts {
+                account: report.account.clone(),
+                region: report.region.clone(),
+            });
             let ended = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
             metrics.record_run(report, ended);
             metrics.record_api_calls(api_calls);

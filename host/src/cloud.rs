@@ -389,6 +389,15 @@ pub struct Published {
 /// action, e.g. `("ec2", "DescribeInstances")`.
 pub(crate) type ApiCalls = std::collections::BTreeMap<(String, String), u64>;
 
+/// The account and region a backend acts in, as far as it knows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Whereabouts {
+    /// The account: AWS's 12 digits from STS, `sim` on the simulator.
+    pub account: Option<String>,
+    /// The region.
+    pub region: Option<String>,
+}
+
 /// A fleet backend: the simulator or real AWS.
 #[async_trait::async_trait]
 pub trait Cloud: Send + Sync {
@@ -516,6 +525,13 @@ pub trait Cloud: Send + Sync {
     /// the same backend (a simulation never "undoes" a real fault).
     fn identity(&self) -> String {
         self.kind().to_owned()
+    }
+
+    /// The account and region this backend acts in, for the journal, the
+    /// report and the metrics' labels (AWS asks STS once, and remembers).
+    /// What cannot be learnt is left out, never guessed.
+    async fn whereabouts(&self) -> Whereabouts {
+        Whereabouts::default()
     }
 
     /// The API calls made so far.

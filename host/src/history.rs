@@ -1029,6 +1029,8 @@ mod tests {
             faults: Vec::new(),
             steady_state: Vec::new(),
             in_force: None,
+            account: None,
+            region: None,
             brakes: Vec::new(),
             experiments: Vec::new(),
             victims: kills

@@ -125,6 +125,13 @@ pub enum Event {
         /// endpoint, as the backend names them.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target: Option<String>,
+        /// The account it acted in, as the cloud said (AWS: STS), when it
+        /// could be learnt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account: Option<String>,
+        /// The region it acted in.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
     },
     /// The rules the run is held to, as its plan found them before it
     /// began: written once, after `run-started`.

@@ -416,6 +416,8 @@ mod tests {
                     clock_origin_ms: Some(0),
                     operator: None,
                     target: None,
+                    account: None,
+                    region: None,
                 },
             )
             .unwrap();

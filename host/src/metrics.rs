@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::cloud::ApiCalls;
+use crate::cloud::{ApiCalls, Whereabouts};
 use crate::report::{HostVerdict, Report, RunOutcome, VictimStatus};
 use crate::text;
 
@@ -140,6 +140,25 @@ impl Default for Metrics {
 impl Metrics {
     /// Every metric, at zero.
     pub fn new() -> Metrics {
+        Metrics::at(&Whereabouts::default())
+    }
+
+    /// Every metric, at zero, each series labelled with the account and
+    /// region it counts (those known): one Prometheus scraping the daemons
+    /// of several accounts and regions tells them apart.
+    pub fn at(whereabouts: &Whereabouts) -> Metrics {
+        let labels = [
+            ("account", &whereabouts.account),
+            ("region", &whereabouts.region),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let value = LabelText::new(value.as_deref()?).0;
+            Some((
+                std::borrow::Cow::Borrowed(name),
+                std::borrow::Cow::Owned(value),
+            ))
+        });
         let mut metrics = Metrics {
             terminations: Family::default(),
             recovery: Family::new_with_constructor(recovery_histogram),
@@ -153,7 +172,7 @@ impl Metrics {
             next_slot: Gauge::default(),
             paused: Gauge::default(),
             build_info: Family::default(),
-            registry: Registry::with_prefix("wasmonkey"),
+            registry: Registry::with_prefix_and_labels("wasmonkey", labels),
         };
         metrics
             .build_info
@@ -238,8 +257,8 @@ impl Metrics {
     /// stop condition's trips (and the steady state's), and for each group
     /// the scope names literally (no glob), with each plugin of its
     /// experiments, its not-recovered count and recovery histogram.
-    pub fn for_config(config: &crate::config::Config) -> Metrics {
-        let metrics = Metrics::new();
+    pub fn for_config(config: &crate::config::Config, whereabouts: &Whereabouts) -> Metrics {
+        let metrics = Metrics::at(whereabouts);
         let conditions = config.stop_conditions.keys().map(String::as_str);
         let steady = (!config.steady_state.is_empty()).then_some(crate::guard::STEADY_STATE);
         for condition in conditions.chain(steady) {

@@ -90,6 +90,10 @@ pub struct Report {
     /// What it ran against: account, region and endpoint, as the backend
     /// names them.
     pub target: Option<String>,
+    /// The account it acted in (AWS: as STS said; `sim` on the simulator).
+    pub account: Option<String>,
+    /// The region it acted in.
+    pub region: Option<String>,
     /// When the journal began and ended, wall clock (RFC 3339, UTC).
     pub started_at: Option<String>,
     /// See `started_at`.
@@ -775,6 +779,14 @@ impl Report {
                 self.target
                     .as_deref()
                     .map_or(String::new(), |t| format!(", on {}", safe(t))),
+            );
+        }
+        if self.account.is_some() || self.region.is_some() {
+            let _ = writeln!(
+                out,
+                "account {}, region {}",
+                safe(self.account.as_deref().unwrap_or("?")),
+                safe(self.region.as_deref().unwrap_or("?"))
             );
         }
         if let Some(stop) = &self.stopped {

@@ -181,6 +181,7 @@ pub async fn run_on(
     let pending = import_pending(config, history.as_ref())?;
     let spacing = spacing_for(config, options, history.as_ref(), origin_ms, &run_id)?;
     let journal = Arc::new(create_journal(options, config, &run_id)?);
+    let whereabouts = cloud.whereabouts().await;
     journal.append(
         cloud.now_ms(),
         None,
@@ -194,6 +195,8 @@ pub async fn run_on(
             clock_origin_ms: Some(origin_ms),
             operator: Some(operator()),
             target: Some(cloud.identity()),
+            account: whereabouts.account,
+            region: whereabouts.region,
         },
     )?;
     journal.append(cloud.now_ms(), None, in_force)?;

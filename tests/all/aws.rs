@@ -170,6 +170,9 @@ async fn classic_monkey_terminates_exactly_its_victims_and_reports_over_sns() {
     let output = lab.run_classic(&lab.moto.endpoint, true, false).await;
 
     assert_eq!(support::only_experiment(&output).error, None);
+    // The account is the one STS names for these credentials (moto's).
+    assert_eq!(output.report.account.as_deref(), Some("123456789012"));
+    assert_eq!(output.report.region.as_deref(), Some("us-east-1"));
     let mut groups: Vec<String> = output
         .report
         .victims
@@ -733,11 +736,12 @@ async fn the_seed_experiment_costs_no_more_api_calls_than_the_floor_and_one() {
     for victim in victims {
         assert_eq!(victim.host_verdict, "recovered", "{victim:#?}");
     }
-    // The floor is 14: one look at the report's topic, one read of the
-    // groups, ten terminations, one look at the victims, one publish. The
-    // view adds one read of the instances' states and tags (the scope's
-    // survey, which the plugin's listing reuses); the victims' states come
-    // in the answers to their terminations.
+    // The floor is 15: one look at the report's topic, one question to STS
+    // (the account the run acts in), one read of the groups, ten
+    // terminations, one look at the victims, one publish. The view adds one
+    // read of the instances' states and tags (the scope's survey, which the
+    // plugin's listing reuses); the victims' states come in the answers to
+    // their terminations.
     let actions = proxy.tally.lock().expect("tally").actions.clone();
     eprintln!("the seed experiment's calls: {actions:?}");
     let count = |action: &str| actions.get(action).copied().unwrap_or(0);
@@ -751,7 +755,17 @@ async fn the_seed_experiment_costs_no_more_api_calls_than_the_floor_and_one() {
     assert_eq!(count("GetTopicAttributes"), 1, "{actions:?}");
     assert!(count("DescribeAutoScalingGroups") <= 2, "{actions:?}");
     assert_eq!(count("DescribeInstances"), 1, "{actions:?}");
-    assert!(actions.values().sum::<usize>() <= 15, "{actions:?}");
+    assert_eq!(count("GetCallerIdentity"), 1, "{actions:?}");
+    assert!(actions.values().sum::<usize>() <= 16, "{actions:?}");
+    // The host's own count says the same of STS.
+    assert_eq!(
+        output
+            .api_calls
+            .get(&("sts".to_owned(), "GetCallerIdentity".to_owned())),
+        Some(&1),
+        "{:?}",
+        output.api_calls
+    );
 }
 
 /// A CloudWatch alarm in moto, in `state`.

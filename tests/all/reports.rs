@@ -266,11 +266,41 @@ pub(crate) fn hostile_journal(path: &Path) {
                 clock_origin_ms: Some(0),
                 operator: Some(EVIL.into()),
                 target: Some(EVIL.into()),
+                account: Some(EVIL.into()),
+                region: Some(EVIL.into()),
             },
         )
         .unwrap();
     let at = |ms| (ms, Some(0));
     let entries = [
+        (
+            (0, None),
+            Event::InForce {
+                scope: EVIL.into(),
+                in_scope: EVIL.into(),
+                blast_radius: EVIL.into(),
+                channels: vec![wasmonkey::journal::ChannelReading {
+                    name: EVIL.into(),
+                    to: EVIL.into(),
+                    state: EVIL.into(),
+                    detail: EVIL.into(),
+                    optional: false,
+                }],
+                preflight: true,
+            },
+        ),
+        (
+            (0, None),
+            Event::Brakes {
+                phase: wasmonkey::journal::Phase::Before,
+                readings: vec![wasmonkey::journal::BrakeReading {
+                    name: EVIL.into(),
+                    rule: EVIL.into(),
+                    state: wasmonkey::journal::BrakeReadingState::Tripped,
+                    saw: EVIL.into(),
+                }],
+            },
+        ),
         (
             at(0),
             Event::ExperimentStarted {
@@ -382,6 +412,8 @@ fn hostile_text_in_a_journal_stays_text_in_the_page_and_the_metrics() {
     assert_eq!(count(&dom, "polygon", &termination_fill()), 1, "{dom}");
     assert_eq!(count(&dom, "tr", "class=\"victim\""), 1);
     assert_eq!(count(&dom, "tr", "class=\"denial\""), 1);
+    assert_eq!(count(&dom, "tr", "class=\"brake\""), 1);
+    assert_eq!(count(&dom, "div", "class=\"channel\""), 1);
 
     let text = checked_metrics(&metrics);
     assert!(
@@ -543,6 +575,8 @@ fn crowded_journal(path: &Path) {
                 clock_origin_ms: Some(0),
                 operator: Some("ops@host".into()),
                 target: Some("sim".into()),
+                account: Some("sim".into()),
+                region: Some("eu-central-1".into()),
             },
         )
         .unwrap();
@@ -666,6 +700,8 @@ fn the_run_report_fits_the_window_and_says_who_when_and_with_what() {
         assert!(dom.contains(&format!("{user}@")), "{dom}");
     }
     assert!(dom.contains("class=\"target\">sim<"), "{dom}");
+    assert!(dom.contains("class=\"account\">sim<"), "{dom}");
+    assert!(dom.contains("class=\"region\">us-east-1<"), "{dom}");
     // The rules in force, as the run's plan found them at the start.
     let rules = &run["in_force"];
     for (class, key) in [

@@ -703,7 +703,16 @@ async fn the_daemons_series_read_back_through_prometheus_are_its_history() {
         &config("min_time_between_kills = \"1 workday\"", MONKEY_TWICE_A_DAY),
         8,
     );
-    let metrics = Arc::new(wasmonkey::metrics::Metrics::for_config(&lab.config));
+    // Labelled as the daemon labels them: with its backend's whereabouts.
+    let whereabouts = wasmonkey::runner::backend(&lab.config, 8)
+        .await
+        .expect("the backend")
+        .whereabouts()
+        .await;
+    let metrics = Arc::new(wasmonkey::metrics::Metrics::for_config(
+        &lab.config,
+        &whereabouts,
+    ));
     let switches = wasmonkey::kill_switch::Switches::none();
     let (address, stop_tx, server) = serve_metrics(&metrics, switches).await;
     let start = at(MONDAY);
@@ -715,10 +724,10 @@ async fn the_daemons_series_read_back_through_prometheus_are_its_history() {
     assert!(!kills.is_empty());
 
     let prometheus = crate::prometheus::Prometheus::start(address.port()).await;
-    let by = |expr: &'static str, label: &'static str| {
+    let by = |expr: String, label: &'static str| {
         let prometheus = &prometheus;
         async move {
-            let answer = prometheus.query(expr).await;
+            let answer = prometheus.query(&expr).await;
             assert_eq!(answer["status"], "success", "{expr}: {answer:#}");
             answer["data"]["result"]
                 .as_array()
@@ -753,7 +762,7 @@ async fn the_daemons_series_read_back_through_prometheus_are_its_history() {
     }
     assert_eq!(
         by(
-            "sum by (zone) (wasmonkey_terminations_total{dry_run=\"false\"})",
+            "sum by (zone) (wasmonkey_terminations_total{dry_run=\"false\"})".into(),
             "zone"
         )
         .await,
@@ -761,13 +770,17 @@ async fn the_daemons_series_read_back_through_prometheus_are_its_history() {
     );
     assert_eq!(
         by(
-            "sum by (group) (wasmonkey_terminations_total{dry_run=\"false\"})",
+            "sum by (group) (wasmonkey_terminations_total{dry_run=\"false\"})".into(),
             "group"
         )
         .await,
         per_group
     );
-    let counted = by("sum by (group) (wasmonkey_recovery_seconds_count)", "group").await;
+    let counted = by(
+        "sum by (group) (wasmonkey_recovery_seconds_count)".into(),
+        "group",
+    )
+    .await;
     assert_eq!(
         counted
             .into_iter()
@@ -778,14 +791,31 @@ async fn the_daemons_series_read_back_through_prometheus_are_its_history() {
     let denied = lab.denials("min-time-between-kills");
     assert!(denied > 0, "the second slot of a day is denied");
     assert_eq!(
-        by("sum by (rule) (wasmonkey_denials_total)", "rule").await,
+        by("sum by (rule) (wasmonkey_denials_total)".into(), "rule").await,
         BTreeMap::from([("min-time-between-kills".to_owned(), denied as f64)])
     );
     // Every outcome is there before it is counted: alerts need no `or vector(0)`.
-    let outcomes = by("wasmonkey_runs_total", "outcome").await;
+    let outcomes = by("wasmonkey_runs_total".into(), "outcome").await;
     assert_eq!(outcomes.len(), 7, "{outcomes:?}");
     assert_eq!(outcomes.get("stopped"), Some(&0.0));
-    let built = by("wasmonkey_build_info", "version").await;
+    // Every series says which account and region it counts.
+    let region = whereabouts.region.clone().expect("the fleet's region");
+    for (label, value) in [("account", "sim".to_owned()), ("region", region)] {
+        for family in [
+            "wasmonkey_runs_total",
+            "wasmonkey_terminations_total",
+            "wasmonkey_build_info",
+        ] {
+            let expr = format!("count by ({label}) ({family})");
+            let seen = by(expr.clone(), label).await;
+            assert_eq!(
+                seen.keys().collect::<Vec<_>>(),
+                [&value],
+                "{expr}: {seen:?}"
+            );
+        }
+    }
+    let built = by("wasmonkey_build_info".into(), "version").await;
     assert_eq!(
         built,
         BTreeMap::from([(env!("CARGO_PKG_VERSION").to_owned(), 1.0)])
@@ -817,7 +847,9 @@ async fn the_daemons_series_read_back_through_prometheus_are_its_history() {
         let expr = target["expr"].as_str().expect("an expr");
         let concrete = expr
             .replace("$__rate_interval", "5m")
-            .replace("$__range", "1h");
+            .replace("$__range", "1h")
+            .replace("$account", ".*")
+            .replace("$region", ".*");
         let answer = prometheus.query(&concrete).await;
         assert_eq!(answer["status"], "success", "{expr}: {answer:#}");
         for name in expr

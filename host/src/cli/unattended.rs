@@ -263,9 +263,11 @@ pub(super) async fn daemon(
         .listen_address()
         .map_err(|err| anyhow::anyhow!("{}: {err}", config.path.display()))?;
     let (shared, path) = crate::history::open_shared(&config)?;
-    let metrics = Arc::new(Metrics::for_config(&config));
-    // The switches of the backend the slots run on: the account's too.
-    let switches = config.switches(crate::runner::backend(&config, seed).await?.as_ref())?;
+    // The backend the slots run on: its switches (the account's too), and
+    // the account and region every series is labelled with.
+    let backend = crate::runner::backend(&config, seed).await?;
+    let switches = config.switches(backend.as_ref())?;
+    let metrics = Arc::new(Metrics::for_config(&config, &backend.whereabouts().await));
     let daemon =
         Daemon::new(config, shared, Clock::Wall, execute, seed)?.with_metrics(Arc::clone(&metrics));
     let stop = stop_on_signals()?;

@@ -27,6 +27,7 @@ use aws_sdk_cloudwatch as cloudwatch;
 use aws_sdk_ec2 as ec2;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ssm as ssm;
+use aws_sdk_sts as sts;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
@@ -132,6 +133,9 @@ pub struct AwsCloud {
     /// SNS and EventBridge, through the same credentials and call count.
     messaging: super::messaging::aws::AwsMessaging,
     ssm: ssm::Client,
+    sts: sts::Client,
+    /// The account these credentials act in, once STS has said it.
+    account: tokio::sync::OnceCell<String>,
     /// The account switch's SSM parameter, if it is on.
     account_switch: Option<String>,
     region: String,
@@ -200,6 +204,12 @@ impl AwsCloud {
                     .interceptor(counter("ssm"))
                     .build(),
             ),
+            sts: sts::Client::from_conf(
+                sts::config::Builder::from(sdk)
+                    .interceptor(counter("sts"))
+                    .build(),
+            ),
+            account: tokio::sync::OnceCell::new(),
             account_switch: None,
             region: sdk.region().map_or_else(String::new, |r| r.to_string()),
             endpoint: sdk.endpoint_url().map(str::to_owned),
@@ -1015,6 +1025,36 @@ impl Cloud for AwsCloud {
 
     fn messaging(&self) -> &dyn super::messaging::Messaging {
         &self.messaging
+    }
+
+    async fn whereabouts(&self) -> super::Whereabouts {
+        // GetCallerIdentity needs no permission: it fails only when the
+        // credentials or the network do, and then the account is unknown.
+        let account = self
+            .account
+            .get_or_try_init(|| async {
+                let answer = self
+                    .sts
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(|err| classify("sts:GetCallerIdentity", err))?;
+                answer.account().map(str::to_owned).ok_or_else(|| {
+                    CloudError::Backend("sts:GetCallerIdentity named no account".into())
+                })
+            })
+            .await;
+        let account = match account {
+            Ok(account) => Some(account.clone()),
+            Err(err) => {
+                tracing::warn!("the account is unknown: {err}");
+                None
+            }
+        };
+        super::Whereabouts {
+            account,
+            region: (!self.region.is_empty()).then(|| self.region.clone()),
+        }
     }
 
     fn identity(&self) -> String {

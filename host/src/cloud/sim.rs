@@ -991,6 +991,13 @@ impl Cloud for SimCloud {
         "sim"
     }
 
+    async fn whereabouts(&self) -> super::Whereabouts {
+        super::Whereabouts {
+            account: Some("sim".to_owned()),
+            region: Some(self.region.clone()),
+        }
+    }
+
     /// Counted by the AWS action each call stands for, so that a dashboard
     /// reads a simulated run as it would a real one.
     fn api_calls(&self) -> ApiCalls {

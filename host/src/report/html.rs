@@ -129,6 +129,8 @@ fn header(report: &Report) -> Markup {
             tr { th { "Backend" } td.target {
                 (safe(report.target.as_deref().or(report.backend.as_deref()).unwrap_or("?")))
             } }
+            tr { th { "Account" } td.account { (safe(report.account.as_deref().unwrap_or("?"))) } }
+            tr { th { "Region" } td.region { (safe(report.region.as_deref().unwrap_or("?"))) } }
             tr { th { "Config" } td { code { (safe(report.config.as_deref().unwrap_or("?"))) } } }
             tr { th { "Host" } td { "wasmonkey " (safe(report.host_version.as_deref().unwrap_or("?"))) } }
             tr { th { "Seed" } td { (report.seed.map_or("?".to_owned(), |s| s.to_string())) } }

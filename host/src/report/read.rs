@@ -63,6 +63,8 @@ impl Reader {
                 last_clock_ms: replay.entries.last().map_or(0, |e| e.clock_ms),
                 steady_state: Vec::new(),
                 in_force: None,
+                account: None,
+                region: None,
                 brakes: Vec::new(),
             },
             experiments: BTreeMap::new(),
@@ -91,6 +93,8 @@ impl Reader {
                 host_version,
                 operator,
                 target,
+                account,
+                region,
             } => {
                 let written_ms =
                     i64::try_from(entry.at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
@@ -106,6 +110,8 @@ impl Reader {
                 report.host_version = Some(host_version.clone());
                 report.operator.clone_from(operator);
                 report.target.clone_from(target);
+                report.account.clone_from(account);
+                report.region.clone_from(region);
             }
             Event::ExperimentStarted {
                 plugin,
