@@ -79,6 +79,13 @@ pub struct Config {
     /// `$XDG_STATE_HOME/wasmonkey`, else `~/.local/state/wasmonkey`).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// A PostgreSQL database several hosts share for the kill history, the
+    /// schedule's slots and the kill ledger:
+    /// `postgres://USER@HOST:PORT/DATABASE`, its password from the
+    /// `PGPASSWORD` environment variable (never in the file). Unset: the
+    /// SQLite file in the state directory.
+    #[serde(default)]
+    pub state: Option<String>,
     /// When `wasmonkey daemon` runs the experiments that have a `when`:
     /// working days and hours in a time zone.
     #[serde(default)]
@@ -200,6 +207,17 @@ fn default_opt_out() -> Option<TagSelector> {
         key: "chaos-opt-out".to_owned(),
         value: None,
     })
+}
+
+/// Whether `url` names a database this build can keep the state in.
+#[cfg(feature = "postgres")]
+fn state_database(url: &str) -> Result<(), String> {
+    crate::database::Database::parse(url).map(drop)
+}
+
+#[cfg(not(feature = "postgres"))]
+fn state_database(_url: &str) -> Result<(), String> {
+    Err("names a PostgreSQL database, and this wasmonkey was built without PostgreSQL (build it with the default features)".into())
 }
 
 impl std::fmt::Display for ScopeConfig {
@@ -813,6 +831,11 @@ impl Config {
                 "blast_radius.max_fraction_per_group".into(),
                 format!("blast_radius.max_fraction_per_group must be within 0..=1, got {fraction}"),
             );
+        }
+        if let Some(url) = &self.state {
+            if let Err(why) = state_database(url) {
+                problem("state".into(), format!("state {why}"));
+            }
         }
         for (name, channel) in &self.channels {
             let at = format!("channels.{name}");

@@ -129,6 +129,29 @@ pub struct Daemon {
     metrics: Option<Arc<Metrics>>,
 }
 
+/// This daemon's name on a shared history: `HOST:PID`.
+fn owner() -> String {
+    format!(
+        "{}:{}",
+        rustix::system::uname().nodename().to_string_lossy(),
+        std::process::id()
+    )
+}
+
+/// Whether the daemon `owner` names is known to be gone: one of this host
+/// whose process is not running. Another host's is never known gone from
+/// here.
+fn owner_is_gone(owner: &str) -> bool {
+    let Some((host, pid)) = owner.rsplit_once(':') else {
+        return false;
+    };
+    let this_host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    host == this_host && pid.parse().is_ok_and(|pid| !crate::faults::alive(pid))
+}
+
 /// A slot's own seed: the same slot always runs with the same seed.
 pub(crate) fn slot_seed(seed: u64, slot: &Slot) -> u64 {
     let mut hash = sha2::Sha256::new();
@@ -371,6 +394,7 @@ impl Daemon {
             run_id,
             status,
             journal: None,
+            owner: None,
         })
     }
 
@@ -390,6 +414,7 @@ impl Daemon {
             run_id: None,
             status,
             journal: journal.as_deref(),
+            owner: Some(&owner()),
         })
     }
 
@@ -412,10 +437,21 @@ impl Daemon {
 
     /// Slots a previous daemon started and never ended (it died during the
     /// run): their journals go into the history, so that the spacing rule
-    /// knows their kills, and the slots are marked interrupted.
+    /// knows their kills, and the slots are marked interrupted. On a shared
+    /// history, a slot another daemon took may still be running there: it
+    /// is reported and left to it, never taken over.
     fn recover_unfinished(&self) -> anyhow::Result<()> {
         let unfinished = self.history().unfinished_slots()?;
-        for (key, journal) in unfinished {
+        for slot in unfinished {
+            if let Some(owner) = slot.owner.as_deref().filter(|o| !owner_is_gone(o)) {
+                tracing::warn!(
+                    slot = %crate::text::one_line(&slot.slot),
+                    "its run started under {} and has not ended; it may still be running there, and is left to it",
+                    crate::text::one_line(owner)
+                );
+                continue;
+            }
+            let (key, journal) = (slot.slot, slot.journal);
             let mut run_id = None;
             if let Some(path) = journal.as_deref().map(std::path::Path::new) {
                 // Read back from the history: checked like any state the
@@ -438,6 +474,7 @@ impl Daemon {
                 run_id: run_id.as_deref(),
                 status: SlotStatus::Interrupted,
                 journal: None,
+                owner: None,
             })?;
         }
         Ok(())
@@ -818,6 +855,25 @@ impl Simulation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_dead_daemon_of_this_host_is_known_gone() {
+        let host = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        let dead = exited.id();
+        exited.wait().unwrap();
+        assert!(owner_is_gone(&format!("{host}:{dead}")));
+        assert!(!owner_is_gone(&owner()), "this process");
+        assert!(
+            !owner_is_gone(&format!("another-{host}:{dead}")),
+            "another host's"
+        );
+        assert!(!owner_is_gone("garbage"));
+        assert!(!owner_is_gone(&format!("{host}:not-a-pid")));
+    }
 
     #[test]
     fn most_at_once_counts_overlaps_only() {

@@ -367,7 +367,7 @@ pub struct Recovered {
 
 /// Whether process `pid` is running (this one included). A process this
 /// user may not signal is running too.
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     let Some(pid) = i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)

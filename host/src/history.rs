@@ -9,6 +9,8 @@
 //! [`History`] trait later; migrations are numbered from the first schema.
 
 pub mod html;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -186,6 +188,9 @@ CREATE TABLE ledger (
     PRIMARY KEY (run_id, instance_id)
 );
 CREATE INDEX ledger_by_group ON ledger (group_name, at_ms);
+",
+    "
+ALTER TABLE slots ADD COLUMN owner TEXT;
 ",
 ];
 
@@ -391,6 +396,9 @@ pub struct Filter {
 
 /// The history, whatever stores it.
 pub trait History: Send + std::fmt::Debug {
+    /// Where it is, for the operator: a file, or a database URL without
+    /// its secrets.
+    fn location(&self) -> String;
     /// Replace the rows of the report's run with what the report says.
     fn record(&mut self, report: &Report) -> anyhow::Result<()>;
     /// The last kill of each group, epoch ms (dry-run kills too when asked).
@@ -409,9 +417,9 @@ pub trait History: Send + std::fmt::Debug {
     /// Record a slot only if nobody has: false when another daemon on this
     /// history got there first.
     fn claim_slot(&mut self, mark: &SlotMark<'_>) -> anyhow::Result<bool>;
-    /// Slots whose run started but was never marked ended (the daemon
-    /// died during it), with their journals.
-    fn unfinished_slots(&self) -> anyhow::Result<Vec<(String, Option<String>)>>;
+    /// Slots whose run started but was never marked ended (its daemon died
+    /// during it, or, on a shared history, is running it now).
+    fn unfinished_slots(&self) -> anyhow::Result<Vec<UnfinishedSlot>>;
     /// The last moment a daemon was seen running on this history (epoch
     /// ms), if one ever was.
     fn daemon_seen(&self) -> anyhow::Result<Option<EpochMs>>;
@@ -448,6 +456,20 @@ pub struct SlotMark<'a> {
     pub status: SlotStatus,
     /// Its run's journal, when the slot is taken.
     pub journal: Option<&'a str>,
+    /// The daemon that took it (`HOST:PID`), when it is taken.
+    pub owner: Option<&'a str>,
+}
+
+/// A slot whose run started and was never marked ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnfinishedSlot {
+    /// The slot's key.
+    pub slot: String,
+    /// Its run's journal.
+    pub journal: Option<String>,
+    /// The daemon that took it (`HOST:PID`); none in histories of older
+    /// hosts.
+    pub owner: Option<String>,
 }
 
 /// The SQLite store.
@@ -540,7 +562,7 @@ impl SqliteHistory {
     fn insert_slot(&self, mark: &SlotMark<'_>, on_conflict: &str) -> anyhow::Result<usize> {
         Ok(self.conn.execute(
             &format!(
-                "INSERT INTO slots (slot, experiment, due_ms, run_id, status, journal) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO slots (slot, experiment, due_ms, run_id, status, journal, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (slot) {on_conflict}"
             ),
             params![
@@ -549,7 +571,8 @@ impl SqliteHistory {
                 mark.due_ms,
                 mark.run_id,
                 mark.status,
-                mark.journal
+                mark.journal,
+                mark.owner
             ],
         )?)
     }
@@ -601,6 +624,10 @@ fn bound(filter: &Filter) -> (bool, Option<&str>, i64) {
 }
 
 impl History for SqliteHistory {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
     fn record(&mut self, report: &Report) -> anyhow::Result<()> {
         let Some(run_id) = report.run_id.as_deref() else {
             anyhow::bail!("{}: the journal has no run-started entry", report.journal);
@@ -844,7 +871,8 @@ impl History for SqliteHistory {
             "DO UPDATE SET
                  run_id = COALESCE(excluded.run_id, slots.run_id),
                  status = excluded.status,
-                 journal = COALESCE(excluded.journal, slots.journal)",
+                 journal = COALESCE(excluded.journal, slots.journal),
+                 owner = COALESCE(excluded.owner, slots.owner)",
         )?;
         Ok(())
     }
@@ -853,11 +881,17 @@ impl History for SqliteHistory {
         Ok(self.insert_slot(mark, "DO NOTHING")? == 1)
     }
 
-    fn unfinished_slots(&self) -> anyhow::Result<Vec<(String, Option<String>)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT slot, journal FROM slots WHERE status = 'started' ORDER BY due_ms")?;
-        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    fn unfinished_slots(&self) -> anyhow::Result<Vec<UnfinishedSlot>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT slot, journal, owner FROM slots WHERE status = 'started' ORDER BY due_ms",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok(UnfinishedSlot {
+                slot: row.get(0)?,
+                journal: row.get(1)?,
+                owner: row.get(2)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -995,12 +1029,33 @@ pub fn stats(kills: &[KillPoint], calendar: Option<&Calendar>) -> Vec<GroupStats
 /// A history several runs (and the daemon) share.
 pub type SharedHistory = Arc<Mutex<dyn History>>;
 
-/// The kill history of a config's state directory, to share, and where it
-/// is: the one way every command opens it.
-pub(crate) fn open_shared(config: &Config) -> anyhow::Result<(SharedHistory, PathBuf)> {
-    let history = SqliteHistory::in_state_dir(&config.state_dir()?)?;
-    let path = history.path().to_owned();
-    Ok((Arc::new(Mutex::new(history)), path))
+/// The kill history of a config, to share: its database (`state`), else
+/// the SQLite file of its state directory. The one way every command opens
+/// it.
+pub(crate) fn open_shared(config: &Config) -> anyhow::Result<SharedHistory> {
+    match &config.state {
+        Some(url) => open_database(config, url),
+        None => Ok(Arc::new(Mutex::new(SqliteHistory::in_state_dir(
+            &config.state_dir()?,
+        )?))),
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn open_database(config: &Config, url: &str) -> anyhow::Result<SharedHistory> {
+    let database = postgres::Database::parse(url)
+        .map_err(|why| anyhow::anyhow!("{}: state {why}", config.path.display()))?;
+    Ok(Arc::new(Mutex::new(postgres::PostgresHistory::connect(
+        &database,
+    )?)))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_database(config: &Config, _url: &str) -> anyhow::Result<SharedHistory> {
+    anyhow::bail!(
+        "{}: state names a PostgreSQL database, and this wasmonkey was built without PostgreSQL (build it with the default features)",
+        config.path.display()
+    )
 }
 
 #[cfg(test)]
@@ -1180,12 +1235,17 @@ mod tests {
             run_id: None,
             status: SlotStatus::Started,
             journal: Some("j.jsonl"),
+            owner: Some("host:1"),
         };
         history.mark_slot(&mark).unwrap();
         assert!(history.slot_done("1@2026-12-07").unwrap());
         assert_eq!(
             history.unfinished_slots().unwrap(),
-            [("1@2026-12-07".to_owned(), Some("j.jsonl".to_owned()))]
+            [UnfinishedSlot {
+                slot: "1@2026-12-07".to_owned(),
+                journal: Some("j.jsonl".to_owned()),
+                owner: Some("host:1".to_owned()),
+            }]
         );
         assert!(!history.claim_slot(&mark).unwrap(), "already there");
         let other = SlotMark {
@@ -1196,6 +1256,7 @@ mod tests {
         mark.run_id = Some("r");
         mark.status = SlotStatus::Succeeded;
         mark.journal = None;
+        mark.owner = None;
         history.mark_slot(&mark).unwrap();
         let row: (String, String, String) = history
             .conn

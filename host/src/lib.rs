@@ -23,6 +23,8 @@ pub mod cloud;
 pub mod config;
 pub mod contract;
 pub mod daemon;
+#[cfg(feature = "postgres")]
+pub mod database;
 pub mod faults;
 pub(crate) mod files;
 pub(crate) mod guard;

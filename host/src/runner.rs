@@ -428,7 +428,7 @@ fn open_history(config: &Config, options: &RunOptions) -> anyhow::Result<Option<
         return Ok(Some(Arc::clone(history)));
     }
     match crate::history::open_shared(config) {
-        Ok((history, _)) => Ok(Some(history)),
+        Ok(history) => Ok(Some(history)),
         Err(err) if config.blast_radius.min_time_between_kills.is_some() => {
             Err(err.context(format!(
                 "{}: blast_radius.min_time_between_kills needs the kill history; nothing was run",

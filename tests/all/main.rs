@@ -38,6 +38,8 @@ mod rigged;
 mod sandbox_limits;
 mod scaffold;
 mod schema;
+#[cfg(feature = "postgres")]
+mod shared_state;
 mod strategies;
 mod support;
 mod targets;

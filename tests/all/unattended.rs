@@ -1,6 +1,7 @@
 //! Unattended chaos: the daemon's loop on the simulated fleet's virtual
 //! clock, its restarts, `simulate`, and the kill history it keeps.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use wasmonkey::cloud::sim::SimCloud;
@@ -249,6 +250,12 @@ async fn a_daemon_that_died_mid_run_brings_that_runs_journal_into_the_history_on
     let fresh = Arc::new(Mutex::new(
         SqliteHistory::in_state_dir(dir.path()).expect("history"),
     ));
+    // Its owner: a process of this host that is gone.
+    let mut exited = std::process::Command::new("true").spawn().expect("true");
+    let gone = exited.id();
+    exited.wait().expect("reaped");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let dead_owner = format!("{}:{gone}", host.trim());
     fresh
         .lock()
         .unwrap()
@@ -259,6 +266,27 @@ async fn a_daemon_that_died_mid_run_brings_that_runs_journal_into_the_history_on
             run_id: None,
             status: wasmonkey::history::SlotStatus::Started,
             journal: Some(&journal.display().to_string()),
+            owner: Some(&dead_owner),
+        })
+        .expect("mark");
+    // And a slot another host's daemon is running now, on a shared
+    // history: left to it, never taken over.
+    let elsewhere = wasmonkey::history::UnfinishedSlot {
+        slot: "0@2026-12-01T09:00:00+01:00".to_owned(),
+        journal: Some("/elsewhere/slot.jsonl".to_owned()),
+        owner: Some("another-host:4242".to_owned()),
+    };
+    fresh
+        .lock()
+        .unwrap()
+        .mark_slot(&SlotMark {
+            slot: &elsewhere.slot,
+            experiment: 0,
+            due_ms: start - DAY_MS,
+            run_id: None,
+            status: wasmonkey::history::SlotStatus::Started,
+            journal: elsewhere.journal.as_deref(),
+            owner: elsewhere.owner.as_deref(),
         })
         .expect("mark");
     let shared: SharedHistory = fresh.clone();
@@ -273,7 +301,7 @@ async fn a_daemon_that_died_mid_run_brings_that_runs_journal_into_the_history_on
         .await
         .expect("runs");
     let fresh = fresh.lock().unwrap();
-    assert!(fresh.unfinished_slots().expect("slots").is_empty());
+    assert_eq!(fresh.unfinished_slots().expect("slots"), [elsewhere]);
     let kills = fresh.kills(&Filter::default()).expect("kills");
     let monday_kills = kills
         .iter()
@@ -619,6 +647,7 @@ async fn serve_metrics(
     let served = http::Served {
         metrics: Arc::clone(metrics),
         switches,
+        history: None,
     };
     (
         address,
@@ -1510,6 +1539,23 @@ fn manual_run(
 
 #[test]
 fn two_daemons_and_a_manual_run_on_one_history_never_kill_a_group_twice_within_the_gap() {
+    let open = |state: &Path| -> SharedHistory {
+        Arc::new(Mutex::new(
+            SqliteHistory::in_state_dir(state).expect("history"),
+        ))
+    };
+    let (times, _setup) = race_on_one_history(&open);
+    assert!(times.len() >= 3, "too few kills to tell: {times:?}");
+}
+
+/// Two daemons and an operator's runs racing for one group with
+/// `min_time_between_kills = "1h"`, each with its own connection to the
+/// history `open` opens for a state directory: the executed kills of the
+/// group, in time order, each checked to be an hour or more after the last,
+/// and the set-up (its journals stay while it does).
+pub(crate) fn race_on_one_history(
+    open: &(dyn Fn(&Path) -> SharedHistory + Sync),
+) -> (Vec<EpochMs>, support::Setup) {
     // Two daemons (every 7 and every 10 minutes) and an operator's runs,
     // each on a thread of its own with its own connection to one history,
     // all on one simulated fleet and clock, over a working day, racing for
@@ -1539,11 +1585,7 @@ fn two_daemons_and_a_manual_run_on_one_history_never_kill_a_group_twice_within_t
         SimCloud::from_fleet_file(&setup.dir.path().join("fleet.toml"), 8).expect("fleet"),
     );
     let state = setup.dir.path().join("state");
-    let open = || -> SharedHistory {
-        Arc::new(Mutex::new(
-            SqliteHistory::in_state_dir(&state).expect("history"),
-        ))
-    };
+    let open = || open(&state);
     // Monday 09:00 in Berlin, the window's start; the day ends at 15:00.
     let origin = at(MONDAY) + 9 * 3_600_000;
     let until = origin + 6 * 3_600_000;
@@ -1576,8 +1618,10 @@ fn two_daemons_and_a_manual_run_on_one_history_never_kill_a_group_twice_within_t
             }
         });
     });
-    let history = SqliteHistory::in_state_dir(&state).expect("history");
+    let history = open();
     let mut times: Vec<EpochMs> = history
+        .lock()
+        .expect("history")
         .kills(&Filter::default())
         .expect("kills")
         .into_iter()
@@ -1585,7 +1629,6 @@ fn two_daemons_and_a_manual_run_on_one_history_never_kill_a_group_twice_within_t
         .map(|k| k.killed_ms)
         .collect();
     times.sort_unstable();
-    assert!(times.len() >= 3, "too few kills to tell: {times:?}");
     for pair in times.windows(2) {
         assert!(
             pair[1] - pair[0] >= 3_600_000,
@@ -1593,6 +1636,7 @@ fn two_daemons_and_a_manual_run_on_one_history_never_kill_a_group_twice_within_t
             (pair[1] - pair[0]) / 1000
         );
     }
+    (times, setup)
 }
 
 /// A history that lets another process's sleep move the shared simulated
@@ -1632,7 +1676,10 @@ impl wasmonkey::history::History for ClockMovedDuringReserve {
     fn claim_slot(&mut self, mark: &SlotMark<'_>) -> anyhow::Result<bool> {
         self.inner.claim_slot(mark)
     }
-    fn unfinished_slots(&self) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn unfinished_slots(&self) -> anyhow::Result<Vec<wasmonkey::history::UnfinishedSlot>> {
         self.inner.unfinished_slots()
     }
     fn daemon_seen(&self) -> anyhow::Result<Option<EpochMs>> {

@@ -50,7 +50,7 @@ commands:
   build-plugin DIR    build the plugin project in DIR (any language) into DIR/dist/
   demo                plugins, then `wasmonkey run --config examples/wasmonkey.toml --execute
                       --html target/demo-report.html [args]`
-  test                plugins --all, moto, chromium, promtool and prometheus (installed when
+  test                plugins --all, moto, chromium, promtool, prometheus and postgresql (installed when
                       missing), then `cargo test --workspace [args]`
   ci                  vendor-ec2 --check, cargo fmt --check, cargo clippy -D warnings,
                       then what `test` does
@@ -233,6 +233,11 @@ fn test(args: &[String]) -> Result<()> {
         system::libfaketime()
     })?;
     cmd.env("WASMONKEY_LIBFAKETIME", faketime);
+    let postgres = step(
+        "postgresql (for the shared state's tests)",
+        system::postgres_bin,
+    )?;
+    cmd.env("WASMONKEY_POSTGRES_BIN", postgres);
     cmd.args(["test", "--workspace"]).args(args);
     step("cargo test", || run(&mut cmd))?;
     if args.is_empty() {

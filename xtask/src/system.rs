@@ -1,8 +1,8 @@
 //! Programs the tests drive from Debian's packages: Chromium (the HTML
 //! report is checked in a real browser), promtool (the metrics are
 //! checked by Prometheus's own linter), the Prometheus server (PromQL stop
-//! conditions query it) and libfaketime (the daemon's
-//! clock is jumped under it). Installed with apt-get when
+//! conditions query it), libfaketime (the daemon's clock is jumped under
+//! it) and PostgreSQL (the shared state several daemons keep). Installed with apt-get when
 //! missing, as root; anyone else is told the one command to run.
 
 use std::path::{Path, PathBuf};
@@ -55,9 +55,49 @@ pub fn libfaketime() -> Result<PathBuf> {
     found.context("`faketime` is installed but no /usr/lib/*/faketime/libfaketime.so.1 was found")
 }
 
+/// PostgreSQL's server programs (`initdb`, `postgres`), for the shared
+/// state's tests. Debian keeps them off PATH, in
+/// /usr/lib/postgresql/VERSION/bin; the tests run them as the `postgres`
+/// user the package creates (the server refuses root).
+pub const POSTGRESQL: Needed = Needed {
+    program: "postgres",
+    packages: &["postgresql"],
+};
+
+/// The directory of Debian's PostgreSQL server programs (the newest
+/// version's), installing the package first if it is missing.
+pub fn postgres_bin() -> Result<PathBuf> {
+    let server = ensure_found(&POSTGRESQL, debian_postgres)?;
+    server
+        .parent()
+        .map(Path::to_path_buf)
+        .context("the PostgreSQL server has no directory")
+}
+
+/// `/usr/lib/postgresql/VERSION/bin/postgres`, the highest VERSION first.
+fn debian_postgres(program: &str) -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin").join(program)))
+        })
+        .filter(|(_, path)| is_executable(path))
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, path)| path)
+}
+
 /// The program's path, installing its packages first if it is missing.
 pub fn ensure(needed: &Needed) -> Result<PathBuf> {
-    if let Some(found) = find(needed.program) {
+    ensure_found(needed, find)
+}
+
+/// The program's path as `locate` finds it, installing its packages first
+/// if it is missing.
+fn ensure_found(needed: &Needed, locate: fn(&str) -> Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(found) = locate(needed.program) {
         return Ok(found);
     }
     let command = format!(
@@ -84,9 +124,9 @@ pub fn ensure(needed: &Needed) -> Result<PathBuf> {
         )?;
         install(needed.packages)?;
     }
-    find(needed.program).with_context(|| {
+    locate(needed.program).with_context(|| {
         format!(
-            "`{command}` succeeded but `{}` is still not on PATH",
+            "`{command}` succeeded but `{}` is still not found",
             needed.program
         )
     })

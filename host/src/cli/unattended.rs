@@ -10,7 +10,7 @@ use clap::Subcommand;
 
 use crate::config::Config;
 use crate::daemon::{self, Clock, Daemon};
-use crate::history::{self, Filter, History as _, SqliteHistory};
+use crate::history::{self, Filter, SharedHistory, SqliteHistory};
 use crate::metrics::Metrics;
 use crate::report::Report;
 use crate::schedule::{self, EpochMs};
@@ -76,15 +76,18 @@ pub(super) fn parse_since(text: &str, now: EpochMs) -> anyhow::Result<EpochMs> {
     Ok(now.saturating_sub(i64::try_from(back.as_millis()).unwrap_or(i64::MAX)))
 }
 
-/// The history of a config's state directory, or of the operator's.
-fn history_of(config: Option<&Config>) -> anyhow::Result<SqliteHistory> {
-    let dir = match config {
-        Some(config) => config.state_dir()?,
-        None => crate::kill_switch::operator_state_dir().ok_or_else(|| {
-            anyhow::anyhow!("no state directory: set XDG_STATE_HOME or HOME, or pass --config")
-        })?,
-    };
-    SqliteHistory::in_state_dir(&dir)
+/// The history of a config (its database, or its state directory's
+/// file), or of the operator's state directory.
+fn history_of(config: Option<&Config>) -> anyhow::Result<SharedHistory> {
+    if let Some(config) = config {
+        return crate::history::open_shared(config);
+    }
+    let dir = crate::kill_switch::operator_state_dir().ok_or_else(|| {
+        anyhow::anyhow!("no state directory: set XDG_STATE_HOME or HOME, or pass --config")
+    })?;
+    Ok(Arc::new(std::sync::Mutex::new(
+        SqliteHistory::in_state_dir(&dir)?,
+    )))
 }
 
 fn load(config: Option<&Path>) -> anyhow::Result<Option<Config>> {
@@ -97,7 +100,10 @@ pub(super) fn history(
     command: Option<HistoryCommand>,
 ) -> anyhow::Result<ExitCode> {
     let config = load(args.config.as_deref())?;
-    let mut store = history_of(config.as_ref())?;
+    let shared = history_of(config.as_ref())?;
+    let mut store = shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let calendar = config
         .as_ref()
         .map(Config::calendar)
@@ -122,7 +128,7 @@ pub(super) fn history(
         let page = crate::history::html::KillsPage {
             title: "wasmonkey kill history".into(),
             facts: vec![
-                ("History", store.path().display().to_string()),
+                ("History", store.location()),
                 ("Group", args.group.clone().unwrap_or_else(|| "all".into())),
                 (
                     "Since",
@@ -154,7 +160,7 @@ pub(super) fn history(
                 } else {
                     ", journal cut short"
                 },
-                one_line(&store.path().display().to_string())
+                one_line(&store.location())
             )?;
         }
         Some(HistoryCommand::Stats) => {
@@ -262,14 +268,18 @@ pub(super) async fn daemon(
         .daemon
         .listen_address()
         .map_err(|err| anyhow::anyhow!("{}: {err}", config.path.display()))?;
-    let (shared, path) = crate::history::open_shared(&config)?;
+    let shared = crate::history::open_shared(&config)?;
+    let location = shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .location();
     // The backend the slots run on: its switches (the account's too), and
     // the account and region every series is labelled with.
     let backend = crate::runner::backend(&config, seed).await?;
     let switches = config.switches(backend.as_ref())?;
     let metrics = Arc::new(Metrics::for_config(&config, &backend.whereabouts().await));
-    let daemon =
-        Daemon::new(config, shared, Clock::Wall, execute, seed)?.with_metrics(Arc::clone(&metrics));
+    let daemon = Daemon::new(config, Arc::clone(&shared), Clock::Wall, execute, seed)?
+        .with_metrics(Arc::clone(&metrics));
     let stop = stop_on_signals()?;
     if let Some(address) = listen {
         let listener = crate::metrics::http::bind(address).await?;
@@ -278,12 +288,16 @@ pub(super) async fn daemon(
             tracing::warn!("daemon.listen: /metrics is served beyond loopback, on {bound}");
         }
         tracing::info!("serving /metrics and /healthz on http://{bound}");
-        let served = crate::metrics::http::Served { metrics, switches };
+        let served = crate::metrics::http::Served {
+            metrics,
+            switches,
+            history: Some(Arc::clone(&shared)),
+        };
         tokio::spawn(crate::metrics::http::serve(listener, served, stop.clone()));
     }
     tracing::info!(
         seed,
-        history = %path.display(),
+        history = %crate::text::one_line(&location),
         "daemon started ({})",
         if execute { "executing" } else { "dry run: nothing is changed" }
     );
@@ -405,13 +419,13 @@ pub(super) fn status(config: &Config) -> anyhow::Result<()> {
         }
         _ => outln!("schedule: none (no [schedule], or no experiment with a when)")?,
     }
-    let store = history_of(Some(config))?;
+    let shared = history_of(Some(config))?;
+    let store = shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let runs = store.runs(5)?;
     if runs.is_empty() {
-        outln!(
-            "last runs: none in {}",
-            one_line(&store.path().display().to_string())
-        )?;
+        outln!("last runs: none in {}", one_line(&store.location()))?;
     } else {
         outln!("last runs:")?;
         for run in runs {

@@ -36,6 +36,31 @@ pub struct Served {
     /// `wasmonkey_paused` is never stale: 1 when any one is set (or cannot
     /// be read).
     pub switches: Switches,
+    /// The daemon's history (its slots and kill ledger), asked at every
+    /// `/healthz`: a daemon that cannot reach it kills nothing (its ledger
+    /// denies), and says so there.
+    pub history: Option<crate::history::SharedHistory>,
+}
+
+/// How long `/healthz` waits for the history to answer.
+const HISTORY_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Whether the history answers now: `Err` with why when it does not.
+async fn history_answers(history: &crate::history::SharedHistory) -> Result<(), String> {
+    let history = Arc::clone(history);
+    let asked = tokio::task::spawn_blocking(move || {
+        history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .daemon_seen()
+            .map(drop)
+            .map_err(|err| format!("{err:#}"))
+    });
+    match tokio::time::timeout(HISTORY_DEADLINE, asked).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(err)) => Err(format!("asking it failed: {err}")),
+        Err(_) => Err(format!("no answer within {} s", HISTORY_DEADLINE.as_secs())),
+    }
 }
 
 /// Bind `address`, naming the config key when that fails.
@@ -112,7 +137,24 @@ async fn answer(served: &Served, request: &Request<Incoming>) -> Response<Full<B
                 .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
             response
         }
-        "/healthz" => plain(StatusCode::OK, "ok\n"),
+        "/healthz" => match &served.history {
+            Some(history) => match history_answers(history).await {
+                Ok(()) => plain(StatusCode::OK, "ok\n"),
+                Err(why) => {
+                    let mut response = Response::new(Full::new(Bytes::from(format!(
+                        "the state cannot be reached, so no kill is allowed: {}\n",
+                        crate::text::one_line(&why)
+                    ))));
+                    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    response.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; charset=utf-8"),
+                    );
+                    response
+                }
+            },
+            None => plain(StatusCode::OK, "ok\n"),
+        },
         _ => plain(StatusCode::NOT_FOUND, "not found: /metrics or /healthz\n"),
     }
 }
