@@ -326,6 +326,16 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Write the contract's WIT files, as this binary carries them, for a
+    /// plugin project built without wasmonkey's source.
+    Wit {
+        /// Where (default: ./wit).
+        #[arg(long, default_value = "wit")]
+        dir: PathBuf,
+        /// The contract version (default: the newest).
+        #[arg(long, value_name = "VERSION", value_parser = crate::scaffold::parse_contract)]
+        contract: Option<crate::contract::Version>,
+    },
     /// Create a plugin project that builds and loads as it is.
     New {
         /// The plugin's language.
@@ -345,8 +355,9 @@ pub enum Command {
 /// Which kill switch `pause` and `resume` act on.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct WhichSwitch {
-    /// The switch of this run config's state_dir (with --account: its
-    /// account's).
+    /// The switch of this run config's state: its database's when it
+    /// names one (every host on it honours it), else its state_dir's (with
+    /// --account: its account's).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// The host's switch, honoured by every user's runs on this machine
@@ -642,6 +653,13 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             outln!("{}", serde_json::to_string_pretty(&Config::schema())?)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Wit { dir, contract } => {
+            let contract = contract.unwrap_or(crate::contract::Version::LATEST);
+            for (path, state) in crate::scaffold::write_wit(contract, &dir)? {
+                outln!("{state} {}", one_line(&path.display().to_string()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::New {
             lang,
             name,
@@ -694,6 +712,10 @@ async fn chosen_switch(which: &WhichSwitch) -> anyhow::Result<Arc<dyn Switch>> {
     };
     let config = Config::load(path)?;
     if !which.account {
+        // A config whose state is shared pauses every host on it.
+        if let Some(shared) = crate::history::shared_switch(&config)? {
+            return Ok(shared);
+        }
         return Ok(Arc::new(FileSwitch::new(&config.state_dir()?)));
     }
     let cloud = runner::backend(&config, config.seed.unwrap_or(0)).await?;
@@ -714,7 +736,7 @@ async fn switches_in_force(config: Option<&std::path::Path>) -> anyhow::Result<S
     };
     let config = Config::load(path)?;
     let cloud = runner::backend(&config, config.seed.unwrap_or(0)).await?;
-    config.switches(cloud.as_ref())
+    crate::history::switches(&config, cloud.as_ref())
 }
 
 /// Print each switch's state and the verdict; whether any is set.

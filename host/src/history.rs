@@ -1045,9 +1045,56 @@ pub(crate) fn open_shared(config: &Config) -> anyhow::Result<SharedHistory> {
 fn open_database(config: &Config, url: &str) -> anyhow::Result<SharedHistory> {
     let database = postgres::Database::parse(url)
         .map_err(|why| anyhow::anyhow!("{}: state {why}", config.path.display()))?;
-    Ok(Arc::new(Mutex::new(postgres::PostgresHistory::connect(
-        &database,
-    )?)))
+    let history = postgres::PostgresHistory::connect(&database)
+        .with_context(|| format!("{}: state", config.path.display()))?;
+    Ok(Arc::new(Mutex::new(history)))
+}
+
+/// Every kill switch in force for a run of `config` on `cloud` (see
+/// [`Config::switches`]), and the shared state's when it names one, read
+/// no more often than the fleet.
+pub(crate) fn switches(
+    config: &Config,
+    cloud: &dyn crate::cloud::Cloud,
+) -> anyhow::Result<crate::kill_switch::Switches> {
+    let switches = config.switches(cloud)?;
+    Ok(match shared_switch(config)? {
+        Some(shared) => switches.with(Arc::new(crate::kill_switch::Cached::new(
+            shared,
+            std::time::Duration::from_millis(config.max_read_age_ms()),
+        ))),
+        None => switches,
+    })
+}
+
+/// The shared state's kill switch, when the config names a database.
+pub(crate) fn shared_switch(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<dyn crate::kill_switch::Switch>>> {
+    let Some(url) = &config.state else {
+        return Ok(None);
+    };
+    shared_switch_of(config, url)
+}
+
+#[cfg(feature = "postgres")]
+fn shared_switch_of(
+    config: &Config,
+    url: &str,
+) -> anyhow::Result<Option<Arc<dyn crate::kill_switch::Switch>>> {
+    let database = postgres::Database::parse(url)
+        .map_err(|why| anyhow::anyhow!("{}: state {why}", config.path.display()))?;
+    let switch = postgres::SharedSwitch::connect(&database)
+        .with_context(|| format!("{}: state", config.path.display()))?;
+    Ok(Some(Arc::new(switch)))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn shared_switch_of(
+    config: &Config,
+    url: &str,
+) -> anyhow::Result<Option<Arc<dyn crate::kill_switch::Switch>>> {
+    open_database(config, url).map(|_| None)
 }
 
 #[cfg(not(feature = "postgres"))]

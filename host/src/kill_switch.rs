@@ -94,6 +94,8 @@ named! {
         StateDir = "state-dir",
         /// Every operator of an AWS account and region.
         Account = "account",
+        /// Every host whose config names the same shared state (`state`).
+        Shared = "shared",
     }
 }
 

@@ -98,7 +98,7 @@ pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Resu
     let run_plan = RunPlan::build(config, &catalog, &sandbox, &view, &every, true).await?;
     let mut problems = run_plan.problems(config);
     problems.extend(run_plan.unknown_scope());
-    let guard = Guard::for_config(config, config.switches(cloud.as_ref())?);
+    let guard = Guard::for_config(config, crate::history::switches(config, cloud.as_ref())?);
     let stop_conditions = guard
         .survey(&view)
         .await

@@ -172,7 +172,7 @@ pub async fn run_on(
         })?;
     let switches = match &options.switches {
         Some(switches) => switches.clone(),
-        None => config.switches(cloud.as_ref())?,
+        None => crate::history::switches(config, cloud.as_ref())?,
     };
     let guard = Arc::new(Guard::for_config(config, switches));
     let (run_id, origin_ms) = identify(cloud.as_ref(), seed, options);

@@ -125,6 +125,48 @@ pub(crate) fn parse_contract(number: &str) -> Result<Version, String> {
     })
 }
 
+/// `wasmonkey wit`: write `contract`'s WIT files into `dir`. A file already
+/// there with other text is never overwritten: then nothing is written,
+/// and the error names each such file. Returns each file and whether it was
+/// `written` or already `unchanged`.
+pub(crate) fn write_wit(
+    contract: Version,
+    dir: &Path,
+) -> anyhow::Result<Vec<(PathBuf, &'static str)>> {
+    let files: Vec<(PathBuf, &str)> = contract
+        .wit_files()
+        .iter()
+        .map(|(file, text)| (dir.join(file), *text))
+        .collect();
+    let mut differing = Vec::new();
+    let mut states = Vec::new();
+    for (path, text) in &files {
+        match std::fs::read(path) {
+            Ok(there) if there == text.as_bytes() => states.push("unchanged"),
+            Ok(_) => differing.push(path.display().to_string()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => states.push("written"),
+            Err(err) => anyhow::bail!("{}: cannot read: {err}", path.display()),
+        }
+    }
+    if !differing.is_empty() {
+        anyhow::bail!(
+            "{} already hold(s) other text than contract {}'s; nothing was written (remove them, or choose another --dir)",
+            differing.join(", "),
+            contract.number()
+        );
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+    for (path, text) in &files {
+        std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    Ok(files
+        .into_iter()
+        .map(|(path, _)| path)
+        .zip(states)
+        .collect())
+}
+
 /// Write a new `lang` project for plugin `name`, against `contract`, into
 /// `dir`, which must not exist or be empty. Returns the files written.
 pub(crate) fn create(

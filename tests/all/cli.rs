@@ -448,3 +448,65 @@ fn a_closed_stdout_ends_each_command_quietly_with_141() {
         "{stderr}"
     );
 }
+
+#[test]
+fn wit_writes_the_contract_the_binary_links_and_never_overwrites_other_text() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wit = dir.path().join("wit");
+    let write = |contract: Option<&str>| {
+        let mut cmd = wasmonkey();
+        cmd.arg("wit").arg("--dir").arg(&wit);
+        if let Some(contract) = contract {
+            cmd.args(["--contract", contract]);
+        }
+        cmd.output().expect("wasmonkey runs")
+    };
+    let same_as = |version: &str| {
+        let repo = support::root().join("wit").join(version);
+        let mut files: Vec<_> = std::fs::read_dir(&repo)
+            .expect("the repository's contract")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 3);
+        for file in files {
+            assert_eq!(
+                std::fs::read(wit.join(&file)).expect("written"),
+                std::fs::read(repo.join(&file)).expect("repo"),
+                "{file:?} of {version}"
+            );
+        }
+    };
+    let first = write(None);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let said = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(said.matches("written ").count(), 3, "{said}");
+    same_as("v0.2.0");
+    let again = write(None);
+    assert!(again.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout)
+            .matches("unchanged ")
+            .count(),
+        3
+    );
+    // Another version's text is never written over this one's.
+    let older = write(Some("0.1.0"));
+    assert!(!older.status.success());
+    let err = String::from_utf8_lossy(&older.stderr);
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(err.contains("host.wit"), "{err}");
+    same_as("v0.2.0");
+    let unknown = write(Some("0.3.0"));
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("0.1.0, 0.2.0"));
+    // Into a directory of its own, the older contract as it is.
+    std::fs::remove_dir_all(&wit).expect("clean");
+    assert!(write(Some("0.1.0")).status.success());
+    same_as("v0.1.0");
+}

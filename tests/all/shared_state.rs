@@ -194,7 +194,7 @@ fn a_database_url_with_a_password_is_refused_and_none_is_ever_shown() {
 }
 
 #[test]
-fn a_database_that_cannot_be_reached_stops_a_spaced_run_before_it_acts() {
+fn a_database_that_cannot_be_reached_stops_a_run_before_it_acts() {
     // Nothing listens on port 1.
     let body = format!(
         "{}[[experiment]]\nplugin = \"hostile\"\ngrants = [\"terminate\"]\nparams = {{ attack = \"terminate\", targets = \"i-0\" }}\n",
@@ -217,11 +217,9 @@ fn a_database_that_cannot_be_reached_stops_a_spaced_run_before_it_acts() {
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{said}");
     assert!(
-        said.contains("min_time_between_kills needs the kill history"),
-        "{said}"
-    );
-    assert!(
-        said.contains("postgres://chaos@127.0.0.1:1/chaos"),
+        said.contains(
+            "state: the shared kill switch: postgres://chaos@127.0.0.1:1/chaos: connecting"
+        ),
         "{said}"
     );
     assert!(!said.contains("s3cret-pw"), "{said}");
@@ -567,4 +565,82 @@ fn three_daemons_killed_and_restarted_at_random_run_each_slot_once_and_never_kil
         slots.len(),
         executed.len()
     );
+}
+
+/// `wasmonkey` with `args`, in a machine of its own: its host and operator
+/// switches under `home`.
+fn wasmonkey_at(home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+        .args(args)
+        .env("XDG_STATE_HOME", home.join("xdg"))
+        .env("WASMONKEY_HOST_STATE_DIR", home.join("host"))
+        .env("WASMONKEY_LOG", "warn")
+        .output()
+        .expect("wasmonkey runs")
+}
+
+/// One pause on the shared state stops the runs of every host on it: set
+/// through one host's config, it stops another's run (exit 6) and shows in
+/// its status; resumed through the other, both are clear again. A shared
+/// switch that cannot be read stops the run too.
+#[test]
+fn a_pause_on_the_shared_state_stops_every_host_on_it() {
+    let server = Postgres::start();
+    let body = format!(
+        "{}[[experiment]]\nplugin = \"hostile\"\ngrants = [\"terminate\"]\nparams = {{ attack = \"terminate\", targets = \"i-0\" }}\n",
+        support::RULES
+    );
+    // Two hosts: two set-ups, each with a state directory of its own.
+    let hosts: Vec<support::Setup> = (0..2)
+        .map(|_| {
+            let setup = support::setup(support::FLEET, &support::test_plugin_dir(), &body);
+            with_state(&setup, &server.url());
+            setup
+        })
+        .collect();
+    let config = |host: usize| hosts[host].config.display().to_string();
+    let home = |host: usize| hosts[host].dir.path().to_owned();
+    let paused = wasmonkey_at(
+        &home(0),
+        &["pause", "--config", &config(0), "--reason", "incident 42"],
+    );
+    assert!(
+        paused.status.success(),
+        "{}",
+        String::from_utf8_lossy(&paused.stderr)
+    );
+
+    let status = wasmonkey_at(&home(1), &["status", "--config", &config(1)]);
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(said.contains("kill switch: SET"), "{said}");
+    assert!(said.contains("shared switch SET"), "{said}");
+    assert!(said.contains("incident 42"), "{said}");
+    let run = wasmonkey_at(&home(1), &["run", "--execute", "--config", &config(1)]);
+    assert_eq!(
+        run.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    assert!(String::from_utf8_lossy(&run.stdout).contains("shared switch"));
+
+    let resumed = wasmonkey_at(&home(1), &["resume", "--config", &config(1)]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    for host in 0..2 {
+        let status = wasmonkey_at(&home(host), &["status", "--config", &config(host)]);
+        let said = String::from_utf8_lossy(&status.stdout);
+        assert!(said.contains("kill switch: clear"), "host {host}: {said}");
+        assert!(said.contains("shared switch clear"), "host {host}: {said}");
+    }
+
+    // The database gone: nothing starts.
+    drop(server);
+    let run = wasmonkey_at(&home(0), &["run", "--execute", "--config", &config(0)]);
+    assert_ne!(run.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(said.contains("postgres://wasmonkey@127.0.0.1:"), "{said}");
 }

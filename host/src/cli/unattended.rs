@@ -276,7 +276,7 @@ pub(super) async fn daemon(
     // The backend the slots run on: its switches (the account's too), and
     // the account and region every series is labelled with.
     let backend = crate::runner::backend(&config, seed).await?;
-    let switches = config.switches(backend.as_ref())?;
+    let switches = crate::history::switches(&config, backend.as_ref())?;
     let metrics = Arc::new(Metrics::for_config(&config, &backend.whereabouts().await));
     let daemon = Daemon::new(config, Arc::clone(&shared), Clock::Wall, execute, seed)?
         .with_metrics(Arc::clone(&metrics));

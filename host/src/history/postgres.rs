@@ -11,7 +11,7 @@
 //! answer is an error, never a hang, and an error is never a permission.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -21,6 +21,7 @@ use super::{
     KILLED,
 };
 pub use crate::database::Database;
+use crate::kill_switch::{Pause, Switch, SwitchScope};
 use crate::report::{HostVerdict, Report, VictimStatus};
 use crate::schedule::EpochMs;
 
@@ -115,6 +116,12 @@ CREATE TABLE ledger (
 );
 CREATE INDEX ledger_by_group ON ledger (group_name, at_ms);
 ALTER TABLE slots ADD COLUMN owner TEXT;
+CREATE TABLE pause (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    reason TEXT NOT NULL,
+    since TEXT NOT NULL,
+    by_whom TEXT NOT NULL
+);
 "];
 
 /// The advisory lock key every migration takes: two hosts starting on a new
@@ -140,12 +147,10 @@ impl Connection {
             if let Some(password) = &password {
                 config.password(password);
             }
-            let mut client = config
-                .connect(postgres::NoTls)
-                .with_context(|| format!("connecting to {}", self.database.shown()))?;
+            let mut client = config.connect(postgres::NoTls).context("connecting")?;
             client
                 .batch_execute(SESSION)
-                .with_context(|| format!("setting up the session on {}", self.database.shown()))?;
+                .context("setting up the session")?;
             self.client = Some(client);
         }
         self.client
@@ -170,6 +175,11 @@ impl PostgresHistory {
     /// Connect, and bring the schema up to this host's version (refusing a
     /// database a newer release has migrated).
     pub fn connect(database: &Database) -> anyhow::Result<PostgresHistory> {
+        PostgresHistory::connect_for(database, "the kill history")
+    }
+
+    /// The same, saying in its errors what the connection is `for`.
+    fn connect_for(database: &Database, what: &str) -> anyhow::Result<PostgresHistory> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let mut connection = Connection {
             database: database.clone(),
@@ -187,9 +197,7 @@ impl PostgresHistory {
             jobs,
             database: database.clone(),
         };
-        history
-            .call(migrate)
-            .with_context(|| format!("the kill history in {}", database.shown()))?;
+        history.call(migrate).context(what.to_owned())?;
         Ok(history)
     }
 
@@ -221,6 +229,121 @@ impl PostgresHistory {
         job: impl FnOnce(&mut postgres::Client) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
         wait(&self.start(job)?, &self.database)
+    }
+}
+
+impl PostgresHistory {
+    /// The shared kill switch's pause, if it is set.
+    pub fn paused(&self) -> anyhow::Result<Option<Pause>> {
+        self.call(|client| {
+            client
+                .query_opt("SELECT reason, since, by_whom FROM pause WHERE id = 1", &[])?
+                .map(|row| {
+                    Ok(Pause {
+                        reason: row.try_get(0)?,
+                        since: row.try_get(1)?,
+                        by: row.try_get(2)?,
+                    })
+                })
+                .transpose()
+        })
+    }
+
+    /// Set the shared kill switch (again, with this reason, if it was).
+    pub fn pause(&self, pause: &Pause) -> anyhow::Result<()> {
+        let pause = pause.clone();
+        self.call(move |client| {
+            client.execute(
+                "INSERT INTO pause (id, reason, since, by_whom) VALUES (1, $1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET reason = excluded.reason, since = excluded.since, by_whom = excluded.by_whom",
+                &[&pause.reason, &pause.since, &pause.by],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Clear the shared kill switch; the pause it held.
+    pub fn resume(&self) -> anyhow::Result<Option<Pause>> {
+        self.call(|client| {
+            client
+                .query_opt(
+                    "DELETE FROM pause WHERE id = 1 RETURNING reason, since, by_whom",
+                    &[],
+                )?
+                .map(|row| {
+                    Ok(Pause {
+                        reason: row.try_get(0)?,
+                        since: row.try_get(1)?,
+                        by: row.try_get(2)?,
+                    })
+                })
+                .transpose()
+        })
+    }
+}
+
+/// The kill switch every host on one database honours: a row of its own
+/// beside the history, on a connection of its own. One that cannot be read
+/// counts as set (the switches' timeout bounds the wait).
+pub struct SharedSwitch {
+    history: Arc<PostgresHistory>,
+}
+
+impl SharedSwitch {
+    /// The switch of `database`.
+    pub fn connect(database: &Database) -> anyhow::Result<SharedSwitch> {
+        Ok(SharedSwitch {
+            history: Arc::new(PostgresHistory::connect_for(
+                database,
+                "the shared kill switch",
+            )?),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&PostgresHistory) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let history = Arc::clone(&self.history);
+        tokio::task::spawn_blocking(move || job(&history))
+            .await
+            .map_err(|err| anyhow::anyhow!("the database call did not finish: {err}"))?
+    }
+}
+
+#[async_trait::async_trait]
+impl Switch for SharedSwitch {
+    async fn paused(&self) -> Option<Pause> {
+        match self.blocking(PostgresHistory::paused).await {
+            Ok(pause) => pause,
+            Err(err) => Some(Pause::unreadable(
+                &self.location(),
+                &crate::text::one_line(&format!("{err:#}")),
+            )),
+        }
+    }
+
+    async fn pause(&self, reason: &str) -> anyhow::Result<Pause> {
+        let pause = Pause::now(reason);
+        let set = pause.clone();
+        self.blocking(move |history| history.pause(&set)).await?;
+        Ok(pause)
+    }
+
+    async fn resume(&self) -> anyhow::Result<Option<Pause>> {
+        self.blocking(PostgresHistory::resume).await
+    }
+
+    fn scope(&self) -> SwitchScope {
+        SwitchScope::Shared
+    }
+
+    fn location(&self) -> String {
+        self.history.database.shown().to_owned()
+    }
+
+    fn remote(&self) -> bool {
+        true
     }
 }
 
