@@ -233,19 +233,34 @@ impl PostgresHistory {
 }
 
 impl PostgresHistory {
+    /// The rows of `sql`, whose condition is [`kill_filter`]'s, bound to
+    /// `filter`, each made a `T` by `read`.
+    fn filtered<T: Send + 'static>(
+        &self,
+        sql: String,
+        filter: &Filter,
+        read: fn(&postgres::Row) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Vec<T>> {
+        let (dry_runs, group, since) = (
+            filter.dry_runs,
+            filter.group.clone(),
+            filter.since_ms.unwrap_or(i64::MIN),
+        );
+        self.call(move |client| {
+            client
+                .query(&sql, &[&dry_runs, &group, &since])?
+                .iter()
+                .map(read)
+                .collect()
+        })
+    }
+
     /// The shared kill switch's pause, if it is set.
     pub fn paused(&self) -> anyhow::Result<Option<Pause>> {
         self.call(|client| {
-            client
-                .query_opt("SELECT reason, since, by_whom FROM pause WHERE id = 1", &[])?
-                .map(|row| {
-                    Ok(Pause {
-                        reason: row.try_get(0)?,
-                        since: row.try_get(1)?,
-                        by: row.try_get(2)?,
-                    })
-                })
-                .transpose()
+            pause_of(
+                client.query_opt("SELECT reason, since, by_whom FROM pause WHERE id = 1", &[])?,
+            )
         })
     }
 
@@ -265,21 +280,24 @@ impl PostgresHistory {
     /// Clear the shared kill switch; the pause it held.
     pub fn resume(&self) -> anyhow::Result<Option<Pause>> {
         self.call(|client| {
-            client
-                .query_opt(
-                    "DELETE FROM pause WHERE id = 1 RETURNING reason, since, by_whom",
-                    &[],
-                )?
-                .map(|row| {
-                    Ok(Pause {
-                        reason: row.try_get(0)?,
-                        since: row.try_get(1)?,
-                        by: row.try_get(2)?,
-                    })
-                })
-                .transpose()
+            pause_of(client.query_opt(
+                "DELETE FROM pause WHERE id = 1 RETURNING reason, since, by_whom",
+                &[],
+            )?)
         })
     }
+}
+
+/// The pause a `reason, since, by_whom` row holds, if there is one.
+fn pause_of(row: Option<postgres::Row>) -> anyhow::Result<Option<Pause>> {
+    row.map(|row| {
+        Ok(Pause {
+            reason: row.try_get(0)?,
+            since: row.try_get(1)?,
+            by: row.try_get(2)?,
+        })
+    })
+    .transpose()
 }
 
 /// The kill switch every host on one database honours: a row of its own
@@ -414,15 +432,6 @@ fn to_i64(n: u64) -> i64 {
 fn kill_filter() -> String {
     format!(
         "status IN {KILLED} AND (dry_run = false OR $1) AND ($2::text IS NULL OR group_name = $2) AND killed_ms >= $3"
-    )
-}
-
-/// A filter's values for [`kill_filter`].
-fn bound(filter: &Filter) -> (bool, Option<String>, i64) {
-    (
-        filter.dry_runs,
-        filter.group.clone(),
-        filter.since_ms.unwrap_or(i64::MIN),
     )
 }
 
@@ -671,14 +680,7 @@ impl History for PostgresHistory {
              ORDER BY v.killed_ms, v.instance_id",
             kill_filter()
         );
-        let (dry_runs, group, since) = bound(filter);
-        self.call(move |client| {
-            client
-                .query(&sql, &[&dry_runs, &group, &since])?
-                .iter()
-                .map(kill_row)
-                .collect()
-        })
+        self.filtered(sql, filter, kill_row)
     }
 
     fn kill_points(&self, filter: &Filter) -> anyhow::Result<Vec<KillPoint>> {
@@ -688,20 +690,13 @@ impl History for PostgresHistory {
              ORDER BY killed_ms, instance_id",
             kill_filter()
         );
-        let (dry_runs, group, since) = bound(filter);
-        self.call(move |client| {
-            client
-                .query(&sql, &[&dry_runs, &group, &since])?
-                .iter()
-                .map(|row| {
-                    Ok(KillPoint {
-                        group: row.try_get(0)?,
-                        killed_ms: row.try_get(1)?,
-                        recovery_ms: row.try_get(2)?,
-                        host_verdict: named(row, 3, HostVerdict::parse)?,
-                    })
-                })
-                .collect()
+        self.filtered(sql, filter, |row| {
+            Ok(KillPoint {
+                group: row.try_get(0)?,
+                killed_ms: row.try_get(1)?,
+                recovery_ms: row.try_get(2)?,
+                host_verdict: named(row, 3, HostVerdict::parse)?,
+            })
         })
     }
 
