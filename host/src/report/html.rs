@@ -304,7 +304,7 @@ fn experiment_section(report: &Report, experiment: &ExperimentReport) -> Markup 
                                 td { (safe(v.group.as_deref().unwrap_or("-"))) }
                                 td.zone { (safe(&v.zone)) }
                                 td.num { (seconds_since(v.run_clock_ms, start)) }
-                                td { (v.status) }
+                                td.status { (v.status) }
                                 td.num { (v.recovery_seconds.map_or("-".to_owned(), |s| format!("{s:.1}"))) }
                                 td.verdict data-verdict=(v.host_verdict) { (v.host_verdict) }
                                 td { (safe(v.plugin_verdict.as_deref().unwrap_or("-"))) }
@@ -741,7 +741,8 @@ h1 { font-size: 1.5rem; } h2 { font-size: 1.25rem; margin-top: 2rem; } h3 { font
 table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.9rem; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
 table.victims, table.faults, table.denials, table.notifications, section.steady-state table { width: 100%; }
-td code, td.num, td.zone, td.verdict { white-space: nowrap; overflow-wrap: normal; }
+td code, td.num, td.zone, td.verdict, td.status { white-space: nowrap; overflow-wrap: normal; }
+th { overflow-wrap: normal; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.header th { background: #f5f5f5; }
 td.outcome[data-outcome=succeeded] { color: #1a7f37; font-weight: bold; }
