@@ -1041,10 +1041,16 @@ pub(crate) fn open_shared(config: &Config) -> anyhow::Result<SharedHistory> {
     }
 }
 
+/// The database `state` names, its problem named by the config's path.
+#[cfg(feature = "postgres")]
+fn database_of(config: &Config, url: &str) -> anyhow::Result<postgres::Database> {
+    postgres::Database::parse(url)
+        .map_err(|why| anyhow::anyhow!("{}: state {why}", config.path.display()))
+}
+
 #[cfg(feature = "postgres")]
 fn open_database(config: &Config, url: &str) -> anyhow::Result<SharedHistory> {
-    let database = postgres::Database::parse(url)
-        .map_err(|why| anyhow::anyhow!("{}: state {why}", config.path.display()))?;
+    let database = database_of(config, url)?;
     let history = postgres::PostgresHistory::connect(&database)
         .with_context(|| format!("{}: state", config.path.display()))?;
     Ok(Arc::new(Mutex::new(history)))
@@ -1082,8 +1088,7 @@ fn shared_switch_of(
     config: &Config,
     url: &str,
 ) -> anyhow::Result<Option<Arc<dyn crate::kill_switch::Switch>>> {
-    let database = postgres::Database::parse(url)
-        .map_err(|why| anyhow::anyhow!("{}: state {why}", config.path.display()))?;
+    let database = database_of(config, url)?;
     let switch = postgres::SharedSwitch::connect(&database)
         .with_context(|| format!("{}: state", config.path.display()))?;
     Ok(Some(Arc::new(switch)))
