@@ -533,27 +533,37 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Pause { reason, which } => {
-            let switch = chosen_switch(&which).await?;
-            let pause = switch.pause(&reason).await?;
-            outln!(
-                "set the {} switch ({}): {}",
-                switch.scope(),
-                one_line(&switch.location()),
-                one_line(&pause.to_string())
-            )?;
+            // Every switch chosen is tried, and each said, before a failure
+            // is reported: a pause must reach as far as it can.
+            let mut failed = Vec::new();
+            for switch in chosen_switches(&which).await? {
+                match switch.pause(&reason).await {
+                    Ok(pause) => outln!(
+                        "set the {} switch ({}): {}",
+                        switch.scope(),
+                        one_line(&switch.location()),
+                        one_line(&pause.to_string())
+                    )?,
+                    Err(err) => failed.push(format!("{}: {err:#}", one_line(&switch.location()))),
+                }
+            }
+            if !failed.is_empty() {
+                anyhow::bail!("could not set:\n  {}", failed.join("\n  "));
+            }
             print_switches(&switches_in_force(which.config.as_deref()).await?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Resume { which } => {
-            let switch = chosen_switch(&which).await?;
-            let scope = switch.scope();
-            let location = one_line(&switch.location()).into_owned();
-            match switch.resume().await? {
-                Some(was) => outln!(
-                    "cleared the {scope} switch ({location}); it was {}",
-                    one_line(&was.to_string())
-                )?,
-                None => outln!("the {scope} switch ({location}) was not set")?,
+            for switch in chosen_switches(&which).await? {
+                let scope = switch.scope();
+                let location = one_line(&switch.location()).into_owned();
+                match switch.resume().await? {
+                    Some(was) => outln!(
+                        "cleared the {scope} switch ({location}); it was {}",
+                        one_line(&was.to_string())
+                    )?,
+                    None => outln!("the {scope} switch ({location}) was not set")?,
+                }
             }
             let in_force = switches_in_force(which.config.as_deref()).await?;
             if print_switches(&in_force).await? {
@@ -697,35 +707,37 @@ fn quiet_libraries(level: &str) -> String {
 }
 
 /// The switch `pause` or `resume` acts on.
-async fn chosen_switch(which: &WhichSwitch) -> anyhow::Result<Arc<dyn Switch>> {
+async fn chosen_switches(which: &WhichSwitch) -> anyhow::Result<Vec<Arc<dyn Switch>>> {
     if which.host {
-        return Ok(Arc::new(FileSwitch::host()));
+        return Ok(vec![Arc::new(FileSwitch::host())]);
     }
     let Some(path) = &which.config else {
         let dir = crate::kill_switch::operator_state_dir().ok_or_else(|| {
             anyhow::anyhow!("no state directory: set XDG_STATE_HOME or HOME, or pass --config")
         })?;
-        return Ok(Arc::new(FileSwitch::with_scope(
+        return Ok(vec![Arc::new(FileSwitch::with_scope(
             &dir,
             SwitchScope::Operator,
-        )));
+        ))]);
     };
     let config = Config::load(path)?;
     if !which.account {
         // A config whose state is shared pauses every host on it.
         if let Some(shared) = crate::history::shared_switch(&config)? {
-            return Ok(shared);
+            return Ok(vec![shared]);
         }
-        return Ok(Arc::new(FileSwitch::new(&config.state_dir()?)));
+        return Ok(vec![Arc::new(FileSwitch::new(&config.state_dir()?))]);
     }
     let cloud = runner::backend(&config, config.seed.unwrap_or(0)).await?;
-    cloud.account_switch().ok_or_else(|| {
-        anyhow::anyhow!(
+    let switches = cloud.account_switches();
+    if switches.is_empty() {
+        anyhow::bail!(
             "{}: the {} backend has no account switch (backend kind = \"aws\" has one, unless account_switch is \"off\")",
             config.path.display(),
             cloud.kind()
-        )
-    })
+        );
+    }
+    Ok(switches)
 }
 
 /// Every switch in force for a run of `config` (or, without one, for any

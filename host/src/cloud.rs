@@ -8,6 +8,7 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod aws_settings;
+pub mod fan_out;
 pub mod messaging;
 pub mod sim;
 pub mod undo;
@@ -539,9 +540,9 @@ pub trait Cloud: Send + Sync {
         ApiCalls::new()
     }
 
-    /// The kill switch every operator of this account and region sees, if
-    /// the backend has one (AWS: an SSM parameter).
-    fn account_switch(&self) -> Option<std::sync::Arc<dyn crate::kill_switch::Switch>> {
-        None
+    /// The kill switches every operator of this backend's accounts and
+    /// regions sees (AWS: an SSM parameter in each).
+    fn account_switches(&self) -> Vec<std::sync::Arc<dyn crate::kill_switch::Switch>> {
+        Vec::new()
     }
 }

@@ -14,6 +14,9 @@ use crate::limits::{LimitOverrides, LimitRules, Limits};
 use crate::policy::{BlastRadius, Grant, GroupPatterns, Scope, TagSelector};
 use crate::schedule::{Calendar, KillGap, Schedule, ScheduleConfig, When};
 
+mod accounts;
+pub use accounts::{account_regions, AccountConfig, AccountRegion, FanOutConfig, Role};
+
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +30,14 @@ pub struct Config {
     pub journal_dir: Option<PathBuf>,
     /// Where the fleet is: the simulator or AWS.
     pub backend: BackendConfig,
+    /// The accounts (and their regions) one run reaches, each through a
+    /// role the host assumes; none: the backend's own account and region.
+    /// Group and zone names then read `ACCOUNT/REGION/NAME`.
+    #[serde(rename = "account", default)]
+    pub accounts: Vec<AccountConfig>,
+    /// How a run over several account-regions reads and acts.
+    #[serde(default)]
+    pub fan_out: FanOutConfig,
     /// Where the plugins are, and their compiled-code cache.
     pub plugins: PluginsConfig,
     /// Which groups and instances a run may touch.
@@ -832,6 +843,9 @@ impl Config {
                 format!("blast_radius.max_fraction_per_group must be within 0..=1, got {fraction}"),
             );
         }
+        for (key, message) in accounts::problems(&self.accounts, &self.fan_out, &self.backend) {
+            problem(key, message);
+        }
         if let Some(url) = &self.state {
             if let Err(why) = state_database(url) {
                 problem("state".into(), format!("state {why}"));
@@ -1079,16 +1093,16 @@ impl Config {
         &self,
         cloud: &dyn crate::cloud::Cloud,
     ) -> anyhow::Result<crate::kill_switch::Switches> {
-        let switches = crate::kill_switch::Switches::local(Some(&self.state_dir()?));
-        Ok(match cloud.account_switch() {
+        let mut switches = crate::kill_switch::Switches::local(Some(&self.state_dir()?));
+        for account in cloud.account_switches() {
             // Read no more often than the fleet: a pause reaches a run
             // within one poll.
-            Some(account) => switches.with(std::sync::Arc::new(crate::kill_switch::Cached::new(
+            switches = switches.with(std::sync::Arc::new(crate::kill_switch::Cached::new(
                 account,
                 std::time::Duration::from_millis(self.max_read_age_ms()),
-            ))),
-            None => switches,
-        })
+            )));
+        }
+        Ok(switches)
     }
 
     /// The working calendar of `[schedule]`, if there is one.

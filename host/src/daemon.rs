@@ -17,7 +17,6 @@ use serde::Serialize;
 use sha2::Digest as _;
 use tokio::sync::watch;
 
-use crate::cloud::sim::SimCloud;
 use crate::cloud::Cloud;
 use crate::config::Config;
 use crate::history::{self, Filter, GroupStats, History as _, SlotMark, SlotStatus};
@@ -55,8 +54,8 @@ pub enum Clock {
     /// The simulated fleet's: every run acts on this one fleet, and
     /// `origin_ms` is the calendar instant of its clock's 0.
     Sim {
-        /// The fleet every run acts on.
-        cloud: Arc<SimCloud>,
+        /// The fleet every run acts on (one, or one per account-region).
+        cloud: Arc<dyn Cloud>,
         /// The calendar instant of the virtual clock's 0, epoch ms.
         origin_ms: EpochMs,
     },
@@ -590,6 +589,9 @@ pub struct Simulation {
     pub kills: u32,
     /// Per-group figures, by name.
     pub groups: Vec<SimulatedGroup>,
+    /// The simulated API calls, by account-region (`NAME/REGION`; `fleet`
+    /// for a config without `[[account]]`).
+    pub api_calls: BTreeMap<String, u64>,
     /// Checks the simulation left out: PromQL asks the operator's
     /// Prometheus about now, not about the simulated days.
     pub left_out: Vec<String>,
@@ -672,9 +674,12 @@ pub async fn simulate(
         }
         keep
     });
-    let cloud = Arc::new(SimCloud::from_fleet_file(&config.resolve(fleet), seed)?);
-    cloud.keep_timeline(false);
-    cloud.watch_floor(config.blast_radius.min_healthy_per_group);
+    let simulated = crate::backend::simulated(&config, fleet, seed)?;
+    for (_, fleet) in &simulated.fleets {
+        fleet.keep_timeline(false);
+        fleet.watch_floor(config.blast_radius.min_healthy_per_group);
+    }
+    let cloud = simulated.cloud;
     let history = Arc::new(std::sync::Mutex::new(history::SqliteHistory::in_memory()?));
     let shared: SharedHistory = history.clone();
     let clock = Clock::Sim {
@@ -730,7 +735,17 @@ pub async fn simulate(
         .kill_points(&Filter::default())?;
     let timeout_ms =
         i64::try_from(config.recovery.timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let dips = cloud.dips();
+    // Each fleet's dips, by the group's name as the runs saw it.
+    let dips: BTreeMap<String, _> = simulated
+        .fleets
+        .iter()
+        .flat_map(|(prefix, fleet)| {
+            fleet
+                .dips()
+                .into_iter()
+                .map(move |(group, dips)| (format!("{prefix}{group}"), dips))
+        })
+        .collect();
     // Each group's outage intervals, in one pass over a year of kills.
     let mut intervals: BTreeMap<&str, Vec<(EpochMs, EpochMs)>> = BTreeMap::new();
     for kill in &points {
@@ -773,6 +788,18 @@ pub async fn simulate(
         skipped,
         kills: u32::try_from(points.len()).unwrap_or(u32::MAX),
         groups,
+        api_calls: simulated
+            .fleets
+            .iter()
+            .map(|(prefix, fleet)| {
+                let name = prefix.trim_end_matches('/');
+                let name = if name.is_empty() { "fleet" } else { name };
+                (
+                    name.to_owned(),
+                    Cloud::api_calls(fleet.as_ref()).values().sum(),
+                )
+            })
+            .collect(),
         left_out,
         kill_points: points,
         dates: (
@@ -815,6 +842,17 @@ impl Simulation {
                 skipped.join(", ")
             }
         );
+        if self.api_calls.len() > 1 {
+            let calls: Vec<u64> = self.api_calls.values().copied().collect();
+            let _ = writeln!(
+                out,
+                "{} account-regions: {} API calls in all, {} to {} in each",
+                calls.len(),
+                calls.iter().sum::<u64>(),
+                calls.iter().min().unwrap_or(&0),
+                calls.iter().max().unwrap_or(&0)
+            );
+        }
         let _ = writeln!(
             out,
             "mean time between kills: aimed {}, min {}",

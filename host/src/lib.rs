@@ -18,6 +18,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod backend;
 pub mod cli;
 pub mod cloud;
 pub mod config;

@@ -137,7 +137,12 @@ pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Resu
     let scope = run_plan.scope.unwrap_or_else(|_| ScopeSurvey::unknown());
     Ok(Plan {
         config: config.path.display().to_string(),
-        backend: cloud.kind().to_owned(),
+        // Over several accounts, which: `sim in blue/us-east-1, …`.
+        backend: if config.accounts.is_empty() {
+            cloud.kind().to_owned()
+        } else {
+            cloud.identity()
+        },
         paused,
         stop_conditions,
         steady_state,

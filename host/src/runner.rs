@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::cloud::sim::SimCloud;
 use crate::cloud::view::FleetView;
 use crate::cloud::{ApiCalls, Cloud, TerminateVia};
 use crate::config::{BackendConfig, Config, ExperimentConfig};
@@ -101,28 +100,7 @@ pub(crate) fn fresh_seed() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32)
 }
 
-/// The backend a config names.
-pub async fn backend(config: &Config, seed: u64) -> anyhow::Result<Arc<dyn Cloud>> {
-    Ok(match &config.backend {
-        BackendConfig::Sim { fleet } => {
-            Arc::new(SimCloud::from_fleet_file(&config.resolve(fleet), seed)?)
-        }
-        #[cfg(feature = "aws")]
-        BackendConfig::Aws(settings) => {
-            Arc::new(
-                crate::cloud::aws::AwsCloud::connect(settings)
-                    .await
-                    .map_err(|err| err.context(config.path.display().to_string()))?,
-            )
-        }
-        #[cfg(not(feature = "aws"))]
-        BackendConfig::Aws(_) => anyhow::bail!(
-            "{}: backend kind = \"aws\" needs the AWS backend, which this build of wasmonkey leaves out; \
-             build it with the default features (`cargo build -p wasmonkey`, or `cargo install --path host`)",
-            config.path.display()
-        ),
-    })
-}
+pub use crate::backend::backend;
 
 /// Load the config, build its backend, run.
 pub async fn run(

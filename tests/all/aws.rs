@@ -1807,3 +1807,133 @@ fn a_runs_steps_reach_an_eventbridge_bus_and_a_missing_bus_stops_the_run_first()
     assert_eq!(proxy.requests("PutEvents"), puts);
     assert_eq!(proxy.requests("TerminateInstances"), terminations);
 }
+
+/// One run over two accounts, each reached through its role (STS
+/// AssumeRole, with an external id), on moto: each account's fleet is
+/// read back with that account's own credentials, and only its in-scope
+/// instances were terminated; the backend's own account, not listed, is
+/// untouched. An account whose credentials act elsewhere stops `plan`
+/// before anything is read.
+#[test]
+fn a_run_over_two_accounts_through_their_roles_acts_in_each_only_in_scope() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lab = runtime.block_on(Lab::new());
+    let accounts = [("111111111111", "blue"), ("222222222222", "green")];
+    let (sdks, before) = runtime.block_on(async {
+        let mut sdks = Vec::new();
+        let mut before = Vec::new();
+        for (id, _) in accounts {
+            let sdk = moto::as_account(&lab.admin, id).await;
+            moto::launch_template(&sdk).await;
+            moto::add_group(&sdk, "web", 3, moto::OPTED_IN).await;
+            moto::add_group(
+                &sdk,
+                "vault",
+                2,
+                &[("env", "test"), ("chaos-opt-out", "true")],
+            )
+            .await;
+            before.push((
+                moto::members(&sdk, "web").await,
+                moto::members(&sdk, "vault").await,
+                moto::states(&sdk).await,
+            ));
+            sdks.push(sdk);
+        }
+        (sdks, before)
+    });
+    let proxy = runtime.block_on(FaultProxy::start(&lab.moto.endpoint, Vec::new()));
+    let config = lab.config(&support::plugin_dir(), &proxy.endpoint, CLASSIC);
+    let listed: String = accounts
+        .iter()
+        .map(|(id, name)| {
+            format!(
+                "\n[[account]]\nid = \"{id}\"\nname = \"{name}\"\nrole_arn = \"arn:aws:iam::{id}:role/chaos\"\nexternal_id = \"chaos-7\"\n"
+            )
+        })
+        .collect();
+    let path = variant(
+        &config,
+        "accounts.toml",
+        &[
+            (
+                "groups = [\"web\", \"api\", \"vault\", \"big\"]",
+                "groups = [\"*/web\", \"*/vault\"]",
+            ),
+            ("[[experiment]]", &format!("{listed}\n[[experiment]]")),
+        ],
+    );
+
+    let run = wasmonkey_cli(&lab, &["run", "--execute", "--json", "--config", &path]);
+    let report = support::json_report(&run);
+    let victims: Vec<(String, String)> = report["victims"]
+        .as_array()
+        .expect("victims")
+        .iter()
+        .map(|v| {
+            (
+                v["group"].as_str().unwrap_or_default().to_owned(),
+                v["instance_id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let groups: Vec<&str> = victims.iter().map(|(g, _)| g.as_str()).collect();
+    assert_eq!(
+        groups,
+        ["blue/us-east-1/web", "green/us-east-1/web"],
+        "{victims:?}"
+    );
+    assert!(
+        proxy.requests("AssumeRole") >= 2,
+        "each account's role was assumed"
+    );
+    // Each account read back as itself: one of its `web` instances gone,
+    // its `vault` and everything else as it was.
+    runtime.block_on(async {
+        for (i, sdk) in sdks.iter().enumerate() {
+            let (web, vault, states) = &before[i];
+            let after = moto::states(sdk).await;
+            let changed: Vec<&String> = states
+                .iter()
+                .filter(|(id, state)| after.get(*id) != Some(*state))
+                .map(|(id, _)| id)
+                .collect();
+            assert_eq!(changed.len(), 1, "account {}: {changed:?}", accounts[i].0);
+            assert!(web.contains(changed[0]), "not web's: {changed:?}");
+            assert!(!vault.contains(changed[0]), "vault touched");
+            assert_eq!(
+                victims[i].1, *changed[0],
+                "the report names the instance its account lost"
+            );
+        }
+    });
+    assert!(
+        runtime.block_on(lab.changed()).is_empty(),
+        "the backend's own account, not listed, was touched"
+    );
+
+    // An account the credentials do not act in: refused before any read.
+    let elsewhere = variant(
+        &config,
+        "elsewhere.toml",
+        &[(
+            "[[experiment]]",
+            "[[account]]\nid = \"444444444444\"\n\n[[experiment]]",
+        )],
+    );
+    let described = proxy.requests("DescribeAutoScalingGroups");
+    let plan = wasmonkey_cli(&lab, &["plan", "--config", &elsewhere]);
+    let text = said(&plan);
+    assert_eq!(plan.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "444444444444/us-east-1: the credentials act in account 123456789012, not 444444444444"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        proxy.requests("DescribeAutoScalingGroups"),
+        described,
+        "the fleet was read"
+    );
+}

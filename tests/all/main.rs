@@ -8,6 +8,7 @@
     reason = "a test's panic is its failure"
 )]
 
+mod accounts;
 #[cfg(feature = "aws")]
 mod architecture;
 mod aws;

@@ -132,8 +132,34 @@ pub struct Fleet {
     pub standalone: String,
 }
 
+/// The tests' client as another account: moto's STS answers an
+/// AssumeRole of any role with credentials that act in the role's account.
+pub async fn as_account(admin: &SdkConfig, account: &str) -> SdkConfig {
+    let assumed = aws_sdk_sts::Client::new(admin)
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{account}:role/setup"))
+        .role_session_name("setup")
+        .send()
+        .await
+        .expect("assume role")
+        .credentials
+        .expect("credentials");
+    admin
+        .to_builder()
+        .credentials_provider(aws_sdk_sts::config::SharedCredentialsProvider::new(
+            aws_sdk_ec2::config::Credentials::new(
+                assumed.access_key_id(),
+                assumed.secret_access_key(),
+                Some(assumed.session_token().to_owned()),
+                None,
+                "other-account",
+            ),
+        ))
+        .build()
+}
+
 /// The launch template every test group launches from.
-async fn launch_template(sdk: &SdkConfig) {
+pub async fn launch_template(sdk: &SdkConfig) {
     aws_sdk_ec2::Client::new(sdk)
         .create_launch_template()
         .launch_template_name("wasmonkey-test")

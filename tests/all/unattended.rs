@@ -99,7 +99,7 @@ impl Lab {
     fn daemon(&self, origin_ms: EpochMs, seed: u64) -> Daemon {
         let shared: SharedHistory = self.history.clone();
         let clock = Clock::Sim {
-            cloud: Arc::clone(&self.cloud),
+            cloud: Arc::clone(&self.cloud) as Arc<dyn wasmonkey::cloud::Cloud>,
             origin_ms,
         };
         Daemon::new(self.config.clone(), shared, clock, true, seed).expect("daemon")
@@ -212,7 +212,7 @@ async fn a_daemon_restarted_mid_day_does_not_run_the_days_slot_again() {
     // the config has) while Monday's window is still open.
     let restarted = lab.daemon(start, 6);
     let now = Clock::Sim {
-        cloud: Arc::clone(&lab.cloud),
+        cloud: Arc::clone(&lab.cloud) as Arc<dyn wasmonkey::cloud::Cloud>,
         origin_ms: start,
     }
     .now_ms();
@@ -291,7 +291,7 @@ async fn a_daemon_that_died_mid_run_brings_that_runs_journal_into_the_history_on
         .expect("mark");
     let shared: SharedHistory = fresh.clone();
     let clock = Clock::Sim {
-        cloud: Arc::clone(&lab.cloud),
+        cloud: Arc::clone(&lab.cloud) as Arc<dyn wasmonkey::cloud::Cloud>,
         origin_ms: start,
     };
     let restarted = Daemon::new(lab.config.clone(), shared, clock, true, 8).expect("daemon");
@@ -1049,7 +1049,7 @@ async fn after_three_hours_down_at_most_one_slot_catches_up() {
     assert_eq!(first.len(), 10, "{first:#?}");
     // Down for three hours: 360 slots pass with no daemon.
     let clock = Clock::Sim {
-        cloud: Arc::clone(&lab.cloud),
+        cloud: Arc::clone(&lab.cloud) as Arc<dyn wasmonkey::cloud::Cloud>,
         origin_ms: start,
     };
     let down = 3 * 3_600_000;
@@ -1590,7 +1590,7 @@ pub(crate) fn race_on_one_history(
     let origin = at(MONDAY) + 9 * 3_600_000;
     let until = origin + 6 * 3_600_000;
     let clock = Clock::Sim {
-        cloud: Arc::clone(&cloud),
+        cloud: Arc::clone(&cloud) as Arc<dyn wasmonkey::cloud::Cloud>,
         origin_ms: origin,
     };
     std::thread::scope(|scope| {

@@ -162,6 +162,49 @@ impl AwsCloud {
         })
     }
 
+    /// The backend of one account-region of a run over several: the
+    /// settings' own SDK config `base` in `region` (empty: its own), as
+    /// `role` when there is one (assumed through STS in that region with
+    /// the host's own credentials, and refreshed before it expires).
+    pub async fn connect_leg(
+        settings: &AwsSettings,
+        base: &SdkConfig,
+        region: &str,
+        role: Option<&super::fan_out::Role>,
+    ) -> anyhow::Result<AwsCloud> {
+        let region = if region.is_empty() {
+            settings
+                .check_region(base.region().map(Region::as_ref))
+                .map_err(|err| anyhow::anyhow!(err))?
+        } else {
+            region.to_owned()
+        };
+        let mut builder = base.to_builder().region(Region::new(region.clone()));
+        if let Some(role) = role {
+            let mut assume = aws_config::sts::AssumeRoleProvider::builder(role.role_arn.clone())
+                .session_name(role.session_name.clone())
+                .region(Region::new(region.clone()))
+                .configure(base);
+            if let Some(external_id) = &role.external_id {
+                assume = assume.external_id(external_id.clone());
+            }
+            builder = builder.credentials_provider(
+                aws_sdk_sts::config::SharedCredentialsProvider::new(assume.build().await),
+            );
+        }
+        let cloud = AwsCloud::new(&builder.build(), settings.terminate_via)
+            .with_page_size(settings.page_size);
+        Ok(match settings.account_switch_parameter() {
+            Some(name) => cloud.with_account_switch(name),
+            None => cloud,
+        })
+    }
+
+    /// The region it acts in.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
     /// Honour the account-and-region kill switch kept in the SSM
     /// parameter `name`.
     pub fn with_account_switch(mut self, name: &str) -> AwsCloud {
@@ -667,13 +710,15 @@ impl Cloud for AwsCloud {
         self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn account_switch(&self) -> Option<Arc<dyn crate::kill_switch::Switch>> {
-        let name = self.account_switch.clone()?;
-        Some(Arc::new(AccountSwitch {
+    fn account_switches(&self) -> Vec<Arc<dyn crate::kill_switch::Switch>> {
+        let Some(name) = self.account_switch.clone() else {
+            return Vec::new();
+        };
+        vec![Arc::new(AccountSwitch {
             ssm: self.ssm.clone(),
             name,
             region: self.region.clone(),
-        }))
+        })]
     }
 
     fn now_ms(&self) -> Millis {

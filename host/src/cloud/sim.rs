@@ -61,6 +61,7 @@ const TERMINATED_VISIBLE_MS: Millis = 3_600_000;
 
 /// The simulated fleet backend.
 pub struct SimCloud {
+    account: String,
     region: String,
     state: Mutex<State>,
 }
@@ -404,9 +405,18 @@ impl SimCloud {
             state.groups.insert(group.name, group_state);
         }
         SimCloud {
+            account: "sim".to_owned(),
             region: spec.region,
             state: Mutex::new(state),
         }
+    }
+
+    /// The same fleet, as account `account`'s in `region` (one leg of a run
+    /// over several simulated accounts).
+    pub fn as_account(mut self, account: &str, region: &str) -> SimCloud {
+        account.clone_into(&mut self.account);
+        region.clone_into(&mut self.region);
+        self
     }
 
     /// The fleet's region.
@@ -993,7 +1003,7 @@ impl Cloud for SimCloud {
 
     async fn whereabouts(&self) -> super::Whereabouts {
         super::Whereabouts {
-            account: Some("sim".to_owned()),
+            account: Some(self.account.clone()),
             region: Some(self.region.clone()),
         }
     }

@@ -233,6 +233,30 @@ impl FleetSpec {
         }
     }
 
+    /// The same fleet in `region`: each zone named for it (`us-east-1a`
+    /// in `eu-west-1` is `eu-west-1a`), for a simulated account-region.
+    pub fn in_region(&self, region: &str) -> FleetSpec {
+        let moved = |zone: &str| match zone.strip_prefix(self.region.as_str()) {
+            Some(letter) => format!("{region}{letter}"),
+            None => zone.to_owned(),
+        };
+        let mut spec = self.clone();
+        spec.region = region.to_owned();
+        for group in &mut spec.groups {
+            group.zones = group.zones.iter().map(|z| moved(z)).collect();
+        }
+        for instance in &mut spec.instances {
+            instance.zone = moved(&instance.zone);
+        }
+        for outage in &mut spec.outages {
+            outage.zone = moved(&outage.zone);
+        }
+        for alarm in &mut spec.alarms {
+            alarm.zone_outage = alarm.zone_outage.as_deref().map(moved);
+        }
+        spec
+    }
+
     /// Read, parse and validate a fleet file. Errors name the file and,
     /// where possible, the line, the entry and the field.
     pub fn load(path: &Path) -> anyhow::Result<FleetSpec> {
