@@ -160,6 +160,11 @@ pub struct Instance {
     /// Its subnet, when the backend says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<String>,
+    /// Its zone's id (`use1-az2`): one physical zone has one id in every
+    /// account, where each account maps zone names its own way. `None`
+    /// when the backend cannot tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_id: Option<String>,
 }
 
 /// A subnet and the network ACL it is associated with.

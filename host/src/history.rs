@@ -1150,6 +1150,7 @@ mod tests {
                         instance_id: format!("i-{i}"),
                         group: Some((*group).into()),
                         zone: "z".into(),
+                        zone_id: None,
                         reason: String::new(),
                         dry_run: *dry_run,
                         status: VictimStatus::parse(status).unwrap(),

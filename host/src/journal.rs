@@ -182,6 +182,9 @@ pub enum Event {
         group: Option<String>,
         /// Its zone.
         zone: String,
+        /// Its zone's id, when the backend tells.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        zone_id: Option<String>,
         /// The plugin's reason, bounded.
         reason: String,
         /// Whether it is a dry run.
@@ -710,6 +713,7 @@ mod tests {
                     instance_id: "i-1".into(),
                     group: Some("web".into()),
                     zone: "a".into(),
+                    zone_id: None,
                     reason: "test".into(),
                     dry_run: false,
                 },

@@ -436,6 +436,11 @@ pub(crate) enum Denial {
     },
 }
 
+/// The rules whose denial means the host could not tell whether a kill
+/// was safe (a stop condition it cannot read, a kill ledger it cannot
+/// reach): a run that met one has not succeeded, it is inconclusive.
+pub(crate) const UNKNOWING_RULES: [&str; 2] = ["stop-condition-unknown", "kill-ledger"];
+
 impl Denial {
     /// Short rule name for the journal and report.
     pub(crate) fn rule(&self) -> &'static str {
@@ -806,6 +811,16 @@ impl Policy {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_unknowing_rules_are_the_denials_that_could_not_tell() {
+        let why = String::new;
+        let unknowing = [
+            Denial::StopUnknown { why: why() }.rule(),
+            Denial::Ledger { why: why() }.rule(),
+        ];
+        assert_eq!(UNKNOWING_RULES, unknowing);
+    }
+
     fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -837,6 +852,7 @@ mod tests {
             launched_ms: -1,
             market: crate::cloud::Market::OnDemand,
             subnet: None,
+            zone_id: None,
         }
     }
 

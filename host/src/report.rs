@@ -506,6 +506,9 @@ pub struct VictimReport {
     pub group: Option<String>,
     /// Its zone.
     pub zone: String,
+    /// Its zone's id, when the backend told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_id: Option<String>,
     /// The plugin's reason.
     pub reason: String,
     /// Whether it was a dry run.
@@ -525,6 +528,16 @@ pub struct VictimReport {
     pub plugin_verdict: Option<String>,
     /// What the plugin measured: termination to its recovered verdict.
     pub plugin_recovery_seconds: Option<f64>,
+}
+
+impl VictimReport {
+    /// Its zone, with the zone's id when known: `us-east-1a (use1-az2)`.
+    pub fn zone_shown(&self) -> String {
+        match &self.zone_id {
+            Some(id) => format!("{} ({id})", self.zone),
+            None => self.zone.clone(),
+        }
+    }
 }
 
 impl ExperimentReport {
@@ -743,7 +756,7 @@ impl Report {
                 "{} ({}, {}) by {}: {fate}",
                 safe(&v.instance_id),
                 safe(v.group.as_deref().unwrap_or("no group")),
-                safe(&v.zone),
+                safe(&v.zone_shown()),
                 safe(&v.plugin)
             );
         }
@@ -850,7 +863,7 @@ impl Report {
                     [
                         text::shown(&v.instance_id, CELL),
                         text::shown(v.group.as_deref().unwrap_or("-"), CELL),
-                        text::shown(&v.zone, CELL),
+                        text::shown(&v.zone_shown(), CELL),
                         v.status.to_string(),
                         v.recovery_seconds
                             .map_or("-".to_string(), |s| format!("{s:.1} s")),

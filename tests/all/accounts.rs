@@ -107,6 +107,22 @@ fn a_run_over_accounts_and_regions_names_groups_by_account_and_region_and_spaces
         serde_json::Value::Null,
         "several accounts name none"
     );
+    // Each victim's zone is also reported by its id, the physical zone's
+    // name in every account: `use1-az…` in us-east-1, `euw1-az…` in
+    // eu-west-1.
+    for victim in report["victims"].as_array().expect("victims") {
+        let group = victim["group"].as_str().unwrap_or_default();
+        let id = victim["zone_id"].as_str().unwrap_or_default();
+        let short = if group.contains("/eu-west-1/") {
+            "euw1-az"
+        } else {
+            "use1-az"
+        };
+        assert!(
+            id.starts_with(short),
+            "zone id {id:?} of a victim of {group}"
+        );
+    }
 
     // The gap is kept per account-region's group: an hour later than
     // nothing, every group in scope was just killed, so a second run kills

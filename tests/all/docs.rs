@@ -253,3 +253,52 @@ fn the_key_table_is_the_configs() {
         }
     }
 }
+
+/// The deployment recipes hold together with this build: their config
+/// loads (every key one the binary takes, every rule it checks), and the
+/// image, the Kubernetes manifests and the ECS task agree with it on where
+/// the config, the plugins and the metrics port are.
+#[cfg(feature = "postgres")]
+#[test]
+fn the_deployment_recipes_config_loads_and_the_manifests_agree_with_it() {
+    let config = Config::load(&crate::support::root().join("deploy/wasmonkey.toml"))
+        .unwrap_or_else(|err| panic!("deploy/wasmonkey.toml: {err:#}"));
+    assert!(config.state.is_some(), "the recipes share a database");
+    assert_eq!(config.accounts.len(), 2);
+    let dockerfile = read("deploy/Dockerfile");
+    let deployment = read("deploy/k8s/deployment.yaml");
+    let cronjob = read("deploy/k8s/cronjob.yaml");
+    let task = read("deploy/ecs/task-definition.json");
+    let plugins = config.plugins.dir.display().to_string();
+    assert!(
+        dockerfile.contains(&format!("/out{}", plugins.trim_end_matches("/plugins"))),
+        "the image puts the plugins where the config reads them ({plugins})"
+    );
+    for (name, text) in [
+        ("Dockerfile", &dockerfile),
+        ("deployment.yaml", &deployment),
+        ("cronjob.yaml", &cronjob),
+        ("task-definition.json", &task),
+    ] {
+        assert!(
+            text.contains("/etc/wasmonkey/wasmonkey.toml"),
+            "{name} runs the config at /etc/wasmonkey/wasmonkey.toml"
+        );
+    }
+    let port = config
+        .daemon
+        .listen
+        .rsplit(':')
+        .next()
+        .expect("a port")
+        .to_owned();
+    assert!(
+        deployment.contains(&format!("containerPort: {port}"))
+            && dockerfile.contains(&format!("EXPOSE {port}")),
+        "the pod and the image expose the daemon's port {port}"
+    );
+    assert!(
+        !config.daemon.listen.starts_with("127."),
+        "probes reach the pod's address, not its loopback"
+    );
+}

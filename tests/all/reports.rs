@@ -329,6 +329,7 @@ pub(crate) fn hostile_journal(path: &Path) {
                 instance_id: EVIL.into(),
                 group: Some(EVIL.into()),
                 zone: EVIL.into(),
+                zone_id: Some(EVIL.into()),
                 reason: EVIL.into(),
                 dry_run: false,
             },
@@ -522,7 +523,7 @@ const MEASURE: &str = r#"<script>
       if (!apart) bad.push('two markers overlap at ' + a.left + ',' + a.top);
     }
   }
-  for (const el of document.querySelectorAll('td code, td.zone')) {
+  for (const el of document.querySelectorAll('td code, td.zone > span, td.zone > small')) {
     const range = document.createRange();
     range.selectNodeContents(el);
     if (range.getClientRects().length > 1) bad.push('wrapped: ' + el.textContent);
@@ -611,6 +612,7 @@ fn crowded_journal(path: &Path) {
                 instance_id: id.into(),
                 group: Some(group.into()),
                 zone: "eu-central-1a".into(),
+                zone_id: None,
                 reason: "x".repeat(3000),
                 dry_run: false,
             },

@@ -644,3 +644,143 @@ fn a_pause_on_the_shared_state_stops_every_host_on_it() {
     let said = String::from_utf8_lossy(&run.stderr);
     assert!(said.contains("postgres://wasmonkey@127.0.0.1:"), "{said}");
 }
+
+/// [`support::RULES`] with `web` killed at most once an hour, and
+/// classic-monkey killing one instance of each group `groups` names.
+fn spaced_body(experiments: &[&str]) -> String {
+    let rules = support::RULES.replace(
+        "max_fraction_per_group = 0.5",
+        "max_fraction_per_group = 0.5\nmin_time_between_kills = \"1h\"",
+    );
+    let mut body = rules;
+    for groups in experiments {
+        body.push_str(&format!(
+            "\n[[experiment]]\nplugin = \"classic-monkey\"\ngrants = [\"terminate\"]\nparams = {{ probability = 1.0, groups = \"{groups}\", poll-secs = 1 }}\n"
+        ));
+    }
+    body
+}
+
+fn terminated(report: &serde_json::Value) -> Vec<String> {
+    report["victims"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["status"] == "terminated")
+        .map(|v| v["group"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Two `wasmonkey run --execute` processes (two hosts) started together on
+/// one database race for `web`'s one allowed kill of the hour: exactly one
+/// kills; the other is denied by the ledger's gap.
+#[test]
+fn two_runs_racing_for_a_groups_last_allowed_kill_kill_once() {
+    let server = Postgres::start();
+    let body = spaced_body(&["web"]);
+    let hosts: Vec<support::Setup> = (0..2)
+        .map(|_| {
+            let setup = support::setup(support::FLEET, &support::plugin_dir(), &body);
+            with_state(&setup, &server.url());
+            setup
+        })
+        .collect();
+    for round in 0..3 {
+        let children: Vec<Child> = hosts
+            .iter()
+            .map(|host| {
+                Command::new(env!("CARGO_BIN_EXE_wasmonkey"))
+                    .args(["run", "--execute", "--json", "--config"])
+                    .arg(&host.config)
+                    .env("XDG_STATE_HOME", host.dir.path().join("xdg"))
+                    .env("WASMONKEY_HOST_STATE_DIR", host.dir.path().join("host"))
+                    .env("WASMONKEY_LOG", "warn")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("wasmonkey starts")
+            })
+            .collect();
+        let reports: Vec<serde_json::Value> = children
+            .into_iter()
+            .map(|child| {
+                let out = child.wait_with_output().expect("wasmonkey ends");
+                serde_json::from_slice(&out.stdout)
+                    .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&out.stderr)))
+            })
+            .collect();
+        let kills: Vec<String> = reports.iter().flat_map(terminated).collect();
+        let expected: &[&str] = if round == 0 { &["web"] } else { &[] };
+        assert_eq!(kills, expected, "round {round}: {reports:#?}");
+    }
+}
+
+/// The database stopped mid-run (while the host waits for the first
+/// experiment's recovery, its health target stops it): the second
+/// experiment's terminate is denied by the ledger, which names the
+/// database; nothing is terminated after the last committed ledger row,
+/// and the run does not end `succeeded`.
+#[test]
+fn a_database_lost_mid_run_lets_no_terminate_through() {
+    use std::io::{Read as _, Write as _};
+    let server = Arc::new(Mutex::new(Some(Postgres::start())));
+    let url = server.lock().expect("server").as_ref().expect("up").url();
+    let gate = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = gate.local_addr().expect("address");
+    let stopper = Arc::clone(&server);
+    std::thread::spawn(move || {
+        for stream in gate.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            // The first look at the target stops the database.
+            drop(stopper.lock().expect("server").take());
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    let body = spaced_body(&["web", "api"])
+        .replace(
+            "[recovery]\ntimeout_secs = 600",
+            "[recovery]\ntargets = [\"gate\"]\ntimeout_secs = 600",
+        )
+        .replace(
+            "[channels.ops]",
+            &format!("[targets.gate]\nurl = \"http://{address}/health\"\n\n[channels.ops]"),
+        );
+    let setup = support::setup(support::FLEET, &support::plugin_dir(), &body);
+    with_state(&setup, &url);
+    let run = wasmonkey_at(
+        setup.dir.path(),
+        &[
+            "run",
+            "--execute",
+            "--json",
+            "--config",
+            &setup.config.display().to_string(),
+        ],
+    );
+    let said = String::from_utf8_lossy(&run.stderr);
+    let report: serde_json::Value =
+        serde_json::from_slice(&run.stdout).unwrap_or_else(|err| panic!("{err}: {said}"));
+    assert!(
+        server.lock().expect("server").is_none(),
+        "the gate was never checked"
+    );
+    assert_eq!(terminated(&report), ["web"], "{report:#}");
+    let journal =
+        std::fs::read_to_string(report["journal"].as_str().expect("journal")).expect("the journal");
+    assert_eq!(
+        journal.matches("\"terminate-intent\"").count(),
+        1,
+        "a terminate after the database was lost: {journal}"
+    );
+    let denials = report["experiments"][1]["denials"].to_string();
+    assert!(denials.contains("ledger"), "{denials}");
+    assert!(
+        denials.contains("postgres://wasmonkey@127.0.0.1:"),
+        "{denials}"
+    );
+    assert_ne!(report["outcome"], "succeeded", "{report:#}");
+    assert_ne!(run.status.code(), Some(0), "{said}");
+}

@@ -503,6 +503,10 @@ fn instance(raw: &ec2::types::Instance, origin_ms: i64) -> Option<Instance> {
             _ => Market::OnDemand,
         },
         subnet: raw.subnet_id().map(str::to_owned),
+        zone_id: raw
+            .placement()
+            .and_then(|p| p.availability_zone_id())
+            .map(str::to_owned),
     })
 }
 
@@ -1113,6 +1117,30 @@ impl Cloud for AwsCloud {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instances_zone_id_is_read_from_its_placement() {
+        let raw = |placement: ec2::types::Placement| {
+            ec2::types::Instance::builder()
+                .instance_id("i-0123456789abcdef0")
+                .placement(placement)
+                .build()
+        };
+        let with_id = raw(ec2::types::Placement::builder()
+            .availability_zone("us-east-1a")
+            .availability_zone_id("use1-az4")
+            .build());
+        let found = instance(&with_id, 0).map(|i| (i.zone, i.zone_id));
+        assert_eq!(
+            found,
+            Some(("us-east-1a".to_owned(), Some("use1-az4".to_owned())))
+        );
+        // Without one (moto gives none), it is unknown, never guessed.
+        let without = raw(ec2::types::Placement::builder()
+            .availability_zone("us-east-1a")
+            .build());
+        assert_eq!(instance(&without, 0).and_then(|i| i.zone_id), None);
+    }
 
     #[test]
     fn lifecycle_names_map_to_ours() {

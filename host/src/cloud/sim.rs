@@ -115,6 +115,39 @@ pub enum Change {
     Reconnected,
 }
 
+/// A zone's id as AWS gives it (`use1-az2`): each account maps its zone
+/// letters to physical zones its own way, and so does the simulator, by the
+/// account's name (the default account, `sim`, maps `a` to `az1`, `b` to
+/// `az2`, …). `None` for a zone not named for the region.
+fn zone_id(account: &str, region: &str, zone: &str) -> Option<String> {
+    let letter = zone.strip_prefix(region)?.bytes().next()?;
+    let index = u64::from(letter.checked_sub(b'a')?);
+    let shift = if account == "sim" {
+        0
+    } else {
+        account
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+    };
+    let number = (index.wrapping_add(shift)) % 6 + 1;
+    // us-east-1 → use1, ap-southeast-2 → apse2, eu-central-1 → euc1.
+    let mut parts = region.split('-');
+    let (area, direction, digit) = (parts.next()?, parts.next()?, parts.next()?);
+    let mut short = area.to_owned();
+    for (word, letter) in [
+        ("north", 'n'),
+        ("south", 's'),
+        ("east", 'e'),
+        ("west", 'w'),
+        ("central", 'c'),
+    ] {
+        if direction.contains(word) {
+            short.push(letter);
+        }
+    }
+    Some(format!("{short}{digit}-az{number}"))
+}
+
 /// An instance id as a number: the id is `i-0` and the key in 16 lowercase
 /// hex digits, so keys sort as ids do, and maps keyed by number stay fast
 /// with 100,000 instances.
@@ -353,6 +386,7 @@ impl SimCloud {
                             launched_ms: launched_before(key),
                             market: spec.market,
                             subnet: Some(subnet_of(spec.zones.get(zone)?)),
+                            zone_id: None,
                         }
                     }
                     Origin::Standalone(index) => {
@@ -369,6 +403,7 @@ impl SimCloud {
                             launched_ms: launched_before(key),
                             market: crate::cloud::Market::OnDemand,
                             subnet: Some(subnet_of(&spec.zone)),
+                            zone_id: None,
                         }
                     }
                 };
@@ -488,8 +523,16 @@ impl SimCloud {
             .instances
             .values()
             .filter(|instance| query.matches(instance))
-            .cloned()
+            .map(|instance| self.described(instance))
             .collect())
+    }
+
+    /// An instance as the API describes it: with its zone's id.
+    fn described(&self, instance: &Instance) -> Instance {
+        Instance {
+            zone_id: zone_id(&self.account, &self.region, &instance.zone),
+            ..instance.clone()
+        }
     }
 
     /// One instance, including one that terminated a while ago.
@@ -497,7 +540,7 @@ impl SimCloud {
         let state = self.call("DescribeInstances")?;
         Ok(key_of(id)
             .and_then(|key| state.instances.get(&key))
-            .cloned())
+            .map(|instance| self.described(instance)))
     }
 
     /// Capacity of the named groups, in the order asked.
@@ -944,6 +987,7 @@ impl State {
                 launched_ms: i64::try_from(self.now).unwrap_or(i64::MAX),
                 market,
                 subnet,
+                zone_id: None,
             },
         );
         if let Some(group) = self.groups.get_mut(group_name) {
@@ -1083,7 +1127,7 @@ impl Cloud for SimCloud {
         let state = self.call("DescribeInstances")?;
         let mut found: Vec<Instance> = ids
             .iter()
-            .filter_map(|id| state.instances.get(&key_of(id)?).cloned())
+            .filter_map(|id| Some(self.described(state.instances.get(&key_of(id)?)?)))
             .collect();
         found.sort_by(|a, b| a.id.cmp(&b.id));
         found.dedup_by(|a, b| a.id == b.id);
@@ -1503,6 +1547,38 @@ mod tests {
             .into_iter()
             .filter(|event| event.change == Change::LaunchStarted)
             .collect()
+    }
+
+    #[test]
+    fn zone_ids_are_named_as_aws_names_them_and_mapped_per_account() {
+        assert_eq!(
+            zone_id("sim", "us-east-1", "us-east-1a").as_deref(),
+            Some("use1-az1")
+        );
+        assert_eq!(
+            zone_id("sim", "us-east-1", "us-east-1c").as_deref(),
+            Some("use1-az3")
+        );
+        assert_eq!(
+            zone_id("sim", "ap-southeast-2", "ap-southeast-2b").as_deref(),
+            Some("apse2-az2")
+        );
+        assert_eq!(
+            zone_id("sim", "eu-central-1", "eu-central-1a").as_deref(),
+            Some("euc1-az1")
+        );
+        assert_eq!(zone_id("sim", "us-east-1", "z-a"), None);
+        // Another account's `a` is another physical zone, the same every time.
+        let blue = zone_id("blue", "us-east-1", "us-east-1a");
+        assert_eq!(blue, zone_id("blue", "us-east-1", "us-east-1a"));
+        let ids: std::collections::BTreeSet<Option<String>> = ["sim", "blue", "green", "red"]
+            .iter()
+            .map(|account| zone_id(account, "us-east-1", "us-east-1a"))
+            .collect();
+        assert!(
+            ids.len() > 1,
+            "every account maps a to the same zone: {ids:?}"
+        );
     }
 
     #[test]

@@ -302,7 +302,14 @@ fn experiment_section(report: &Report, experiment: &ExperimentReport) -> Markup 
                             tr.victim {
                                 td { code { (safe(&v.instance_id)) } }
                                 td { (safe(v.group.as_deref().unwrap_or("-"))) }
-                                td.zone { (safe(&v.zone)) }
+                                td.zone {
+                                    span { (safe(&v.zone)) }
+                                    // The id under the name: the column stays narrow.
+                                    @if let Some(id) = &v.zone_id {
+                                        br;
+                                        small { (safe(id)) }
+                                    }
+                                }
                                 td.num { (seconds_since(v.run_clock_ms, start)) }
                                 td.status { (v.status) }
                                 td.num { (v.recovery_seconds.map_or("-".to_owned(), |s| format!("{s:.1}"))) }

@@ -131,6 +131,7 @@ impl Reader {
                 instance_id,
                 group,
                 zone,
+                zone_id,
                 reason,
                 dry_run,
             } => self.terminate_intent(
@@ -142,6 +143,7 @@ impl Reader {
                     instance_id: instance_id.clone(),
                     group: group.clone(),
                     zone: zone.clone(),
+                    zone_id: zone_id.clone(),
                     reason: reason.clone(),
                     dry_run: *dry_run,
                     status: VictimStatus::Unknown,
@@ -204,6 +206,12 @@ impl Reader {
                 rule,
                 message,
             } => {
+                if crate::policy::UNKNOWING_RULES.contains(&rule.as_str()) {
+                    self.report.unknowns.push(format!(
+                        "experiment {}: {operation} of {target} denied, {rule}: {message}",
+                        index + 1
+                    ));
+                }
                 if let Some(experiment) = self.experiments.get_mut(&index) {
                     experiment.denials.push(DenialReport {
                         clock_ms: entry.clock_ms,

@@ -232,6 +232,7 @@ impl Session {
                 instance_id: instance.id.clone(),
                 group: instance.group.clone(),
                 zone: instance.zone.clone(),
+                zone_id: instance.zone_id.clone(),
                 reason: text::bounded(reason, MAX_REASON_BYTES).into_owned(),
                 dry_run,
             },
