@@ -1648,26 +1648,10 @@ fn a_topic_of_another_account_is_reached_through_the_channels_role() {
     let role = "arn:aws:iam::111111111111:role/chaos-notify";
     let topic = runtime.block_on(async {
         // The other account's own set-up, as that account.
-        let sts = aws_sdk_sts::Client::new(&lab.admin);
-        let assumed = sts
-            .assume_role()
-            .role_arn(role)
-            .role_session_name("setup")
-            .send()
-            .await
-            .expect("assume role")
-            .credentials
-            .expect("credentials");
-        let other = aws_sdk_sns::config::Builder::from(&lab.admin)
-            .region(aws_config::Region::new("eu-west-1"))
-            .credentials_provider(aws_sdk_sns::config::Credentials::new(
-                assumed.access_key_id(),
-                assumed.secret_access_key(),
-                Some(assumed.session_token().to_owned()),
-                None,
-                "other-account",
-            ))
-            .build();
+        let other =
+            aws_sdk_sns::config::Builder::from(&moto::as_account(&lab.admin, "111111111111").await)
+                .region(aws_config::Region::new("eu-west-1"))
+                .build();
         let sns = aws_sdk_sns::Client::from_conf(other);
         topic_to(&sns, "oncall", port).await
     });

@@ -288,6 +288,16 @@ impl FanOut {
         Ok(found.into_iter().map(|i| leg.instance(i)).collect())
     }
 
+    /// Every leg's instances, adopted, sorted by id.
+    fn adopted(&self, answers: Vec<(usize, Vec<Instance>)>) -> Result<Vec<Instance>, CloudError> {
+        let mut found = Vec::new();
+        for (i, instances) in answers {
+            found.extend(self.adopt(i, instances)?);
+        }
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(found)
+    }
+
     /// The leg of an instance id: the one that reported it, else the one
     /// that knows it now.
     async fn leg_of_instance(&self, id: &str) -> Result<&Leg, CloudError> {
@@ -427,12 +437,7 @@ impl Cloud for FanOut {
                 async move { leg.cloud.instances(&own).await }
             })
             .await?;
-        let mut found = Vec::new();
-        for (i, instances) in answers {
-            found.extend(self.adopt(i, instances)?);
-        }
-        found.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(found)
+        self.adopted(answers)
     }
 
     async fn instances_by_id(&self, ids: &[String]) -> Result<Vec<Instance>, CloudError> {
@@ -457,12 +462,7 @@ impl Cloud for FanOut {
                 async move { leg.cloud.instances_by_id(&ids).await }
             })
             .await?;
-        let mut found = Vec::new();
-        for (i, instances) in answers {
-            found.extend(self.adopt(i, instances)?);
-        }
-        found.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(found)
+        self.adopted(answers)
     }
 
     async fn terminate(
