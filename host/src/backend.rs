@@ -94,10 +94,12 @@ struct Budgets(BTreeMap<String, Arc<fan_out::Budget>>);
 impl Budgets {
     fn of(config: &Config, reach: &[AccountRegion]) -> Budgets {
         let mut budgets = BTreeMap::new();
-        if let Some(budget) = config.fan_out.budget(&config.backend) {
+        if let Some(rate) = config.fan_out.budget(&config.backend) {
             for leg in reach {
-                if let Some(limiter) = fan_out::budget(budget) {
-                    budgets.entry(leg.account.clone()).or_insert(limiter);
+                if !budgets.contains_key(&leg.account) {
+                    if let Some(limiter) = fan_out::budget(rate) {
+                        budgets.insert(leg.account.clone(), limiter);
+                    }
                 }
             }
         }

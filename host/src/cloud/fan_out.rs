@@ -318,11 +318,29 @@ impl FanOut {
             .copied()
     }
 
-    /// The leg whose prefix `name` carries, and the name as it calls it.
-    fn leg_of<'a>(&self, name: &'a str) -> Result<(&Leg, &'a str), CloudError> {
+    /// The index of the leg whose prefix `name` carries, and the name as
+    /// that leg calls it.
+    fn owner_of<'a>(&self, name: &'a str) -> Option<(usize, &'a str)> {
         self.legs
             .iter()
-            .find_map(|leg| Some((leg, leg.own(name)?)))
+            .enumerate()
+            .find_map(|(i, leg)| Some((i, leg.own(name)?)))
+    }
+
+    /// `names` by the leg each is of, as that leg calls them; a name of no
+    /// leg is left out.
+    fn by_leg(&self, names: &[String]) -> BTreeMap<usize, Vec<String>> {
+        let mut by_leg: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for (i, own) in names.iter().filter_map(|name| self.owner_of(name)) {
+            by_leg.entry(i).or_default().push(own.to_owned());
+        }
+        by_leg
+    }
+
+    /// The leg whose prefix `name` carries, and the name as it calls it.
+    fn leg_of<'a>(&self, name: &'a str) -> Result<(&Leg, &'a str), CloudError> {
+        self.owner_of(name)
+            .map(|(i, own)| (&self.legs[i], own))
             .ok_or_else(|| {
                 CloudError::NotFound(format!(
                     "{:?} names no account-region of the run (names read ACCOUNT/REGION/NAME)",
@@ -375,23 +393,16 @@ impl Cloud for FanOut {
         &self,
         names: Option<&[String]>,
     ) -> Result<Vec<Arc<GroupSnapshot>>, CloudError> {
-        let asked: Vec<(usize, Option<Vec<String>>)> = match names {
+        let asked: BTreeMap<usize, Option<Vec<String>>> = match names {
             None => (0..self.legs.len()).map(|i| (i, None)).collect(),
-            Some(names) => {
-                let mut by_leg: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-                for name in names {
-                    if let Some(i) = self.legs.iter().position(|leg| leg.own(name).is_some()) {
-                        if let Some(own) = self.legs[i].own(name) {
-                            by_leg.entry(i).or_default().push(own.to_owned());
-                        }
-                    }
-                }
-                by_leg.into_iter().map(|(i, n)| (i, Some(n))).collect()
-            }
+            Some(names) => self
+                .by_leg(names)
+                .into_iter()
+                .map(|(i, own)| (i, Some(own)))
+                .collect(),
         };
-        let asked: HashMap<usize, Option<Vec<String>>> = asked.into_iter().collect();
         let answers = self
-            .each(asked.keys().copied().collect::<BTreeSet<_>>(), |i, leg| {
+            .each(asked.keys().copied().collect::<Vec<_>>(), |i, leg| {
                 let names = asked.get(&i).cloned().flatten();
                 async move { leg.cloud.groups(names.as_deref()).await }
             })
@@ -541,14 +552,7 @@ impl Cloud for FanOut {
     }
 
     async fn subnet_acls(&self, subnets: &[String]) -> Result<Vec<SubnetAcl>, CloudError> {
-        let mut by_leg: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        for subnet in subnets {
-            if let Some(i) = self.legs.iter().position(|leg| leg.own(subnet).is_some()) {
-                if let Some(own) = self.legs[i].own(subnet) {
-                    by_leg.entry(i).or_default().push(own.to_owned());
-                }
-            }
-        }
+        let by_leg = self.by_leg(subnets);
         let answers = self
             .each(by_leg.keys().copied().collect::<Vec<_>>(), |i, leg| {
                 let own = by_leg.get(&i).cloned().unwrap_or_default();
