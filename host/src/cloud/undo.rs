@@ -76,26 +76,61 @@ impl Undo {
             Undo::Start { instance_id } => {
                 format!("aws ec2 start-instances --instance-ids {instance_id}")
             }
-            Undo::Resume { group, processes } => format!(
-                "aws autoscaling resume-processes --auto-scaling-group-name {group} --scaling-processes {}",
-                process_names(processes, " ")
-            ),
+            Undo::Resume { group, processes } => {
+                let (place, group) = located(group);
+                in_place(
+                    place,
+                    format!(
+                        "aws autoscaling resume-processes --auto-scaling-group-name {group} --scaling-processes {}",
+                        process_names(processes, " ")
+                    ),
+                )
+            }
             Undo::Restore { subnets, tag } => {
+                let mut place = None;
                 let mut steps: Vec<String> = subnets
                     .iter()
                     .map(|s| {
+                        let (at, subnet) = located(&s.subnet);
+                        let (_, acl) = located(&s.acl);
+                        place = place.or(at);
                         format!(
-                            "aws ec2 replace-network-acl-association --network-acl-id {} --association-id \"$(aws ec2 describe-network-acls --filters Name=association.subnet-id,Values={} --query 'NetworkAcls[].Associations[?SubnetId==`{}`].NetworkAclAssociationId' --output text)\"",
-                            s.acl, s.subnet, s.subnet
+                            "aws ec2 replace-network-acl-association --network-acl-id {acl} --association-id \"$(aws ec2 describe-network-acls --filters Name=association.subnet-id,Values={subnet} --query 'NetworkAcls[].Associations[?SubnetId==`{subnet}`].NetworkAclAssociationId' --output text)\""
                         )
                     })
                     .collect();
                 steps.push(format!(
                     "for acl in $(aws ec2 describe-network-acls --filters Name=tag:wasmonkey:fault,Values={tag} --query 'NetworkAcls[].NetworkAclId' --output text); do aws ec2 delete-network-acl --network-acl-id \"$acl\"; done"
                 ));
-                steps.join(" && ")
+                in_place(place, steps.join(" && "))
             }
         }
+    }
+}
+
+/// A name a run over several accounts gave (`ACCOUNT/REGION/ID`, see
+/// `cloud/fan_out.rs`): the account and region, and the id AWS knows; any
+/// other name is AWS's own (a group's name may hold `/` too, so the middle
+/// part must be a region AWS has).
+fn located(name: &str) -> (Option<(&str, &str)>, &str) {
+    let mut parts = name.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(account), Some(region), Some(id))
+            if super::aws_settings::KNOWN_REGIONS.contains(&region) =>
+        {
+            (Some((account, region)), id)
+        }
+        _ => (None, name),
+    }
+}
+
+/// `command` to run in `place`'s account and region, when it has one.
+fn in_place(place: Option<(&str, &str)>, command: String) -> String {
+    match place {
+        Some((account, region)) => format!(
+            "with account {account}'s credentials (its role): export AWS_REGION={region} && {command}"
+        ),
+        None => command,
     }
 }
 
@@ -105,4 +140,59 @@ fn process_names(processes: &[ScalingProcess], sep: &str) -> String {
         .map(|p| p.name())
         .collect::<Vec<_>>()
         .join(sep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_by_hand_undo_names_aws_ids_and_the_account_region_of_a_fan_out_run() {
+        let resume = Undo::Resume {
+            group: "payments/eu-west-1/web".into(),
+            processes: vec![ScalingProcess::Launch],
+        };
+        assert_eq!(
+            resume.manual(),
+            "with account payments's credentials (its role): export AWS_REGION=eu-west-1 && aws autoscaling resume-processes --auto-scaling-group-name web --scaling-processes Launch"
+        );
+        let restore = Undo::Restore {
+            subnets: vec![SubnetAcl {
+                subnet: "payments/eu-west-1/subnet-1".into(),
+                vpc: "payments/eu-west-1/vpc-1".into(),
+                acl: "payments/eu-west-1/acl-1".into(),
+            }],
+            tag: "t".into(),
+        };
+        let manual = restore.manual();
+        assert!(
+            manual.starts_with(
+                "with account payments's credentials (its role): export AWS_REGION=eu-west-1 && "
+            ),
+            "{manual}"
+        );
+        assert!(manual.contains("--network-acl-id acl-1 "), "{manual}");
+        assert!(!manual.contains("payments/"), "{manual}");
+        // One account's own names are AWS's, unchanged.
+        let own = Undo::Resume {
+            group: "web".into(),
+            processes: vec![ScalingProcess::Launch],
+        };
+        assert!(
+            own.manual().starts_with("aws autoscaling"),
+            "{}",
+            own.manual()
+        );
+        let slashed = Undo::Resume {
+            group: "team/app/web".into(),
+            processes: vec![ScalingProcess::Launch],
+        };
+        assert!(
+            slashed
+                .manual()
+                .contains("--auto-scaling-group-name team/app/web "),
+            "{}",
+            slashed.manual()
+        );
+    }
 }
