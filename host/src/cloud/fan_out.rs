@@ -238,24 +238,27 @@ impl FanOut {
         )
     }
 
-    /// `work` on each of `legs`, `workers` at a time, each within its
-    /// account's budget; the first failure, named by its leg, fails all.
-    async fn each<'a, T, F, Fut>(
+    /// `work` on each leg of `asked` with what is asked of it, `workers` at
+    /// a time, each within its account's budget; the first failure, named
+    /// by its leg, fails all.
+    async fn each<'a, A, T, F, Fut>(
         &'a self,
-        legs: impl IntoIterator<Item = usize>,
+        asked: impl IntoIterator<Item = (usize, A)>,
         work: F,
     ) -> Result<Vec<(usize, T)>, CloudError>
     where
-        F: Fn(usize, &'a Leg) -> Fut,
+        F: Fn(&'a Leg, A) -> Fut,
         Fut: Future<Output = Result<T, CloudError>> + 'a,
     {
         let work = &work;
-        let answers: Vec<(usize, Result<T, CloudError>)> = futures::stream::iter(legs)
-            .map(|i| async move {
+        let answers: Vec<(usize, Result<T, CloudError>)> = futures::stream::iter(asked)
+            .map(|(i, what)| async move {
                 let leg = &self.legs[i];
                 (
                     i,
-                    leg.metered(work(i, leg)).await.map_err(|err| leg.at(err)),
+                    leg.metered(work(leg, what))
+                        .await
+                        .map_err(|err| leg.at(err)),
                 )
             })
             .buffer_unordered(self.workers)
@@ -402,9 +405,8 @@ impl Cloud for FanOut {
                 .collect(),
         };
         let answers = self
-            .each(asked.keys().copied().collect::<Vec<_>>(), |i, leg| {
-                let names = asked.get(&i).cloned().flatten();
-                async move { leg.cloud.groups(names.as_deref()).await }
+            .each(asked, |leg, names| async move {
+                leg.cloud.groups(names.as_deref()).await
             })
             .await?;
         let mut groups: Vec<Arc<GroupSnapshot>> = answers
@@ -419,7 +421,7 @@ impl Cloud for FanOut {
     }
 
     async fn instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, CloudError> {
-        let mut asked: HashMap<usize, InstanceQuery> = HashMap::new();
+        let mut asked: Vec<(usize, InstanceQuery)> = Vec::new();
         for (i, leg) in self.legs.iter().enumerate() {
             let mut own = query.clone();
             if let Some(groups) = &query.groups {
@@ -439,21 +441,20 @@ impl Cloud for FanOut {
                 };
                 own.zone = Some(mine.to_owned());
             }
-            asked.insert(i, own);
+            asked.push((i, own));
         }
-        let legs: BTreeSet<usize> = asked.keys().copied().collect();
         let answers = self
-            .each(legs, |i, leg| {
-                let own = asked.get(&i).cloned().unwrap_or_default();
-                async move { leg.cloud.instances(&own).await }
-            })
+            .each(
+                asked,
+                |leg, own| async move { leg.cloud.instances(&own).await },
+            )
             .await?;
         self.adopted(answers)
     }
 
     async fn instances_by_id(&self, ids: &[String]) -> Result<Vec<Instance>, CloudError> {
         // Known ids go to their leg; the others to every leg.
-        let mut by_leg: HashMap<usize, Vec<String>> = HashMap::new();
+        let mut by_leg: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         let mut unknown = Vec::new();
         for id in ids {
             match self.owner(id) {
@@ -466,11 +467,9 @@ impl Cloud for FanOut {
                 by_leg.entry(i).or_default().extend(unknown.iter().cloned());
             }
         }
-        let legs: BTreeSet<usize> = by_leg.keys().copied().collect();
         let answers = self
-            .each(legs, |i, leg| {
-                let ids = by_leg.get(&i).cloned().unwrap_or_default();
-                async move { leg.cloud.instances_by_id(&ids).await }
+            .each(by_leg, |leg, ids| async move {
+                leg.cloud.instances_by_id(&ids).await
             })
             .await?;
         self.adopted(answers)
@@ -552,11 +551,9 @@ impl Cloud for FanOut {
     }
 
     async fn subnet_acls(&self, subnets: &[String]) -> Result<Vec<SubnetAcl>, CloudError> {
-        let by_leg = self.by_leg(subnets);
         let answers = self
-            .each(by_leg.keys().copied().collect::<Vec<_>>(), |i, leg| {
-                let own = by_leg.get(&i).cloned().unwrap_or_default();
-                async move { leg.cloud.subnet_acls(&own).await }
+            .each(self.by_leg(subnets), |leg, own| async move {
+                leg.cloud.subnet_acls(&own).await
             })
             .await?;
         Ok(answers
@@ -608,11 +605,8 @@ impl Cloud for FanOut {
             };
             by_leg.entry(i).or_default().push(own);
         }
-        let tag = tag.to_owned();
-        self.each(by_leg.keys().copied().collect::<Vec<_>>(), |i, leg| {
-            let own = by_leg.get(&i).cloned().unwrap_or_default();
-            let tag = tag.clone();
-            async move { leg.cloud.restore_subnets(&own, &tag).await }
+        self.each(by_leg, |leg, own| async move {
+            leg.cloud.restore_subnets(&own, tag).await
         })
         .await?;
         Ok(())
