@@ -532,8 +532,7 @@ impl SqliteHistory {
         // than fail at once, and let readers go on beside one (WAL).
         self.conn.busy_timeout(BUSY_TIMEOUT)?;
         if self.path != Path::new(":memory:") {
-            self.conn
-                .pragma_update(None, "journal_mode", "WAL")
+            self.write_ahead()
                 .context("switching to write-ahead logging")?;
         }
         // The version is read inside an exclusive transaction, so that two
@@ -555,6 +554,33 @@ impl SqliteHistory {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Switch the file to write-ahead logging. On a new file several
+    /// processes may try at once, and the switch answers SQLITE_BUSY at
+    /// once, without the busy handler: try again until the busy timeout.
+    /// The mode is kept in the file, so once one process has switched the
+    /// others find it switched.
+    fn write_ahead(&self) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            let tried = self
+                .conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |row| {
+                    row.get::<_, String>(0)
+                });
+            match tried {
+                Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+                Ok(mode) => anyhow::bail!("the file stays in journal mode {mode:?}"),
+                Err(rusqlite::Error::SqliteFailure(err, _))
+                    if err.code == rusqlite::ErrorCode::DatabaseBusy
+                        && started.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
     }
 
     /// Insert a slot's row, or on a slot already there do `on_conflict`;

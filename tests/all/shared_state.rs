@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmonkey::history::postgres::{Database, PostgresHistory};
+use wasmonkey::history::postgres::{Database, PostgresHistory, SharedSwitch};
 use wasmonkey::history::{Filter, History, LedgerKill, SqliteHistory};
 use wasmonkey::runner::SharedHistory;
 
@@ -242,6 +242,69 @@ fn a_database_a_newer_release_migrated_is_refused_unchanged() {
         .expect("version")
         .get(0);
     assert_eq!(version, 99);
+}
+
+/// Hosts starting together on a new database: each history and each switch
+/// connects, and the schema is made once. To make them meet, the test holds
+/// the catalog of schemas against writes until every host waits on a lock,
+/// so each has looked for the schema before any can create it: made outside
+/// the migration's lock, all but one failed on the catalog's key.
+#[test]
+fn twelve_hosts_starting_together_on_a_new_database_all_connect() {
+    const HOSTS: usize = 12;
+    let server = Postgres::start();
+    let mut admin = postgres::Client::connect(&server.url(), postgres::NoTls).expect("connect");
+    admin
+        .batch_execute("CREATE DATABASE fresh")
+        .expect("create database");
+    let url = format!("{}fresh", server.url().trim_end_matches("postgres"));
+    let database = Database::parse(&url).expect("URL");
+    let mut holder = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let mut hold = holder.transaction().expect("transaction");
+    hold.batch_execute("LOCK TABLE pg_catalog.pg_namespace IN SHARE MODE")
+        .expect("lock");
+    let started: Vec<_> = (0..HOSTS)
+        .map(|host| {
+            let database = database.clone();
+            std::thread::spawn(move || {
+                let connected = if host % 2 == 0 {
+                    PostgresHistory::connect(&database).map(drop)
+                } else {
+                    SharedSwitch::connect(&database).map(drop)
+                };
+                connected.map_err(|err| format!("host {host}: {err:#}"))
+            })
+        })
+        .collect();
+    let waiting = Instant::now();
+    loop {
+        let waiters: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = 'fresh' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .expect("activity")
+            .get(0);
+        if waiters == i64::try_from(HOSTS).unwrap_or(i64::MAX) {
+            break;
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(15),
+            "{waiters} of {HOSTS} hosts wait on a lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    hold.commit().expect("release");
+    let failed: Vec<String> = started
+        .into_iter()
+        .filter_map(|handle| handle.join().expect("no panic").err())
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    let version: i32 = holder
+        .query_one("SELECT version FROM wasmonkey.schema_version", &[])
+        .expect("version")
+        .get(0);
+    assert!(version >= 1, "{version}");
 }
 
 /// Eight hosts reserve a kill of one group at once, each on its own
@@ -676,11 +739,8 @@ fn terminated(report: &serde_json::Value) -> Vec<String> {
 /// kills; the other is denied by the ledger's gap.
 #[test]
 fn two_runs_racing_for_a_groups_last_allowed_kill_kill_once() {
+    // On a new database: both processes also migrate it together.
     let server = Postgres::start();
-    // The schema made first: two processes migrating a fresh database at
-    // once can collide on CREATE SCHEMA (one fails closed, before any
-    // action; noted for an issue). The race here is the ledger's.
-    drop(server.history());
     let body = spaced_body(&["web"]);
     let hosts: Vec<support::Setup> = (0..2)
         .map(|_| {

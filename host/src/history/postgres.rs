@@ -32,8 +32,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// server, releasing its locks.
 const SESSION: &str =
     "SET client_min_messages = warning; SET statement_timeout = '20s'; SET lock_timeout = '20s'; \
-     SET idle_in_transaction_session_timeout = '30s'; \
-     CREATE SCHEMA IF NOT EXISTS wasmonkey; SET search_path TO wasmonkey";
+     SET idle_in_transaction_session_timeout = '30s'; SET search_path TO wasmonkey";
 
 /// Each migration takes the schema from its index to the next version.
 const MIGRATIONS: &[&str] = &["
@@ -383,8 +382,11 @@ fn wait<T>(answered: &mpsc::Receiver<anyhow::Result<T>>, database: &Database) ->
 fn migrate(client: &mut postgres::Client) -> anyhow::Result<()> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    // Under the lock: two hosts starting on a new database would otherwise
+    // both create the schema, and one would fail on the catalog's key.
     tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS schema_version (
+        "CREATE SCHEMA IF NOT EXISTS wasmonkey;
+         CREATE TABLE IF NOT EXISTS schema_version (
              id INTEGER PRIMARY KEY CHECK (id = 1),
              version INTEGER NOT NULL
          )",
