@@ -350,6 +350,26 @@ pub enum Command {
         #[arg(long, value_name = "VERSION", value_parser = crate::scaffold::parse_contract)]
         contract: Option<crate::contract::Version>,
     },
+    /// A plugin author's commands: build the project `new` wrote.
+    Plugin {
+        /// What to do.
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+/// A plugin author's commands.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Build the plugin project in DIR into DIR/dist/NAME.wasm and its
+    /// manifest, with the language's published tools (set up on first use
+    /// in WASMONKEY_TOOLCHAINS, else ~/.cache/wasmonkey/toolchains); prints
+    /// the component's path.
+    Build {
+        /// The project's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 /// Which kill switch `pause` and `resume` act on.
@@ -678,6 +698,17 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let contract = contract.unwrap_or(crate::contract::Version::LATEST);
             crate::scaffold::run(lang, contract, &name, dir.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin {
+            command: PluginCommand::Build { dir },
+        } => {
+            let toolchains = crate::plugin_build::toolchains_dir()?;
+            // The tools run for minutes: off the async runtime's threads.
+            let built =
+                tokio::task::spawn_blocking(move || crate::plugin_build::build(&dir, &toolchains))
+                    .await??;
+            outln!("{}", one_line(&built.display().to_string()))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -40,6 +40,7 @@ pub mod metrics;
 pub(crate) mod names;
 pub mod notify;
 pub(crate) mod plan;
+pub(crate) mod plugin_build;
 pub mod plugins;
 pub mod policy;
 pub(crate) mod probe;

@@ -1,5 +1,5 @@
 //! `wasmonkey new`: a plugin project in any of the supported languages that
-//! builds (`cargo xtask build-plugin DIR` from a wasmonkey checkout) and
+//! builds (`wasmonkey plugin build DIR`, no wasmonkey checkout needed) and
 //! loads (`wasmonkey plugins inspect NAME --config DIR/try.toml`) as it is.
 //!
 //! The templates are in the repository's `templates/`, embedded in the
@@ -51,8 +51,9 @@ impl Templates for Lang {
         match self {
             Lang::Rust => {
                 "Rust is built for `wasm32-unknown-unknown` with rustup's target if \
-                 it is installed, else with the checkout's own guest toolchain, like \
-                 `cargo xtask plugins`."
+                 it is installed, else with Debian's rustc-web, set up in the \
+                 toolchains directory, building std from source (a minute the first \
+                 time)."
             }
             Lang::Python => {
                 "The component bundles CPython (about 18 MB); its first load compiles \
@@ -87,6 +88,7 @@ const COMMON: &[(&str, &str)] = &[
         include_str!("../../templates/common/README.md"),
     ),
     ("try.toml", include_str!("../../templates/common/try.toml")),
+    ("ci.sh", include_str!("../../templates/common/ci.sh")),
     (
         "fleet.toml",
         include_str!("../../templates/common/fleet.toml"),
@@ -191,7 +193,6 @@ pub(crate) fn create(
         "A wasmonkey chaos strategy in {}: terminates one random healthy instance",
         lang.language()
     );
-    let dir_shown = dir.display().to_string();
     let fill = |template: &str| {
         template
             .replace("{{name}}", name)
@@ -200,7 +201,6 @@ pub(crate) fn create(
             .replace("{{language}}", lang.language())
             .replace("{{description}}", &description)
             .replace("{{source}}", source)
-            .replace("{{dir}}", &dir_shown)
             .replace("{{build_note}}", lang.build_note())
             .replace("{{contract}}", contract.number())
     };
@@ -222,6 +222,11 @@ pub(crate) fn create(
         }
         std::fs::write(&target, text)
             .with_context(|| format!("{}: cannot write", target.display()))?;
+        if path.ends_with(".sh") {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("{}: cannot make it executable", target.display()))?;
+        }
         written.push(target);
     }
     Ok(written)
@@ -248,12 +253,12 @@ pub(crate) fn run(
     )?;
     writeln!(
         stdout,
-        "build it from a wasmonkey checkout:  cargo xtask build-plugin {}",
+        "build it:      wasmonkey plugin build {}",
         dir.display()
     )?;
     writeln!(
         stdout,
-        "then load it:                        wasmonkey plugins inspect {name} --config {}",
+        "then load it:  wasmonkey plugins inspect {name} --config {}",
         dir.join("try.toml").display()
     )?;
     Ok(())

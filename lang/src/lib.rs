@@ -1,6 +1,7 @@
 //! The languages a wasmonkey plugin can be written in. One list, shared by
-//! `wasmonkey new` (which writes a project) and `cargo xtask build-plugin`
-//! (which recognises and builds one), so that they cannot disagree.
+//! `wasmonkey new` (which writes a project) and `wasmonkey-plugin-build`
+//! (which recognises and builds one, for `wasmonkey plugin build` and the
+//! xtask), so that they cannot disagree.
 
 /// A language a plugin project can be made in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,8 +1,9 @@
 //! `wasmonkey new --lang LANG NAME`: for every language, the project it
-//! creates builds with the documented command (`cargo xtask build-plugin
-//! DIR`), loads in `wasmonkey plugins inspect` with the config it ships, and
-//! runs on the simulated fleet it ships. Slow (each builds a real
-//! component; the Rust one may build std), but honest.
+//! creates passes its own CI script (`ci.sh`: `wasmonkey plugin build`,
+//! `plugins inspect`, a dry run and a run on the simulated fleet it ships)
+//! in a temporary directory that holds no wasmonkey source, with nothing
+//! but the `wasmonkey` binary on a `PATH` of the language tools'. Slow
+//! (each builds a real component; the Rust one may build std), but honest.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -26,15 +27,31 @@ fn check(what: &str, output: &Output) -> String {
     stdout
 }
 
-/// `cargo xtask build-plugin DIR`, as docs/plugins.md says.
-fn build(dir: &Path) -> Output {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    Command::new(cargo)
-        .args(["run", "--quiet", "--package", "xtask", "--", "build-plugin"])
-        .arg(dir)
-        .current_dir(support::root())
+/// The project's own `ci.sh`, run as a CI job would: from the project's
+/// directory, with the `wasmonkey` binary alone in a directory first on
+/// `PATH`, and the language tools that the test set-up already has in the
+/// checkout's `.toolchains/` (so that the test does not download them again).
+fn ci(dir: &Path, bin: &Path) -> Output {
+    std::fs::create_dir_all(bin).unwrap();
+    let linked = bin.join("wasmonkey");
+    if !linked.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_wasmonkey"), &linked).unwrap();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![bin.to_path_buf()];
+    paths.extend(std::env::split_paths(&path));
+    Command::new("sh")
+        .arg("ci.sh")
+        .current_dir(dir)
+        .env("PATH", std::env::join_paths(paths).unwrap())
+        .env("WASMONKEY_TOOLCHAINS", support::root().join(".toolchains"))
+        .env("WASMONKEY_LOG", "warn")
+        // The runs' kill switch and history: the test's own.
+        .env("XDG_STATE_HOME", bin.with_file_name("state"))
+        .env_remove("WASMONKEY")
+        .env_remove("CARGO_MANIFEST_DIR")
         .output()
-        .expect("cargo runs")
+        .expect("sh runs")
 }
 
 /// `wasmonkey new` in `lang`, for `contract` (the default when none): the
@@ -55,14 +72,26 @@ fn scaffold_builds_loads_and_runs(lang: &str, contract: Option<&str>) {
         said.contains(&format!("wasmonkey:chaos@{version}")),
         "{said}"
     );
-    assert!(said.contains("cargo xtask build-plugin"), "{said}");
+    assert!(said.contains("wasmonkey plugin build"), "{said}");
     assert!(dir.join("wit/strategy.wit").is_file());
+    // What the project tells its author needs only the binary.
+    for file in ["README.md", "ci.sh"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(text.contains("plugin build"), "{file}:\n{text}");
+        assert!(!text.contains("xtask"), "{file}:\n{text}");
+    }
+    // Nothing of wasmonkey's source where the project lives.
+    for above in dir.ancestors() {
+        assert!(!above.join("wit/v0.1.0").exists(), "{}", above.display());
+    }
 
-    let built = build(&dir);
-    check(&format!("building the {lang} project"), &built);
+    let job = ci(&dir, &temp.path().join("bin"));
+    check(&format!("the {lang} project's ci.sh"), &job);
     for file in [format!("{name}.wasm"), format!("{name}.toml")] {
         assert!(dir.join("dist").join(&file).is_file(), "no dist/{file}");
     }
+    let junit = std::fs::read_to_string(dir.join("build/junit.xml")).expect("ci.sh's JUnit");
+    assert!(junit.contains("<testsuites"), "{junit}");
 
     let config = dir.join("try.toml");
     let inspect = wasmonkey()

@@ -23,21 +23,20 @@
 //!   the operations wasmonkey calls, from the published crate; with
 //!   `--check`, fail when the committed copy differs (`ci` runs this).
 
-mod cbindings;
-mod guests;
 mod moto;
 mod plugins;
 mod polyglot;
 mod system;
-mod toolchain;
 mod vendor;
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use wasmonkey_plugin_build::guests;
+use wasmonkey_plugin_build::process::{cargo, describe, run, seconds, step, ChildFailed};
+use wasmonkey_plugin_build::toolchain;
 
 const USAGE: &str = "\
 usage: cargo xtask <command> [-- args]
@@ -180,7 +179,7 @@ fn vendor_ec2(check: bool) -> Result<()> {
 fn toolchains_all() -> Result<()> {
     toolchain_only()?;
     let root = repo_root()?;
-    let mut guests = guests::Guests::new(&root);
+    let mut guests = guests::Guests::new(&polyglot::toolchains(&root));
     step("toolchain (python)", || guests.python().map(|_| ()))?;
     step("toolchain (js)", || guests.js().map(|_| ()))?;
     let clang = step("toolchain (c)", || guests.clang().map(|c| c.what.clone()))?;
@@ -324,7 +323,9 @@ fn guest_cargo(root: &Path, subcommand: &str, workspace: &plugins::Workspace) ->
 
 fn toolchain_only() -> Result<()> {
     let root = repo_root()?;
-    let toolchain = step("toolchain", || toolchain::guest_toolchain(&root))?;
+    let toolchain = step("toolchain", || {
+        toolchain::guest_toolchain(&polyglot::toolchains(&root), &root)
+    })?;
     println!("{}", toolchain.describe());
     Ok(())
 }
@@ -344,95 +345,4 @@ fn repo_root() -> Result<PathBuf> {
         );
     }
     Ok(root.to_path_buf())
-}
-
-/// A `cargo` command run from `dir`: the cargo that runs xtask, if known.
-fn cargo(dir: &Path) -> Command {
-    let program = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let mut cmd = Command::new(program);
-    cmd.current_dir(dir);
-    // `cargo run` gave this process xtask's own package variables. Build
-    // scripts that watch one (ring watches CARGO_MANIFEST_DIR) would see it
-    // change between `cargo xtask test` and a plain `cargo test`, and every
-    // crate above them would be rebuilt (five minutes here) each time.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let from_cargo_run = name.starts_with("CARGO_PKG_")
-            || matches!(
-                &*name,
-                "CARGO_MANIFEST_DIR"
-                    | "CARGO_MANIFEST_PATH"
-                    | "CARGO_CRATE_NAME"
-                    | "CARGO_BIN_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-                    | "CARGO_RUSTC_CURRENT_DIR"
-            );
-        if from_cargo_run {
-            cmd.env_remove(&*name);
-        }
-    }
-    cmd
-}
-
-/// Run one named step, printing when it starts and how long it took.
-fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    eprintln!("==> {name}");
-    let started = Instant::now();
-    let result = f();
-    let took = seconds(started.elapsed().as_secs_f64());
-    match &result {
-        Ok(_) => eprintln!("<== {name}: ok in {took}"),
-        Err(_) => eprintln!("<== {name}: FAILED after {took}"),
-    }
-    result
-}
-
-fn seconds(secs: f64) -> String {
-    format!("{secs:.1} s")
-}
-
-/// A child process that exited unsuccessfully; its output was streamed.
-#[derive(Debug)]
-struct ChildFailed {
-    what: String,
-    code: u8,
-}
-
-impl std::fmt::Display for ChildFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "`{}` failed (exit code {})", self.what, self.code)
-    }
-}
-
-impl std::error::Error for ChildFailed {}
-
-/// Run a command with inherited stdio; fail with its exit code if it fails.
-fn run(cmd: &mut Command) -> Result<()> {
-    let what = describe(cmd);
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start `{what}`"))?;
-    if status.success() {
-        return Ok(());
-    }
-    // A signal has no code; 1 is the conventional failure then.
-    let code = status
-        .code()
-        .and_then(|c| u8::try_from(c).ok())
-        .filter(|&c| c != 0)
-        .unwrap_or(1);
-    Err(ChildFailed { what, code }.into())
-}
-
-/// `program arg…` for messages.
-fn describe(cmd: &Command) -> String {
-    let program = Path::new(cmd.get_program())
-        .file_name()
-        .unwrap_or(cmd.get_program())
-        .to_string_lossy()
-        .into_owned();
-    std::iter::once(program)
-        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
-        .collect::<Vec<_>>()
-        .join(" ")
 }

@@ -1,36 +1,23 @@
-//! Plugins in other languages than Rust (Python, JavaScript, C, Zig), and
-//! the one-project build behind `cargo xtask build-plugin DIR`.
-//!
-//! A plugin project is a directory with a `wasmonkey.toml` manifest and its
-//! source, whose file name says the language:
-//!
-//! | file          | language   | built with                                       |
-//! |---------------|------------|--------------------------------------------------|
-//! | `Cargo.toml`  | Rust       | cargo, for `wasm32-unknown-unknown`, then wit-component |
-//! | `plugin.py`   | Python     | componentize-py                                  |
-//! | `plugin.js`   | JavaScript | componentize-js (StarlingMonkey)                 |
-//! | `plugin.c`    | C          | wit-bindgen's C bindings, clang, wit-component   |
-//! | `plugin.zig`  | Zig        | wit-bindgen's C bindings, zig, wit-component     |
+//! The repository's plugins in other languages than Rust (Python,
+//! JavaScript, C and Zig), built with `wasmonkey-plugin-build` and the
+//! checkout's `.toolchains/`, and the one-project build behind `cargo xtask
+//! build-plugin DIR`.
 //!
 //! The contract is the project's own `wit/` if it has one (as scaffolded
 //! projects do), else the repository's `wit/v0.1.0/`.
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-pub use wasmonkey_lang::Lang;
+use anyhow::Result;
+use wasmonkey_plugin_build::guests::Guests;
+use wasmonkey_plugin_build::{project, Layout, Project};
 
-use crate::guests::{self, Guests};
-use crate::plugins::{self, MANIFEST};
-use crate::toolchain::{self, TARGET};
+use crate::plugins;
 
-/// The world every plugin targets.
-pub const WORLD: &str = "strategy-plugin";
 /// The contract version under `wit/` the repository's plugins build
-/// against (each version's directory is frozen once released).
+/// against when they carry none (each version's directory is frozen once
+/// released).
 pub const CONTRACT: &str = "v0.1.0";
 
 /// The reference strategies in each language, built into [`EXAMPLES_OUT`]:
@@ -57,118 +44,34 @@ const BUILD_DIR: &str = "target/polyglot-build";
 /// The target directory of Rust projects built by `build-plugin`.
 const RUST_PROJECTS_TARGET: &str = "target/wasm-projects";
 
-/// Bump when the build commands change, so that every project is rebuilt.
-const BUILD_RECIPE: &str = "polyglot build 2";
-
-/// Interfaces a plugin may import: the contract's, and the WASI ones the
-/// host links deny-by-default (wasmtime-wasi's preview 2 set).
-const LINKABLE: &[&str] = &[
-    "wasmonkey:chaos/",
-    "wasi:io/",
-    "wasi:clocks/",
-    "wasi:random/",
-    "wasi:cli/",
-    "wasi:filesystem/",
-    "wasi:sockets/",
-];
-
-/// A plugin project.
-pub struct Project {
-    /// The project's directory, absolute.
-    pub dir: PathBuf,
-    /// Its language, from its source file's name.
-    pub lang: Lang,
-    /// The manifest's `name`: the component's file stem.
-    pub name: String,
-    /// The WIT directory of the contract.
-    pub wit: PathBuf,
+/// The checkout's toolchains directory.
+pub fn toolchains(root: &Path) -> PathBuf {
+    root.join(".toolchains")
 }
 
-impl Project {
-    /// Read the project in `dir`: its manifest and its language.
-    pub fn detect(root: &Path, dir: &Path) -> Result<Project> {
-        let dir = dir
-            .canonicalize()
-            .with_context(|| format!("no plugin project at {}", dir.display()))?;
-        let found: Vec<Lang> = Lang::ALL
-            .into_iter()
-            .filter(|lang| dir.join(lang.source()).is_file())
-            .collect();
-        let lang = match found.as_slice() {
-            [lang] => *lang,
-            [] => bail!(
-                "{}: no plugin source found (one of {})",
-                dir.display(),
-                Lang::ALL.map(Lang::source).join(", ")
-            ),
-            _ => bail!(
-                "{}: more than one plugin source ({}): keep one",
-                dir.display(),
-                found
-                    .iter()
-                    .map(|l| l.source())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
-        let name = check_manifest(&dir.join(MANIFEST))?;
-        let own_wit = dir.join("wit");
-        let wit = if own_wit.is_dir() {
-            own_wit
-        } else {
-            // The repository's contract, the version the binary links
-            // plugins without a contract import against.
-            root.join("wit").join(CONTRACT)
-        };
-        Ok(Project {
-            dir,
-            lang,
-            name,
-            wit,
-        })
-    }
-}
-
-/// Check a manifest's `name`, `version` and `grants`; returns the name.
-fn check_manifest(path: &Path) -> Result<String> {
-    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .with_context(|| format!("parsing {}", path.display()))?;
-    let Some(name) = table.get("name").and_then(toml::Value::as_str) else {
-        bail!("{}: `name` is missing", path.display());
-    };
-    let valid = !name.is_empty()
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !valid {
-        bail!(
-            "{}: name = {name:?}: use lowercase letters, digits and `-`, starting with a letter",
-            path.display()
-        );
-    }
-    if table.get("version").and_then(toml::Value::as_str).is_none() {
-        bail!("{}: `version` is missing", path.display());
-    }
-    plugins::check_grants(path, &table)?;
-    Ok(name.to_owned())
+/// A project of the repository, or one `build-plugin` is given.
+fn detect(root: &Path, dir: &Path) -> Result<Project> {
+    Project::detect(dir, Some(&root.join("wit").join(CONTRACT)))
 }
 
 /// Build the reference strategies and the test-only plugins of every
 /// language but Rust.
 pub fn build_all(root: &Path) -> Result<()> {
-    let mut guests = Guests::new(root);
+    let mut guests = Guests::new(&toolchains(root));
     for (dirs, out) in [(EXAMPLES, EXAMPLES_OUT), (TESTS, TESTS_OUT)] {
         let out = root.join(out);
         let mut keep = BTreeSet::new();
         for dir in dirs {
-            let project = Project::detect(root, &root.join(dir))?;
-            let build = root.join(BUILD_DIR).join(&project.name);
+            let project = detect(root, &root.join(dir))?;
+            let layout = Layout {
+                build: root.join(BUILD_DIR).join(&project.name),
+                out: out.clone(),
+                rust_target: root.join(RUST_PROJECTS_TARGET),
+                toolchains: toolchains(root),
+            };
             crate::step(
                 &format!("{} ({})", project.name, project.lang.name()),
-                || build_project(root, &project, &build, &out, &mut guests),
+                || project::build(&project, &layout, &mut guests),
             )?;
             keep.insert(format!("{}.wasm", project.name));
             keep.insert(format!("{}.toml", project.name));
@@ -179,381 +82,17 @@ pub fn build_all(root: &Path) -> Result<()> {
 }
 
 /// Build one plugin project into `DIR/dist/NAME.wasm` (with its manifest
-/// beside it, as `NAME.toml`); intermediate files go to `DIR/build/`.
+/// beside it, as `NAME.toml`); intermediate files go to `DIR/build/`, a
+/// Rust project's to the checkout's target directory.
 pub fn build_one(root: &Path, dir: &Path) -> Result<PathBuf> {
-    let project = Project::detect(root, dir)?;
-    let mut guests = Guests::new(root);
-    let build = project.dir.join("build");
-    let out = project.dir.join("dist");
+    let project = detect(root, dir)?;
+    let mut guests = Guests::new(&toolchains(root));
+    let layout = Layout {
+        rust_target: root.join(RUST_PROJECTS_TARGET),
+        ..Layout::of_project(&project, &toolchains(root))
+    };
     crate::step(
         &format!("{} ({})", project.name, project.lang.name()),
-        || build_project(root, &project, &build, &out, &mut guests),
+        || project::build(&project, &layout, &mut guests),
     )
-}
-
-/// Build a project's component into `out/NAME.wasm`, unless its sources,
-/// contract and toolchain are those of the last build; returns its path.
-fn build_project(
-    root: &Path,
-    project: &Project,
-    build: &Path,
-    out: &Path,
-    guests: &mut Guests,
-) -> Result<PathBuf> {
-    fs::create_dir_all(build).with_context(|| format!("creating {}", build.display()))?;
-    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let wasm_path = out.join(format!("{}.wasm", project.name));
-    let toml_path = out.join(format!("{}.toml", project.name));
-    let stamp_path = build.join("stamp");
-    let stamp = stamp(project)?;
-    let fresh = fs::read_to_string(&stamp_path).is_ok_and(|old| old == stamp);
-    // Rust projects are left to cargo, which knows what changed.
-    if fresh && project.lang != Lang::Rust && wasm_path.is_file() {
-        plugins::write_if_changed(&toml_path, &fs::read(project.dir.join(MANIFEST))?)?;
-        eprintln!("  {} (unchanged)", wasm_path.display());
-        return Ok(wasm_path);
-    }
-    let component = match project.lang {
-        Lang::Rust => build_rust(root, project)?,
-        Lang::Python => build_python(project, build, guests)?,
-        Lang::Js => build_js(project, build, guests)?,
-        Lang::C => build_c(project, build, guests)?,
-        Lang::Zig => build_zig(project, build, guests)?,
-    };
-    let shape = plugins::shape(&component)
-        .with_context(|| format!("checking plugin `{}`", project.name))?;
-    if let Some(bad) = shape
-        .imports
-        .iter()
-        .find(|name| !LINKABLE.iter().any(|prefix| name.starts_with(prefix)))
-    {
-        bail!(
-            "plugin `{}` imports {bad}, which the host does not link: plugins get the contract's \
-             interfaces and a deny-by-default WASI (io, clocks, random, cli, filesystem, sockets) \
-             only",
-            project.name
-        );
-    }
-    let changed = plugins::write_if_changed(&wasm_path, &component)?;
-    plugins::write_if_changed(&toml_path, &fs::read(project.dir.join(MANIFEST))?)?;
-    fs::write(&stamp_path, stamp)?;
-    let wasi: Vec<&String> = shape
-        .imports
-        .iter()
-        .filter(|name| name.starts_with("wasi:"))
-        .collect();
-    eprintln!(
-        "  {} ({:.1} KiB{}), {}",
-        wasm_path.strip_prefix(root).unwrap_or(&wasm_path).display(),
-        component.len() as f64 / 1024.0,
-        if changed { "" } else { ", unchanged" },
-        if wasi.is_empty() {
-            "no WASI imports".to_owned()
-        } else {
-            format!("{} WASI imports (linked deny-by-default)", wasi.len())
-        }
-    );
-    Ok(wasm_path)
-}
-
-/// What the last build depended on: the project's files, the contract and
-/// the tool versions. Equal stamps mean the component would be the same.
-fn stamp(project: &Project) -> Result<String> {
-    let mut hasher = std::hash::DefaultHasher::new();
-    let mut files = Vec::new();
-    collect_files(&project.dir, &mut files)?;
-    collect_files(&project.wit, &mut files)?;
-    files.sort();
-    for file in &files {
-        file.hash(&mut hasher);
-        fs::read(file)
-            .with_context(|| format!("reading {}", file.display()))?
-            .hash(&mut hasher);
-    }
-    let tools = [
-        BUILD_RECIPE,
-        guests::COMPONENTIZE_PY,
-        guests::COMPONENTIZE_JS.1,
-        guests::ZIGLANG,
-        &std::env::var("WASI_SDK_PATH").unwrap_or_default(),
-    ];
-    tools.hash(&mut hasher);
-    Ok(format!("{:016x}\n", hasher.finish()))
-}
-
-/// The files under `dir`, less build outputs.
-fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
-    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if matches!(
-            name,
-            "build" | "dist" | "target" | "node_modules" | "__pycache__"
-        ) || name.starts_with('.')
-        {
-            continue;
-        }
-        if path.is_dir() {
-            collect_files(&path, files)?;
-        } else {
-            files.push(path);
-        }
-    }
-    Ok(())
-}
-
-fn build_python(project: &Project, build: &Path, guests: &mut Guests) -> Result<Vec<u8>> {
-    // componentize-py runs the module once while building, and CPython then
-    // writes `__pycache__/` beside it (and bundles what it finds there): build
-    // from a fresh copy of the sources, never from the project itself.
-    let sources = build.join("py");
-    if sources.exists() {
-        fs::remove_dir_all(&sources).with_context(|| format!("removing {}", sources.display()))?;
-    }
-    let mut files = Vec::new();
-    collect_files(&project.dir, &mut files)?;
-    for file in files
-        .iter()
-        .filter(|f| f.extension().is_some_and(|e| e == "py"))
-    {
-        let relative = file.strip_prefix(&project.dir).unwrap_or(file);
-        let target = sources.join(relative);
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        }
-        fs::copy(file, &target)
-            .with_context(|| format!("copying {} to {}", file.display(), target.display()))?;
-    }
-    let output = build.join("component.wasm");
-    let mut cmd = guests.python()?.command();
-    cmd.arg("-d")
-        .arg(&project.wit)
-        .args(["-w", WORLD, "componentize", "plugin", "-p"])
-        .arg(&sources)
-        .arg("-o")
-        .arg(&output)
-        .current_dir(build);
-    crate::run(&mut cmd)?;
-    read(&output)
-}
-
-fn build_js(project: &Project, build: &Path, guests: &mut Guests) -> Result<Vec<u8>> {
-    let output = build.join("component.wasm");
-    // componentize-js wants the WIT directory below its working directory.
-    let (cwd, wit) = match project.wit.parent() {
-        Some(parent) => (
-            parent.to_path_buf(),
-            PathBuf::from(project.wit.file_name().unwrap_or_default()),
-        ),
-        None => bail!("{}: the WIT directory has no parent", project.wit.display()),
-    };
-    let mut cmd = guests.js()?.command();
-    cmd.arg(project.dir.join("plugin.js"))
-        .arg("--wit")
-        .arg(&wit)
-        .args(["--world-name", WORLD])
-        // wasi:http (and the fetch-event handler on it) is a WASI the host
-        // does not link; stdio, clocks and random stay, deny-by-default.
-        .args(["--disable", "http", "--disable", "fetch-event"])
-        .arg("--out")
-        .arg(&output)
-        .current_dir(cwd);
-    crate::run(&mut cmd)?;
-    read(&output)
-}
-
-fn build_c(project: &Project, build: &Path, guests: &mut Guests) -> Result<Vec<u8>> {
-    let gen = crate::cbindings::generate(&project.wit, WORLD, &build.join("gen"))?;
-    let core = build.join("core.wasm");
-    let clang = guests.clang()?;
-    eprintln!("  C compiler: {}", clang.what);
-    let mut cmd = clang.command();
-    cmd.args(["-mexec-model=reactor", "-Os", "-s", "-std=c11"])
-        .args(["-Wall", "-Wextra", "-Wno-unused-parameter"])
-        .arg("-I")
-        .arg(&gen.dir)
-        .arg(project.dir.join("plugin.c"))
-        .arg(&gen.source)
-        .arg(&gen.object)
-        .arg("-o")
-        .arg(&core);
-    crate::run(&mut cmd)?;
-    componentize_core(&core)
-}
-
-fn build_zig(project: &Project, build: &Path, guests: &mut Guests) -> Result<Vec<u8>> {
-    let gen = crate::cbindings::generate(&project.wit, WORLD, &build.join("gen"))?;
-    let zig = guests.zig()?;
-    eprintln!("  Zig: {}", zig.what);
-    // `@cImport` is gone from Zig 0.17: translate the C header to Zig once.
-    let bindings = gen.dir.join("bindings.zig");
-    let mut translate = zig.command();
-    translate
-        .args(["translate-c", "-target", "wasm32-wasi", "-lc", "-I"])
-        .arg(&gen.dir)
-        .arg(&gen.header);
-    let out = translate
-        .output()
-        .with_context(|| format!("running {}", crate::describe(&translate)))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            crate::describe(&translate),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    fs::write(&bindings, &out.stdout)?;
-    let core = build.join("core.wasm");
-    let mut cmd = zig.command();
-    cmd.args(["build-exe", "-target", "wasm32-wasi", "-O", "ReleaseSmall"])
-        .args([
-            "-fno-entry",
-            "-mexec-model=reactor",
-            "--stack",
-            "65536",
-            "-lc",
-        ])
-        .arg("--name")
-        .arg("core")
-        .arg(format!("-femit-bin={}", core.display()))
-        .arg("-I")
-        .arg(&gen.dir)
-        .arg(&gen.source)
-        .arg(&gen.object)
-        .args(["--dep", "bindings"])
-        .arg(format!(
-            "-Mroot={}",
-            project.dir.join("plugin.zig").display()
-        ))
-        .arg(format!("-Mbindings={}", bindings.display()))
-        .current_dir(build);
-    crate::run(&mut cmd)?;
-    componentize_core(&core)
-}
-
-/// A core module carrying wit-bindgen's component-type section, as a
-/// component. One that needs WASI preview 1 (e.g. for `printf`) is refused:
-/// log through the contract's `runtime.log` instead.
-fn componentize_core(core: &Path) -> Result<Vec<u8>> {
-    let bytes = read(core)?;
-    let preview1 = wasmparser::Parser::new(0)
-        .parse_all(&bytes)
-        .filter_map(|payload| match payload {
-            Ok(wasmparser::Payload::ImportSection(reader)) => Some(reader),
-            _ => None,
-        })
-        .flat_map(|reader| reader.into_iter())
-        .filter_map(|import| import.ok())
-        .find(|import| import.module.starts_with("wasi_snapshot_preview1"))
-        .map(|import| import.name.to_owned());
-    if let Some(function) = preview1 {
-        bail!(
-            "{} imports wasi_snapshot_preview1::{function}: plugins in C and Zig must not need \
-             WASI (stdio, files, clocks…); log with the contract's runtime.log instead",
-            core.display()
-        );
-    }
-    plugins::componentize(&bytes).with_context(|| format!("componentizing {}", core.display()))
-}
-
-fn build_rust(root: &Path, project: &Project) -> Result<Vec<u8>> {
-    let manifest = project.dir.join("Cargo.toml");
-    let text = fs::read_to_string(&manifest)?;
-    let table: toml::Table = text
-        .parse()
-        .with_context(|| format!("parsing {}", manifest.display()))?;
-    let lib = table
-        .get("lib")
-        .and_then(|lib| lib.get("name"))
-        .or_else(|| table.get("package").and_then(|p| p.get("name")))
-        .and_then(toml::Value::as_str)
-        .with_context(|| format!("{}: no [package] name", manifest.display()))?
-        .replace('-', "_");
-    let toolchain = crate::step("guest toolchain", || toolchain::guest_toolchain(root))?;
-    let target_dir = root.join(RUST_PROJECTS_TARGET);
-    let mut cmd = crate::cargo(&project.dir);
-    cmd.args(["build", "--release", "--target", TARGET, "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .args(toolchain.cargo_args());
-    toolchain.configure(&mut cmd)?;
-    crate::run(&mut cmd)?;
-    let core = target_dir
-        .join(TARGET)
-        .join("release")
-        .join(format!("{lib}.wasm"));
-    let bytes = read(&core)?;
-    plugins::componentize(&bytes).with_context(|| format!("componentizing {}", core.display()))
-}
-
-fn read(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path)
-        .with_context(|| format!("reading {} (the build should have made it)", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn project(files: &[(&str, &str)]) -> (PathBuf, Result<Project>) {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("wasmonkey-xtask-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        for (name, text) in files {
-            fs::write(dir.join(name), text).unwrap();
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let found = Project::detect(&root, &dir);
-        (dir, found)
-    }
-
-    const MANIFEST_OK: &str = "name = \"p-1\"\nversion = \"0.1.0\"\ngrants = [\"terminate\"]\n";
-
-    #[test]
-    fn the_source_file_names_the_language() {
-        let (dir, found) = project(&[("wasmonkey.toml", MANIFEST_OK), ("plugin.zig", "")]);
-        let found = found.unwrap();
-        assert_eq!(found.lang, Lang::Zig);
-        assert_eq!(found.name, "p-1");
-        // No wit/ of its own: the repository's contract.
-        assert!(found.wit.join("strategy.wit").is_file());
-        fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn errors_name_the_file_and_the_problem() {
-        let (dir, found) = project(&[("wasmonkey.toml", MANIFEST_OK)]);
-        let err = format!("{:#}", found.err().unwrap());
-        assert!(
-            err.contains("no plugin source") && err.contains("plugin.py"),
-            "{err}"
-        );
-        fs::remove_dir_all(dir).unwrap();
-
-        let (dir, found) = project(&[
-            ("wasmonkey.toml", MANIFEST_OK),
-            ("plugin.c", ""),
-            ("plugin.js", ""),
-        ]);
-        let err = format!("{:#}", found.err().unwrap());
-        assert!(err.contains("more than one"), "{err}");
-        fs::remove_dir_all(dir).unwrap();
-
-        let (dir, found) = project(&[
-            (
-                "wasmonkey.toml",
-                "name = \"p\"\nversion = \"1\"\ngrants = [\"root\"]\n",
-            ),
-            ("plugin.py", ""),
-        ]);
-        let err = format!("{:#}", found.err().unwrap());
-        assert!(
-            err.contains("wasmonkey.toml") && err.contains("root"),
-            "{err}"
-        );
-        fs::remove_dir_all(dir).unwrap();
-    }
 }

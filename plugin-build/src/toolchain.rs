@@ -3,14 +3,14 @@
 //! Where rustup has the target installed, the plain cargo build is used. Where
 //! it has not (and cannot download it, as on machines that reach only package
 //! registries), Debian's `rustc-web` compiler, the standard library's source
-//! and the `lld` wasm linker are downloaded as `.deb` files into
-//! `<repo>/.toolchains/`, unpacked there (never installed) and std is built
+//! and the `lld` wasm linker are downloaded as `.deb` files into the
+//! toolchains directory, unpacked there (never installed) and std is built
 //! from source with `-Zbuild-std`.
 //!
-//! The set-up happens in `.toolchains/rust-web.partial/` and is renamed to
-//! `.toolchains/rust-web/` only after the compiler has run, with a `READY`
-//! marker listing the package versions; an interrupted set-up is discarded on
-//! the next run. Delete `.toolchains/` to download afresh.
+//! The set-up happens in `rust-web.partial/` and is renamed to `rust-web/`
+//! only after the compiler has run, with a `READY` marker listing the
+//! package versions; an interrupted set-up is discarded on the next run.
+//! Delete the directory to download afresh.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -89,13 +89,14 @@ pub struct DebianToolchain {
     rustc_version: String,
 }
 
-/// Choose the guest toolchain, setting up the Debian one if needed.
-pub fn guest_toolchain(repo: &Path) -> Result<GuestToolchain> {
+/// Choose the guest toolchain for a build in `dir`, setting up the Debian
+/// one in `toolchains` if needed.
+pub fn guest_toolchain(toolchains: &Path, dir: &Path) -> Result<GuestToolchain> {
     let forced = std::env::var("WASMONKEY_GUEST_TOOLCHAIN").unwrap_or_default();
     match forced.as_str() {
-        "" if rustup_has_target(repo) => Ok(GuestToolchain::Rustup),
-        "" | "debian" => Ok(GuestToolchain::Debian(debian(repo)?)),
-        "rustup" if rustup_has_target(repo) => Ok(GuestToolchain::Rustup),
+        "" if rustup_has_target(dir) => Ok(GuestToolchain::Rustup),
+        "" | "debian" => Ok(GuestToolchain::Debian(debian(toolchains)?)),
+        "rustup" if rustup_has_target(dir) => Ok(GuestToolchain::Rustup),
         "rustup" => bail!(
             "WASMONKEY_GUEST_TOOLCHAIN=rustup, but `rustup target list --installed` does not \
              list {TARGET}: run `rustup target add {TARGET}`, or unset the variable"
@@ -104,11 +105,11 @@ pub fn guest_toolchain(repo: &Path) -> Result<GuestToolchain> {
     }
 }
 
-/// Whether rustup (for the toolchain in force in `repo`) has the target.
-fn rustup_has_target(repo: &Path) -> bool {
+/// Whether rustup (for the toolchain in force in `dir`) has the target.
+fn rustup_has_target(dir: &Path) -> bool {
     let output = Command::new("rustup")
         .args(["target", "list", "--installed"])
-        .current_dir(repo)
+        .current_dir(dir)
         .stderr(Stdio::null())
         .output();
     match output {
@@ -119,8 +120,8 @@ fn rustup_has_target(repo: &Path) -> bool {
     }
 }
 
-fn debian(repo: &Path) -> Result<DebianToolchain> {
-    let base = repo.join(".toolchains");
+fn debian(base: &Path) -> Result<DebianToolchain> {
+    let _lock = SetupLock::take(base)?;
     let ready = base.join("rust-web");
     if let Some(tc) = DebianToolchain::load(&ready) {
         return Ok(tc);
@@ -175,6 +176,30 @@ fn debian(repo: &Path) -> Result<DebianToolchain> {
         .with_context(|| format!("renaming {} to {}", staging.display(), ready.display()))?;
     DebianToolchain::load(&ready)
         .ok_or_else(|| anyhow!("{} is not usable right after its set-up", ready.display()))
+}
+
+/// An exclusive lock on a toolchains directory, held while a tool is looked
+/// for and set up: two builds never set one up at once (each would remove
+/// the other's staging directory). Released when dropped.
+pub struct SetupLock {
+    _file: fs::File,
+}
+
+impl SetupLock {
+    /// Wait for the lock of `base` (made if missing).
+    pub fn take(base: &Path) -> Result<SetupLock> {
+        fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
+        let path = base.join(".setup.lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(SetupLock { _file: file })
+    }
 }
 
 /// Which paths to unpack of which package; other packages are unpacked whole.
@@ -521,7 +546,7 @@ pub fn checked(cmd: &mut Command) -> Result<()> {
         .status()
         .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
     if !status.success() {
-        bail!("{} failed ({status})", crate::describe(cmd));
+        bail!("{} failed ({status})", crate::process::describe(cmd));
     }
     Ok(())
 }

@@ -36,7 +36,7 @@ pub fn generate(wit: &Path, world: &str, dir: &Path) -> Result<Bindings> {
         .with_context(|| format!("generating C bindings of {world}"))?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for (name, contents) in files.iter() {
-        crate::plugins::write_if_changed(&dir.join(name), contents)?;
+        crate::component::write_if_changed(&dir.join(name), contents)?;
     }
     let base = world.replace('-', "_");
     Ok(Bindings {

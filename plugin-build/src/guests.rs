@@ -2,9 +2,10 @@
 //!
 //! Each is taken from where a user already has it when that is the standard
 //! tool at a version we know works, and otherwise set up from a package
-//! registry under `<repo>/.toolchains/`:
+//! registry under a toolchains directory (the checkout's `.toolchains/` for
+//! `cargo xtask`, the user's cache for `wasmonkey plugin build`):
 //!
-//! | language   | standard tool used when present          | else, set up in `.toolchains/`            |
+//! | language   | standard tool used when present          | else, set up in the toolchains directory  |
 //! |------------|------------------------------------------|-------------------------------------------|
 //! | Python     | —                                        | `componentize-py/`: a venv, from PyPI     |
 //! | JavaScript | —                                        | `componentize-js/`: npm packages          |
@@ -14,8 +15,9 @@
 //! Every set-up happens in `NAME.partial/`, is checked by running the tool,
 //! gets a `READY` marker (the recipe and what was installed) and only then is
 //! renamed to `NAME/`; an interrupted set-up is discarded on the next run,
-//! and a marker from another recipe makes it start again. Delete
-//! `.toolchains/` to download everything afresh.
+//! and a marker from another recipe makes it start again. Two builds
+//! setting up the same tool at once take turns (a lock file). Delete the
+//! directory to download everything afresh.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,7 +25,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::toolchain::{checked, unpack, which, Apt, Parts};
+use crate::toolchain::{checked, unpack, which, Apt, Parts, SetupLock};
 
 /// The Python package that turns a Python module into a component.
 pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
@@ -118,7 +120,7 @@ impl Zig {
 
 /// The toolchains, each set up on first use.
 pub struct Guests {
-    repo: PathBuf,
+    base: PathBuf,
     python: Option<ComponentizePy>,
     js: Option<ComponentizeJs>,
     clang: Option<Clang>,
@@ -126,10 +128,10 @@ pub struct Guests {
 }
 
 impl Guests {
-    /// Nothing set up yet.
-    pub fn new(repo: &Path) -> Guests {
+    /// Nothing set up yet; set-ups go in `toolchains`.
+    pub fn new(toolchains: &Path) -> Guests {
         Guests {
-            repo: repo.to_owned(),
+            base: toolchains.to_owned(),
             python: None,
             js: None,
             clang: None,
@@ -138,7 +140,7 @@ impl Guests {
     }
 
     fn base(&self) -> PathBuf {
-        self.repo.join(".toolchains")
+        self.base.clone()
     }
 
     /// componentize-py, set up if needed.
@@ -146,6 +148,7 @@ impl Guests {
         let tool = match self.python.take() {
             Some(tool) => tool,
             None => {
+                let _lock = SetupLock::take(&self.base)?;
                 let dir = venv(
                     &self.base(),
                     "componentize-py",
@@ -165,6 +168,7 @@ impl Guests {
         let tool = match self.js.take() {
             Some(tool) => tool,
             None => {
+                let _lock = SetupLock::take(&self.base)?;
                 let dir = npm(&self.base(), "componentize-js", COMPONENTIZE_JS)?;
                 ComponentizeJs {
                     bin: dir.join("node_modules/.bin/componentize-js"),
@@ -180,7 +184,10 @@ impl Guests {
             Some(tool) => tool,
             None => match std::env::var_os("WASI_SDK_PATH") {
                 Some(sdk) if !sdk.is_empty() => wasi_sdk(Path::new(&sdk))?,
-                _ => debian_clang(&self.base())?,
+                _ => {
+                    let _lock = SetupLock::take(&self.base)?;
+                    debian_clang(&self.base())?
+                }
             },
         };
         Ok(self.clang.insert(tool))
@@ -203,6 +210,7 @@ impl Guests {
                         cache,
                     },
                     None => {
+                        let _lock = SetupLock::take(&self.base)?;
                         let dir = venv(&self.base(), "zig", ZIGLANG, &["-m", "ziglang"])?;
                         Zig {
                             what: format!("{ZIGLANG} in {}", dir.display()),
