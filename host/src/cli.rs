@@ -370,6 +370,47 @@ pub enum PluginCommand {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// Push the project's built plugin (DIR/dist/) to an OCI registry, in
+    /// the layout wkg uses, its manifest with it; prints REF@sha256:… for
+    /// an operator's [plugins.sources]. Credentials, if the registry needs
+    /// them: WASMONKEY_REGISTRY_USERNAME and WASMONKEY_REGISTRY_PASSWORD.
+    Push {
+        /// Where: REGISTRY/REPOSITORY[:TAG].
+        reference: String,
+        /// The project's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run the project's built plugin (DIR/dist/) on a matrix of simulated
+    /// fleets and faults, checking what every strategy must keep: it
+    /// finishes through throttling and denials, stays within the blast
+    /// radius and the scope, and names only real victims. Exit 1 if any
+    /// property fails.
+    Test {
+        /// The project's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The plugin's parameters, as a TOML inline table (default: its
+        /// own defaults), e.g. '{ groups = "web*" }'.
+        #[arg(long)]
+        params: Option<String>,
+    },
+    /// Sign a pushed plugin's digest with a key, as `cosign sign --key`
+    /// does (the key's password in COSIGN_PASSWORD).
+    Sign {
+        /// REGISTRY/REPOSITORY@sha256:…
+        reference: String,
+        /// The private key: cosign's, or a PKCS#8 PEM.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Write a new key pair, as `cosign generate-key-pair` does:
+    /// DIR/cosign.key (encrypted with COSIGN_PASSWORD) and DIR/cosign.pub.
+    Keygen {
+        /// Where.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 /// Which kill switch `pause` and `resume` act on.
@@ -421,6 +462,19 @@ pub enum PluginsCommand {
         #[arg(long, default_value = "wasmonkey.toml")]
         config: PathBuf,
     },
+    /// Pull a plugin by digest from an OCI registry into the config's
+    /// plugin directory, every blob checked against its digest, with the
+    /// signatures stored beside it; says how to name it in [plugins.sources].
+    Pull {
+        /// REGISTRY/REPOSITORY@sha256:…
+        reference: String,
+        /// Its name, when what was pushed does not say it (no manifest).
+        #[arg(long)]
+        name: Option<String>,
+        /// The run config, whose plugin directory it goes to.
+        #[arg(long, default_value = "wasmonkey.toml")]
+        config: PathBuf,
+    },
     /// One plugin: metadata, parameters, imports, limits, grants.
     Inspect {
         /// The plugin's name (its file stem).
@@ -437,6 +491,10 @@ pub fn main() -> ExitCode {
     // A simulation runs hundreds of runs: only what went wrong is logged.
     let level = match cli.command {
         Command::Simulate { .. } => "warn",
+        // `plugin test` runs dozens of runs: its table says what happened.
+        Command::Plugin {
+            command: PluginCommand::Test { .. },
+        } => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -701,6 +759,58 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin {
+            command: PluginCommand::Push { reference, dir },
+        } => {
+            let shown = crate::shipping::push(&reference, &dir).await?;
+            outln!("{}", one_line(&shown))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin {
+            command: PluginCommand::Test { dir, params },
+        } => {
+            let findings = crate::plugin_test::run(&dir, params.as_deref()).await?;
+            let failed = findings.iter().filter(|f| !f.held).count();
+            for finding in &findings {
+                outln!(
+                    "{:<6} {:<48} {:<24} {}",
+                    if finding.held { "ok" } else { "FAILED" },
+                    one_line(&finding.case),
+                    finding.property,
+                    text::shown(&finding.detail, DESCRIPTION_BYTES)
+                )?;
+            }
+            outln!(
+                "{} of {} checks held{}",
+                findings.len() - failed,
+                findings.len(),
+                if failed == 0 {
+                    ""
+                } else {
+                    "; see FAILED above"
+                }
+            )?;
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Plugin {
+            command: PluginCommand::Sign { reference, key },
+        } => {
+            let said = crate::shipping::sign(&reference, &key).await?;
+            outln!("{}", one_line(&said))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin {
+            command: PluginCommand::Keygen { dir },
+        } => {
+            for line in crate::shipping::keygen(&dir)? {
+                outln!("{}", one_line(&line))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin {
             command: PluginCommand::Build { dir },
         } => {
             let toolchains = crate::plugin_build::toolchains_dir()?;
@@ -841,13 +951,27 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
 
 async fn plugins(command: PluginsCommand) -> anyhow::Result<ExitCode> {
     let config_path = match &command {
-        PluginsCommand::List { config } | PluginsCommand::Inspect { config, .. } => config.clone(),
+        PluginsCommand::List { config }
+        | PluginsCommand::Inspect { config, .. }
+        | PluginsCommand::Pull { config, .. } => config.clone(),
     };
     let config = Config::load(&config_path)?;
-    let catalog = Catalog::scan(&config.plugin_dir())?.with_pins(config.pins());
+    if let PluginsCommand::Pull {
+        reference, name, ..
+    } = &command
+    {
+        for line in crate::shipping::pull(&config, reference, name.as_deref()).await? {
+            outln!("{}", one_line(&line))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let catalog = Catalog::scan(&config.plugin_dir())?
+        .with_pins(config.pins())
+        .with_provenance(crate::provenance::Provenance::of(&config)?);
     let sandbox = Sandbox::new(&config.cache_dir()?)?;
     let rules = config.limit_rules();
     match command {
+        PluginsCommand::Pull { .. } => Ok(ExitCode::SUCCESS),
         PluginsCommand::List { .. } => {
             let (loaded, failed) = catalog.load_all(&sandbox, &rules).await;
             for plugin in &loaded {
@@ -858,6 +982,7 @@ async fn plugins(command: PluginsCommand) -> anyhow::Result<ExitCode> {
                     pinning(&catalog, plugin),
                     text::shown(&plugin.metadata.description, DESCRIPTION_BYTES)
                 )?;
+                outln!("{:<20} {}", "", origin(plugin))?;
             }
             for failure in &failed {
                 outln!("FAILED {failure}")?;
@@ -891,6 +1016,18 @@ fn pinning(catalog: &Catalog, plugin: &Plugin) -> &'static str {
     }
 }
 
+/// Where a loaded plugin came from and who signed it.
+fn origin(plugin: &Plugin) -> String {
+    match &plugin.provenance {
+        Some(checked) => format!(
+            "source {} · {}",
+            one_line(&checked.source.reference),
+            one_line(&checked.signed.to_string())
+        ),
+        None => "source: a local file (no [plugins.sources] entry) · unsigned".to_owned(),
+    }
+}
+
 /// Most bytes of a plugin's own description shown.
 const DESCRIPTION_BYTES: usize = 512;
 
@@ -914,6 +1051,7 @@ pub fn describe(plugin: &Plugin) -> String {
         one_line(&plugin.path.display().to_string())
     );
     let _ = writeln!(out, "sha256:  {}", compiled.sha256);
+    let _ = writeln!(out, "origin:  {}", origin(plugin));
     let _ = writeln!(
         out,
         "loaded:  {:.1} ms ({})",

@@ -186,6 +186,20 @@ pub struct PluginsConfig {
     /// Refuse, under `--execute`, every plugin the operator has not pinned.
     #[serde(default)]
     pub require_pins: bool,
+    /// Where each pulled plugin came from, by name: its OCI manifest by
+    /// digest (`REGISTRY/REPOSITORY@sha256:…`). Its component and manifest
+    /// must be what that digest names, or it is refused before any of its
+    /// code runs.
+    #[serde(default)]
+    pub sources: BTreeMap<String, String>,
+    /// Public keys (PEM files, cosign's format) whose signatures count.
+    #[serde(default)]
+    pub trusted_keys: Vec<PathBuf>,
+    /// Refuse every plugin without a source and a signature over its
+    /// digest by a trusted key, in a dry run as under `--execute` (a
+    /// preview never differs from the run).
+    #[serde(default)]
+    pub require_signatures: bool,
 }
 
 /// The part of the fleet experiments may touch.
@@ -975,6 +989,28 @@ impl Config {
         }
         if let Err(err) = self.merged_pins() {
             problem("plugins.pins".into(), err);
+        }
+        for (name, source) in &self.plugins.sources {
+            if let Err(err) = crate::registry::Source::parse(source) {
+                problem(
+                    format!("plugins.sources.{name}"),
+                    format!("plugins.sources.{name}: {err}"),
+                );
+            }
+        }
+        for (index, key) in self.plugins.trusted_keys.iter().enumerate() {
+            if let Err(err) = crate::signing::TrustedKey::load(&self.resolve(key)) {
+                problem(
+                    format!("plugins.trusted_keys.{index}"),
+                    format!("plugins.trusted_keys: {err:#}"),
+                );
+            }
+        }
+        if self.plugins.require_signatures && self.plugins.trusted_keys.is_empty() {
+            problem(
+                "plugins.require_signatures".into(),
+                "plugins.require_signatures = true, but plugins.trusted_keys lists no key: no plugin could run".into(),
+            );
         }
         for (key, asked, max) in self.default_limits().exceeding(&self.ceiling()) {
             problem(

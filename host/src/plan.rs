@@ -92,7 +92,9 @@ pub(crate) struct ExperimentPlan {
 /// Build the preview of `config` on `cloud`.
 pub(crate) async fn plan(config: &Config, cloud: Arc<dyn Cloud>) -> anyhow::Result<Plan> {
     let view = FleetView::new(Arc::clone(&cloud), config.max_read_age_ms());
-    let catalog = Catalog::scan(&config.plugin_dir())?.with_pins(config.pins());
+    let catalog = Catalog::scan(&config.plugin_dir())?
+        .with_pins(config.pins())
+        .with_provenance(crate::provenance::Provenance::of(config)?);
     let sandbox = Sandbox::new(&config.cache_dir()?)?;
     let every: Vec<_> = config.experiments.iter().enumerate().collect();
     let run_plan = RunPlan::build(config, &catalog, &sandbox, &view, &every, true).await?;

@@ -24,6 +24,7 @@ use crate::contract::PluginMetadata;
 use crate::files;
 use crate::limits::{LimitOverrides, LimitRules, Limits};
 use crate::manifest::Manifest;
+use crate::provenance::{Checked, Provenance};
 use crate::sandbox::{Prepared, Sandbox, MAX_COMPONENT_BYTES};
 
 /// A plugin that loaded.
@@ -42,6 +43,8 @@ pub struct Plugin {
     /// What it runs under: the operator's defaults, the manifest's requests
     /// and the experiment's overrides, within the ceiling.
     pub limits: Limits,
+    /// Its source and signature, when the operator names its source.
+    pub provenance: Option<Checked>,
 }
 
 impl Plugin {
@@ -106,6 +109,8 @@ pub struct Catalog {
     rejected: Vec<LoadFailure>,
     /// The operator's sha256 pins, by plugin name.
     pins: BTreeMap<String, String>,
+    /// The operator's sources and trusted keys.
+    provenance: Provenance,
 }
 
 impl Catalog {
@@ -170,6 +175,7 @@ impl Catalog {
             names,
             rejected,
             pins: BTreeMap::new(),
+            provenance: Provenance::default(),
         })
     }
 
@@ -179,6 +185,14 @@ impl Catalog {
     /// rewrite its pin.
     pub fn with_pins(mut self, pins: BTreeMap<String, String>) -> Catalog {
         self.pins = pins;
+        self
+    }
+
+    /// The operator's sources and trusted keys, checked at every load after
+    /// the component compiles (which runs none of its code) and before any
+    /// of its code runs.
+    pub fn with_provenance(mut self, provenance: Provenance) -> Catalog {
+        self.provenance = provenance;
         self
     }
 
@@ -266,6 +280,10 @@ impl Catalog {
                 )));
             }
         }
+        let provenance = self
+            .provenance
+            .check(&self.dir, name, &compiled.sha256)
+            .map_err(fail)?;
         let prepared = sandbox
             .prepare(compiled)
             .map_err(|err| fail(format!("{err:#}")))?;
@@ -298,6 +316,7 @@ impl Catalog {
             metadata,
             prepared,
             limits,
+            provenance,
         })
     }
 

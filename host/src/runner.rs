@@ -272,7 +272,8 @@ fn pinned_catalog(
                 config.path.display()
             )
         })?
-        .with_pins(config.pins());
+        .with_pins(config.pins())
+        .with_provenance(crate::provenance::Provenance::of(config)?);
     if options.execute && config.plugins.require_pins {
         let unpinned: Vec<&str> = experiments
             .iter()

@@ -8,6 +8,8 @@ wasmonkey=${WASMONKEY:-wasmonkey}
 
 "$wasmonkey" plugin build .
 "$wasmonkey" plugins inspect {{name}} --config try.toml
+# The properties every strategy must keep, on simulated fleets and faults.
+"$wasmonkey" plugin test --dir .
 # Each run fails the job unless its outcome is `succeeded`.
 "$wasmonkey" run --config try.toml
 "$wasmonkey" run --config try.toml --execute --junit build/junit.xml

@@ -34,6 +34,7 @@ mod parsers;
 mod plugin_text;
 mod prometheus;
 mod receiver;
+mod registry;
 mod reports;
 mod rigged;
 mod sandbox_limits;
@@ -42,6 +43,7 @@ mod schema;
 #[cfg(feature = "postgres")]
 mod shared_state;
 mod strategies;
+mod strategy_properties;
 mod support;
 mod targets;
 mod trust;

@@ -48,6 +48,7 @@ fn ci(dir: &Path, bin: &Path) -> Output {
         .env("WASMONKEY_LOG", "warn")
         // The runs' kill switch and history: the test's own.
         .env("XDG_STATE_HOME", bin.with_file_name("state"))
+        .env("XDG_CACHE_HOME", bin.with_file_name("cache"))
         .env_remove("WASMONKEY")
         .env_remove("CARGO_MANIFEST_DIR")
         .output()

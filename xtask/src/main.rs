@@ -49,8 +49,9 @@ commands:
   build-plugin DIR    build the plugin project in DIR (any language) into DIR/dist/
   demo                plugins, then `wasmonkey run --config examples/wasmonkey.toml --execute
                       --html target/demo-report.html [args]`
-  test                plugins --all, moto, chromium, promtool, prometheus and postgresql (installed when
-                      missing), then `cargo test --workspace [args]`
+  test                plugins --all, moto, chromium, promtool, prometheus, postgresql,
+                      docker-registry and skopeo (installed when missing), then
+                      `cargo test --workspace [args]`
   ci                  vendor-ec2 --check, cargo fmt --check, cargo clippy -D warnings,
                       then what `test` does
   toolchain [--all]   set up the Rust guest toolchain (--all: every language's) and say which
@@ -237,6 +238,15 @@ fn test(args: &[String]) -> Result<()> {
         system::postgres_bin,
     )?;
     cmd.env("WASMONKEY_POSTGRES_BIN", postgres);
+    let registry = step(
+        "docker-registry (an OCI registry, for plugin push and pull)",
+        || system::ensure(&system::REGISTRY),
+    )?;
+    cmd.env("WASMONKEY_REGISTRY", registry);
+    let skopeo = step("skopeo (copies what wasmonkey pushes and pulls)", || {
+        system::ensure(&system::SKOPEO)
+    })?;
+    cmd.env("WASMONKEY_SKOPEO", skopeo);
     cmd.args(["test", "--workspace"]).args(args);
     step("cargo test", || run(&mut cmd))?;
     if args.is_empty() {

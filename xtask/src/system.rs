@@ -2,8 +2,10 @@
 //! report is checked in a real browser), promtool (the metrics are
 //! checked by Prometheus's own linter), the Prometheus server (PromQL stop
 //! conditions query it), libfaketime (the daemon's clock is jumped under
-//! it) and PostgreSQL (the shared state several daemons keep). Installed with apt-get when
-//! missing, as root; anyone else is told the one command to run.
+//! it), PostgreSQL (the shared state several daemons keep), and an OCI
+//! registry with skopeo (plugins pushed, pulled and copied by a tool we did
+//! not write). Installed with apt-get when missing, as root; anyone else is
+//! told the one command to run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,6 +56,22 @@ pub fn libfaketime() -> Result<PathBuf> {
         .find(|lib| lib.is_file());
     found.context("`faketime` is installed but no /usr/lib/*/faketime/libfaketime.so.1 was found")
 }
+
+/// The OCI registry (CNCF distribution 2.8), for plugin push and pull. The
+/// tests start it with a config of their own: the package's asks for a
+/// password file, and its service is never started here.
+pub const REGISTRY: Needed = Needed {
+    program: "docker-registry",
+    packages: &["docker-registry"],
+};
+
+/// skopeo, which copies images and artifacts between registries and
+/// directories: the tool nobody here wrote that reads what wasmonkey
+/// pushes, and pushes what wasmonkey pulls.
+pub const SKOPEO: Needed = Needed {
+    program: "skopeo",
+    packages: &["skopeo"],
+};
 
 /// PostgreSQL's server programs (`initdb`, `postgres`), for the shared
 /// state's tests. Debian keeps them off PATH, in
