@@ -10,9 +10,10 @@
 //! * **its victims are real**: its outcome names only instances the host
 //!   terminated.
 //!
-//! Everything happens in a temporary directory: the runs' journals, kill
-//! history and kill switch are the test's own. The operator's host-wide
-//! kill switch still holds.
+//! The runs' journals, kill history and kill switch are the test's own, in
+//! a temporary directory; the compiled code goes to the project's
+//! `build/cache`, as its `try.toml`'s does. The operator's host-wide kill
+//! switch still holds.
 
 use std::path::{Path, PathBuf};
 
@@ -109,11 +110,23 @@ pub(crate) async fn run(dir: &Path, params: Option<&str>) -> anyhow::Result<Vec<
         .iter()
         .map(|g| format!("{:?}", g.name()))
         .collect();
+    // The project's own compiled-code cache, as its try.toml's: a
+    // component is compiled once for both.
+    let cache = std::path::absolute(dir)
+        .with_context(|| format!("{}: cannot resolve", dir.display()))?
+        .join("build")
+        .join("cache");
     let mut findings = Vec::new();
     for (index, case) in CASES.iter().enumerate() {
         for seed in SEEDS {
             let label = format!("{} (seed {seed})", case.name);
-            let config = write_case(work.path(), index, seed, case, &name, &grants, params)?;
+            let case_files = CaseFiles {
+                work: work.path(),
+                cache: &cache,
+                index,
+                seed,
+            };
+            let config = case_files.write(case, &name, &grants, params)?;
             let options = RunOptions {
                 config: config.clone(),
                 seed: Some(seed),
@@ -134,33 +147,44 @@ pub(crate) async fn run(dir: &Path, params: Option<&str>) -> anyhow::Result<Vec<
     Ok(findings)
 }
 
-fn write_case(
-    work: &Path,
+/// Where one case's run keeps its files.
+struct CaseFiles<'a> {
+    work: &'a Path,
+    cache: &'a Path,
     index: usize,
     seed: u64,
-    case: &Case,
-    name: &str,
-    grants: &[String],
-    params: Option<&str>,
-) -> anyhow::Result<PathBuf> {
-    let fleet = work.join(format!("fleet-{index}.toml"));
-    std::fs::write(&fleet, case.fleet)?;
-    let scope: Vec<String> = case.scope.iter().map(|g| format!("{g:?}")).collect();
-    let mut body = format!(
-        "seed = {seed}\njournal_dir = {:?}\nstate_dir = {:?}\n\n[backend]\nkind = \"sim\"\nfleet = {:?}\n\n[plugins]\ndir = \"plugins\"\n\n[scope]\ngroups = [{}]\n\n[blast_radius]\nmax_terminations = {}\n\n[[experiment]]\nplugin = {name:?}\ngrants = [{}]\n",
-        work.join(format!("journal-{index}-{seed}")).display().to_string(),
-        work.join("state").display().to_string(),
-        fleet.display().to_string(),
-        scope.join(", "),
-        case.max_terminations,
-        grants.join(", ")
-    );
-    if let Some(params) = params {
-        body.push_str(&format!("params = {params}\n"));
+}
+
+impl CaseFiles<'_> {
+    /// Write the case's fleet and run config; the config's path.
+    fn write(
+        &self,
+        case: &Case,
+        name: &str,
+        grants: &[String],
+        params: Option<&str>,
+    ) -> anyhow::Result<PathBuf> {
+        let (work, index, seed) = (self.work, self.index, self.seed);
+        let fleet = work.join(format!("fleet-{index}.toml"));
+        std::fs::write(&fleet, case.fleet)?;
+        let scope: Vec<String> = case.scope.iter().map(|g| format!("{g:?}")).collect();
+        let mut body = format!(
+            "seed = {seed}\njournal_dir = {:?}\nstate_dir = {:?}\n\n[backend]\nkind = \"sim\"\nfleet = {:?}\n\n[plugins]\ndir = \"plugins\"\ncache_dir = {:?}\n\n[scope]\ngroups = [{}]\n\n[blast_radius]\nmax_terminations = {}\n\n[[experiment]]\nplugin = {name:?}\ngrants = [{}]\n",
+            work.join(format!("journal-{index}-{seed}")).display().to_string(),
+            work.join("state").display().to_string(),
+            fleet.display().to_string(),
+            self.cache.display().to_string(),
+            scope.join(", "),
+            case.max_terminations,
+            grants.join(", ")
+        );
+        if let Some(params) = params {
+            body.push_str(&format!("params = {params}\n"));
+        }
+        let config = work.join(format!("case-{index}-{seed}.toml"));
+        std::fs::write(&config, body)?;
+        Ok(config)
     }
-    let config = work.join(format!("case-{index}-{seed}.toml"));
-    std::fs::write(&config, body)?;
-    Ok(config)
 }
 
 /// The properties, read from one run's report.

@@ -147,6 +147,21 @@ fn auth() -> RegistryAuth {
     }
 }
 
+/// A client for `reference`'s registry, signed in for `operation`.
+async fn connect(
+    reference: &Reference,
+    operation: oci_client::RegistryOperation,
+    shown: &str,
+) -> anyhow::Result<(Client, RegistryAuth)> {
+    let client = client(reference);
+    let auth = auth();
+    client
+        .auth(reference, &auth, operation)
+        .await
+        .with_context(|| format!("{shown}: signing in to the registry"))?;
+    Ok((client, auth))
+}
+
 /// `sha256:` and the hex of `bytes`' SHA-256.
 pub(crate) fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&sha2::Sha256::digest(bytes)))
@@ -235,12 +250,7 @@ pub(crate) async fn push(
         )])),
     };
     let body = serde_json::to_vec(&manifest)?;
-    let client = client(&reference);
-    let auth = auth();
-    client
-        .auth(&reference, &auth, oci_client::RegistryOperation::Push)
-        .await
-        .with_context(|| format!("{target}: signing in to the registry"))?;
+    let (client, _) = connect(&reference, oci_client::RegistryOperation::Push, target).await?;
     for (bytes, what) in [(wasm, "the component"), (config.as_slice(), "the config")] {
         client
             .push_blob(&reference, bytes, &digest_of(bytes))
@@ -264,12 +274,7 @@ pub(crate) async fn pull(source: &str, max_component: usize) -> anyhow::Result<P
     if !valid_digest(&digest) {
         bail!("{source}: the digest must be sha256: and 64 lowercase hex digits");
     }
-    let client = client(&reference);
-    let auth = auth();
-    client
-        .auth(&reference, &auth, oci_client::RegistryOperation::Pull)
-        .await
-        .with_context(|| format!("{source}: signing in to the registry"))?;
+    let (client, auth) = connect(&reference, oci_client::RegistryOperation::Pull, source).await?;
     let (manifest, _) = client
         .pull_manifest_raw(&reference, &auth, &[MANIFEST_TYPE])
         .await
@@ -450,12 +455,7 @@ pub(crate) async fn push_signature(
     signature: &str,
 ) -> anyhow::Result<()> {
     let reference = reference(target)?;
-    let client = client(&reference);
-    let auth = auth();
-    client
-        .auth(&reference, &auth, oci_client::RegistryOperation::Push)
-        .await
-        .with_context(|| format!("{target}: signing in to the registry"))?;
+    let (client, _) = connect(&reference, oci_client::RegistryOperation::Push, target).await?;
     let mut layers = match signature_manifest(&client, &reference, digest).await? {
         Some(existing) => existing
             .layers

@@ -134,6 +134,15 @@ impl Lab {
             .expect("wasmonkey runs")
     }
 
+    /// `plugins pull SOURCE --config CONFIG`, which must succeed.
+    fn pull(&self, source: &str, config: &Path) -> String {
+        let config = config.display().to_string();
+        ok(
+            "pull",
+            &self.wasmonkey(&["plugins", "pull", source, "--config", &config]),
+        )
+    }
+
     /// An operator's config in `home`, trusting `keys`, naming `sources`.
     fn operator(&self, home: &str, keys: &[&str], sources: &[(&str, &str)]) -> PathBuf {
         let dir = self.path(home);
@@ -215,10 +224,7 @@ fn a_signed_plugin_pulled_by_digest_runs_and_every_wrong_origin_is_refused() {
     // Pulled by digest, signed by the trusted key: it runs and kills.
     let config = lab.operator("op", &["team/cosign.pub"], &[("classic-monkey", &source)]);
     let shown = config.display().to_string();
-    let pulled = ok(
-        "pull",
-        &lab.wasmonkey(&["plugins", "pull", &source, "--config", &shown]),
-    );
+    let pulled = lab.pull(&source, &config);
     assert!(pulled.contains("signature: signed by sha256:"), "{pulled}");
     let listed = ok(
         "plugins list",
@@ -247,16 +253,7 @@ fn a_signed_plugin_pulled_by_digest_runs_and_every_wrong_origin_is_refused() {
         &["stranger/cosign.pub"],
         &[("classic-monkey", &source)],
     );
-    ok(
-        "pull",
-        &lab.wasmonkey(&[
-            "plugins",
-            "pull",
-            &source,
-            "--config",
-            &config.display().to_string(),
-        ]),
-    );
+    lab.pull(&source, &config);
     refused(
         &lab,
         &config,
@@ -275,16 +272,7 @@ fn a_signed_plugin_pulled_by_digest_runs_and_every_wrong_origin_is_refused() {
         &["team/cosign.pub"],
         &[("classic-monkey", &unsigned)],
     );
-    ok(
-        "pull",
-        &lab.wasmonkey(&[
-            "plugins",
-            "pull",
-            &unsigned,
-            "--config",
-            &config.display().to_string(),
-        ]),
-    );
+    lab.pull(&unsigned, &config);
     let unsigned_digest = unsigned.rsplit_once('@').expect("@").1;
     refused(
         &lab,
@@ -324,16 +312,7 @@ fn a_signed_plugin_pulled_by_digest_runs_and_every_wrong_origin_is_refused() {
         &["team/cosign.pub"],
         &[("classic-monkey", &source)],
     );
-    ok(
-        "pull",
-        &lab.wasmonkey(&[
-            "plugins",
-            "pull",
-            &source,
-            "--config",
-            &config.display().to_string(),
-        ]),
-    );
+    lab.pull(&source, &config);
     std::fs::copy(
         support::plugin_dir().join("oldest-first.wasm"),
         lab.path("op-changed/plugins/classic-monkey.wasm"),
@@ -439,10 +418,7 @@ fn skopeo_reads_what_wasmonkey_pushes_and_wasmonkey_pulls_what_skopeo_pushes() {
     )
     .expect("config");
     let shown = config.display().to_string();
-    let pulled = ok(
-        "pull",
-        &lab.wasmonkey(&["plugins", "pull", &mirrored, "--config", &shown]),
-    );
+    let pulled = lab.pull(&mirrored, &config);
     assert!(pulled.contains("signature: unsigned"), "{pulled}");
     let run = ok(
         "run",
@@ -524,10 +500,7 @@ else:
     };
     let python_signature = python_run("sign");
     let shown = config.display().to_string();
-    ok(
-        "pull",
-        &lab.wasmonkey(&["plugins", "pull", &source, "--config", &shown]),
-    );
+    lab.pull(&source, &config);
     assert_eq!(python_run("verify").trim(), "verified");
     // Python's signature in place of ours: the run accepts it, by its key.
     std::fs::write(
